@@ -1,0 +1,323 @@
+"""The one configuration file, read once into frozen dataclasses.
+
+Every key has a default here and a line in README.md's configuration
+reference.  The loader is strict: an unknown key, a wrong type or a value out
+of range stops start-up with a :class:`mailsuite.errors.ConfigError` naming
+the file, the dotted key path and the reason.  Adding a key means adding a
+field (with a default and, where it matters, a ``check``) to one dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mailsuite.errors import ConfigError
+
+#: Listener names, in the order they are documented and started.
+LISTENER_NAMES = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
+#: Listeners whose sockets speak TLS from the first byte.
+IMPLICIT_TLS = frozenset({"submissions", "pop3s", "imaps"})
+
+
+def _check(predicate: Callable[[Any], bool], reason: str) -> dict[str, Any]:
+    """Field metadata: a validity check run after the type check."""
+    return {"check": (predicate, reason)}
+
+
+_port = _check(lambda v: 0 <= v <= 65535, "must be a port number from 0 to 65535 (0 picks a free port)")
+_positive = _check(lambda v: v > 0, "must be greater than 0")
+_non_negative = _check(lambda v: v >= 0, "must be 0 or greater")
+
+
+def _valid_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+_address = _check(_valid_ip, "must be an IPv4 or IPv6 address such as 127.0.0.1 or ::")
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One listening socket."""
+
+    enabled: bool = True
+    address: str = field(default="0.0.0.0", metadata=_address)
+    port: int = field(default=0, metadata=_port)
+    #: Offer AUTH on this listener (only meaningful for "smtp"; submission always offers it).
+    auth: bool = False
+
+
+def _listener(port: int, *, auth: bool = False) -> Any:
+    return field(default_factory=lambda: ListenerConfig(port=port, auth=auth))
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Certificate and policy shared by every listener."""
+
+    #: PEM certificate chain; empty: a self-signed one is made under data_root/tls on first start.
+    certificate: str = ""
+    #: PEM private key; empty together with certificate.
+    key: str = ""
+    #: Allow AUTH / LOGIN / USER over connections without TLS (testing only; logged as a warning).
+    allow_plaintext_auth: bool = False
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Sizes, counts and timeouts protecting the server from clients."""
+
+    message_size: int = field(default=50 * 1024 * 1024, metadata=_positive)
+    recipients: int = field(default=100, metadata=_positive)
+    connections_total: int = field(default=1000, metadata=_positive)
+    connections_per_ip: int = field(default=50, metadata=_positive)
+    #: Longest SMTP command line in bytes (RFC 5321 4.5.3.1.4 says at least 512).
+    smtp_line_length: int = field(default=2048, metadata=_check(lambda v: v >= 512, "must be at least 512"))
+    #: Longest IMAP command line (without literals) in bytes.
+    imap_line_length: int = field(default=65536, metadata=_check(lambda v: v >= 1000, "must be at least 1000"))
+    #: Largest IMAP literal accepted (APPEND), bytes; defaults to message_size when 0.
+    imap_literal_size: int = field(default=0, metadata=_non_negative)
+    #: Protocol errors tolerated in one SMTP session before it is closed.
+    smtp_max_errors: int = field(default=10, metadata=_positive)
+    #: IMAP connections per user.
+    imap_connections_per_user: int = field(default=20, metadata=_positive)
+    #: Seconds of silence tolerated, per protocol (RFC 5321 4.5.3.2 / RFC 1939 / RFC 3501).
+    smtp_timeout: float = field(default=300.0, metadata=_positive)
+    smtp_data_timeout: float = field(default=600.0, metadata=_positive)
+    pop3_timeout: float = field(default=600.0, metadata=_check(lambda v: v > 0, "must be greater than 0"))
+    imap_timeout: float = field(default=1800.0, metadata=_positive)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Login throttling, shared by SMTP AUTH, POP3 and IMAP."""
+
+    #: Failures from one IP (or for one account) before delays start.
+    free_failures: int = field(default=3, metadata=_non_negative)
+    #: Failures after which logins are refused outright for block_seconds.
+    max_failures: int = field(default=10, metadata=_positive)
+    #: Longest delay added before answering a failed attempt, seconds.
+    max_delay: float = field(default=8.0, metadata=_non_negative)
+    #: How long a refused IP/account stays refused, seconds.
+    block_seconds: float = field(default=900.0, metadata=_positive)
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """Default per-user quota; 0 means unlimited.  Users may override it."""
+
+    bytes: int = field(default=0, metadata=_non_negative)
+    messages: int = field(default=0, metadata=_non_negative)
+
+
+@dataclass(frozen=True)
+class SmarthostConfig:
+    """Send all outbound mail through one host instead of MX routing."""
+
+    enabled: bool = False
+    host: str = ""
+    port: int = field(default=587, metadata=_port)
+    #: "starttls", "implicit" (TLS from the first byte) or "none".
+    tls: str = field(default="starttls", metadata=_check(lambda v: v in ("starttls", "implicit", "none"), 'must be "starttls", "implicit" or "none"'))
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """The outbound relay queue."""
+
+    #: Destination port for MX delivery (25; other values for test set-ups).
+    outbound_port: int = field(default=25, metadata=_port)
+    #: DNS server "host" or "host:port"; empty: the system's resolv.conf.
+    resolver: str = ""
+    #: Seconds between attempts; the last one repeats until max_age.
+    retry_schedule: list[float] = field(default_factory=lambda: [60.0, 300.0, 900.0, 1800.0, 3600.0])
+    #: Seconds after arrival when a still-undelivered message bounces.
+    max_age: float = field(default=5 * 86400.0, metadata=_positive)
+    #: Seconds after arrival for a delay warning to the sender; 0 disables it.
+    delay_warning: float = field(default=4 * 3600.0, metadata=_non_negative)
+    #: Refuse to deliver without TLS and a verified certificate.
+    require_tls: bool = False
+    connect_timeout: float = field(default=30.0, metadata=_positive)
+    command_timeout: float = field(default=300.0, metadata=_positive)
+    max_connections: int = field(default=50, metadata=_positive)
+    max_connections_per_domain: int = field(default=5, metadata=_positive)
+    smarthost: SmarthostConfig = field(default_factory=SmarthostConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; built once by :func:`load` and passed down."""
+
+    #: The name this host greets with and writes in Received headers.
+    hostname: str = "localhost"
+    #: Domains whose mail is stored here (the directory may add more).
+    domains: list[str] = field(default_factory=list)
+    #: Where mail, queue, user database and generated certificates live.
+    data_root: str = "./var"
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    smtp: ListenerConfig = _listener(25)
+    submission: ListenerConfig = _listener(587, auth=True)
+    submissions: ListenerConfig = _listener(465, auth=True)
+    pop3: ListenerConfig = _listener(110)
+    pop3s: ListenerConfig = _listener(995)
+    imap: ListenerConfig = _listener(143)
+    imaps: ListenerConfig = _listener(993)
+    #: Path of the file this came from (set by load(); relative paths resolve against its folder).
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+    def listener(self, name: str) -> ListenerConfig:
+        """The listener section called ``name`` (one of LISTENER_NAMES)."""
+        return typing.cast(ListenerConfig, getattr(self, name))
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the file: relative paths are taken from the working directory."""
+        return Path(value).resolve()
+
+    @property
+    def data_path(self) -> Path:
+        """The data root as an absolute path."""
+        return self.path(self.data_root)
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s".replace("an ", "").replace("a list of a ", "a list of ")
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return _TYPE_NAMES.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str, file: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"must be a table ([{key}]), not {type(value).__name__}")
+        return _build(tp, value, key, file, tp())
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(file, key, f"must be {_type_name(tp)}")
+        return [_convert(item, item_type, f"{key}[{i}]", file) for i, item in enumerate(value)]
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - a programming error in this module
+        raise TypeError(f"unsupported config type {tp!r}")
+    if not ok:
+        raise ConfigError(file, key, f"must be {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: Any, table: dict[str, Any], prefix: str, file: str, defaults: Any) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for name in table:
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(file, _join(prefix, name), f"unknown key (known keys here: {known})")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = _join(prefix, name)
+        if name not in table:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            raw = table[name]
+            if not isinstance(raw, dict):
+                raise ConfigError(file, key, f"must be a table ([{key}]), not {type(raw).__name__}")
+            value = _build(tp, raw, key, file, getattr(defaults, name))
+        else:
+            value = _convert(table[name], tp, key, file)
+        check = f.metadata.get("check")
+        if check is not None:
+            predicate, reason = check
+            items = value if isinstance(value, list) else [value]
+            if not all(predicate(item) for item in items):
+                raise ConfigError(file, key, f"{reason}, got {table[name]!r}")
+        values[name] = value
+    return dataclasses.replace(defaults, **values)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _validate_whole(config: Config, file: str) -> None:
+    """Rules that involve more than one key."""
+    if bool(config.tls.certificate) != bool(config.tls.key):
+        raise ConfigError(file, "tls", "certificate and key must be given together (or both left empty for a self-signed certificate)")
+    if config.queue.smarthost.enabled and not config.queue.smarthost.host:
+        raise ConfigError(file, "queue.smarthost.host", "must be set when queue.smarthost.enabled is true")
+    if any(d != d.strip() or not d or "@" in d or "/" in d for d in config.domains):
+        raise ConfigError(file, "domains", "each domain must be a bare domain name such as example.org")
+    if not config.hostname or any(c.isspace() for c in config.hostname):
+        raise ConfigError(file, "hostname", "must be a host name without spaces")
+    bound: dict[tuple[str, int], str] = {}
+    for name in LISTENER_NAMES:
+        listener = config.listener(name)
+        if listener.enabled and listener.port:
+            where = (listener.address, listener.port)
+            if where in bound:
+                raise ConfigError(file, f"{name}.port", f"{listener.address}:{listener.port} is already used by [{bound[where]}]")
+            bound[where] = name
+
+
+def parse(text: str, file: str = "<string>") -> Config:
+    """Build a Config from TOML text (used by load() and by tests)."""
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(file, None, f"not valid TOML: {e}") from None
+    config = _build(Config, table, "", file, Config())
+    config = dataclasses.replace(config, source=file, domains=[d.lower() for d in config.domains])
+    _validate_whole(config, file)
+    return config
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and check the configuration file; ConfigError says what is wrong and where."""
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(file, None, f"cannot read the file: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(file, None, f"not UTF-8 text: {e}") from None
+    return parse(text, os.path.abspath(file))
+
+
+def default_config_path() -> Path:
+    """The example configuration used when no --config is given (etc/mailsuite.toml links to it)."""
+    here = Path(__file__).resolve().parent
+    return here / "default.toml"
+

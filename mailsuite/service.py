@@ -1,0 +1,250 @@
+"""The one place that wires concrete classes into a running server.
+
+:func:`build` turns a :class:`~mailsuite.config.Config` into a Twisted
+``MultiService``: it opens the store, the user directory, the relay queue,
+the TLS contexts and the login portal once, puts them in a
+:class:`ServerContext`, and asks each protocol package for a factory through
+``LISTENER_BUILDERS``.  Protocol packages never construct these shared
+objects themselves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from mailsuite.config import IMPLICIT_TLS, LISTENER_NAMES, Config, ListenerConfig
+from mailsuite.limits import ConnectionLimiter, LimitedFactory
+
+log = Logger()
+
+#: "listener name" -> "module:function" building its protocol factory from
+#: (ServerContext, listener name, ListenerConfig).  A module that does not exist
+#: yet leaves the listener on the polite placeholder below.
+LISTENER_BUILDERS: dict[str, str] = {
+    "smtp": "mailsuite.smtp.listener:build_factory",
+    "submission": "mailsuite.smtp.listener:build_factory",
+    "submissions": "mailsuite.smtp.listener:build_factory",
+    "pop3": "mailsuite.pop3.listener:build_factory",
+    "pop3s": "mailsuite.pop3.listener:build_factory",
+    "imap": "mailsuite.imap.listener:build_factory",
+    "imaps": "mailsuite.imap.listener:build_factory",
+}
+
+#: What a connection over the caps hears, per protocol family.
+REFUSALS: dict[str, bytes] = {
+    "smtp": b"421 4.7.0 Too many connections, try again later\r\n",
+    "pop3": b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+    "imap": b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+}
+
+
+def protocol_family(listener_name: str) -> str:
+    """"smtp", "pop3" or "imap" for a listener name."""
+    if listener_name.startswith("pop3"):
+        return "pop3"
+    if listener_name.startswith("imap"):
+        return "imap"
+    return "smtp"
+
+
+@dataclass
+class ServerContext:
+    """The shared objects every protocol factory receives.
+
+    Attributes that a later issue fills in are None until their package exists.
+    """
+
+    config: Config
+    reactor: Any
+    tls: Any = None  # mailsuite.tls.TLSProvider: .server_creator() for implicit TLS and STARTTLS, .client_options(host, verify)
+    directory: Any = None  # IUserDirectory
+    store: Any = None  # IMessageStore
+    portal: Any = None  # twisted.cred.portal.Portal yielding IMailUser
+    throttle: Any = None  # ILoginThrottle
+    queue: Any = None  # IRelayQueue
+    resolver: Any = None  # IResolver
+    authenticator: Any = None  # mailsuite.auth: .login(ip, username, password) -> Deferred[IMailUser], throttled
+    limiter: ConnectionLimiter | None = None
+    #: Services opened by the parts (queue runner, store watcher...), started before the listeners.
+    children: list[Any] = field(default_factory=list)
+    on_stop: list[Callable[[], Any]] = field(default_factory=list)
+
+
+class _Placeholder(Factory):
+    """Greets and closes: stands in for a protocol whose package is not written yet."""
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+
+    def buildProtocol(self, addr: Any) -> Any:
+        from mailsuite.limits import _Refusal
+
+        return _Refusal(self.line)
+
+
+def _builder(name: str) -> Callable[[ServerContext, str, ListenerConfig], Factory] | None:
+    return _load(LISTENER_BUILDERS[name])
+
+
+def endpoint_description(listener: ListenerConfig) -> str:
+    """A Twisted server endpoint string for a listener (TLS is added by the service)."""
+    address = listener.address.replace(":", "\\:")
+    return f"tcp:port={listener.port}:interface={address}"
+
+
+class ListenerService(service.Service):
+    """Listens on one endpoint; remembers the bound port so ephemeral ports can be reported."""
+
+    def __init__(self, name: str, reactor: Any, description: str, factory: Factory) -> None:
+        self.setName(name)
+        self.reactor = reactor
+        self.description = description
+        self.factory = factory
+        self.port: IListeningPort | None = None
+        self.ready: defer.Deferred[IListeningPort] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = serverFromString(self.reactor, self.description)
+        self.ready = endpoint.listen(self.factory)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.port = port
+            host = port.getHost()
+            log.info("listening: {name} on {host}:{port}", name=self.name, host=host.host, port=host.port)
+            return port
+
+        self.ready.addCallback(listening)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+        return None
+
+
+class MailService(service.MultiService):
+    """The whole server: shared objects plus one ListenerService per enabled listener."""
+
+    def __init__(self, context: ServerContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def listeners(self) -> list[ListenerService]:
+        """The listener services, in configuration order."""
+        return [s for s in self if isinstance(s, ListenerService)]
+
+    def bound_ports(self) -> dict[str, int]:
+        """Listener name -> bound port (after start)."""
+        return {s.name: s.port.getHost().port for s in self.listeners() if s.port is not None}
+
+    def startService(self) -> None:
+        super().startService()
+        readies = [s.ready for s in self.listeners() if s.ready is not None]
+        defer.gatherResults(readies, consumeErrors=True).addCallbacks(self._all_listening, self._listen_failed)
+
+    def _all_listening(self, _: Any) -> None:
+        run = self.context.config.data_path / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        tmp = run / "ports.json.tmp"
+        tmp.write_text(json.dumps(self.bound_ports()))
+        os.replace(tmp, run / "ports.json")
+        log.info("mailsuite ready: {ports}", ports=self.bound_ports())
+
+    def _listen_failed(self, failure: Any) -> None:
+        error = failure.value.subFailure.value if hasattr(failure.value, "subFailure") else failure.value
+        log.critical("cannot listen: {error}", error=error)
+        self.context.reactor.callLater(0, _stop_with_error, self.context.reactor)
+
+    def stopService(self) -> Any:
+        d = defer.maybeDeferred(super().stopService)
+        for stop in reversed(self.context.on_stop):
+            d.addBoth(lambda _, stop=stop: stop())
+        return d
+
+
+def _stop_with_error(reactor: Any) -> None:
+    from twisted.internet.error import ReactorNotRunning
+
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
+    os._exit(1)
+
+
+def build_context(config: Config, reactor: Any) -> ServerContext:
+    """Open the shared objects (store, directory, queue, TLS, portal) for a config."""
+    context = ServerContext(config=config, reactor=reactor)
+    context.limiter = ConnectionLimiter(config.limits.connections_total, config.limits.connections_per_ip)
+    for target in PARTS:
+        part = _load(target)
+        if part is not None:
+            child = part(context)
+            if child is not None:
+                context.children.append(child)
+    return context
+
+
+def _wrap_listener(context: ServerContext, name: str, factory: Factory) -> Factory:
+    assert context.limiter is not None
+    factory = LimitedFactory(factory, context.limiter, REFUSALS[protocol_family(name)], name)
+    if name in IMPLICIT_TLS:
+        factory = TLSMemoryBIOFactory(context.tls.server_creator(), False, factory)
+    return factory
+
+
+def build(config: Config, reactor: Any) -> MailService:
+    """The MultiService for a config; nothing listens until it is started."""
+    context = build_context(config, reactor)
+    root = MailService(context)
+    for child in context.children:
+        child.setServiceParent(root)
+    for name in LISTENER_NAMES:
+        listener = config.listener(name)
+        if not listener.enabled:
+            continue
+        builder = _builder(name)
+        if builder is None:
+            family = protocol_family(name)
+            line = {"smtp": b"421 4.3.2 Service not yet available\r\n", "pop3": b"-ERR [SYS/TEMP] not yet available\r\n", "imap": b"* BYE not yet available\r\n"}[family]
+            factory: Factory = _Placeholder(line)
+        else:
+            factory = builder(context, name, listener)
+        ListenerService(name, reactor, endpoint_description(listener), _wrap_listener(context, name, factory)).setServiceParent(root)
+    return root
+
+
+# The shared parts, opened in this order by build_context(): "module:function"
+# taking the ServerContext, filling in its attribute(s), and returning None or
+# an IService to run as a child of the server (e.g. the queue's delivery loop).
+# A part whose module does not exist yet is skipped, so packages land one by one.
+PARTS: list[str] = [
+    "mailsuite.tls:open_tls",  # context.tls
+    "mailsuite.auth.service:open_auth",  # context.directory, .throttle, .portal, .authenticator
+    "mailsuite.store.service:open_store",  # context.store
+    "mailsuite.queue.service:open_queue",  # context.resolver, .queue (+ its delivery service)
+]
+
+
+def _load(target: str) -> Callable[..., Any] | None:
+    module_name, _, function = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            return None
+        raise
+    return getattr(module, function)
