@@ -164,3 +164,24 @@ def mailsuite_server(tmp_path: Path) -> Iterator[Any]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def mailsuite_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Like ``mailsuite_server`` but the servers live for the whole test module (faster)."""
+    base = tmp_path_factory.mktemp("mailsuite")
+    started: list[ServerProcess] = []
+
+    def start(overrides: dict[str, Any] | None = None, *, users: dict[str, str] | None = None, **kw: Any) -> ServerProcess:
+        merged = dict(overrides or {})
+        merged.update(kw)
+        server = ServerProcess(base / f"server{len(started)}", merged)
+        server.tmp_path.mkdir(parents=True, exist_ok=True)
+        started.append(server)
+        for address, password in (users or {}).items():
+            server.add_user(address, password)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
