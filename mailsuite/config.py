@@ -158,6 +158,18 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class CaptureConfig:
+    """Capture mode, for tests and manual use: accept everything, relay nothing."""
+
+    #: Accept every recipient into a mailbox of its own and let any address log in with any password.
+    enabled: bool = False
+    #: Serve the HTTP JSON API (mailsuite.testing.http) for looking at captured mail.
+    http_enabled: bool = False
+    http_address: str = field(default="127.0.0.1", metadata=_address)
+    http_port: int = field(default=8025, metadata=_port)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; built once by :func:`load` and passed down."""
 
@@ -172,6 +184,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     smtp: ListenerConfig = _listener(25)
     submission: ListenerConfig = _listener(587, auth=True)
     submissions: ListenerConfig = _listener(465, auth=True)

@@ -77,6 +77,7 @@ class ServerContext:
     resolver: Any = None  # IResolver
     authenticator: Any = None  # mailsuite.auth: .login(ip, username, password) -> Deferred[IMailUser], throttled
     limiter: ConnectionLimiter | None = None
+    faults: Any = None  # mailsuite.testing.faults.FaultPlan, consulted by SMTP before each reply
     #: Services opened by the parts (queue runner, store watcher...), started before the listeners.
     children: list[Any] = field(default_factory=list)
     on_stop: list[Callable[[], Any]] = field(default_factory=list)
@@ -234,8 +235,10 @@ def build(config: Config, reactor: Any) -> MailService:
 PARTS: list[str] = [
     "mailsuite.tls:open_tls",  # context.tls
     "mailsuite.auth.service:open_auth",  # context.directory, .throttle, .portal, .authenticator
+    "mailsuite.testing.capture:open_capture",  # capture mode: replaces directory and authenticator
     "mailsuite.store.service:open_store",  # context.store
     "mailsuite.queue.service:open_queue",  # context.resolver, .queue (+ its delivery service)
+    "mailsuite.testing.http:open_http_api",  # capture.http_enabled: the HTTP JSON API
 ]
 
 
