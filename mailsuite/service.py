@@ -78,6 +78,7 @@ class ServerContext:
     authenticator: Any = None  # mailsuite.auth: .login(ip, username, password) -> Deferred[IMailUser], throttled
     limiter: ConnectionLimiter | None = None
     faults: Any = None  # mailsuite.testing.faults.FaultPlan, consulted by SMTP before each reply
+    http_api: Any = None  # capture mode's HTTP JSON API listener (a ListenerService)
     #: Services opened by the parts (queue runner, store watcher...), started before the listeners.
     children: list[Any] = field(default_factory=list)
     on_stop: list[Callable[[], Any]] = field(default_factory=list)
