@@ -79,6 +79,7 @@ class ServerContext:
     limiter: ConnectionLimiter | None = None
     faults: Any = None  # mailsuite.testing.faults.FaultPlan, consulted by SMTP before each reply
     http_api: Any = None  # capture mode's HTTP JSON API listener (a ListenerService)
+    root: Any = None  # the MailService this context belongs to (set by build())
     #: Services opened by the parts (queue runner, store watcher...), started before the listeners.
     children: list[Any] = field(default_factory=list)
     on_stop: list[Callable[[], Any]] = field(default_factory=list)
@@ -212,6 +213,7 @@ def build(config: Config, reactor: Any) -> MailService:
     """The MultiService for a config; nothing listens until it is started."""
     context = build_context(config, reactor)
     root = MailService(context)
+    context.root = root
     for child in context.children:
         child.setServiceParent(root)
     for name in LISTENER_NAMES:
