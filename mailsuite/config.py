@@ -163,7 +163,7 @@ class CaptureConfig:
 
     #: Accept every recipient into a mailbox of its own and let any address log in with any password.
     enabled: bool = False
-    #: Serve the HTTP JSON API (mailsuite.testing.http) for looking at captured mail.
+    #: Serve the HTTP JSON API (mailsuite.testing.api) for looking at captured mail.
     http_enabled: bool = False
     http_address: str = field(default="127.0.0.1", metadata=_address)
     http_port: int = field(default=8025, metadata=_port)

@@ -241,7 +241,7 @@ PARTS: list[str] = [
     "mailsuite.testing.capture:open_capture",  # capture mode: replaces directory and authenticator
     "mailsuite.store.service:open_store",  # context.store
     "mailsuite.queue.service:open_queue",  # context.resolver, .queue (+ its delivery service)
-    "mailsuite.testing.http:open_http_api",  # capture.http_enabled: the HTTP JSON API
+    "mailsuite.testing.api:open_http_api",  # capture.http_enabled: the HTTP JSON API
 ]
 
 
