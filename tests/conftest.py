@@ -21,6 +21,8 @@ from typing import Any, Iterator
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
 LISTENERS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
 
