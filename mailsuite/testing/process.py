@@ -1,0 +1,94 @@
+"""A mailsuite server in a child process, for fixtures that must not share the test's reactor.
+
+Synchronous tests block in their clients (smtplib, imaplib...); a server in
+the same thread would starve, and a reactor in a background thread would clash
+with trial or pytest-twisted tests in the same process.  A child process has
+neither problem and is exactly what production runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a bool, number, string or list of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def render_toml(settings: Mapping[str, Any]) -> str:
+    """TOML text from dotted keys: {"hostname": "x", "smtp.port": 0, "queue.smarthost.host": "h"}."""
+    tables: dict[str, dict[str, Any]] = {"": {}}
+    for key, value in settings.items():
+        table, _, leaf = key.rpartition(".")
+        tables.setdefault(table, {})[leaf] = value
+    lines = [f"{k} = {toml_value(v)}" for k, v in tables.pop("").items()]
+    for table, values in tables.items():
+        lines.append(f"\n[{table}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+class ChildServer:
+    """Runs ``python -m mailsuite.testing.runner CONFIG`` and waits for its ports."""
+
+    def __init__(self, config_path: Path, data_root: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.data_root = data_root
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else dict(os.environ)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ports: dict[str, int] = {}
+
+    def start(self, timeout: float = 20.0) -> dict[str, int]:
+        """Start the child and return listener name -> bound port once all are listening."""
+        ports_file = self.data_root / "run" / "ports.json"
+        if ports_file.exists():
+            ports_file.unlink()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mailsuite.testing.runner", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.config_path.parent),
+            )
+        deadline = time.monotonic() + timeout
+        while not ports_file.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mailsuite exited with {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mailsuite did not become ready in {timeout}s:\n{self.log()}")
+            time.sleep(0.01)
+        self.ports = json.loads(ports_file.read_text())
+        return self.ports
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        """Stop the child (SIGTERM by default) and return its exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        """Everything the child logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
