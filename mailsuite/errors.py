@@ -97,6 +97,12 @@ class NoSuchMessage(MailError):
     code, enhanced, default_text = 550, "5.2.0", "No such message"
 
 
+class ReadOnlyFolder(MailError):
+    """The folder was opened read-only (EXAMINE): flags and expunges are refused."""
+
+    code, enhanced, default_text = 550, "5.2.0", "Folder is open read-only"
+
+
 class MailboxInUse(MailError):
     """Another session holds the exclusive lock (POP3 ``-ERR [IN-USE]``)."""
 
