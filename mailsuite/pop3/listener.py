@@ -1,0 +1,82 @@
+"""The protocol factory service.py puts behind the "pop3" (110) and "pop3s" (995) listeners.
+
+Implementation notes:
+- One :class:`SessionSettings` per listener, built once from the shared
+  :class:`~mailsuite.service.ServerContext`: the authenticator, the TLS
+  provider, the reactor (for timers and the thread pool) and the config.
+- "pop3s" is wrapped in implicit TLS by service.py; the factory only needs
+  to know it so sessions allow logins and do not offer STLS.
+- Blocking reads of message files run in the reactor's thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from mailsuite.config import IMPLICIT_TLS, ListenerConfig
+from mailsuite.pop3.protocol import POP3Session, SessionSettings
+
+log = Logger()
+
+
+class POP3Factory(Factory):
+    """Builds one :class:`POP3Session` per connection with the listener's settings."""
+
+    noisy = False
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+
+    def buildProtocol(self, addr: IAddress) -> POP3Session:
+        session = POP3Session(self.settings)
+        session.factory = self
+        return session
+
+
+def thread_runner(reactor: Any) -> Callable[..., Deferred[Any]]:
+    """``run(f, *args)`` in the reactor's thread pool, result back on the reactor thread."""
+
+    def run(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    return run
+
+
+def build_factory(context: Any, name: str, listener_config: ListenerConfig) -> Factory:
+    """LISTENER_BUILDERS entry for "pop3" and "pop3s"."""
+    config = context.config
+    implicit = name in IMPLICIT_TLS
+    tls_creator = context.tls.server_creator if context.tls is not None else None
+    if config.tls.allow_plaintext_auth and not implicit:
+        log.warn("{listener}: tls.allow_plaintext_auth is on: POP3 passwords may cross the network unencrypted", listener=name)
+    if context.authenticator is None:
+        log.warn("{listener}: no authenticator is configured: every POP3 login will fail", listener=name)
+    settings = SessionSettings(
+        authenticator=context.authenticator if context.authenticator is not None else _NoAuthenticator(),
+        hostname=config.hostname,
+        timeout=config.limits.pop3_timeout,
+        clock=context.reactor,
+        run_blocking=thread_runner(context.reactor),
+        tls_creator=tls_creator,
+        implicit_tls=implicit,
+        allow_plaintext_auth=config.tls.allow_plaintext_auth,
+        listener=name,
+    )
+    return POP3Factory(settings)
+
+
+class _NoAuthenticator:
+    """Stands in while the auth package is missing: refuses every login as a temporary failure."""
+
+    def login(self, ip: str, username: str, password: str) -> Deferred[Any]:
+        from twisted.internet import defer
+
+        from mailsuite.errors import TemporaryFailure
+
+        return defer.fail(TemporaryFailure("Login service unavailable"))

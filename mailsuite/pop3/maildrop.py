@@ -1,0 +1,130 @@
+"""One POP3 session's view of a user's INBOX (RFC 1939 TRANSACTION and UPDATE states).
+
+Implementation notes:
+- The message list is copied from the folder's snapshot once, at login,
+  and never refreshed: message numbers stay valid for the whole session
+  and mail that arrives meanwhile is seen by the next session only
+  (RFC 1939 5 numbers messages for the session).
+- DELE only marks a number; nothing touches the store before QUIT.  RSET
+  clears the marks.  :meth:`commit` (the UPDATE state, RFC 1939 6) sets
+  \\Deleted on the marked UIDs and expunges exactly those, so a dropped
+  connection, which never calls commit, deletes nothing, and messages
+  another session marked \\Deleted are not expunged by us.
+- The unique-id listing (RFC 1939 7 UIDL) is the store's stable message
+  key (the Maildir base name), which survives flag changes, other
+  expunges, restarts and UIDVALIDITY changes.  A key that is not a legal
+  unique-id (1 to 70 characters 0x21..0x7E) is replaced by a digest of
+  itself, which is just as stable.
+- Sizes are the store's sizes (CRLF line ends, before byte-stuffing),
+  which RFC 1939 LIST asks for; no message body is read for STAT, LIST or
+  UIDL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+
+from mailsuite.errors import NoSuchMessage
+from mailsuite.interfaces import MessageInfo
+
+_UIDL_CHARS = frozenset(range(0x21, 0x7F))
+
+
+def unique_id(key: str) -> str:
+    """The UIDL string for a store key: the key itself when RFC 1939 allows it, else its SHA-1."""
+    raw = key.encode("utf-8", "surrogateescape")
+    if 0 < len(raw) <= 70 and all(b in _UIDL_CHARS for b in raw):
+        return key
+    return hashlib.sha1(raw).hexdigest()
+
+
+class NoSuchNumber(Exception):
+    """The client named a message number that is not in this session (or is marked deleted)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Entry:
+    info: MessageInfo
+    uid_string: str
+    deleted: bool = False
+
+
+class Maildrop:
+    """Message numbers, sizes, unique ids and deletion marks for one session."""
+
+    def __init__(self, folder: Any) -> None:
+        self.folder = folder
+        self._entries = [_Entry(info, unique_id(info.key)) for info in folder.messages()]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stat(self) -> tuple[int, int]:
+        """(messages, octets) not marked deleted (RFC 1939 5 STAT)."""
+        live = [e.info.size for e in self._entries if not e.deleted]
+        return len(live), sum(live)
+
+    def get(self, number: bytes | str | int) -> tuple[int, MessageInfo, str]:
+        """The message behind a client's 1-based number: (number, info, unique id).
+
+        Raises NoSuchNumber for a malformed, out of range or deleted number.
+        """
+        try:
+            n = int(number)
+        except (TypeError, ValueError):
+            raise NoSuchNumber("invalid message number") from None
+        if isinstance(number, (bytes, str)) and not number.isdigit():
+            raise NoSuchNumber("invalid message number")
+        if not 1 <= n <= len(self._entries):
+            raise NoSuchNumber("no such message")
+        entry = self._entries[n - 1]
+        if entry.deleted:
+            raise NoSuchNumber(f"message {n} already deleted")
+        return n, entry.info, entry.uid_string
+
+    def listing(self) -> list[tuple[int, MessageInfo, str]]:
+        """(number, info, unique id) of every message not marked deleted, in order."""
+        return [(i, e.info, e.uid_string) for i, e in enumerate(self._entries, 1) if not e.deleted]
+
+    def mark_deleted(self, number: bytes | str | int) -> int:
+        """DELE: mark a message; returns its number."""
+        n, _, _ = self.get(number)
+        self._entries[n - 1].deleted = True
+        return n
+
+    def reset(self) -> None:
+        """RSET: unmark everything."""
+        for entry in self._entries:
+            entry.deleted = False
+
+    def marked_uids(self) -> list[int]:
+        """UIDs marked for deletion."""
+        return [e.info.uid for e in self._entries if e.deleted]
+
+    def open_message(self, info: MessageInfo) -> Any:
+        """A binary reader over the stored message (may raise NoSuchMessage)."""
+        return self.folder.open_message(info.uid)
+
+    async def commit(self) -> int:
+        """UPDATE state: remove the marked messages from the store; returns how many were removed.
+
+        Messages another session expunged meanwhile count as removed
+        (they are gone, which is what the client asked for).
+        """
+        uids = self.marked_uids()
+        if not uids:
+            return 0
+        try:
+            await defer.maybeDeferred(self.folder.store_flags, uids, ["\\Deleted"], "add")
+        except NoSuchMessage:
+            pass
+        removed = await defer.maybeDeferred(self.folder.expunge, uids)
+        return len(removed)

@@ -1,0 +1,561 @@
+"""The POP3 server session: RFC 1939 with CAPA (RFC 2449), STLS (RFC 2595),
+SASL PLAIN (RFC 5034) and response codes (RFC 2449 8, RFC 3206).
+
+Implementation notes:
+- Built on :class:`twisted.mail.pop3.POP3` for its line framing, state
+  dispatch (``state_COMMAND`` / ``state_AUTH``), inactivity timer and
+  reply helpers.  Its command handlers are replaced: they authenticate
+  through a ``cred`` portal of ``pop3.IMailbox`` avatars, stuff dots only
+  within a chunk and double the CR of stored CRLF, list non-working
+  capabilities, and dispatch pipelined commands before a login has
+  finished.  Here logins go through the shared authenticator (one throttle
+  for SMTP, POP3 and IMAP), messages come from the shared store.
+- States (RFC 1939 3): AUTHORIZATION until a login succeeds and the maildrop
+  lock is held, TRANSACTION, then UPDATE after QUIT.  Each command is
+  accepted only in the states RFC 1939 allows it in.
+- Pipelining (RFC 2449 6.6): lines are queued and handled strictly one at a
+  time; while a command waits for the authenticator, the store or the
+  network, later lines wait in the queue, so replies keep their order and a
+  command after PASS never runs before the login is decided.
+- STLS (RFC 2595 4): after "+OK" every byte already received in plaintext
+  is discarded (queued lines and a partial line), so nothing injected before
+  the handshake is read as a command after it.  Before TLS, USER, PASS and
+  AUTH are refused and not advertised unless tls.allow_plaintext_auth.
+- Exclusive access (RFC 1939 8): the store's maildrop lock is taken after
+  authentication and released when the session ends in any way: QUIT
+  (after the UPDATE state is done), a lost connection, the inactivity
+  timeout.  A second session gets ``-ERR [IN-USE]``.
+- Deletions happen only in the UPDATE state after QUIT; a lost connection
+  or timeout never reaches it (RFC 1939 6).
+- RETR and TOP stream the message from the store in chunks read off the
+  reactor thread, with the transport's flow control, so memory stays flat
+  for any message size; LIST and UIDL use the snapshot taken at login and
+  read no message body.
+- Errors become replies in one place (:meth:`POP3Session.reply_error`);
+  anything unexpected is logged with its traceback and answered
+  ``-ERR [SYS/TEMP]``; no password or AUTH payload is ever logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import ISSLTransport
+from twisted.logger import Logger
+from twisted.mail import pop3
+from twisted.python.failure import Failure
+
+from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailboxInUse, MailError, NoSuchMessage
+from mailsuite.limits import peer_ip
+from mailsuite.pop3.encoding import TERMINATOR, MessageEncoder
+from mailsuite.pop3.maildrop import Maildrop, NoSuchNumber
+from mailsuite.pop3.streaming import ResponseStreamer
+
+AUTHORIZATION = "AUTHORIZATION"
+TRANSACTION = "TRANSACTION"
+UPDATE = "UPDATE"
+
+#: Bytes read from a stored message per step of RETR / TOP.
+CHUNK_SIZE = 128 * 1024
+#: Message lines per write while streaming LIST / UIDL.
+LISTING_BATCH = 1024
+#: Failed logins tolerated on one connection before it is closed.
+MAX_AUTH_FAILURES = 3
+#: Unknown or misplaced commands tolerated before the connection is closed.
+MAX_BAD_COMMANDS = 20
+
+#: Which commands each state accepts (RFC 1939 4-6, RFC 2449 5, RFC 2595 4, RFC 5034 4).
+COMMANDS: dict[str, frozenset[bytes]] = {
+    AUTHORIZATION: frozenset({b"CAPA", b"USER", b"PASS", b"AUTH", b"STLS", b"QUIT", b"APOP"}),
+    TRANSACTION: frozenset({b"CAPA", b"STAT", b"LIST", b"RETR", b"DELE", b"NOOP", b"RSET", b"QUIT", b"TOP", b"UIDL"}),
+    UPDATE: frozenset(),
+}
+KNOWN_COMMANDS = frozenset().union(*COMMANDS.values())
+
+_connection_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Everything a session needs from the server, passed in by the factory (no globals)."""
+
+    #: ``login(ip, username, password) -> Deferred[IMailUser]``, throttled (mailsuite.auth).
+    authenticator: Any
+    hostname: str
+    #: Seconds of client silence before the connection is closed (RFC 1939 3: at least 600).
+    timeout: float
+    #: Provides callLater (the reactor, or task.Clock in tests).
+    clock: Any
+    #: ``run_blocking(f, *args) -> Deferred``: runs disk reads off the reactor thread.
+    run_blocking: Callable[..., defer.Deferred[Any]]
+    #: Returns the server TLS connection creator for STLS; None when TLS is not set up.
+    tls_creator: Callable[[], Any] | None
+    #: The listener wraps connections in TLS from the first byte (port 995).
+    implicit_tls: bool = False
+    #: tls.allow_plaintext_auth: USER / PASS / AUTH before TLS.
+    allow_plaintext_auth: bool = False
+    listener: str = "pop3"
+
+
+class POP3Session(pop3.POP3):
+    """One client connection (see the module notes for the rules it keeps)."""
+
+    log = Logger()
+    #: RFC 2449 4: command lines are at most 255 octets; SASL responses may be longer.
+    MAX_LENGTH = 8192
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+        self.timeOut = settings.timeout
+        self.callLater = settings.clock.callLater  # TimeoutMixin uses it for the inactivity timer
+        self.cid = f"{settings.listener}-{next(_connection_ids)}"
+        self.ip = "?"
+        self.phase = AUTHORIZATION
+        self.secure = settings.implicit_tls
+        self.user: str | None = None
+        self.maildrop: Maildrop | None = None
+        self._pending_user: bytes | None = None
+        self._release: Callable[[], None] | None = None
+        self._queue: deque[bytes] = deque()
+        self._busy = False
+        self._draining = False
+        self._discarding = False
+        self._closed = False
+        self._mid_response = False
+        self._auth_failures = 0
+        self._bad_commands = 0
+
+    # -- connection ---------------------------------------------------------
+    def connectionMade(self) -> None:
+        """Greet (RFC 1939 4; no APOP timestamp since APOP is not offered) and start the timer."""
+        self.ip = peer_ip(self.transport.getPeer())
+        self.secure = self.settings.implicit_tls or ISSLTransport.providedBy(self.transport)
+        self.log.info("{cid} connect from {ip} (tls={tls})", cid=self.cid, ip=self.ip, tls=self.secure)
+        self.setTimeout(self.timeOut)
+        self.sendLine(b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready")
+
+    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
+        """Forget queued commands and give the maildrop lock back (unless UPDATE still runs)."""
+        self._closed = True
+        self._queue.clear()
+        self.setTimeout(None)
+        if self.phase != UPDATE:
+            self._end_session()
+        self.log.info("{cid} disconnected", cid=self.cid)
+
+    def timeoutConnection(self) -> None:
+        """RFC 1939 3: the autologout timer closes the connection without entering UPDATE."""
+        self.log.info("{cid} inactivity timeout after {seconds}s", cid=self.cid, seconds=self.timeOut)
+        self.transport.abortConnection()
+
+    def _end_session(self) -> None:
+        """Close the folder and release the lock; safe to call more than once."""
+        maildrop, self.maildrop = self.maildrop, None
+        release, self._release = self._release, None
+        try:
+            if maildrop is not None:
+                maildrop.folder.close()
+        finally:
+            if release is not None:
+                release()
+                self.log.debug("{cid} released maildrop lock of {user}", cid=self.cid, user=self.user)
+
+    def _close(self) -> None:
+        self._closed = True
+        self._queue.clear()
+        self.transport.loseConnection()
+
+    # -- input: framing, pipelining, STLS discard ------------------------------
+    def dataReceived(self, data: bytes) -> None:
+        """Any bytes arriving in a later read than STLS's come through TLS: stop discarding."""
+        self._discarding = False
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        """Queue the line; handle queued lines one at a time (RFC 2449 6.6 pipelining)."""
+        if self._discarding or self._closed:
+            return
+        self._queue.append(line)
+        self._drain()
+
+    def lineLengthExceeded(self, line: bytes) -> Any:
+        """A line beyond MAX_LENGTH: say so and hang up (the rest of the stream is unframed)."""
+        self.log.info("{cid} line too long ({length} bytes)", cid=self.cid, length=len(line))
+        self.sendLine(b"-ERR Line too long")
+        self._close()
+
+    def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._queue and not self._busy and not self._closed:
+                line = self._queue.popleft()
+                self.resetTimeout()
+                try:
+                    result = getattr(self, "state_" + self.state)(line)
+                except Exception:
+                    self.reply_error(Failure())
+                    continue
+                if isinstance(result, defer.Deferred):
+                    self._busy = True
+                    result.addBoth(self._command_done)
+        finally:
+            self._draining = False
+
+    def _command_done(self, result: Any) -> None:
+        self._busy = False
+        if isinstance(result, Failure):
+            self.reply_error(result)
+        if not self._closed:
+            self.resetTimeout()
+            self._drain()
+
+    def state_COMMAND(self, line: bytes) -> Any:
+        """Split "VERB argument" and dispatch by state."""
+        verb, _, arg = line.partition(b" ")
+        verb = verb.upper()
+        if verb not in KNOWN_COMMANDS:
+            return self._bad_command(b"Unknown command")
+        if verb not in COMMANDS[self.phase]:
+            return self._bad_command(b"Command not valid in this state")
+        handler = getattr(self, "do_" + verb.decode("ascii"))
+        return handler(arg)
+
+    def _bad_command(self, text: bytes) -> None:
+        self._bad_commands += 1
+        self.failResponse(text)
+        if self._bad_commands >= MAX_BAD_COMMANDS:
+            self.log.info("{cid} too many bad commands", cid=self.cid)
+            self._close()
+
+    # -- replies --------------------------------------------------------------
+    def ok(self, text: bytes | str = b"") -> None:
+        """Send a one-line "+OK"."""
+        if isinstance(text, str):
+            text = text.encode("utf-8")
+        self.sendLine(b"+OK " + text if text else b"+OK")
+
+    def err(self, text: bytes | str, code: bytes | None = None) -> None:
+        """Send a one-line "-ERR", with an RFC 2449 8 response code in brackets if given."""
+        if isinstance(text, str):
+            text = text.encode("utf-8")
+        self.sendLine(b"-ERR " + (b"[" + code + b"] " if code else b"") + text)
+
+    def reply_error(self, failure: Failure) -> None:
+        """The one place where exceptions become POP3 replies."""
+        error = failure.value
+        if isinstance(error, (ConnectionLost, ConnectionDone)) or self._closed:
+            self.log.debug("{cid} gave up a command: connection lost", cid=self.cid)
+            return
+        if self._mid_response:
+            # A multi-line response is half sent: no reply can follow it.
+            self.log.failure("{cid} failed in the middle of a response", failure, cid=self.cid)
+            self._mid_response = False
+            self.transport.abortConnection()
+            return
+        if isinstance(error, NoSuchNumber):
+            self.err(error.reason)
+        elif isinstance(error, MailboxInUse):
+            self.err("Mailbox is locked by another POP3 session", b"IN-USE")  # RFC 2449 8.1.2
+        elif isinstance(error, LoginThrottled):
+            self.err("Too many failed logins, try again later", b"SYS/TEMP")  # RFC 3206 4
+            self._close()
+        elif isinstance(error, AuthenticationFailed):
+            self.err("Authentication failed", b"AUTH")  # RFC 3206 5
+            if self._auth_failures >= MAX_AUTH_FAILURES:
+                self._close()
+        elif isinstance(error, NoSuchMessage):
+            self.err("Message was removed by another session")
+        elif isinstance(error, MailError):
+            self.err(error.text, b"SYS/PERM" if error.permanent else b"SYS/TEMP")  # RFC 3206 4
+        else:
+            self.log.failure("{cid} unexpected error", failure, cid=self.cid)
+            self.err("Internal server error, try again later", b"SYS/TEMP")
+
+    # -- AUTHORIZATION state --------------------------------------------------
+    def _login_allowed(self) -> bool:
+        return self.secure or self.settings.allow_plaintext_auth
+
+    def _tls_available(self) -> bool:
+        return not self.secure and self.settings.tls_creator is not None
+
+    def capabilities(self) -> list[bytes]:
+        """What this connection can do (RFC 2449 6); the same list in both states (RFC 2449 5)."""
+        caps = [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
+        if self._login_allowed():
+            caps += [b"USER", b"SASL PLAIN"]
+        if self._tls_available():
+            caps.append(b"STLS")
+        return caps
+
+    def do_CAPA(self, arg: bytes) -> None:
+        """RFC 2449 5."""
+        self.sendLine(b"+OK Capability list follows")
+        self.transport.writeSequence([cap + b"\r\n" for cap in self.capabilities()] + [TERMINATOR])
+
+    def do_STLS(self, arg: bytes) -> None:
+        """RFC 2595 4: start TLS and drop everything received before it."""
+        if self.secure:
+            return self.err("Already using TLS")
+        if self.settings.tls_creator is None:
+            return self.err("TLS is not available")
+        self.ok("Begin TLS negotiation")
+        self._discarding = True
+        self._queue.clear()
+        self._buffer = b""
+        self._pending_user = None
+        self.transport.startTLS(self.settings.tls_creator())
+        self.secure = True
+        self.log.info("{cid} STLS", cid=self.cid)
+        return None
+
+    def _refuse_plaintext(self) -> None:
+        self.err("Log in only over TLS: use STLS first", b"AUTH")
+
+    def do_USER(self, arg: bytes) -> None:
+        """RFC 1939 7 USER: remember the name for PASS."""
+        if not self._login_allowed():
+            return self._refuse_plaintext()
+        if not arg.strip():
+            return self.err("USER needs a name")
+        self._pending_user = arg.strip()
+        self.ok("Send PASS")
+        return None
+
+    def do_PASS(self, arg: bytes) -> defer.Deferred[None] | None:
+        """RFC 1939 7 PASS: the whole rest of the line is the password (it may contain spaces)."""
+        if not self._login_allowed():
+            return self._refuse_plaintext()
+        user, self._pending_user = self._pending_user, None
+        if user is None:
+            return self.err("USER first")
+        return defer.Deferred.fromCoroutine(self._login(user, arg))
+
+    def do_APOP(self, arg: bytes) -> None:
+        """RFC 1939 7 APOP needs the plaintext password on the server: not offered (hashes are stored)."""
+        self.err("APOP is not supported", b"AUTH")
+
+    def do_AUTH(self, arg: bytes) -> defer.Deferred[None] | None:
+        """RFC 5034 4: AUTH PLAIN, with or without an initial response."""
+        if not self._login_allowed():
+            return self._refuse_plaintext()
+        if not arg.strip():
+            # Pre-RFC 5034 clients send a bare AUTH to list mechanisms.
+            self.sendLine(b"+OK SASL mechanisms follow")
+            self.transport.writeSequence([b"PLAIN\r\n", TERMINATOR])
+            return None
+        mechanism, _, initial = arg.strip().partition(b" ")
+        if mechanism.upper() != b"PLAIN":
+            return self.err("Unsupported SASL mechanism")
+        if initial:
+            return self._sasl_plain(initial)
+        self.state = "AUTH"
+        self.sendLine(b"+ ")  # RFC 5034 4: empty challenge for PLAIN
+        return None
+
+    def state_AUTH(self, line: bytes) -> defer.Deferred[None] | None:
+        """The client's SASL response line after "+ "."""
+        self.state = "COMMAND"
+        if line.strip() == b"*":
+            return self.err("Authentication cancelled")  # RFC 5034 4
+        return self._sasl_plain(line.strip())
+
+    def _sasl_plain(self, encoded: bytes) -> defer.Deferred[None] | None:
+        """RFC 4616: [authzid] NUL authcid NUL passwd; acting as someone else is not allowed."""
+        try:
+            decoded = b"" if encoded == b"=" else base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return self.err("Invalid base64 in AUTH response")
+        parts = decoded.split(b"\x00")
+        if len(parts) != 3 or not parts[1]:
+            self._auth_failures += 1
+            return self.reply_error(Failure(AuthenticationFailed()))
+        authzid, authcid, password = parts
+        if authzid and authzid != authcid:
+            self._auth_failures += 1
+            return self.reply_error(Failure(AuthenticationFailed()))
+        return defer.Deferred.fromCoroutine(self._login(authcid, password))
+
+    async def _login(self, username: bytes, password: bytes) -> None:
+        """Authenticate, take the maildrop lock, open INBOX, snapshot it: TRANSACTION state."""
+        try:
+            name, secret = username.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            self._auth_failures += 1
+            raise AuthenticationFailed() from None
+        try:
+            avatar = await defer.maybeDeferred(self.settings.authenticator.login, self.ip, name, secret)
+        except AuthenticationFailed:
+            self._auth_failures += 1
+            self.log.info("{cid} login failed for {user} from {ip}", cid=self.cid, user=name, ip=self.ip)
+            raise
+        except LoginThrottled:
+            self.log.info("{cid} login throttled for {user} from {ip}", cid=self.cid, user=name, ip=self.ip)
+            raise
+        if self._closed:
+            return
+        release = await defer.maybeDeferred(avatar.mailbox.lock_exclusive, self)
+        if self._closed:
+            release()
+            return
+        self._release = release
+        self.user = avatar.address
+        try:
+            folder = await defer.maybeDeferred(avatar.mailbox.open_folder, "INBOX")
+        except BaseException:
+            self._end_session()
+            raise
+        self.maildrop = Maildrop(folder)
+        if self._closed:
+            self._end_session()
+            return
+        self.phase = TRANSACTION
+        count, octets = self.maildrop.stat()
+        self.log.info("{cid} logged in as {user}: {count} messages", cid=self.cid, user=self.user, count=count)
+        self.ok(f"Logged in, {count} messages ({octets} octets)")
+
+    # -- TRANSACTION state (RFC 1939 5) ---------------------------------------
+    def _drop(self) -> Maildrop:
+        assert self.maildrop is not None
+        return self.maildrop
+
+    def do_STAT(self, arg: bytes) -> None:
+        """RFC 1939 5 STAT: count and octets of messages not marked deleted."""
+        count, octets = self._drop().stat()
+        self.ok(f"{count} {octets}")
+
+    def do_LIST(self, arg: bytes) -> defer.Deferred[int] | None:
+        """RFC 1939 5 LIST [msg]: sizes from the snapshot."""
+        if arg.strip():
+            n, info, _ = self._drop().get(arg.strip())
+            return self.ok(f"{n} {info.size}")
+        count, octets = self._drop().stat()
+        return self._stream_listing(f"{count} messages ({octets} octets)", (b"%d %d\r\n" % (n, info.size) for n, info, _ in self._drop().listing()))
+
+    def do_UIDL(self, arg: bytes) -> defer.Deferred[int] | None:
+        """RFC 1939 7 UIDL [msg]: the store's stable keys."""
+        if arg.strip():
+            n, _, uid = self._drop().get(arg.strip())
+            return self.ok(f"{n} {uid}")
+        return self._stream_listing("Unique-ID listing follows", (b"%d %s\r\n" % (n, uid.encode("ascii")) for n, _, uid in self._drop().listing()))
+
+    def _stream_listing(self, first_line: str, lines: Any) -> defer.Deferred[int]:
+        self.ok(first_line)
+        batches = _batched(lines, LISTING_BATCH)
+
+        def source() -> defer.Deferred[bytes | None]:
+            return defer.succeed(next(batches, None))
+
+        return self._stream(source)
+
+    def _stream(self, source: Callable[[], defer.Deferred[bytes | None]]) -> defer.Deferred[int]:
+        self._mid_response = True
+
+        def finished(result: Any) -> Any:
+            if not isinstance(result, Failure):
+                self._mid_response = False
+            return result
+
+        return ResponseStreamer(self.transport, source, self.resetTimeout).start().addBoth(finished)
+
+    def do_RETR(self, arg: bytes) -> defer.Deferred[None]:
+        """RFC 1939 5 RETR msg: the whole message, streamed."""
+        n, info, _ = self._drop().get(arg.strip())
+        return defer.Deferred.fromCoroutine(self._send_message(info, None, f"{info.size} octets"))
+
+    def do_TOP(self, arg: bytes) -> defer.Deferred[None] | None:
+        """RFC 1939 7 TOP msg n: header, blank line and the first n body lines."""
+        parts = arg.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            return self.err("Usage: TOP message lines")
+        n, info, _ = self._drop().get(parts[0])
+        return defer.Deferred.fromCoroutine(self._send_message(info, int(parts[1]), "Top of message follows"))
+
+    async def _send_message(self, info: Any, body_lines: int | None, first_line: str) -> None:
+        maildrop = self._drop()
+        run = self.settings.run_blocking
+        reader = await run(maildrop.open_message, info)
+        try:
+            if self._closed:
+                return
+            self.ok(first_line)
+            encoder = MessageEncoder(body_lines)
+            finished = False
+
+            def next_chunk() -> bytes | None:  # runs in a worker thread
+                nonlocal finished
+                if finished:
+                    return None
+                data = b"" if encoder.done else reader.read(CHUNK_SIZE)
+                if not data:
+                    finished = True
+                    return encoder.finish()
+                return encoder.feed(data)
+
+            await self._stream(lambda: run(next_chunk))
+        finally:
+            reader.close()
+
+    def do_DELE(self, arg: bytes) -> None:
+        """RFC 1939 5 DELE msg: only marks; the store is changed in the UPDATE state."""
+        n = self._drop().mark_deleted(arg.strip())
+        self.ok(f"Message {n} marked for deletion")
+
+    def do_NOOP(self, arg: bytes) -> None:
+        """RFC 1939 5 NOOP."""
+        self.ok()
+
+    def do_RSET(self, arg: bytes) -> None:
+        """RFC 1939 5 RSET: unmark every message."""
+        self._drop().reset()
+        count, octets = self._drop().stat()
+        self.ok(f"{count} messages ({octets} octets)")
+
+    def do_QUIT(self, arg: bytes) -> defer.Deferred[None] | None:
+        """RFC 1939 4/6 QUIT: in TRANSACTION, enter UPDATE and remove the marked messages."""
+        if self.phase == AUTHORIZATION:
+            self.ok("Bye")
+            self._close()
+            return None
+        return defer.Deferred.fromCoroutine(self._update())
+
+    async def _update(self) -> None:
+        self.phase = UPDATE
+        self.setTimeout(None)
+        maildrop = self._drop()
+        marked = len(maildrop.marked_uids())
+        try:
+            removed = await maildrop.commit()
+        except Exception:
+            self.log.failure("{cid} UPDATE failed for {user}", cid=self.cid, user=self.user)
+            self._end_session()
+            if not self._closed:
+                self.err("Some deleted messages were not removed", b"SYS/TEMP")  # RFC 1939 6
+                self._close()
+            return
+        # Release the lock before the client hears +OK, so its next session finds it free.
+        self._end_session()
+        self.log.info("{cid} QUIT: {removed} of {marked} marked messages removed for {user}", cid=self.cid, removed=removed, marked=marked, user=self.user)
+        if not self._closed:
+            self.ok(f"Bye, {marked} messages deleted")
+            self._close()
+
+
+def _batched(lines: Any, size: int) -> Any:
+    """Join an iterator of lines into chunks of ``size`` lines, then the terminator."""
+    batch: list[bytes] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= size:
+            yield b"".join(batch)
+            batch = []
+    batch.append(TERMINATOR)
+    yield b"".join(batch)

@@ -1,0 +1,92 @@
+"""Write a long response to a transport without holding it in memory.
+
+Implementation notes:
+- :class:`ResponseStreamer` is a push producer registered with the
+  transport for the length of one response.  It asks its source for the
+  next chunk only while the transport is not paused, so at most one chunk
+  plus the transport's own buffer is in memory whatever the response size
+  (RFC 1939 RETR of a 50 MB message, LIST of 50,000 messages).
+- The source returns a Deferred per chunk, so a chunk can be read from disk
+  in a thread (the reactor thread never waits on the disk) or produced
+  synchronously (an already-fired Deferred) for in-memory listings.
+- A lost connection stops the loop (``stopProducing``); the Deferred from
+  :meth:`start` then fails with ConnectionLost and the caller cleans up.
+- Every chunk written calls ``on_progress`` so the protocol can treat a
+  client that is still reading as active (inactivity timeout).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+#: A source of chunks: fires with bytes, or None when the response is complete.
+ChunkSource = Callable[[], "defer.Deferred[bytes | None]"]
+
+
+@implementer(IPushProducer)
+class ResponseStreamer:
+    """Pumps chunks from a source into a transport, pausing when the transport is full."""
+
+    def __init__(self, transport: Any, source: ChunkSource, on_progress: Callable[[], None] | None = None) -> None:
+        self.transport = transport
+        self.source = source
+        self.on_progress = on_progress
+        self._paused = False
+        self._stopped = False
+        self._resume: defer.Deferred[None] | None = None
+
+    def start(self) -> defer.Deferred[int]:
+        """Stream the whole response; fires with the number of bytes written."""
+        self.transport.registerProducer(self, True)
+        d = defer.Deferred.fromCoroutine(self._pump())
+
+        def unregister(result: Any) -> Any:
+            if not self._stopped:
+                self.transport.unregisterProducer()
+            return result
+
+        return d.addBoth(unregister)
+
+    async def _pump(self) -> int:
+        written = 0
+        while True:
+            while self._paused and not self._stopped:
+                self._resume = defer.Deferred()
+                await self._resume
+            if self._stopped:
+                raise ConnectionLost("client went away during a response")
+            chunk = await self.source()
+            if self._stopped:
+                raise ConnectionLost("client went away during a response")
+            if chunk is None:
+                return written
+            if chunk:
+                self.transport.write(chunk)
+                written += len(chunk)
+                if self.on_progress is not None:
+                    self.on_progress()
+
+    def _wake(self) -> None:
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            resume.callback(None)
+
+    # IPushProducer
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: stop asking the source for chunks."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport drained: carry on."""
+        self._paused = False
+        self._wake()
+
+    def stopProducing(self) -> None:
+        """The connection is gone: end the loop."""
+        self._stopped = True
+        self._wake()
