@@ -1,0 +1,158 @@
+"""Durable file operations: unique Maildir names, fsync, atomic replace, group directory sync.
+
+Implementation notes:
+- Everything here blocks and runs in the store's worker threads.
+- A message file name is ``<sec>.M<usec>P<pid>Q<n>R<rand>.<host>,S=<size>``
+  (the Maildir "unique name" rules plus Maildir++'s ``S=`` size), unique
+  across processes and hosts; the info part ``:2,<flags>`` follows it in cur/.
+- :class:`DirSync` batches directory fsyncs: a caller returns only after an
+  fsync of the directory that *started after its own rename* has finished,
+  so each caller's entry is durable, while concurrent callers share one fsync.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import threading
+import time
+
+_counter = itertools.count(1)
+_host_cache: dict[str, str] = {}
+
+
+def _hostname() -> str:
+    if "h" not in _host_cache:
+        host = socket.gethostname() or "localhost"
+        # Maildir: "/" and ":" must not appear in the host part (encoded as \057, \072).
+        _host_cache["h"] = host.replace("/", "\\057").replace(":", "\\072").replace(",", "\\054")
+    return _host_cache["h"]
+
+
+def unique_name(size: int | None = None) -> str:
+    """A new Maildir base name (without info), unique in this and every other process."""
+    now = time.time()
+    sec = int(now)
+    usec = int((now - sec) * 1_000_000)
+    name = f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(4)}.{_hostname()}"
+    if size is not None:
+        name += f",S={size}"
+    return name
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so the entries created/renamed in it survive a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes, *, sync_dir: bool = True) -> None:
+    """Replace ``path`` with ``data``: a crash leaves the old content or the new, never a mix.
+
+    Written to a unique temporary name in the same directory, fsynced,
+    renamed over the target, then the directory is fsynced.
+    """
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    if sync_dir:
+        fsync_dir(directory)
+
+
+class _DirState:
+    __slots__ = ("requested", "done", "running", "cond")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.requested = 0
+        self.done = 0
+        self.running = False
+        self.cond = threading.Condition(lock)
+
+
+class DirSync:
+    """Group commit for directory fsyncs shared by concurrent deliveries.
+
+    ``sync(path)`` is called *after* the caller's rename/link into ``path``.
+    It returns once an fsync of ``path`` that began after that call has
+    completed; one fsync serves every caller that arrived before it started.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirs: dict[str, _DirState] = {}
+
+    def sync(self, path: str) -> None:
+        with self._lock:
+            state = self._dirs.get(path)
+            if state is None:
+                state = self._dirs[path] = _DirState(self._lock)
+            state.requested += 1
+            mine = state.requested
+            while state.done < mine:
+                if state.running:
+                    state.cond.wait()
+                    continue
+                state.running = True
+                target = state.requested
+                self._lock.release()
+                ok = False
+                try:
+                    fsync_dir(path)
+                    ok = True
+                finally:
+                    self._lock.acquire()
+                    state.running = False
+                    if ok:
+                        state.done = max(state.done, target)
+                    state.cond.notify_all()
+            if not state.running and state.done == state.requested and len(self._dirs) > 1024:
+                del self._dirs[path]
+
+
+def write_file(path: str, chunks_source, prefix: bytes = b"") -> int:  # type: ignore[no-untyped-def]
+    """Create ``path`` exclusively, write prefix + the reader's bytes, fsync; returns the size."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    size = 0
+    try:
+        if prefix:
+            os.write(fd, prefix)
+            size += len(prefix)
+        while True:
+            chunk = chunks_source.read(1 << 20)
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            size += len(chunk)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    return size

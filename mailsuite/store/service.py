@@ -1,0 +1,69 @@
+"""Opening the store for a running server (a PART of mailsuite.service).
+
+``open_store(context)`` builds the Maildir store under ``<data root>/mail``
+with its own thread pool (disk work never runs on the reactor thread), the
+configured default quota and the user directory for per-user overrides, sets
+``context.store`` and returns the service that starts and stops the pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.python.threadpool import ThreadPool
+
+from mailsuite.store.maildir import MaildirStore, Runner
+from mailsuite.store.quota import QuotaLimits
+
+#: Worker threads for disk work: fsync-bound, so more than the cores.
+STORE_THREADS = 8
+
+
+class StoreService(service.Service):
+    """Starts the store's thread pool with the server and stops pool and watcher with it."""
+
+    name = "store"
+
+    def __init__(self, store: MaildirStore, pool: ThreadPool) -> None:
+        self.store = store
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+        self.store.runner.run(self.store.clean_incoming)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.store.close()
+        if self.pool.started:
+            self.pool.stop()
+
+
+def open_store(context: Any) -> StoreService:
+    """Set ``context.store`` to the Maildir store of the configured data root."""
+    config = context.config
+    pool = ThreadPool(minthreads=0, maxthreads=STORE_THREADS, name="mailsuite-store")
+    store = MaildirStore(
+        config.data_path / "mail",
+        runner=Runner(context.reactor, pool),
+        clock=context.reactor,
+        default_quota=QuotaLimits(config.quota.bytes, config.quota.messages),
+        directory=_DirectoryRef(context),
+    )
+    context.store = store
+    return StoreService(store, pool)
+
+
+class _DirectoryRef:
+    """Looks the directory up on the context at call time (capture mode may replace it after us)."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def get_user(self, address: str) -> Any:
+        directory = self._context.directory
+        if directory is None or not hasattr(directory, "get_user"):
+            return None
+        return directory.get_user(address)

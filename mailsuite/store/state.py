@@ -1,0 +1,584 @@
+"""Per-folder IMAP state (UIDVALIDITY, UIDNEXT, UID/MODSEQ per message, keywords), shared by every process.
+
+Implementation notes:
+- Files in each folder directory (INBOX: the user's Maildir root):
+  ``mailsuite-state`` (a full snapshot, replaced atomically: temporary file,
+  fsync, rename, directory fsync), ``mailsuite-state.log`` (records appended
+  since that snapshot, each line ``<crc32 hex> <record>``, fsynced) and
+  ``mailsuite-state.lock`` (the advisory flock every reader and writer holds).
+- Snapshot format: a header ``mailsuite-state 1 <generation> <uidvalidity>
+  <uidnext> <highestmodseq>``, a keyword line ``K <kw>...`` (keyword i is
+  the Maildir flag letter ``chr(ord('a') + i)``), one line per message
+  ``<uid> <modseq> <size> <idate> <n|c> <info suffix or -> <base name>``, and
+  an end marker ``E <count>``: a truncated snapshot is detected, never trusted.
+- The log starts with ``mailsuite-log <generation>``; a log of another
+  generation than the snapshot is stale (a compaction crashed between its two
+  renames) and ignored.  Records set absolute values (``+`` add, ``=``
+  change, ``-`` expunge, ``H`` counters, ``K`` keywords), so replaying is
+  idempotent.  A torn or corrupt tail (bad CRC, no newline) ends the log; the
+  next writer truncates it before appending.  So a crash at any point leaves
+  the previous state usable.
+- UIDs are only ever assigned with the lock held, after re-reading the files,
+  so two processes can never give one UID to two messages or reuse one: UIDNEXT
+  only grows, and it is persisted (fsync) before any session learns the UIDs.
+- Flags are the Maildir info suffix (``:2,<letters>``), the truth on disk; the
+  state remembers the suffix it last saw so a rename by another program
+  (mutt) is noticed and gets a new MODSEQ.
+- Directory listing scans ``new/`` before ``cur/`` (a concurrent new->cur
+  rename is then seen at least once), and a message missing from a scan is
+  only declared expunged if a second scan misses it too (readdir may skip an
+  entry renamed during the scan).
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import os
+import threading
+import time
+import zlib
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from twisted.logger import Logger
+
+from mailsuite.errors import InvalidName, MailError, NoSuchFolder
+from mailsuite.interfaces import SYSTEM_FLAGS, MessageInfo
+from mailsuite.store.durable import fsync_dir, write_atomic
+
+STATE_FILE = "mailsuite-state"
+LOG_FILE = "mailsuite-state.log"
+LOCK_FILE = "mailsuite-state.lock"
+#: Compact the log into a new snapshot once it is this big (and bigger than half the snapshot).
+LOG_COMPACT_BYTES = 256 * 1024
+MAX_KEYWORDS = 26
+
+_FLAG_LETTER = {flag.lower(): letter for letter, flag in SYSTEM_FLAGS.items()}
+_UTC = datetime.timezone.utc
+
+
+class TooManyKeywords(MailError):
+    """The folder already uses every keyword letter Maildir offers (a-z)."""
+
+    code, enhanced, default_text = 550, "5.2.0", "Too many keywords in this folder"
+
+
+class Entry:
+    """One message as the state knows it (mutable; only changed with the lock held)."""
+
+    __slots__ = ("uid", "modseq", "size", "idate", "where", "suffix", "base", "info")
+
+    def __init__(self, uid: int, modseq: int, size: int, idate: int, where: str, suffix: str, base: str) -> None:
+        self.uid = uid
+        self.modseq = modseq
+        self.size = size
+        self.idate = idate
+        self.where = where  # "new" or "cur"
+        self.suffix = suffix  # "" or ":2,<letters>"
+        self.base = base
+        self.info: MessageInfo | None = None
+
+    @property
+    def filename(self) -> str:
+        """Path relative to the folder directory."""
+        return f"{self.where}/{self.base}{self.suffix}"
+
+    def line(self) -> str:
+        return f"{self.uid} {self.modseq} {self.size} {self.idate} {self.where[0]} {self.suffix or '-'} {self.base}"
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(base, info suffix) of a Maildir file name; the suffix is ``:2,<letters>`` or ''."""
+    i = name.rfind(":2,")
+    if i >= 0 and (i + 3 == len(name) or name[i + 3 :].isalpha()):
+        return name[:i], name[i:]
+    return name, ""
+
+
+def size_from_base(base: str) -> int | None:
+    """The ``,S=<size>`` Maildir++ size field of a base name, if present."""
+    i = base.find(",S=")
+    if i < 0:
+        return None
+    digits = []
+    for c in base[i + 3 :]:
+        if not c.isdigit():
+            break
+        digits.append(c)
+    return int("".join(digits)) if digits else None
+
+
+def _letters(suffix: str) -> str:
+    return suffix[3:] if suffix else ""
+
+
+def _crc(text: str) -> str:
+    return f"{zlib.crc32(text.encode('utf-8')) & 0xFFFFFFFF:08x}"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class CorruptState(Exception):
+    """A snapshot file that cannot be trusted (truncated or malformed)."""
+
+
+class FolderState:
+    """The in-memory mirror of one folder's state files.
+
+    Shared by every session of this process on the folder; all reading and
+    changing happens inside :meth:`locked` in a worker thread.
+    """
+
+    log = Logger()
+
+    def __init__(self, path: str, allocate_uidvalidity: Callable[[], int]) -> None:
+        self.path = path
+        self._allocate_uidvalidity = allocate_uidvalidity
+        self._thread_lock = threading.Lock()
+        self.generation = 0
+        self.uidvalidity = 0
+        self.uidnext = 1
+        self.highest_modseq = 1
+        self.keywords: list[str] = []
+        self.entries: dict[int, Entry] = {}
+        self.by_base: dict[str, int] = {}
+        self._base_id: tuple[int, int, int] | None = None
+        self._log_ino: int | None = None
+        self._log_offset = 0
+        self._log_valid = False
+        self._flag_cache: dict[str, frozenset[str]] = {}
+        self.version = 0  # bumped on every in-memory change (cheap change detection)
+
+    # -- locking and loading ------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator["FolderState"]:
+        """Hold the folder lock (threads of this process and other processes) with fresh state."""
+        if not os.path.isdir(os.path.join(self.path, "cur")):
+            raise NoSuchFolder()
+        with self._thread_lock:
+            fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._load()
+                yield self
+            finally:
+                os.close(fd)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _load(self) -> None:
+        try:
+            st = os.stat(self._path(STATE_FILE))
+        except FileNotFoundError:
+            self._create()
+            return
+        base_id = (st.st_ino, st.st_size, st.st_mtime_ns)
+        try:
+            lst = os.stat(self._path(LOG_FILE))
+            log_ino: int | None = lst.st_ino
+            log_size = lst.st_size
+        except FileNotFoundError:
+            log_ino, log_size = None, 0
+        if base_id != self._base_id or log_ino != self._log_ino or log_size < self._log_offset:
+            try:
+                self._read_snapshot()
+            except CorruptState as e:
+                self._recover(str(e))
+                return
+            self._base_id = base_id
+            self._log_ino = log_ino
+            self._read_log(from_start=True)
+        elif log_size > self._log_offset:
+            self._read_log(from_start=False)
+
+    def _reset(self) -> None:
+        self.entries = {}
+        self.by_base = {}
+        self.keywords = []
+        self._flag_cache = {}
+        self.version += 1
+
+    def _create(self) -> None:
+        """A folder without state (new, or made by another program): start at UID 1."""
+        self._reset()
+        self.generation = 0
+        self.uidvalidity = self._allocate_uidvalidity()
+        self.uidnext = 1
+        self.highest_modseq = 1
+        self._write_snapshot()
+
+    def _recover(self, reason: str) -> None:
+        """Keep a broken snapshot aside and start over with a new UIDVALIDITY (clients resync)."""
+        self.log.error("folder state {path} unusable ({reason}); rebuilding with a new UIDVALIDITY", path=self.path, reason=reason)
+        try:
+            os.replace(self._path(STATE_FILE), self._path(f"{STATE_FILE}.broken-{int(time.time())}"))
+        except OSError:
+            pass
+        self._create()
+
+    def _read_snapshot(self) -> None:
+        try:
+            with open(self._path(STATE_FILE), "r", encoding="utf-8", newline="\n") as f:
+                text = f.read()
+        except UnicodeDecodeError as e:
+            raise CorruptState(f"not UTF-8: {e}") from None
+        lines = text.split("\n")
+        if len(lines) < 4 or lines[-1] != "":
+            raise CorruptState("truncated")
+        head = lines[0].split(" ")
+        end = lines[-2].split(" ")
+        if len(head) != 6 or head[0] != "mailsuite-state" or head[1] != "1" or end[0] != "E":
+            raise CorruptState("bad header or missing end marker")
+        body = lines[2:-2]
+        try:
+            if int(end[1]) != len(body):
+                raise CorruptState("entry count mismatch")
+            generation, uidvalidity, uidnext, highest = (int(x) for x in head[2:])
+        except ValueError:
+            raise CorruptState("bad numbers") from None
+        if not lines[1].startswith("K"):
+            raise CorruptState("missing keyword line")
+        self._reset()
+        self.generation, self.uidvalidity, self.uidnext, self.highest_modseq = generation, uidvalidity, uidnext, highest
+        self.keywords = lines[1].split(" ")[1:]
+        entries = self.entries
+        by_base = self.by_base
+        try:
+            for line in body:
+                uid_s, modseq_s, size_s, idate_s, where_c, suffix, base = line.split(" ", 6)
+                uid = int(uid_s)
+                entry = Entry(uid, int(modseq_s), int(size_s), int(idate_s), "new" if where_c == "n" else "cur", "" if suffix == "-" else suffix, base)
+                entries[uid] = entry
+                by_base[base] = uid
+        except ValueError:
+            raise CorruptState("malformed entry") from None
+
+    def _read_log(self, *, from_start: bool) -> None:
+        try:
+            f = open(self._path(LOG_FILE), "rb")
+        except FileNotFoundError:
+            self._log_valid = False
+            self._log_ino = None
+            self._log_offset = 0
+            return
+        with f:
+            if from_start:
+                header = f.readline()
+                self._log_valid = header == f"mailsuite-log {self.generation}\n".encode()
+                self._log_offset = len(header)
+                self._log_ino = os.fstat(f.fileno()).st_ino
+                if not self._log_valid:
+                    return
+            elif not self._log_valid:
+                return
+            f.seek(self._log_offset)
+            data = f.read()
+        changed = False
+        pos = 0
+        while True:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break  # torn tail: ignored, truncated by the next writer
+            try:
+                line = data[pos:nl].decode("utf-8")
+                crc, record = line[:8], line[9:]
+                if line[8:9] != " " or _crc(record) != crc:
+                    break
+                self._apply(record)
+            except (UnicodeDecodeError, ValueError):
+                break
+            changed = True
+            pos = nl + 1
+        self._log_offset += pos
+        if changed:
+            self.version += 1
+
+    def _apply(self, record: str) -> None:
+        kind = record[:1]
+        if kind == "+":
+            uid_s, modseq_s, size_s, idate_s, where_c, suffix, base = record[2:].split(" ", 6)
+            uid = int(uid_s)
+            old = self.entries.get(uid)
+            if old is not None:
+                self.by_base.pop(old.base, None)
+            self.entries[uid] = Entry(uid, int(modseq_s), int(size_s), int(idate_s), "new" if where_c == "n" else "cur", "" if suffix == "-" else suffix, base)
+            self.by_base[base] = uid
+        elif kind == "=":
+            uid_s, modseq_s, where_c, suffix = record[2:].split(" ")
+            entry = self.entries.get(int(uid_s))
+            if entry is not None:
+                entry.modseq = int(modseq_s)
+                entry.where = "new" if where_c == "n" else "cur"
+                entry.suffix = "" if suffix == "-" else suffix
+                entry.info = None
+        elif kind == "-":
+            old = self.entries.pop(int(record[2:]), None)
+            if old is not None:
+                self.by_base.pop(old.base, None)
+        elif kind == "H":
+            uidnext_s, highest_s = record[2:].split(" ")
+            self.uidnext = max(self.uidnext, int(uidnext_s))
+            self.highest_modseq = max(self.highest_modseq, int(highest_s))
+        elif kind == "K":
+            self.keywords = record.split(" ")[1:]
+            self._flag_cache = {}
+            for entry in self.entries.values():
+                entry.info = None
+        else:
+            raise ValueError(f"unknown record {kind!r}")
+
+    # -- writing -------------------------------------------------------------
+    def _snapshot_bytes(self) -> bytes:
+        lines = [f"mailsuite-state 1 {self.generation} {self.uidvalidity} {self.uidnext} {self.highest_modseq}", " ".join(["K", *self.keywords])]
+        lines.extend(entry.line() for entry in self.entries.values())
+        lines.append(f"E {len(self.entries)}")
+        lines.append("")
+        return "\n".join(lines).encode("utf-8")
+
+    def _write_snapshot(self) -> None:
+        """Write a full snapshot of the next generation, then an empty log for it."""
+        self.generation += 1
+        write_atomic(self._path(STATE_FILE), self._snapshot_bytes(), sync_dir=False)
+        header = f"mailsuite-log {self.generation}\n".encode()
+        write_atomic(self._path(LOG_FILE), header, sync_dir=False)
+        fsync_dir(self.path)
+        st = os.stat(self._path(STATE_FILE))
+        self._base_id = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._log_ino = os.stat(self._path(LOG_FILE)).st_ino
+        self._log_offset = len(header)
+        self._log_valid = True
+        self.version += 1
+
+    def commit(self, records: list[str]) -> None:
+        """Persist records already applied in memory: append them to the log (fsynced) or compact."""
+        if not records:
+            return
+        self.version += 1
+        if not self._log_valid or self._log_offset > max(LOG_COMPACT_BYTES, (self._base_id[1] if self._base_id else 0) // 2):
+            self._write_snapshot()
+            return
+        data = "".join(f"{_crc(r)} {r}\n" for r in records).encode("utf-8")
+        fd = os.open(self._path(LOG_FILE), os.O_WRONLY)
+        try:
+            if os.fstat(fd).st_size != self._log_offset:
+                os.ftruncate(fd, self._log_offset)  # drop a torn tail left by a crashed writer
+            os.lseek(fd, self._log_offset, os.SEEK_SET)
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._log_offset += len(data)
+
+    def header_record(self) -> str:
+        return f"H {self.uidnext} {self.highest_modseq}"
+
+    # -- flags ----------------------------------------------------------------
+    def flags_of(self, suffix: str) -> frozenset[str]:
+        """IMAP flags (system flags and keywords) of an info suffix."""
+        cached = self._flag_cache.get(suffix)
+        if cached is None:
+            flags = set()
+            for letter in _letters(suffix):
+                if letter in SYSTEM_FLAGS:
+                    flags.add(SYSTEM_FLAGS[letter])
+                elif "a" <= letter <= "z":
+                    index = ord(letter) - ord("a")
+                    if index < len(self.keywords):
+                        flags.add(self.keywords[index])
+            cached = self._flag_cache[suffix] = frozenset(flags)
+        return cached
+
+    def suffix_for(self, flags: frozenset[str] | set[str], records: list[str]) -> str:
+        """The info suffix for IMAP flags, allocating keyword letters (logged in ``records``)."""
+        letters = []
+        added = False
+        for flag in flags:
+            lower = flag.lower()
+            if lower in _FLAG_LETTER:
+                letters.append(_FLAG_LETTER[lower])
+                continue
+            if flag.startswith("\\"):
+                continue  # \Recent and unknown system flags are not stored
+            if not flag or any(c.isspace() or ord(c) < 0x21 or ord(c) == 0x7F for c in flag):
+                raise InvalidName(f"not a valid keyword: {flag!r}")
+            for i, known in enumerate(self.keywords):
+                if known.lower() == lower:
+                    letters.append(chr(ord("a") + i))
+                    break
+            else:
+                if len(self.keywords) >= MAX_KEYWORDS:
+                    raise TooManyKeywords()
+                self.keywords.append(flag)
+                letters.append(chr(ord("a") + len(self.keywords) - 1))
+                added = True
+        if added:
+            self._flag_cache = {}
+            records.append(" ".join(["K", *self.keywords]))
+        return ":2," + "".join(sorted(set(letters)))
+
+    def info(self, entry: Entry) -> MessageInfo:
+        """The (cached) MessageInfo of an entry."""
+        info = entry.info
+        if info is None:
+            info = entry.info = MessageInfo(
+                uid=entry.uid,
+                flags=self.flags_of(entry.suffix),
+                size=entry.size,
+                internal_date=datetime.datetime.fromtimestamp(entry.idate, _UTC),
+                modseq=entry.modseq,
+                key=entry.base,
+            )
+        return info
+
+    # -- synchronising with the directory ---------------------------------------
+    def scan(self) -> dict[str, tuple[str, str]]:
+        """base name -> (where, suffix) of every message file in new/ and cur/."""
+        found: dict[str, tuple[str, str]] = {}
+        for where in ("new", "cur"):
+            try:
+                it = os.scandir(os.path.join(self.path, where))
+            except FileNotFoundError:
+                raise NoSuchFolder() from None
+            with it:
+                for e in it:
+                    name = e.name
+                    if name[0] == "." or "\n" in name:
+                        continue
+                    try:
+                        if not e.is_file():
+                            continue
+                    except OSError:
+                        continue
+                    base, suffix = split_name(name)
+                    if where == "cur" or base not in found:
+                        found[base] = (where, suffix)
+        return found
+
+    def sync(self, records: list[str], *, extra: list[str] | None = None) -> list[int]:
+        """Reconcile the state with the directory: new files get UIDs, renames new MODSEQs, gone files leave.
+
+        Appends the records to persist to ``records`` (the caller commits).
+        ``extra`` names base names that must get UIDs last and in this order
+        (APPEND, COPY); their UIDs are returned in that order.
+        """
+        found = self.scan()
+        modseq = self.highest_modseq + 1
+        bumped = False
+        missing: list[Entry] = []
+        for entry in self.entries.values():
+            seen = found.pop(entry.base, None)
+            if seen is None:
+                missing.append(entry)
+                continue
+            if seen[0] != entry.where or seen[1] != entry.suffix:
+                bumped |= self._update(entry, seen, modseq, records)
+        if missing:
+            again = self.scan()
+            for entry in missing:
+                seen = again.get(entry.base)
+                if seen is not None:
+                    if seen[0] != entry.where or seen[1] != entry.suffix:
+                        bumped |= self._update(entry, seen, modseq, records)
+                    continue
+                del self.entries[entry.uid]
+                self.by_base.pop(entry.base, None)
+                records.append(f"- {entry.uid}")
+                bumped = True
+        extra = extra or []
+        extra_set = set(extra)
+        unknown = sorted(base for base in found if base not in extra_set)
+        for base in unknown + [b for b in extra if b in found]:
+            where, suffix = found[base]
+            path = os.path.join(self.path, where, base + suffix)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue  # moved or deleted meanwhile; the next sync sees it
+            size = size_from_base(base)
+            entry = Entry(self.uidnext, modseq, st.st_size if size is None else size, int(st.st_mtime), where, suffix, base)
+            self.uidnext += 1
+            self.entries[entry.uid] = entry
+            self.by_base[base] = entry.uid
+            records.append("+ " + entry.line())
+            bumped = True
+        if bumped:
+            self.highest_modseq = modseq
+        if records:
+            records.append(self.header_record())
+            self.version += 1
+        return [self.by_base[b] for b in extra if b in self.by_base]
+
+    def _update(self, entry: Entry, seen: tuple[str, str], modseq: int, records: list[str]) -> bool:
+        flags_changed = _letters(seen[1]) != _letters(entry.suffix)
+        entry.where, entry.suffix = seen
+        entry.info = None
+        if flags_changed:
+            entry.modseq = modseq
+        records.append(f"= {entry.uid} {entry.modseq} {entry.where[0]} {entry.suffix or '-'}")
+        return flags_changed
+
+    def claim_recent(self, records: list[str]) -> list[int]:
+        """Move every message still in new/ to cur/: they are \\Recent for the caller's session only."""
+        claimed = []
+        for entry in self.entries.values():
+            if entry.where != "new":
+                continue
+            suffix = entry.suffix or ":2,"
+            try:
+                os.rename(os.path.join(self.path, entry.filename), os.path.join(self.path, "cur", entry.base + suffix))
+            except FileNotFoundError:
+                continue  # another process moved it; the next sync notices
+            entry.where, entry.suffix = "cur", suffix
+            entry.info = None
+            records.append(f"= {entry.uid} {entry.modseq} c {suffix}")
+            claimed.append(entry.uid)
+        if claimed:
+            self.version += 1
+        return claimed
+
+    def set_suffix(self, entry: Entry, suffix: str, modseq: int, records: list[str]) -> bool:
+        """Rename a message file to carry new flags (moving it to cur/); False if it vanished."""
+        old = os.path.join(self.path, entry.filename)
+        new = os.path.join(self.path, "cur", entry.base + suffix)
+        try:
+            os.rename(old, new)
+        except FileNotFoundError:
+            return False
+        entry.where, entry.suffix, entry.modseq = "cur", suffix, modseq
+        entry.info = None
+        records.append(f"= {entry.uid} {modseq} c {suffix}")
+        return True
+
+    def remove(self, entry: Entry, records: list[str]) -> None:
+        """Forget an entry whose file was unlinked."""
+        self.entries.pop(entry.uid, None)
+        self.by_base.pop(entry.base, None)
+        entry.info = None
+        records.append(f"- {entry.uid}")
+
+
+def allocate_uidvalidity(user_root: str) -> int:
+    """A UIDVALIDITY never handed out before for this user: max(now, last + 1), kept in a counter file."""
+    path = os.path.join(user_root, "mailsuite-uidvalidity")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        raw = os.pread(fd, 32, 0)
+        try:
+            last = int(raw.split(b"\n")[0] or b"0")
+        except ValueError:
+            last = 0
+        value = max(int(time.time()), last + 1) & 0xFFFFFFFF or 1
+        data = f"{value}\n".encode()
+        os.pwrite(fd, data.ljust(16, b" "), 0)
+        os.fsync(fd)
+        return value
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Tests of mailsuite.store (the Maildir store)."""

@@ -1,0 +1,399 @@
+"""The Maildir store's contract: layout, delivery, UIDs, flags, folders, sessions."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+import pytest
+from zope.interface.verify import verifyObject
+
+from mailsuite.errors import FolderExists, InvalidName, MailboxInUse, NoSuchFolder, NoSuchMessage, ReadOnlyFolder
+from mailsuite.interfaces import Delivery, IFolder, IIncomingMessage, IMessageStore, IUserMailbox
+from mailsuite.store import IncomingMessage
+
+from .conftest import deliver_bytes, make_store, msg, result, run
+
+ALICE = "alice@example.test"
+
+
+def test_store_objects_provide_the_interfaces(store):
+    """Every object the protocols get is verifiably what interfaces.py declares."""
+    verifyObject(IMessageStore, store)
+    mailbox = store.user_mailbox(ALICE)
+    verifyObject(IUserMailbox, mailbox)
+    verifyObject(IIncomingMessage, store.new_incoming())
+    verifyObject(IFolder, result(mailbox.open_folder("INBOX")))
+
+
+def test_delivery_layout_is_a_standard_maildir_with_default_folders(store, tmp_path):
+    """<root>/<domain lower>/<localpart>/ holds tmp/new/cur and Maildir++ default folders; mail lands in new/."""
+    deliver_bytes(store, "Alice@Example.TEST", msg(1))
+    root = tmp_path / "mail" / "example.test" / "Alice"
+    assert {"tmp", "new", "cur"} <= set(os.listdir(root))
+    for folder in (".Sent", ".Drafts", ".Trash", ".Junk", ".Archive"):
+        assert {"tmp", "new", "cur", "maildirfolder"} <= set(os.listdir(root / folder))
+    (name,) = os.listdir(root / "new")
+    assert (root / "new" / name).read_bytes() == msg(1)
+    assert os.listdir(root / "tmp") == []
+    assert f",S={len(msg(1))}" in name
+
+
+def test_list_folders_has_inbox_first_special_use_and_subscriptions(store):
+    """LIST needs INBOX first, the SPECIAL-USE attributes and the default subscriptions."""
+    folders = result(store.user_mailbox(ALICE).list_folders())
+    assert folders[0].name == "INBOX"
+    by_name = {f.name: f for f in folders}
+    assert by_name["Sent"].special_use == "\\Sent"
+    assert by_name["Trash"].special_use == "\\Trash"
+    assert by_name["Junk"].special_use == "\\Junk"
+    assert by_name["Drafts"].special_use == "\\Drafts"
+    assert by_name["Archive"].special_use == "\\Archive"
+    assert all(f.subscribed and f.selectable for f in folders)
+
+
+def test_uids_are_assigned_in_order_and_survive_a_restart(store, tmp_path):
+    """UIDVALIDITY, UIDNEXT and UIDs are persistent: a new store (restart) sees the same values."""
+    for i in range(3):
+        deliver_bytes(store, ALICE, msg(i))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    assert [m.uid for m in folder.messages()] == [1, 2, 3]
+    assert folder.uidnext == 4
+    keys = [m.key for m in folder.messages()]
+    again = make_store(tmp_path / "mail")
+    folder2 = result(again.user_mailbox(ALICE).open_folder("INBOX"))
+    assert folder2.uidvalidity == folder.uidvalidity
+    assert [(m.uid, m.key) for m in folder2.messages()] == list(zip([1, 2, 3], keys))
+    assert folder2.uidnext == 4
+
+
+def test_flags_live_in_the_info_suffix_and_keywords_persist(store, tmp_path):
+    """\\Seen etc. become :2, letters; keywords get folder letters that a restart maps back."""
+    deliver_bytes(store, ALICE, msg(1))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    changed = result(folder.store_flags([1], ["\\Seen", "\\Flagged", "$Forwarded", "Work", "\\Answered", "\\Draft"], "add"))
+    assert changed[0].flags == {"\\Seen", "\\Flagged", "$Forwarded", "Work", "\\Answered", "\\Draft"}
+    (name,) = os.listdir(tmp_path / "mail" / "example.test" / "alice" / "cur")
+    assert name.endswith(":2,DFPRSa")
+    again = make_store(tmp_path / "mail")
+    folder2 = result(again.user_mailbox(ALICE).open_folder("INBOX"))
+    assert folder2.messages()[0].flags == changed[0].flags
+    assert "Work" in folder2.keywords
+
+
+def test_store_flags_modes_bump_modseq_and_honour_unchanged_since(store):
+    """set/add/remove change flags; MODSEQ grows; UNCHANGEDSINCE leaves newer messages alone."""
+    deliver_bytes(store, ALICE, msg(1))
+    deliver_bytes(store, ALICE, msg(2))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    start = folder.highest_modseq
+    (one,) = result(folder.store_flags([1], ["\\Seen", "Work"], "set"))
+    assert one.modseq > start and folder.highest_modseq == one.modseq
+    (one,) = result(folder.store_flags([1], ["work"], "remove"))
+    assert one.flags == {"\\Seen"}
+    assert result(folder.store_flags([1], ["\\seen"], "add")) == []  # no change, no new MODSEQ
+    assert result(folder.store_flags([1, 2], ["\\Flagged"], "add", unchanged_since=start)) == [
+        m for m in folder.messages() if m.uid == 2
+    ]
+    assert {m.uid: m.flags for m in folder.messages()} == {1: {"\\Seen"}, 2: {"\\Flagged"}}
+
+
+def test_recent_belongs_to_the_first_read_write_session_only(store):
+    """Messages in new/ are \\Recent for the session that opens read-write first; EXAMINE changes nothing."""
+    deliver_bytes(store, ALICE, msg(1))
+    mailbox = store.user_mailbox(ALICE)
+    examine = result(mailbox.open_folder("INBOX", read_only=True))
+    assert examine.recent == {1}
+    assert result(mailbox.status("INBOX")).recent == 1
+    first = result(mailbox.open_folder("INBOX"))
+    second = result(mailbox.open_folder("INBOX"))
+    assert first.recent == {1}
+    assert second.recent == frozenset()
+    assert result(mailbox.status("INBOX")).recent == 0
+    deliver_bytes(store, ALICE, msg(2))
+    change = result(second.refresh())
+    assert [m.uid for m in change.added] == [2]
+    assert second.recent == {2}
+
+
+def test_read_only_session_never_changes_flags(store):
+    """EXAMINE: store_flags, expunge and move are refused; reading does not set \\Seen."""
+    deliver_bytes(store, ALICE, msg(1))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX", read_only=True))
+    with folder.open_message(1) as f:
+        assert f.read() == msg(1)
+    for call in (lambda: folder.store_flags([1], ["\\Seen"], "add"), lambda: folder.expunge(), lambda: folder.move([1], "Trash")):
+        with pytest.raises(ReadOnlyFolder):
+            result(call())
+    assert result(store.user_mailbox(ALICE).status("INBOX")).unseen == 1
+
+
+def test_expunge_removes_only_deleted_messages_and_uids_are_never_reused(store):
+    """EXPUNGE removes \\Deleted messages (optionally among given UIDs); new mail gets fresh UIDs."""
+    for i in range(4):
+        deliver_bytes(store, ALICE, msg(i))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    result(folder.store_flags([2, 3, 4], ["\\Deleted"], "add"))
+    assert result(folder.expunge([3, 4])) == [3, 4]
+    assert [m.uid for m in folder.messages()] == [1, 2]
+    assert result(folder.expunge()) == [2]
+    deliver_bytes(store, ALICE, msg(9))
+    change = result(folder.refresh())
+    assert [m.uid for m in change.added] == [5]
+
+
+def test_refresh_reports_other_sessions_changes(store):
+    """A session learns of flag changes and expunges made by another session on refresh."""
+    for i in range(3):
+        deliver_bytes(store, ALICE, msg(i))
+    mailbox = store.user_mailbox(ALICE)
+    a = result(mailbox.open_folder("INBOX"))
+    b = result(mailbox.open_folder("INBOX"))
+    result(a.store_flags([1], ["\\Seen"], "add"))
+    result(a.store_flags([2], ["\\Deleted"], "add"))
+    result(a.expunge())
+    assert [m.uid for m in b.messages()] == [1, 2, 3]  # snapshot unchanged until refresh
+    change = result(b.refresh())
+    assert change.expunged == (2,)
+    assert [(m.uid, m.flags) for m in change.changed] == [(1, {"\\Seen"})]
+    assert [m.uid for m in b.messages()] == [1, 3]
+    with pytest.raises(NoSuchMessage):
+        a.open_message(2)
+
+
+def test_copy_and_move_keep_flags_and_report_new_uids(store):
+    """COPY/MOVE keep flags (keywords remapped per folder), return (source, new) UID pairs."""
+    for i in range(3):
+        deliver_bytes(store, ALICE, msg(i))
+    mailbox = store.user_mailbox(ALICE)
+    inbox = result(mailbox.open_folder("INBOX"))
+    result(inbox.store_flags([2], ["\\Seen", "Important"], "add"))
+    archive = result(mailbox.open_folder("Archive"))
+    result(archive.store_flags([], ["x"], "add"))
+    assert result(inbox.copy([2, 3], "Archive")) == [(2, 1), (3, 2)]
+    assert result(inbox.move([1, 2], "Trash")) == [(1, 1), (2, 2)]
+    assert [m.uid for m in inbox.messages()] == [3]
+    trash = result(mailbox.open_folder("Trash"))
+    assert [(m.uid, m.flags) for m in trash.messages()] == [(1, frozenset()), (2, {"\\Seen", "Important"})]
+    with trash.open_message(2) as f:
+        assert f.read() == msg(1)
+    result(archive.refresh())
+    assert archive.messages()[0].flags == {"\\Seen", "Important"}
+    with pytest.raises(NoSuchFolder):
+        result(inbox.copy([3], "Nowhere"))
+
+
+def test_append_with_flags_and_internal_date(store):
+    """APPEND stores flags and the given internal date and returns the UID (APPENDUID)."""
+    mailbox = store.user_mailbox(ALICE)
+    when = datetime.datetime(2020, 5, 17, 10, 30, tzinfo=datetime.timezone.utc)
+    uid = result(mailbox.open_folder("Sent")).append(IncomingMessage.from_bytes(msg("sent")), ["\\Seen", "$Label1"], when)
+    assert result(uid) == 1
+    assert result(mailbox.append("Sent", IncomingMessage.from_bytes(msg("two")))) == 2
+    folder = result(mailbox.open_folder("Sent"))
+    first = folder.messages()[0]
+    assert first.flags == {"\\Seen", "$Label1"}
+    assert first.internal_date == when
+    assert first.size == len(msg("sent"))
+    assert folder.recent == frozenset()
+    with pytest.raises(NoSuchFolder):
+        result(mailbox.append("Nope", IncomingMessage.from_bytes(msg(1))))
+
+
+def test_key_is_stable_when_flags_change(store):
+    """POP3's UIDL (MessageInfo.key) does not change when the info suffix does."""
+    deliver_bytes(store, ALICE, msg(1))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    key = folder.messages()[0].key
+    result(folder.store_flags([1], ["\\Seen"], "add"))
+    result(folder.store_flags([1], ["\\Flagged"], "set"))
+    assert folder.messages()[0].key == key
+    assert ":" not in key and "/" not in key
+
+
+def test_read_header_and_open_message(store):
+    """read_header stops at the blank line; open_message streams the whole message."""
+    body = b"line\r\n" * 1000
+    deliver_bytes(store, ALICE, msg(1, body))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    assert result(folder.read_header(1)) == msg(1, b"")
+    with folder.open_message(1) as f:
+        f.seek(len(msg(1, b"")))
+        assert f.read(6) == b"line\r\n"
+    with pytest.raises(NoSuchMessage):
+        folder.open_message(99)
+
+
+def test_open_message_finds_a_file_renamed_by_another_program(store, tmp_path):
+    """A flag change by mutt (rename in cur/) does not break reading a message by UID."""
+    deliver_bytes(store, ALICE, msg(1))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    cur = tmp_path / "mail" / "example.test" / "alice" / "cur"
+    (name,) = os.listdir(cur)
+    os.rename(cur / name, cur / (name.split(":2,")[0] + ":2,RS"))
+    with folder.open_message(1) as f:
+        assert f.read() == msg(1)
+    change = result(folder.refresh())
+    assert [(m.uid, m.flags) for m in change.changed] == [(1, {"\\Seen", "\\Answered"})]
+
+
+def test_external_delivery_is_picked_up(store, tmp_path):
+    """A file dropped into new/ by another program (procmail, Postfix) gets the next UID."""
+    deliver_bytes(store, ALICE, msg(1))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    new = tmp_path / "mail" / "example.test" / "alice" / "new"
+    (new / "1700000000.P1Q1.otherhost").write_bytes(b"Subject: external\n\nbody\n")
+    change = result(folder.refresh())
+    (added,) = change.added
+    assert added.uid == 2 and added.size == len(b"Subject: external\n\nbody\n")
+    assert folder.recent == {1, 2}
+    with folder.open_message(2) as f:
+        assert f.read().startswith(b"Subject: external")
+
+
+def test_header_prefix_copies_share_one_file(store, tmp_path):
+    """Recipients with equal header prefixes get one hard-linked file; others their own."""
+    message = IncomingMessage.from_bytes(msg(1))
+    deliveries = [Delivery("a@example.test"), Delivery("b@example.test"), Delivery("c@example.test", header_prefix=b"Delivered-To: c@example.test\r\n")]
+    results = result(store.deliver(message, deliveries))
+    assert [r.error for r in results] == [None, None, None]
+    mail = tmp_path / "mail" / "example.test"
+    inodes = {u: os.stat(mail / u / "new" / os.listdir(mail / u / "new")[0]) for u in "abc"}
+    assert inodes["a"].st_ino == inodes["b"].st_ino
+    assert inodes["c"].st_ino != inodes["a"].st_ino
+    c_file = mail / "c" / "new" / os.listdir(mail / "c" / "new")[0]
+    assert c_file.read_bytes() == b"Delivered-To: c@example.test\r\n" + msg(1)
+
+
+def test_delivery_errors_are_per_recipient(store):
+    """One bad recipient or folder does not fail the others."""
+    message = IncomingMessage.from_bytes(msg(1))
+    results = result(store.deliver(message, [Delivery("../evil@example.test"), Delivery(ALICE, "NoSuchFolder"), Delivery(ALICE, "Junk")]))
+    assert isinstance(results[0].error, InvalidName)
+    assert isinstance(results[1].error, NoSuchFolder)
+    assert results[2].error is None
+    assert result(store.user_mailbox(ALICE).status("Junk")).messages == 1
+
+
+def test_create_delete_rename_folders_with_children(store):
+    """CREATE makes parents; DELETE leaves children under a \\Noselect parent; RENAME moves children."""
+    mailbox = store.user_mailbox(ALICE)
+    result(mailbox.create_folder("Projects/2025/Q1"))
+    with pytest.raises(FolderExists):
+        result(mailbox.create_folder("projects/../x" if False else "Projects/2025"))
+    names = {f.name: f for f in result(mailbox.list_folders())}
+    assert names["Projects"].has_children and names["Projects/2025"].selectable
+    result(mailbox.delete_folder("Projects/2025"))
+    names = {f.name: f for f in result(mailbox.list_folders())}
+    assert not names["Projects/2025"].selectable and names["Projects/2025"].has_children
+    assert names["Projects/2025/Q1"].selectable
+    with pytest.raises(NoSuchFolder):
+        result(mailbox.delete_folder("Projects/2025"))
+    deliver_bytes(store, ALICE, msg(1), folder="Projects/2025/Q1")
+    result(mailbox.rename_folder("Projects", "Work/Old"))
+    names = {f.name for f in result(mailbox.list_folders())}
+    assert {"Work", "Work/Old", "Work/Old/2025/Q1"} <= names
+    assert not any(n.startswith("Projects") for n in names)
+    assert result(mailbox.status("Work/Old/2025/Q1")).messages == 1
+    with pytest.raises(FolderExists):
+        result(mailbox.rename_folder("Sent", "Trash"))
+    with pytest.raises(NoSuchFolder):
+        result(mailbox.rename_folder("Gone", "Other"))
+    with pytest.raises(InvalidName):
+        result(mailbox.delete_folder("INBOX"))
+
+
+def test_deleted_and_recreated_folder_gets_a_new_uidvalidity(store):
+    """RFC 3501 2.3.1.1: a new folder with an old name must not reuse the old UIDVALIDITY."""
+    mailbox = store.user_mailbox(ALICE)
+    result(mailbox.create_folder("Tmp"))
+    first = result(mailbox.status("Tmp")).uidvalidity
+    result(mailbox.delete_folder("Tmp"))
+    result(mailbox.create_folder("Tmp"))
+    assert result(mailbox.status("Tmp")).uidvalidity > first
+
+
+def test_rename_inbox_moves_its_messages(store):
+    """RFC 3501 6.3.5: renaming INBOX moves the messages to the new folder and leaves INBOX empty."""
+    deliver_bytes(store, ALICE, msg(1))
+    deliver_bytes(store, ALICE, msg(2))
+    mailbox = store.user_mailbox(ALICE)
+    result(mailbox.rename_folder("INBOX", "Old Inbox"))
+    assert result(mailbox.status("INBOX")).messages == 0
+    assert result(mailbox.status("Old Inbox")).messages == 2
+
+
+def test_folder_names_with_dots_and_unicode_round_trip(store, tmp_path):
+    """'.' and non-ASCII in IMAP names are stored in the documented encoding and listed back."""
+    mailbox = store.user_mailbox(ALICE)
+    result(mailbox.create_folder("Entwürfe/v1.2 & more"))
+    root = tmp_path / "mail" / "example.test" / "alice"
+    assert (root / ".Entw&APw-rfe.v1&AC4-2 &- more" / "cur").is_dir()
+    assert {"Entwürfe", "Entwürfe/v1.2 & more"} <= {f.name for f in result(mailbox.list_folders())}
+
+
+def test_inbox_is_case_insensitive_and_can_have_children(store):
+    """'inbox' is INBOX; INBOX/Sub is a folder of its own."""
+    deliver_bytes(store, ALICE, msg(1), folder="inbox")
+    mailbox = store.user_mailbox(ALICE)
+    assert result(mailbox.status("Inbox")).messages == 1
+    result(mailbox.create_folder("inbox/Sub"))
+    names = {f.name: f for f in result(mailbox.list_folders())}
+    assert "INBOX/Sub" in names and names["INBOX"].has_children
+
+
+def test_subscriptions_persist_and_need_no_folder(store):
+    """LSUB state is stored per user; a folder need not exist to be subscribed."""
+    mailbox = store.user_mailbox(ALICE)
+    result(mailbox.set_subscribed("Later", True))
+    result(mailbox.set_subscribed("Junk", False))
+    result(mailbox.create_folder("Later"))
+    names = {f.name: f for f in result(mailbox.list_folders())}
+    assert names["Later"].subscribed and not names["Junk"].subscribed
+
+
+def test_status_counts(store):
+    """STATUS counters come from the state without opening a session."""
+    for i in range(3):
+        deliver_bytes(store, ALICE, msg(i))
+    mailbox = store.user_mailbox(ALICE)
+    folder = result(mailbox.open_folder("INBOX"))
+    result(folder.store_flags([1], ["\\Seen"], "add"))
+    status = result(mailbox.status("INBOX"))
+    assert (status.messages, status.recent, status.unseen, status.uidnext) == (3, 0, 2, 4)
+    assert status.size == sum(len(msg(i)) for i in range(3))
+    assert status.uidvalidity == folder.uidvalidity and status.highest_modseq == folder.highest_modseq
+    with pytest.raises(NoSuchFolder):
+        result(mailbox.status("Nope"))
+
+
+def test_pop3_lock_is_exclusive_and_released(store):
+    """lock_exclusive refuses a second holder until released."""
+    mailbox = store.user_mailbox(ALICE)
+    release = result(mailbox.lock_exclusive("first"))
+    with pytest.raises(MailboxInUse):
+        result(store.user_mailbox(ALICE).lock_exclusive("second"))
+    release()
+    release()  # idempotent
+    result(mailbox.lock_exclusive("third"))()
+
+
+def test_remove_user_deletes_the_tree(store, tmp_path):
+    """The admin command's remove_user deletes the whole Maildir."""
+    deliver_bytes(store, ALICE, msg(1))
+    result(store.remove_user(ALICE))
+    assert not (tmp_path / "mail" / "example.test" / "alice").exists()
+    assert result(store.user_mailbox(ALICE).status("INBOX")).messages == 0
+
+
+def test_store_works_through_the_async_api(store):
+    """The awaitable style the protocol code uses."""
+
+    async def scenario() -> list[int]:
+        mailbox = store.user_mailbox(ALICE)
+        await mailbox.append("INBOX", IncomingMessage.from_bytes(msg(1)))
+        folder = await mailbox.open_folder("INBOX")
+        return [m.uid for m in folder.messages()]
+
+    assert run(scenario()) == [1]
