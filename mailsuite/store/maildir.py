@@ -482,9 +482,14 @@ class UserMailbox:
             return defer.fail(e)
         if canonical == "INBOX":
             return defer.fail(InvalidName("INBOX cannot be deleted"))
-        return self._run(self._delete_folder, path)
+        return self._run(self._delete_folder, path).addCallback(self._notify)
 
-    def _delete_folder(self, path: str) -> None:
+    def _notify(self, paths: list[str]) -> None:
+        """Tell watchers (on the reactor thread) about folders that went away or moved."""
+        for path in paths:
+            self.store.watcher.notify(path)
+
+    def _delete_folder(self, path: str) -> list[str]:
         fd = self._user_lock()
         try:
             if not os.path.isdir(os.path.join(path, "cur")):
@@ -495,8 +500,8 @@ class UserMailbox:
         finally:
             os.close(fd)
         self.store.forget_states(path)
-        self.store.watcher.notify(path)
         shutil.rmtree(graveyard, ignore_errors=True)
+        return [path]
 
     def rename_folder(self, old: str, new: str) -> defer.Deferred[None]:
         try:
@@ -510,9 +515,9 @@ class UserMailbox:
             return defer.fail(InvalidName("cannot rename a folder into itself"))
         if old_name == "INBOX":
             return self._rename_inbox(new_name, new_path)
-        return self._run(self._rename_folder, old_name, old_path, new_name, new_path)
+        return self._run(self._rename_folder, old_name, old_path, new_name, new_path).addCallback(self._notify)
 
-    def _rename_folder(self, old_name: str, old_path: str, new_name: str, new_path: str) -> None:
+    def _rename_folder(self, old_name: str, old_path: str, new_name: str, new_path: str) -> list[str]:
         fd = self._user_lock()
         try:
             existing = self._folder_names()
@@ -529,12 +534,13 @@ class UserMailbox:
                         _make_maildir(self._path(parent)[1], subfolder=True)
                     except FolderExists:
                         pass
+            moved: list[str] = []
             for name in moving:
                 target = new_name + name[len(old_name):]
                 src = self._path(name)[1]
                 os.rename(src, self._path(target)[1])
                 self.store.forget_states(src)
-                self.store.watcher.notify(src)
+                moved.append(src)
             fsync_dir(self.root)
             subscriptions = _read_subscriptions(self.root)
             renamed = [new_name + s[len(old_name):] if s == old_name or s.startswith(old_name + "/") else s for s in subscriptions]
@@ -542,6 +548,7 @@ class UserMailbox:
                 write_atomic(os.path.join(self.root, "subscriptions"), "".join(f"{s}\n" for s in renamed).encode("utf-8"))
         finally:
             os.close(fd)
+        return moved
 
     def _rename_inbox(self, new_name: str, new_path: str) -> defer.Deferred[None]:
         """RFC 3501 6.3.5: renaming INBOX moves its messages to a new folder; INBOX stays, empty."""
