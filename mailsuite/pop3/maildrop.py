@@ -5,9 +5,12 @@ Implementation notes:
   and never refreshed: message numbers stay valid for the whole session
   and mail that arrives meanwhile is seen by the next session only
   (RFC 1939 5 numbers messages for the session).
+- The session reads through a read-only folder, so POP3 never changes
+  \\Recent or \\Seen that IMAP clients of the same mailbox rely on.
 - DELE only marks a number; nothing touches the store before QUIT.  RSET
-  clears the marks.  :meth:`commit` (the UPDATE state, RFC 1939 6) sets
-  \\Deleted on the marked UIDs and expunges exactly those, so a dropped
+  clears the marks.  :meth:`commit` (the UPDATE state, RFC 1939 6) opens
+  INBOX for writing, sets \\Deleted on the marked UIDs and expunges exactly
+  those, so a dropped
   connection, which never calls commit, deletes nothing, and messages
   another session marked \\Deleted are not expunged by us.
 - The unique-id listing (RFC 1939 7 UIDL) is the store's stable message
@@ -60,9 +63,11 @@ class _Entry:
 class Maildrop:
     """Message numbers, sizes, unique ids and deletion marks for one session."""
 
-    def __init__(self, folder: Any) -> None:
+    def __init__(self, mailbox: Any, folder: Any) -> None:
+        self.mailbox = mailbox
         self.folder = folder
-        self._entries = [_Entry(info, unique_id(info.key)) for info in folder.messages()]
+        infos = sorted(folder.messages(), key=lambda info: info.uid)
+        self._entries = [_Entry(info, unique_id(info.key)) for info in infos]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -122,9 +127,13 @@ class Maildrop:
         uids = self.marked_uids()
         if not uids:
             return 0
+        folder = await defer.maybeDeferred(self.mailbox.open_folder, self.folder.name)
         try:
-            await defer.maybeDeferred(self.folder.store_flags, uids, ["\\Deleted"], "add")
-        except NoSuchMessage:
-            pass
-        removed = await defer.maybeDeferred(self.folder.expunge, uids)
+            try:
+                await defer.maybeDeferred(folder.store_flags, uids, ["\\Deleted"], "add")
+            except NoSuchMessage:
+                pass
+            removed = await defer.maybeDeferred(folder.expunge, uids)
+        finally:
+            folder.close()
         return len(removed)

@@ -409,11 +409,11 @@ class POP3Session(pop3.POP3):
         self._release = release
         self.user = avatar.address
         try:
-            folder = await defer.maybeDeferred(avatar.mailbox.open_folder, "INBOX")
+            folder = await defer.maybeDeferred(avatar.mailbox.open_folder, "INBOX", read_only=True)
         except BaseException:
             self._end_session()
             raise
-        self.maildrop = Maildrop(folder)
+        self.maildrop = Maildrop(avatar.mailbox, folder)
         if self._closed:
             self._end_session()
             return

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from twisted.internet import defer
 
-from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailboxInUse, NoSuchMessage
+from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailboxInUse, NoSuchMessage, ReadOnlyFolder
 from mailsuite.interfaces import MessageInfo
 
 
@@ -25,8 +25,9 @@ class FakeFolder:
 
     name = "INBOX"
 
-    def __init__(self, mailbox: "FakeMailbox") -> None:
+    def __init__(self, mailbox: "FakeMailbox", read_only: bool) -> None:
         self.mailbox = mailbox
+        self.read_only = read_only
         self._snapshot = [self._info(uid) for uid in sorted(mailbox.bodies)]
         self.closed = False
 
@@ -51,6 +52,8 @@ class FakeFolder:
 
     def store_flags(self, uids: Any, flags: Any, mode: str, unchanged_since: int | None = None) -> defer.Deferred[list[MessageInfo]]:
         assert mode == "add"
+        if self.read_only:
+            return defer.fail(ReadOnlyFolder())
         changed = []
         for uid in uids:
             if uid in self.mailbox.bodies:
@@ -59,6 +62,8 @@ class FakeFolder:
         return defer.succeed(changed)
 
     def expunge(self, uids: Any = None) -> defer.Deferred[list[int]]:
+        if self.read_only:
+            return defer.fail(ReadOnlyFolder())
         if self.mailbox.fail_expunge:
             return defer.fail(OSError("disk on fire"))
         wanted = set(self.mailbox.bodies) if uids is None else set(uids)
@@ -106,7 +111,7 @@ class FakeMailbox:
 
     def open_folder(self, name: str, *, read_only: bool = False) -> defer.Deferred[FakeFolder]:
         assert name == "INBOX"
-        folder = FakeFolder(self)
+        folder = FakeFolder(self, read_only)
         self.folders.append(folder)
         return defer.succeed(folder)
 

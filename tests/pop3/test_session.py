@@ -255,6 +255,7 @@ def test_stat_list_uidl() -> None:
     assert multiline(h.command("UIDL")) == [b"1 1700000000.M1P1.host", b"2 1700000000.M2P1.host"]
     assert h.command("UIDL 1") == b"+OK 1 1700000000.M1P1.host\r\n"
     assert h.mailbox.opened == []  # no body read for any of these
+    assert h.mailbox.folders[0].read_only  # POP3 never changes \\Recent / \\Seen for IMAP clients
 
 
 def test_bad_message_numbers() -> None:
