@@ -1,0 +1,90 @@
+"""The ONE place where failures become IMAP status responses.
+
+Command code raises :mod:`mailsuite.errors` exceptions (or lets the store's
+propagate) and :func:`failure_response` turns them into ``NO [CODE] text`` or
+``BAD text``.  Response codes come from RFC 3501 7.1, RFC 5530 (IMAP response
+codes) and RFC 7888 (TOOBIG).  Anything unexpected becomes
+``NO [SERVERBUG]`` and the caller logs the traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailsuite import errors
+
+
+class CommandError(Exception):
+    """A protocol-level refusal raised by command code: status, optional code, text."""
+
+    def __init__(self, status: str, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.code = code
+
+
+def bad(text: str) -> CommandError:
+    """A BAD response: the command was malformed or not valid in this state."""
+    return CommandError("BAD", text)
+
+
+def no(text: str, code: str | None = None) -> CommandError:
+    """A NO response: well-formed but refused."""
+    return CommandError("NO", text, code)
+
+
+@dataclass(frozen=True)
+class Response:
+    """A tagged status: ``status [code] text``; ``unexpected`` asks the caller to log a traceback."""
+
+    status: str
+    text: str
+    code: str | None = None
+    unexpected: bool = False
+
+    def line(self, tag: str) -> bytes:
+        """The wire form of the tagged line."""
+        code = f"[{self.code}] " if self.code else ""
+        return f"{tag} {self.status} {code}{self.text}\r\n".encode("utf-8", "replace")
+
+
+#: Returned by a handler that wrote its own tagged line (STARTTLS must before switching).
+ANSWERED = Response("OK", "")
+
+#: Commands whose missing target folder gets [TRYCREATE] (RFC 3501 6.3.11, 6.4.7; RFC 6851).
+_TRYCREATE_COMMANDS = frozenset({"APPEND", "COPY", "MOVE"})
+
+
+def failure_response(error: BaseException, command: str, parse_error: type[BaseException] | None = None) -> Response:
+    """Map an exception raised while running ``command`` to its tagged response."""
+    if isinstance(error, CommandError):
+        return Response(error.status, error.text, error.code)
+    if parse_error is not None and isinstance(error, parse_error):
+        return Response("BAD", f"Error in IMAP command {command}: {error}".rstrip(": "))
+    if isinstance(error, errors.NoSuchFolder):
+        code = "TRYCREATE" if command in _TRYCREATE_COMMANDS else "NONEXISTENT"
+        return Response("NO", "Mailbox doesn't exist", code)
+    if isinstance(error, errors.FolderExists):
+        return Response("NO", "Mailbox already exists", "ALREADYEXISTS")
+    if isinstance(error, errors.FolderNotEmpty):
+        return Response("NO", "Mailbox has children or messages", "INUSE")
+    if isinstance(error, errors.QuotaExceeded):
+        return Response("NO", "Quota exceeded (mailbox for user is full)", "OVERQUOTA")
+    if isinstance(error, errors.MessageTooLarge):
+        return Response("NO", "Message too large", "TOOBIG")
+    if isinstance(error, errors.InvalidName):
+        return Response("NO", f"Invalid mailbox name: {error.text}", "CANNOT")
+    if isinstance(error, errors.NoSuchMessage):
+        return Response("NO", "Some of the requested messages no longer exist", "EXPUNGEISSUED")
+    if isinstance(error, errors.MailboxInUse):
+        return Response("NO", "Mailbox is in use", "INUSE")
+    if isinstance(error, errors.AuthenticationFailed):
+        return Response("NO", "Authentication failed.", "AUTHENTICATIONFAILED")
+    if isinstance(error, errors.LoginThrottled):
+        return Response("NO", "Too many failed logins, try again later", "UNAVAILABLE")
+    if isinstance(error, errors.MailError):
+        if error.permanent:
+            return Response("NO", error.text, "CANNOT")
+        return Response("NO", error.text, "UNAVAILABLE")
+    return Response("NO", "Internal error occurred. Refer to server log for more information.", "SERVERBUG", unexpected=True)

@@ -1,0 +1,543 @@
+"""The IMAP4rev1 server protocol (RFC 3501) and its extensions.
+
+Implementation notes
+====================
+
+Why not ``twisted.mail.imap4.IMAP4Server``: its FETCH builds whole messages
+through ``IMessage`` objects (no streaming with flow control, bodies read
+even for ``RFC822.SIZE``), it addresses messages by sequence number at the
+mailbox interface (our store speaks UIDs and each session needs its own
+sequence view), its IDLE never pushes anything, its literal handling
+accepts a literal before checking state or size, and UIDPLUS, CONDSTORE,
+MOVE, ENABLE, LIST-EXTENDED are missing.  Extending it would mean replacing
+the parser, the dispatcher, FETCH and the mailbox seam, i.e. everything, so
+this is a protocol of our own on ``twisted.internet.protocol.Protocol``
+with Twisted's ``TimeoutMixin``, TLS (``startTLS``) and producer/consumer
+flow control.  Argument syntax lives in :mod:`mailsuite.imap.wire`, message
+structure in :mod:`mailsuite.imap.mime`, SEARCH in :mod:`mailsuite.imap.search`.
+
+Invariants this module keeps:
+
+* Framing: a command is one or more lines joined by literals ``{n}``
+  (synchronising: answered ``+`` only after the tag, command, state and
+  size were checked, RFC 3501 7.5) or ``{n+}`` (LITERAL+, RFC 7888).  A
+  synchronising literal over the cap is refused with a tagged ``NO [TOOBIG]``
+  before the client sends it; a non-synchronising one over the cap gets
+  ``* BYE [TOOBIG]`` and the connection closes (RFC 7888 4).  Before login
+  literals are capped small so an anonymous peer cannot make us buffer.
+* A line longer than ``limits.imap_line_length`` is answered ``BAD`` and
+  skipped up to its end; the connection stays usable.  Garbage without a
+  valid tag gets an untagged ``* BAD``; after many errors in a row ``* BYE``.
+* Commands run one at a time in arrival order; while one runs, input is
+  only buffered (IDLE's ``DONE`` and AUTHENTICATE's continuation lines go to
+  a line hook instead).  Every command ends with exactly one tagged line,
+  whatever happens: failures are mapped in :mod:`.responses` (one place),
+  unexpected ones logged with their traceback and answered ``NO [SERVERBUG]``.
+* Pending folder changes (other sessions, deliveries) are announced before
+  a command's tagged response, EXPUNGEs only where RFC 3501 7.4.1 allows.
+* After STARTTLS anything the client pipelined in plaintext is discarded
+  (the CVE-2011-0411 class of injection).
+* No password, AUTHENTICATE payload or message content is ever logged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mailsuite.imap import dispatch
+from mailsuite.imap.dispatch import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, CommandSpec
+from mailsuite.imap.responses import ANSWERED, Response, failure_response
+from mailsuite.limits import peer_ip
+
+# Handlers register themselves in dispatch.COMMANDS when imported.
+from mailsuite.imap import commands_any, commands_auth, commands_folders, commands_messages, idle  # noqa: F401,E402
+from mailsuite.imap import args as argparse_  # noqa: E402
+
+#: ``{123}`` or ``{123+}`` at the end of a line announces a literal (RFC 3501 4.3, RFC 7888).
+_LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}$")
+#: A tag: astring characters except "+" (RFC 3501 9 "tag").
+_TAG = re.compile(rb"^([\x21\x23\x24\x26\x27\x2c-\x5b\x5e-\x7a\x7c\x7e]+) ")
+#: Largest literal accepted before login (LOGIN / AUTHENTICATE with a literal password).
+PREAUTH_LITERAL_LIMIT = 8192
+#: Consecutive malformed commands tolerated before ``* BYE``.
+MAX_ERRORS = 20
+#: Input buffered while a command runs before reading from the socket pauses.
+INPUT_HIGH_WATER = 1 << 20
+
+
+@implementer(IPushProducer)
+class IMAPServer(Protocol, TimeoutMixin):
+    """One IMAP connection."""
+
+    log = Logger()
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+        self.context = factory.context
+        self.config = self.context.config
+        self.reactor = self.context.reactor
+        limits = self.config.limits
+        self.max_line = limits.imap_line_length
+        self.max_literal = limits.imap_literal_size or limits.message_size
+        self.cid = factory.next_id()
+        self.ip = "?"
+        self.state = NOT_AUTHENTICATED
+        self.user: Any = None  # IMailUser after login
+        self.mailbox: Any = None  # its IUserMailbox
+        self.selected: Any = None  # session.SelectedFolder
+        self.tls = bool(factory.implicit_tls)
+        self.condstore = False  # RFC 7162 3.1: "CONDSTORE enabled" for this connection
+        self.enabled: set[str] = set()
+        self.client_id: dict[str, str] | None = None
+        self.dirty = False  # the selected folder reported a change not yet fetched
+        self._slot_taken = False
+        self._buffer = bytearray()
+        self._parts: list[bytes] = []
+        self._command_size = 0
+        self._literal_left = 0
+        self._literal = bytearray()
+        self._discard_line = False
+        self._busy = False
+        self._reading_paused = False
+        self._line_hook: Callable[[bytes], None] | None = None
+        self._closing = False
+        self._errors = 0
+        self._write_paused = False
+        self._writable: list[defer.Deferred[None]] = []
+        self._producing = False
+        self._on_lost: list[Callable[[], None]] = []
+        self._change_listeners: list[Callable[[], None]] = []
+        self.logging_out = False
+
+    # ------------------------------------------------------------------
+    # connection life
+    # ------------------------------------------------------------------
+    def callLater(self, period: float, func: Callable[[], None]) -> Any:  # TimeoutMixin's clock
+        return self.reactor.callLater(period, func)
+
+    def connectionMade(self) -> None:
+        self.ip = peer_ip(self.transport.getPeer())
+        if ISSLTransport.providedBy(self.transport):
+            self.tls = True
+        self.setTimeout(self.config.limits.imap_timeout)
+        self.log.info("{cid}: connection from {ip} (tls={tls})", cid=self.cid, ip=self.ip, tls=self.tls)
+        caps = " ".join(self.capabilities())
+        self.write(f"* OK [CAPABILITY {caps}] {self.config.hostname} mailsuite IMAP ready.\r\n".encode())
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.setTimeout(None)
+        self._closing = True
+        for hook in self._on_lost:
+            try:
+                hook()
+            except Exception:
+                self.log.failure("{cid}: cleanup failed", cid=self.cid)
+        self._on_lost.clear()
+        self.close_selected()
+        if self._slot_taken and self.user is not None:
+            self.factory.user_connections.release(self.user.address)
+            self._slot_taken = False
+        for d in self._writable:
+            d.errback(ConnectionError("connection lost"))
+        self._writable.clear()
+        self.log.info("{cid}: closed", cid=self.cid)
+
+    def on_lost(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Run ``hook`` when the connection ends; returns a function removing it."""
+        self._on_lost.append(hook)
+
+        def remove() -> None:
+            if hook in self._on_lost:
+                self._on_lost.remove(hook)
+
+        return remove
+
+    def timeoutConnection(self) -> None:
+        # RFC 3501 5.4: an inactivity timer of at least 30 minutes
+        self.log.info("{cid}: inactivity timeout", cid=self.cid)
+        self.write(b"* BYE Disconnected for inactivity.\r\n")
+        self.disconnect()
+
+    def disconnect(self) -> None:
+        """Stop reading and close once everything written has been sent."""
+        self._closing = True
+        self._buffer.clear()
+        self.transport.loseConnection()
+
+    # ------------------------------------------------------------------
+    # output and flow control
+    # ------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Send bytes (responses are built complete, CRLF included)."""
+        self.transport.write(data)
+
+    def start_streaming(self) -> None:
+        """Register for the transport's pause/resume calls during a long response."""
+        if not self._producing:
+            self._producing = True
+            self.transport.registerProducer(self, True)
+
+    def stop_streaming(self) -> None:
+        """Undo :meth:`start_streaming`."""
+        if self._producing:
+            self._producing = False
+            self._write_paused = False
+            self.transport.unregisterProducer()
+
+    def wait_writable(self) -> defer.Deferred[None]:
+        """Fires once the transport can take more (at once when it can now)."""
+        if self._closing:
+            return defer.fail(ConnectionError("connection closing"))
+        if not self._write_paused:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._writable.append(d)
+        return d
+
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        self.resetTimeout()
+        waiting, self._writable = self._writable, []
+        for d in waiting:
+            d.callback(None)
+
+    def stopProducing(self) -> None:
+        self._closing = True
+        waiting, self._writable = self._writable, []
+        for d in waiting:
+            d.errback(ConnectionError("connection lost"))
+
+    # ------------------------------------------------------------------
+    # capabilities
+    # ------------------------------------------------------------------
+    def plaintext_auth_allowed(self) -> bool:
+        """RFC 3501 6.2.3 / 11.1: no cleartext passwords before TLS unless configured."""
+        return self.tls or self.config.tls.allow_plaintext_auth
+
+    def capabilities(self) -> list[str]:
+        """Exactly what works in the current state (RFC 3501 6.1.1)."""
+        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
+        if self.state == NOT_AUTHENTICATED:
+            if not self.tls and self.context.tls is not None:
+                caps.append("STARTTLS")
+            if self.plaintext_auth_allowed():
+                caps.append("AUTH=PLAIN")
+            else:
+                caps.append("LOGINDISABLED")
+            return caps
+        caps += ["NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
+                 "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE"]
+        return caps
+
+    # ------------------------------------------------------------------
+    # input framing
+    # ------------------------------------------------------------------
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.resetTimeout()
+        self._buffer += data
+        self._drain()
+
+    def pause_input(self) -> None:
+        """Stop handling input (a command is running); bytes keep being buffered."""
+        self._busy = True
+
+    def resume_input(self) -> None:
+        """Handle buffered input again."""
+        self._busy = False
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+        if self._buffer and not self._closing:
+            self.reactor.callLater(0, self._drain)
+
+    def set_line_hook(self, hook: Callable[[bytes], None] | None) -> None:
+        """Route whole input lines to ``hook`` (IDLE, AUTHENTICATE) instead of the parser."""
+        self._line_hook = hook
+        if hook is not None and self._buffer:
+            self.reactor.callLater(0, self._drain)
+
+    def _drain(self) -> None:
+        while self._buffer and not self._closing and (not self._busy or self._line_hook is not None):
+            if self._literal_left:
+                chunk = self._buffer[: self._literal_left]
+                del self._buffer[: self._literal_left]
+                self._literal += chunk
+                self._literal_left -= len(chunk)
+                if not self._literal_left:
+                    self._parts.append(bytes(self._literal))
+                    self._literal = bytearray()
+                continue
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > self.max_line:
+                    self._line_too_long(bytes(self._buffer[:200]), complete=False)
+                break
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if self._discard_line:
+                self._discard_line = False
+                continue
+            if len(line) > self.max_line:
+                self._line_too_long(line[:200], complete=True)
+                continue
+            self._line_received(line)
+        if self._busy and len(self._buffer) > INPUT_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+
+    def _line_too_long(self, head: bytes, *, complete: bool) -> None:
+        first = self._parts[0] if self._parts else head
+        self._parts = []
+        self._command_size = 0
+        if not complete:
+            self._buffer.clear()
+            self._discard_line = True
+        self._protocol_error(first, "Command line too long")
+
+    def _protocol_error(self, line: bytes, text: str) -> None:
+        """Answer a framing/syntax error: tagged BAD when the tag is readable, else untagged."""
+        m = _TAG.match(line if b" " in line else line + b" ")
+        tag = m.group(1).decode("ascii") if m else "*"
+        self.write(f"{tag} BAD {text}\r\n".encode())
+        self.count_error()
+
+    def count_error(self) -> None:
+        """One more malformed command in a row; too many end the connection."""
+        self._errors += 1
+        if self._errors >= MAX_ERRORS and not self._closing:
+            self.write(b"* BYE Too many invalid IMAP commands.\r\n")
+            self.disconnect()
+
+    def _line_received(self, line: bytes) -> None:
+        if self._line_hook is not None:
+            self._line_hook(line)
+            return
+        if not self._parts and not line.strip():
+            return  # stray empty line (e.g. CRLF after a literal): ignored
+        self._command_size += len(line)
+        if self._command_size > self.max_line:
+            self._line_too_long(line[:200], complete=True)
+            return
+        m = _LITERAL.search(line)
+        if m is None:
+            self._parts.append(line)
+            parts, self._parts, self._command_size = self._parts, [], 0
+            self._command(parts)
+            return
+        size, nonsync = int(m.group(1)), bool(m.group(2))
+        first = self._parts[0] if self._parts else line
+        refusal = self._literal_refusal(first, size)
+        if refusal is not None:
+            self._parts, self._command_size = [], 0
+            if nonsync:
+                # RFC 7888 4: the data is on its way and cannot be skipped safely
+                self.log.info("{cid}: non-synchronising literal of {size} bytes refused", cid=self.cid, size=size)
+                self.write(b"* BYE [TOOBIG] Literal too large.\r\n")
+                self.disconnect()
+            else:
+                self.write(refusal)
+                self.count_error()
+            return
+        self._parts.append(line)
+        if size == 0:
+            self._parts.append(b"")
+        else:
+            self._literal_left = size
+        if not nonsync:
+            self.write(b"+ OK\r\n")
+
+    def _literal_refusal(self, first: bytes, size: int) -> bytes | None:
+        """The tagged refusal of a literal announced in a command starting with ``first``, or None."""
+        m = _TAG.match(first)
+        if m is None:
+            return b"* BAD Invalid tag.\r\n"
+        tag = m.group(1).decode("ascii")
+        name, spec = self._lookup(first[m.end():])
+        if spec is None:
+            return f"{tag} BAD Unknown command.\r\n".encode()
+        if self.state not in spec.states:
+            return f"{tag} BAD {name} not allowed now.\r\n".encode()
+        limit = self.max_literal if self.state != NOT_AUTHENTICATED else PREAUTH_LITERAL_LIMIT
+        if size > limit or self._command_size + size > limit + self.max_line:
+            return f"{tag} NO [TOOBIG] Literal too large (limit {limit} bytes).\r\n".encode()
+        return None
+
+    def _lookup(self, rest: bytes) -> tuple[str, CommandSpec | None]:
+        name, _, rest = rest.partition(b" ")
+        upper = name.decode("ascii", "replace").upper()
+        if upper == "UID":
+            sub = rest.split(b" ", 1)[0].decode("ascii", "replace").upper()
+            return f"UID {sub}", dispatch.UID_COMMANDS.get(sub)
+        return upper, dispatch.COMMANDS.get(upper)
+
+    # ------------------------------------------------------------------
+    # dispatch
+    # ------------------------------------------------------------------
+    def _command(self, parts: list[bytes]) -> None:
+        first = parts[0]
+        m = _TAG.match(first + (b" " if b" " not in first else b""))
+        if m is None:
+            self._protocol_error(first, "Error in IMAP command received by server.")
+            return
+        tag = m.group(1).decode("ascii")
+        # the whole command as sent, literals inline (RFC 3501 4.3)
+        raw = b"".join(p + b"\r\n" if i % 2 == 0 and i + 1 < len(parts) else p for i, p in enumerate(parts))
+        rest = raw[m.end():] if len(first) > m.end() - 1 else b""
+        name_bytes, sep, args_bytes = rest.partition(b" ")
+        args_bytes = sep + args_bytes  # handlers read the separating space themselves
+        if not name_bytes:
+            self._protocol_error(first, "Missing command.")
+            return
+        name = name_bytes.decode("ascii", "replace").upper()
+        spec: CommandSpec | None
+        if name == "UID":
+            sub, sep, args_bytes = args_bytes[1:].partition(b" ")
+            args_bytes = sep + args_bytes
+            sub_name = sub.decode("ascii", "replace").upper()
+            spec = dispatch.UID_COMMANDS.get(sub_name)
+            name = f"UID {sub_name}"
+        else:
+            spec = dispatch.COMMANDS.get(name)
+        if spec is None:
+            self.write(f"{tag} BAD Error in IMAP command {name[:40]}: Unknown command.\r\n".encode("utf-8", "replace"))
+            self.count_error()
+            return
+        if self.state not in spec.states:
+            why = {NOT_AUTHENTICATED: "Not logged in", AUTHENTICATED: "No mailbox selected", SELECTED: "Not allowed while a mailbox is selected"}[self.state]
+            if self.state != NOT_AUTHENTICATED and spec.states == dispatch.ONLY_NOT_AUTHENTICATED:
+                why = "Already logged in"
+            self.write(f"{tag} BAD {why}.\r\n".encode())
+            self.count_error()
+            return
+        self.pause_input()
+        d = defer.Deferred.fromCoroutine(self._run(spec, tag, args_bytes))
+        d.addErrback(self._crashed, tag)
+
+    async def _run(self, spec: CommandSpec, tag: str, args_bytes: bytes) -> None:
+        self.log.debug("{cid}: {tag} {command}", cid=self.cid, tag=tag, command=spec.name)
+        try:
+            args = argparse_.Arguments(args_bytes)
+            result = await spec.handler(self, tag, args)
+        except BaseException as e:  # noqa: BLE001 - every failure becomes one tagged line
+            if isinstance(e, defer.CancelledError) and self._closing:
+                return
+            response = failure_response(e, spec.name.split()[-1], argparse_.ParseError)
+            if response.unexpected:
+                self.log.failure("{cid}: {command} failed", Failure(e), cid=self.cid, command=spec.name)
+            bad_command = response.status == "BAD"
+        else:
+            bad_command = False
+            response = result if isinstance(result, Response) else Response("OK", f"{spec.name} completed.")
+        if response is ANSWERED:
+            if not self._closing:
+                self.resume_input()
+            return
+        if not self._closing:
+            try:
+                await self.announce(expunge_ok=spec.expunge_ok)
+            except Exception:
+                self.log.failure("{cid}: announcing changes failed", cid=self.cid)
+        self.write(response.line(tag))
+        if bad_command:
+            self.count_error()
+        else:
+            self._errors = 0
+        if self.logging_out:
+            self.disconnect()
+        elif not self._closing:
+            self.resume_input()
+
+    def _crashed(self, failure: Failure, tag: str) -> None:
+        self.log.failure("{cid}: internal error", failure, cid=self.cid)
+        self.write(f"{tag} NO [SERVERBUG] Internal error.\r\n".encode())
+        self.resume_input()
+
+    # ------------------------------------------------------------------
+    # the selected folder
+    # ------------------------------------------------------------------
+    def folder_changed(self) -> None:
+        """The store's watch callback: something changed in the selected folder."""
+        self.dirty = True
+        for listener in list(self._change_listeners):
+            listener()
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """IDLE's hook: called (besides setting ``dirty``) when the selected folder changes."""
+        self._change_listeners = [*self._change_listeners, listener]
+
+    def remove_change_listener(self, listener: Callable[[], None]) -> None:
+        self._change_listeners = [x for x in self._change_listeners if x is not listener]
+
+    async def refresh(self) -> None:
+        """Fetch the store's changes into the session view (responses wait for announce)."""
+        selected = self.selected
+        if selected is None:
+            return
+        self.dirty = False
+        change = await selected.folder.refresh()
+        if self.selected is selected:
+            selected.apply(change)
+
+    async def announce(self, *, expunge_ok: bool, force: bool = False) -> None:
+        """Send the untagged responses owed for changes (RFC 3501 7.3, 7.4.1)."""
+        if self.selected is None:
+            return
+        if self.dirty or force:
+            await self.refresh()
+        if self.selected is None:
+            return
+        lines = self.selected.pending(allow_expunge=expunge_ok, condstore=self.condstore)
+        if lines:
+            self.write(b"".join(lines))
+
+    def close_selected(self) -> None:
+        """Leave the selected state (CLOSE, UNSELECT, SELECT of another folder, logout)."""
+        selected, self.selected = self.selected, None
+        if selected is not None:
+            unwatch = getattr(selected, "unwatch", None)
+            if unwatch is not None:
+                try:
+                    unwatch()
+                except Exception:
+                    self.log.failure("{cid}: unwatch failed", cid=self.cid)
+            try:
+                selected.folder.close()
+            except Exception:
+                self.log.failure("{cid}: closing the folder failed", cid=self.cid)
+        self.dirty = False
+        if self.state == SELECTED:
+            self.state = AUTHENTICATED
+
+    def logged_in(self, user: Any) -> bool:
+        """Enter the authenticated state; False (and nothing changes) when the user is at the connection cap."""
+        if not self.factory.user_connections.acquire(user.address):
+            return False
+        self._slot_taken = True
+        self.user = user
+        self.mailbox = user.mailbox
+        self.state = AUTHENTICATED
+        self.log.info("{cid}: logged in as {user}", cid=self.cid, user=user.address)
+        return True
+
+    def start_tls(self) -> None:
+        """Switch the transport to TLS after ``OK Begin TLS`` (RFC 3501 6.2.1)."""
+        self._buffer.clear()  # nothing pipelined in plaintext survives the switch
+        self._parts = []
+        self.transport.startTLS(self.context.tls.server_creator())
+        self.tls = True
