@@ -332,7 +332,7 @@ class Arguments:
 
     def seqset(self) -> list[tuple[int | None, int | None]]:
         """sequence-set (RFC 3501 9): inclusive pairs, None for ``*``."""
-        text = self.atom()
+        text = self.atom(b"*")
         if text == "$":
             raise ParseError("SEARCHRES is not supported")
         ranges: list[tuple[int | None, int | None]] = []

@@ -140,7 +140,7 @@ async def _store(server: Any, args: Arguments, *, uid: bool) -> Response | None:
     if unchanged_since is not None:
         modified = [u for u in live if u not in changed_uids and selected.info[u].modseq > unchanged_since]
     recent = selected.recent()
-    lines: list[bytes] = []
+    lines: list[bytes] = selected.keyword_lines()
     skip = set(modified)
     for u in live:
         if u in skip:

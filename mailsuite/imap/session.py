@@ -31,7 +31,7 @@ def flag_list(flags: Iterable[str], recent: bool = False) -> bytes:
     """``(\\Seen $Junk)``: a parenthesised flag list, system flags first, stable order."""
     ordered = sorted(flags, key=lambda f: (not f.startswith("\\"), f.lower()))
     if recent:
-        ordered.append("\\Recent")
+        ordered.insert(sum(1 for f in ordered if f.startswith("\\")), "\\Recent")
     return ("(" + " ".join(ordered) + ")").encode("utf-8")
 
 
@@ -188,10 +188,7 @@ class SelectedFolder:
                 silent = [uid for uid in self.uids[self.exists_announced:] if uid in self.vanished]
                 if silent:
                     self.expunge_now(silent)
-        keywords = self.keywords()
-        if keywords != self.keywords_announced:
-            self.keywords_announced = keywords
-            lines.extend(self.flags_lines())
+        lines.extend(self.keyword_lines())
         if len(self.uids) != self.exists_announced:
             self.exists_announced = len(self.uids)
             lines.append(b"* %d EXISTS\r\n" % self.exists_announced)
@@ -209,6 +206,14 @@ class SelectedFolder:
                     continue
                 lines.append(self.fetch_flags_line(seq, uid, recent, condstore))
         return [line for line in lines if line]
+
+    def keyword_lines(self) -> list[bytes]:
+        """``* FLAGS`` / PERMANENTFLAGS again when the folder learnt a new keyword (RFC 3501 7.2.6)."""
+        keywords = self.keywords()
+        if keywords == self.keywords_announced:
+            return []
+        self.keywords_announced = keywords
+        return self.flags_lines()
 
     def fetch_flags_line(self, seq: int, uid: int, recent: frozenset[int], condstore: bool) -> bytes:
         """``* n FETCH (UID u FLAGS (...) [MODSEQ (m)])`` for an unsolicited flag update."""
