@@ -138,6 +138,11 @@ class POP3Session(pop3.POP3):
         self.ip = peer_ip(self.transport.getPeer())
         self.secure = self.settings.implicit_tls or ISSLTransport.providedBy(self.transport)
         self.log.info("{cid} connect from {ip} (tls={tls})", cid=self.cid, ip=self.ip, tls=self.secure)
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            # A response's last small write must not wait for the ACK of the previous
+            # (Nagle + delayed ACK costs ~40 ms per RETR otherwise).
+            no_delay(True)
         self.setTimeout(self.timeOut)
         self.sendLine(b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready")
 
