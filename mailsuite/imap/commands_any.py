@@ -6,7 +6,7 @@ from typing import Any
 
 import mailsuite
 from mailsuite.imap.args import Arguments, ParseError
-from mailsuite.imap.dispatch import ANY_STATE, LOGGED_IN, command
+from mailsuite.imap.dispatch import ANY_STATE, AUTHENTICATED, command
 from mailsuite.imap.responses import Response
 
 
@@ -60,9 +60,9 @@ async def id_(server: Any, tag: str, args: Arguments) -> None:
     server.write(f'* ID ("name" "mailsuite" "version" "{mailsuite.__version__}")\r\n'.encode())
 
 
-@command("ENABLE", LOGGED_IN)
+@command("ENABLE", frozenset({AUTHENTICATED}))
 async def enable(server: Any, tag: str, args: Arguments) -> None:
-    """RFC 5161: CONDSTORE is the one extension here that needs enabling."""
+    """RFC 5161: CONDSTORE is the one extension here that needs enabling (authenticated state only, 3.1)."""
     args.space()
     names = [args.atom().upper()]
     while args.maybe_space():

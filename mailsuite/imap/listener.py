@@ -53,6 +53,8 @@ _IDS = itertools.count(1)
 class IMAPFactory(Factory):
     """Builds :class:`mailsuite.imap.server.IMAPServer` connections for one listener."""
 
+    noisy = False
+
     def __init__(self, context: Any, name: str, implicit_tls: bool, user_connections: UserConnections) -> None:
         self.context = context
         self.name = name
