@@ -26,23 +26,24 @@ Implementation notes:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any
+import re
+from typing import Any, Iterator
 
 from twisted.internet import defer
 
 from mailsuite.errors import NoSuchMessage
 from mailsuite.interfaces import MessageInfo
 
-_UIDL_CHARS = frozenset(range(0x21, 0x7F))
+#: RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
+_UNIQUE_ID = re.compile(rb"[\x21-\x7e]{1,70}")
 
 
-def unique_id(key: str) -> str:
+def unique_id(key: str) -> bytes:
     """The UIDL string for a store key: the key itself when RFC 1939 allows it, else its SHA-1."""
     raw = key.encode("utf-8", "surrogateescape")
-    if 0 < len(raw) <= 70 and all(b in _UIDL_CHARS for b in raw):
-        return key
-    return hashlib.sha1(raw).hexdigest()
+    if _UNIQUE_ID.fullmatch(raw):
+        return raw
+    return hashlib.sha1(raw).hexdigest().encode("ascii")
 
 
 class NoSuchNumber(Exception):
@@ -53,66 +54,61 @@ class NoSuchNumber(Exception):
         self.reason = reason
 
 
-@dataclass
-class _Entry:
-    info: MessageInfo
-    uid_string: str
-    deleted: bool = False
-
-
 class Maildrop:
     """Message numbers, sizes, unique ids and deletion marks for one session."""
 
     def __init__(self, mailbox: Any, folder: Any) -> None:
         self.mailbox = mailbox
         self.folder = folder
-        infos = sorted(folder.messages(), key=lambda info: info.uid)
-        self._entries = [_Entry(info, unique_id(info.key)) for info in infos]
+        # Plain parallel lists: building this for 50,000 messages is part of every login.
+        self._infos: list[MessageInfo] = sorted(folder.messages(), key=lambda info: info.uid)
+        self._uids: list[bytes] = [unique_id(info.key) for info in self._infos]
+        self._deleted: set[int] = set()  # 0-based indexes marked by DELE
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._infos)
 
     def stat(self) -> tuple[int, int]:
         """(messages, octets) not marked deleted (RFC 1939 5 STAT)."""
-        live = [e.info.size for e in self._entries if not e.deleted]
+        if not self._deleted:
+            return len(self._infos), sum(info.size for info in self._infos)
+        live = [info.size for i, info in enumerate(self._infos) if i not in self._deleted]
         return len(live), sum(live)
 
-    def get(self, number: bytes | str | int) -> tuple[int, MessageInfo, str]:
+    def get(self, number: bytes | str | int) -> tuple[int, MessageInfo, bytes]:
         """The message behind a client's 1-based number: (number, info, unique id).
 
         Raises NoSuchNumber for a malformed, out of range or deleted number.
         """
-        try:
-            n = int(number)
-        except (TypeError, ValueError):
-            raise NoSuchNumber("invalid message number") from None
-        if isinstance(number, (bytes, str)) and not number.isdigit():
+        if isinstance(number, (bytes, str)) and not (number.isdigit() and len(number) <= 10):
             raise NoSuchNumber("invalid message number")
-        if not 1 <= n <= len(self._entries):
+        n = int(number)
+        if not 1 <= n <= len(self._infos):
             raise NoSuchNumber("no such message")
-        entry = self._entries[n - 1]
-        if entry.deleted:
+        if n - 1 in self._deleted:
             raise NoSuchNumber(f"message {n} already deleted")
-        return n, entry.info, entry.uid_string
+        return n, self._infos[n - 1], self._uids[n - 1]
 
-    def listing(self) -> list[tuple[int, MessageInfo, str]]:
+    def listing(self) -> Iterator[tuple[int, MessageInfo, bytes]]:
         """(number, info, unique id) of every message not marked deleted, in order."""
-        return [(i, e.info, e.uid_string) for i, e in enumerate(self._entries, 1) if not e.deleted]
+        deleted = self._deleted
+        for i, (info, uid) in enumerate(zip(self._infos, self._uids)):
+            if i not in deleted:
+                yield i + 1, info, uid
 
     def mark_deleted(self, number: bytes | str | int) -> int:
         """DELE: mark a message; returns its number."""
         n, _, _ = self.get(number)
-        self._entries[n - 1].deleted = True
+        self._deleted.add(n - 1)
         return n
 
     def reset(self) -> None:
         """RSET: unmark everything."""
-        for entry in self._entries:
-            entry.deleted = False
+        self._deleted.clear()
 
     def marked_uids(self) -> list[int]:
         """UIDs marked for deletion."""
-        return [e.info.uid for e in self._entries if e.deleted]
+        return [self._infos[i].uid for i in sorted(self._deleted)]
 
     def open_message(self, info: MessageInfo) -> Any:
         """A binary reader over the stored message (may raise NoSuchMessage)."""

@@ -449,8 +449,8 @@ class POP3Session(pop3.POP3):
         """RFC 1939 7 UIDL [msg]: the store's stable keys."""
         if arg.strip():
             n, _, uid = self._drop().get(arg.strip())
-            return self.ok(f"{n} {uid}")
-        return self._stream_listing("Unique-ID listing follows", (b"%d %s\r\n" % (n, uid.encode("ascii")) for n, _, uid in self._drop().listing()))
+            return self.ok(b"%d %s" % (n, uid))
+        return self._stream_listing("Unique-ID listing follows", (b"%d %s\r\n" % (n, uid) for n, _, uid in self._drop().listing()))
 
     def _stream_listing(self, first_line: str, lines: Any) -> defer.Deferred[int]:
         self.ok(first_line)
