@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, BinaryIO
 
-from twisted.internet import task
+from twisted.internet import defer, task, threads
 
 from mailsuite import errors
 from mailsuite.imap import mime_adapter as mime
@@ -36,6 +36,8 @@ from mailsuite.imap.responses import Response
 from mailsuite.imap.session import flag_list
 
 BATCH_BYTES = 64 * 1024
+#: Headers read per trip to a worker thread for header-only FETCHes.
+HEADER_BATCH = 256
 CHUNK = 64 * 1024
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -106,7 +108,11 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
     batch_size = 0
     server.start_streaming()
     try:
-        for uid in uids:
+        header_only = "header" in needs and "body" not in needs
+        headers: dict[int, bytes] = {}
+        for index, uid in enumerate(uids):
+            if header_only and index % HEADER_BATCH == 0:
+                headers = await _read_headers(server, folder, uids[index : index + HEADER_BATCH])
             seq = selected.seq_of(uid)
             info = selected.info.get(uid)
             if seq is None or info is None:
@@ -120,8 +126,10 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
             try:
                 if "body" in needs:
                     fp = folder.open_message(uid)
-                elif "header" in needs:
-                    header = await folder.read_header(uid)
+                elif header_only:
+                    header = headers.get(uid)
+                    if header is None:
+                        raise errors.NoSuchMessage()
             except errors.NoSuchMessage:
                 expunge_issued = True
                 continue
@@ -181,6 +189,26 @@ async def _breathe(server: Any) -> None:
     _turns += 1
     if _turns % 16 == 0:
         await task.deferLater(server.reactor, 0, lambda: None)
+
+
+def _read_headers(server: Any, folder: Any, uids: list[int]) -> Any:
+    """Header blocks of ``uids`` read in one worker-thread trip (missing messages left out)."""
+
+    def work() -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for uid in uids:
+            try:
+                fp = folder.open_message(uid)
+            except errors.NoSuchMessage:
+                continue
+            with fp:
+                out[uid] = mime.read_header(fp)
+        return out
+
+    pool = getattr(server.reactor, "getThreadPool", None)
+    if pool is None:  # a test clock: no threads
+        return defer.succeed(work())
+    return threads.deferToThreadPool(server.reactor, pool(), work)
 
 
 async def _copy(server: Any, fp: BinaryIO, start: int, size: int) -> None:

@@ -129,6 +129,10 @@ class IMAPServer(Protocol, TimeoutMixin):
         if ISSLTransport.providedBy(self.transport):
             self.tls = True
         self.setTimeout(self.config.limits.imap_timeout)
+        try:  # small responses must not wait for delayed ACKs (Nagle)
+            self.transport.setTcpNoDelay(True)
+        except Exception:
+            pass
         self.log.info("{cid}: connection from {ip} (tls={tls})", cid=self.cid, ip=self.ip, tls=self.tls)
         caps = " ".join(self.capabilities())
         self.write(f"* OK [CAPABILITY {caps}] {self.config.hostname} mailsuite IMAP ready.\r\n".encode())
