@@ -135,7 +135,9 @@ async def delete(server: Any, tag: str, args: Arguments) -> None:
     if name == "INBOX":
         raise no("INBOX can't be deleted.", "CANNOT")
     if server.selected is not None and server.selected.folder.name == name:
-        server.close_selected()  # its messages are gone; stay consistent
+        # its messages are about to vanish: leave it and say so (RFC 7162 3.2.11's CLOSED code)
+        server.close_selected()
+        server.write(b"* OK [CLOSED] Selected mailbox was deleted.\r\n")
     await server.mailbox.delete_folder(name)
 
 
@@ -462,7 +464,8 @@ async def append(server: Any, tag: str, args: Arguments) -> Response:
             uidvalidity = selected.folder.uidvalidity
             server.dirty = True
         else:
-            folder = await server.mailbox.open_folder(name, read_only=False)
+            # a read-only handle: opening read-write would claim \Recent from the sessions that own it
+            folder = await server.mailbox.open_folder(name, read_only=True)
             try:
                 uid = await folder.append(message, flags, date)
                 uidvalidity = folder.uidvalidity

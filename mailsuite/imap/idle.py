@@ -44,11 +44,14 @@ async def idle(server: Any, tag: str, args: Arguments) -> Response:
         if not done.called:
             done.callback(data)
 
+    finished: list[defer.Deferred[None]] = []
+
     async def push() -> None:
         if state["running"]:
             state["again"] = True
             return
         state["running"] = True
+        finished.clear()
         try:
             while True:
                 state["again"] = False
@@ -59,6 +62,10 @@ async def idle(server: Any, tag: str, args: Arguments) -> Response:
             server.log.failure("{cid}: IDLE push failed", cid=server.cid)
         finally:
             state["running"] = False
+            waiting = list(finished)
+            finished.clear()
+            for d in waiting:
+                d.callback(None)
 
     def fire() -> None:
         state["scheduled"] = None
@@ -86,6 +93,11 @@ async def idle(server: Any, tag: str, args: Arguments) -> Response:
         # changes that happened before IDLE started are owed now
         await push()
         answer = await done
+        if state["running"]:
+            # never let a push (maybe an EXPUNGE) trail after the tagged OK
+            wait: defer.Deferred[None] = defer.Deferred()
+            finished.append(wait)
+            await wait
     finally:
         server.set_line_hook(None)
         server.remove_change_listener(changed)

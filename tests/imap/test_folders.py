@@ -137,3 +137,22 @@ def test_close_expunges_silently_and_unselect_does_not(harness, conn):
     conn.send("d SELECT INBOX\r\n")
     assert conn.send("e CLOSE\r\n") == b"e OK CLOSE completed.\r\n"
     assert b"MESSAGES 1" in conn.send("f STATUS INBOX (MESSAGES)\r\n")
+
+
+def test_append_from_another_session_leaves_recent_to_the_selecting_one(harness, conn):
+    """APPEND must not claim \\Recent for a folder another session has selected (RFC 3501 2.3.2)."""
+    conn.send("a SELECT INBOX\r\n")
+    harness.deliver("alice@example.test", MSG)
+    other = harness.connect("alice@example.test")
+    assert other.send(b"b APPEND INBOX {%d+}\r\n" % len(MSG) + MSG + b"\r\n").startswith(b"b OK [APPENDUID")
+    out = conn.send("c NOOP\r\n")
+    # the delivered message stays \Recent here (the store files APPENDed ones in cur/: never \Recent)
+    assert b"* 2 EXISTS\r\n* 1 RECENT\r\n" in out
+    assert conn.send("d FETCH 1 FLAGS\r\n").startswith(b"* 1 FETCH (FLAGS (\\Recent))")
+
+
+def test_delete_selected_folder_says_closed(conn):
+    conn.send("a CREATE Temp\r\n")
+    conn.send("b SELECT Temp\r\n")
+    assert conn.send("c DELETE Temp\r\n") == b"* OK [CLOSED] Selected mailbox was deleted.\r\nc OK DELETE completed.\r\n"
+    assert conn.send("d FETCH 1 FLAGS\r\n") == b"d BAD No mailbox selected.\r\n"
