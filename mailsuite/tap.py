@@ -1,14 +1,28 @@
-"""`twistd mailsuite`: command-line options to a running MultiService."""
+"""`twistd mailsuite`: command-line options to a running MultiService.
+
+Configuration problems (the TOML file, or a TLS certificate/key it names)
+end start-up with one line on stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.python import usage
 
 from mailsuite import config as config_module
 from mailsuite.errors import ConfigError
+
+#: Exit status for an unusable configuration (the same as `mailsuite check-config`).
+CONFIG_ERROR_EXIT = 2
+
+
+def fail(error: ConfigError) -> NoReturn:
+    """Print one clear line about a configuration problem and leave with status 2."""
+    sys.stderr.write(f"mailsuite: configuration error: {error}\n")
+    sys.stderr.flush()
+    raise SystemExit(CONFIG_ERROR_EXIT)
 
 
 class Options(usage.Options):
@@ -23,8 +37,7 @@ class Options(usage.Options):
         try:
             self["loaded"] = config_module.load(path)
         except ConfigError as e:
-            sys.stderr.write(f"mailsuite: configuration error: {e}\n")
-            raise SystemExit(2) from None
+            fail(e)
 
 
 def makeService(options: Options) -> Any:
@@ -33,4 +46,7 @@ def makeService(options: Options) -> Any:
 
     from mailsuite.service import build
 
-    return build(options["loaded"], reactor)
+    try:
+        return build(options["loaded"], reactor)
+    except ConfigError as e:
+        fail(e)
