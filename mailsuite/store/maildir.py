@@ -728,6 +728,7 @@ class MaildirFolder:
         self.recent: frozenset[int] = frozenset()
         self.keywords: frozenset[str] = frozenset()
         self._infos: dict[int, MessageInfo] = {}
+        self._shared = False  # _infos is the state's shared snapshot: copy before changing it
         self._list: list[MessageInfo] | None = None
         self._version = -1
         self._unwatch: list[Callable[[], None]] = []
@@ -746,8 +747,7 @@ class MaildirFolder:
             in_new = frozenset(e.uid for e in state.entries.values() if e.where == "new") if self.read_only else frozenset()
             if state.version == self._version and not claimed:
                 return None, claimed, header, in_new
-            info = state.info
-            snapshot = {uid: info(entry) for uid, entry in state.entries.items()}
+            snapshot = state.snapshot()
             self._seen_version = state.version
             return snapshot, claimed, header, in_new
 
@@ -758,12 +758,18 @@ class MaildirFolder:
         snapshot, claimed, header, in_new = self._load_locked()
         assert snapshot is not None
         self._infos = snapshot
+        self._shared = True
         self._version = self._seen_version
         self._apply_header(header)
         self.recent = in_new if self.read_only else frozenset(claimed)
 
     def _apply_header(self, header: tuple[int, int, int, frozenset[str]]) -> None:
         self.uidvalidity, self.uidnext, self.highest_modseq, self.keywords = header
+
+    def _own_infos(self) -> None:
+        if self._shared:
+            self._infos = dict(self._infos)
+            self._shared = False
 
     # -- IFolder ----------------------------------------------------------------------
     def messages(self) -> list[MessageInfo]:
@@ -791,6 +797,7 @@ class MaildirFolder:
                     changed.append(info)
             expunged = tuple(uid for uid in old if uid not in snapshot)
             self._infos = snapshot
+            self._shared = True
             self._list = None
             if self.read_only:
                 self.recent = in_new
@@ -862,6 +869,7 @@ class MaildirFolder:
 
         def done(changed: list[MessageInfo]) -> list[MessageInfo]:
             if changed:
+                self._own_infos()
                 for info in changed:
                     if info.uid in self._infos:
                         self._infos[info.uid] = info
@@ -914,6 +922,7 @@ class MaildirFolder:
 
         def done(removed: list[int]) -> list[int]:
             if removed:
+                self._own_infos()
                 for uid in removed:
                     self._infos.pop(uid, None)
                 self._list = None

@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime
 import fcntl
 import os
+import stat
 import threading
 import time
 import zlib
@@ -53,6 +54,8 @@ LOCK_FILE = "mailsuite-state.lock"
 #: Compact the log into a new snapshot once it is this big (and bigger than half the snapshot).
 LOG_COMPACT_BYTES = 256 * 1024
 MAX_KEYWORDS = 26
+#: A directory whose mtime is older than this may be trusted not to have changed unseen (ns).
+SETTLE_NS = 2_000_000_000
 
 _FLAG_LETTER = {flag.lower(): letter for letter, flag in SYSTEM_FLAGS.items()}
 _UTC = datetime.timezone.utc
@@ -148,6 +151,11 @@ class FolderState:
         self.keywords: list[str] = []
         self.entries: dict[int, Entry] = {}
         self.by_base: dict[str, int] = {}
+        #: file name -> UID for new/ and cur/, built on demand and kept up to date (fast rescans).
+        self._names: dict[str, dict[str, int]] | None = None
+        #: (new/, cur/) identities before the last full listing, when they had settled (see _list).
+        self._listed: tuple[tuple[int, int], tuple[int, int]] | None = None
+        self._snapshot: tuple[int, dict[int, MessageInfo]] | None = None
         self._base_id: tuple[int, int, int] | None = None
         self._log_ino: int | None = None
         self._log_offset = 0
@@ -201,6 +209,8 @@ class FolderState:
     def _reset(self) -> None:
         self.entries = {}
         self.by_base = {}
+        self._names = None
+        self._listed = None
         self.keywords = []
         self._flag_cache = {}
         self.version += 1
@@ -307,21 +317,18 @@ class FolderState:
             uid = int(uid_s)
             old = self.entries.get(uid)
             if old is not None:
-                self.by_base.pop(old.base, None)
-            self.entries[uid] = Entry(uid, int(modseq_s), int(size_s), int(idate_s), "new" if where_c == "n" else "cur", "" if suffix == "-" else suffix, base)
-            self.by_base[base] = uid
+                self._drop(old)
+            self._put(Entry(uid, int(modseq_s), int(size_s), int(idate_s), "new" if where_c == "n" else "cur", "" if suffix == "-" else suffix, base))
         elif kind == "=":
             uid_s, modseq_s, where_c, suffix = record[2:].split(" ")
             entry = self.entries.get(int(uid_s))
             if entry is not None:
                 entry.modseq = int(modseq_s)
-                entry.where = "new" if where_c == "n" else "cur"
-                entry.suffix = "" if suffix == "-" else suffix
-                entry.info = None
+                self._move(entry, "new" if where_c == "n" else "cur", "" if suffix == "-" else suffix)
         elif kind == "-":
-            old = self.entries.pop(int(record[2:]), None)
+            old = self.entries.get(int(record[2:]))
             if old is not None:
-                self.by_base.pop(old.base, None)
+                self._drop(old)
         elif kind == "H":
             uidnext_s, highest_s = record[2:].split(" ")
             self.uidnext = max(self.uidnext, int(uidnext_s))
@@ -361,10 +368,10 @@ class FolderState:
         if not records:
             return
         self.version += 1
-        if not self._log_valid or self._log_offset > max(LOG_COMPACT_BYTES, (self._base_id[1] if self._base_id else 0) // 2):
+        data = "".join(f"{_crc(r)} {r}\n" for r in records).encode("utf-8")
+        if not self._log_valid or self._log_offset + len(data) > max(LOG_COMPACT_BYTES, (self._base_id[1] if self._base_id else 0) // 2):
             self._write_snapshot()
             return
-        data = "".join(f"{_crc(r)} {r}\n" for r in records).encode("utf-8")
         fd = os.open(self._path(LOG_FILE), os.O_WRONLY)
         try:
             if os.fstat(fd).st_size != self._log_offset:
@@ -437,75 +444,153 @@ class FolderState:
             )
         return info
 
+    def snapshot(self) -> dict[int, MessageInfo]:
+        """UID -> MessageInfo for every message, shared by sessions while nothing changes (copy before mutating)."""
+        cached = self._snapshot
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        info = self.info
+        result = {uid: info(entry) for uid, entry in self.entries.items()}
+        self._snapshot = (self.version, result)
+        return result
+
+    # -- indexes -----------------------------------------------------------------
+    def _known(self) -> dict[str, dict[str, int]]:
+        """file name -> UID, per subdirectory (built once, then maintained by every change)."""
+        if self._names is None:
+            names: dict[str, dict[str, int]] = {"new": {}, "cur": {}}
+            for entry in self.entries.values():
+                names[entry.where][entry.base + entry.suffix] = entry.uid
+            self._names = names
+        return self._names
+
+    def _put(self, entry: Entry) -> None:
+        self.entries[entry.uid] = entry
+        self.by_base[entry.base] = entry.uid
+        if self._names is not None:
+            self._names[entry.where][entry.base + entry.suffix] = entry.uid
+
+    def _drop(self, entry: Entry) -> None:
+        self.entries.pop(entry.uid, None)
+        if self.by_base.get(entry.base) == entry.uid:
+            del self.by_base[entry.base]
+        if self._names is not None:
+            self._names[entry.where].pop(entry.base + entry.suffix, None)
+        entry.info = None
+
+    def _move(self, entry: Entry, where: str, suffix: str) -> None:
+        if self._names is not None:
+            self._names[entry.where].pop(entry.base + entry.suffix, None)
+            self._names[where][entry.base + suffix] = entry.uid
+        entry.where, entry.suffix = where, suffix
+        entry.info = None
+
     # -- synchronising with the directory ---------------------------------------
-    def scan(self) -> dict[str, tuple[str, str]]:
-        """base name -> (where, suffix) of every message file in new/ and cur/."""
-        found: dict[str, tuple[str, str]] = {}
-        for where in ("new", "cur"):
-            try:
-                it = os.scandir(os.path.join(self.path, where))
-            except FileNotFoundError:
-                raise NoSuchFolder() from None
-            with it:
-                for e in it:
-                    name = e.name
-                    if name[0] == "." or "\n" in name:
-                        continue
-                    try:
-                        if not e.is_file():
-                            continue
-                    except OSError:
-                        continue
-                    base, suffix = split_name(name)
-                    if where == "cur" or base not in found:
-                        found[base] = (where, suffix)
-        return found
+    def _identity(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        try:
+            new = os.stat(os.path.join(self.path, "new"))
+            cur = os.stat(os.path.join(self.path, "cur"))
+        except FileNotFoundError:
+            raise NoSuchFolder() from None
+        return (new.st_ino, new.st_mtime_ns), (cur.st_ino, cur.st_mtime_ns)
+
+    def unchanged_since_listing(self) -> bool:
+        """True when new/ and cur/ cannot have changed since the last full listing.
+
+        Any entry change sets a directory's mtime to the current time.  The
+        identities are taken *before* listing, and only remembered when both
+        mtimes were already SETTLE seconds old then; so a later change always
+        gives a different mtime, even with coarse timestamps (Dovecot's rule).
+        """
+        return self._listed is not None and self._identity() == self._listed
+
+    def _list(self, *, remember: bool = False) -> tuple[set[str], set[str]]:
+        """File names in new/ and cur/ (new/ first: a concurrent new->cur rename is seen at least once)."""
+        identity = self._identity() if remember else None
+        now_ns = time.time_ns()
+        try:
+            new = set(os.listdir(os.path.join(self.path, "new")))
+            cur = set(os.listdir(os.path.join(self.path, "cur")))
+        except FileNotFoundError:
+            raise NoSuchFolder() from None
+        if identity is not None:
+            settled = all(now_ns - mtime > SETTLE_NS for _, mtime in identity)
+            self._listed = identity if settled else None
+        return new, cur
+
+    @staticmethod
+    def _locate(unknown: list[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+        """base -> (where, suffix) for file names the index does not know (cur/ wins over new/)."""
+        located: dict[str, tuple[str, str]] = {}
+        for where, name in unknown:
+            if name[0] == "." or "\n" in name:
+                continue
+            base, suffix = split_name(name)
+            if where == "cur" or base not in located:
+                located[base] = (where, suffix)
+        return located
 
     def sync(self, records: list[str], *, extra: list[str] | None = None) -> list[int]:
         """Reconcile the state with the directory: new files get UIDs, renames new MODSEQs, gone files leave.
 
         Appends the records to persist to ``records`` (the caller commits).
         ``extra`` names base names that must get UIDs last and in this order
-        (APPEND, COPY); their UIDs are returned in that order.
+        (APPEND, COPY); their UIDs are returned in that order.  Known file
+        names are compared as sets, so an unchanged folder costs two
+        listdir() calls and no per-message Python work.
         """
-        found = self.scan()
+        if not extra and self.unchanged_since_listing():
+            return []
+        known = self._known()
+        listed_new, listed_cur = self._list(remember=True)
+        unknown = [("new", n) for n in listed_new - known["new"].keys()] + [("cur", n) for n in listed_cur - known["cur"].keys()]
+        missing = [known["new"][n] for n in known["new"].keys() - listed_new] + [known["cur"][n] for n in known["cur"].keys() - listed_cur]
         modseq = self.highest_modseq + 1
         bumped = False
-        missing: list[Entry] = []
-        for entry in self.entries.values():
-            seen = found.pop(entry.base, None)
-            if seen is None:
-                missing.append(entry)
+        located = self._locate(unknown) if unknown else {}
+        for base in list(located):
+            uid = self.by_base.get(base)
+            if uid is None:
                 continue
-            if seen[0] != entry.where or seen[1] != entry.suffix:
+            entry = self.entries[uid]
+            seen = located.pop(base)
+            if (entry.where, entry.suffix) != seen:
                 bumped |= self._update(entry, seen, modseq, records)
-        if missing:
-            again = self.scan()
-            for entry in missing:
-                seen = again.get(entry.base)
-                if seen is not None:
-                    if seen[0] != entry.where or seen[1] != entry.suffix:
-                        bumped |= self._update(entry, seen, modseq, records)
+        listed = {"new": listed_new, "cur": listed_cur}
+        gone = [self.entries[u] for u in missing if u in self.entries]
+        gone = [e for e in gone if e.base + e.suffix not in listed[e.where]]
+        if gone:
+            # readdir may skip an entry renamed during the listing: look again before expunging
+            again_new, again_cur = self._list()
+            again = {"new": again_new, "cur": again_cur}
+            known = self._known()
+            relisted = self._locate([("new", n) for n in again_new - known["new"].keys()] + [("cur", n) for n in again_cur - known["cur"].keys()])
+            for entry in gone:
+                if entry.base + entry.suffix in again[entry.where]:
                     continue
-                del self.entries[entry.uid]
-                self.by_base.pop(entry.base, None)
+                seen = relisted.get(entry.base)
+                if seen is not None:
+                    bumped |= self._update(entry, seen, modseq, records)
+                    continue
+                self._drop(entry)
                 records.append(f"- {entry.uid}")
                 bumped = True
         extra = extra or []
         extra_set = set(extra)
-        unknown = sorted(base for base in found if base not in extra_set)
-        for base in unknown + [b for b in extra if b in found]:
-            where, suffix = found[base]
+        fresh = sorted(base for base in located if base not in extra_set)
+        for base in fresh + [b for b in extra if b in located]:
+            where, suffix = located[base]
             path = os.path.join(self.path, where, base + suffix)
             try:
                 st = os.stat(path)
             except FileNotFoundError:
                 continue  # moved or deleted meanwhile; the next sync sees it
+            if not stat.S_ISREG(st.st_mode):
+                continue
             size = size_from_base(base)
             entry = Entry(self.uidnext, modseq, st.st_size if size is None else size, int(st.st_mtime), where, suffix, base)
             self.uidnext += 1
-            self.entries[entry.uid] = entry
-            self.by_base[base] = entry.uid
+            self._put(entry)
             records.append("+ " + entry.line())
             bumped = True
         if bumped:
@@ -517,8 +602,7 @@ class FolderState:
 
     def _update(self, entry: Entry, seen: tuple[str, str], modseq: int, records: list[str]) -> bool:
         flags_changed = _letters(seen[1]) != _letters(entry.suffix)
-        entry.where, entry.suffix = seen
-        entry.info = None
+        self._move(entry, *seen)
         if flags_changed:
             entry.modseq = modseq
         records.append(f"= {entry.uid} {entry.modseq} {entry.where[0]} {entry.suffix or '-'}")
@@ -527,19 +611,18 @@ class FolderState:
     def claim_recent(self, records: list[str]) -> list[int]:
         """Move every message still in new/ to cur/: they are \\Recent for the caller's session only."""
         claimed = []
-        for entry in self.entries.values():
-            if entry.where != "new":
-                continue
+        for uid in list(self._known()["new"].values()):
+            entry = self.entries[uid]
             suffix = entry.suffix or ":2,"
             try:
                 os.rename(os.path.join(self.path, entry.filename), os.path.join(self.path, "cur", entry.base + suffix))
             except FileNotFoundError:
                 continue  # another process moved it; the next sync notices
-            entry.where, entry.suffix = "cur", suffix
-            entry.info = None
+            self._move(entry, "cur", suffix)
             records.append(f"= {entry.uid} {entry.modseq} c {suffix}")
             claimed.append(entry.uid)
         if claimed:
+            claimed.sort()
             self.version += 1
         return claimed
 
@@ -551,16 +634,14 @@ class FolderState:
             os.rename(old, new)
         except FileNotFoundError:
             return False
-        entry.where, entry.suffix, entry.modseq = "cur", suffix, modseq
-        entry.info = None
+        self._move(entry, "cur", suffix)
+        entry.modseq = modseq
         records.append(f"= {entry.uid} {modseq} c {suffix}")
         return True
 
     def remove(self, entry: Entry, records: list[str]) -> None:
         """Forget an entry whose file was unlinked."""
-        self.entries.pop(entry.uid, None)
-        self.by_base.pop(entry.base, None)
-        entry.info = None
+        self._drop(entry)
         records.append(f"- {entry.uid}")
 
 

@@ -397,3 +397,27 @@ def test_store_works_through_the_async_api(store):
         return [m.uid for m in folder.messages()]
 
     assert run(scenario()) == [1]
+
+
+def test_settled_folder_still_sees_every_external_change(store, tmp_path):
+    """The no-rescan shortcut for folders whose directories have not changed never hides a change."""
+    for i in range(3):
+        deliver_bytes(store, ALICE, msg(i))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    inbox = tmp_path / "mail" / "example.test" / "alice"
+    old = 1_600_000_000
+    for sub in ("new", "cur"):
+        os.utime(inbox / sub, (old, old))  # as if nothing had happened for years
+    assert result(folder.refresh()) == type(result(folder.refresh()))()  # remembered as settled
+    assert store.state(str(inbox), str(inbox)).unchanged_since_listing()
+    other = make_store(tmp_path / "mail")
+    deliver_bytes(other, ALICE, msg(9))  # another process
+    change = result(folder.refresh())
+    assert [m.uid for m in change.added] == [4]
+    for sub in ("new", "cur"):
+        os.utime(inbox / sub, (old, old))
+    result(folder.refresh())
+    name = sorted(os.listdir(inbox / "cur"))[0]
+    os.unlink(inbox / "cur" / name)  # mutt deletes a message
+    change = result(folder.refresh())
+    assert change.expunged == (1,)
