@@ -241,6 +241,8 @@ def main() -> None:
             c = Client(ports["imap"])
             c.command(f"LOGIN {user} bench")
             c.close()
+        # memory per idle session first, on a fresh process (later loads leave freed memory to reuse)
+        idle_before, idle_after = idle_sessions(ports["imap"], args.idle, pid)
         mail = data / "mail" / "example.test"
         t = time.perf_counter()
         fill(mail / "big", args.messages, "1")
@@ -257,9 +259,8 @@ def main() -> None:
             print(f"  SEARCH on {args.small}: not available ({fig['search_error']})")
         else:
             print(f"  SEARCH FROM/SUBJECT (headers) on {args.small}: {fig['search_s']:.2f} s; SEARCH BODY on {args.small}: {fig['search_body_s']:.2f} s")
-        before, after = idle_sessions(ports["imap"], args.idle, pid)
-        per = (after - before) / args.idle
-        print(f"  {args.idle} concurrent IDLE sessions: server RSS {before / 1024:.0f} MB -> {after / 1024:.0f} MB, {per:.1f} KiB per session")
+        per = (idle_after - idle_before) / args.idle
+        print(f"  {args.idle} concurrent IDLE sessions (logged in, INBOX selected): server RSS {idle_before / 1024:.0f} MB -> {idle_after / 1024:.0f} MB, {per:.1f} KiB per session")
         dovecot = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
         if dovecot and os.path.exists("/usr/lib/dovecot/imap"):
             print("Dovecot comparison: not implemented in this script yet")

@@ -27,12 +27,26 @@ from mailsuite.interfaces import FolderChange, MessageInfo
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
+_FLAG_LISTS: dict[tuple[frozenset[str], bool], bytes] = {}
+
+
 def flag_list(flags: Iterable[str], recent: bool = False) -> bytes:
-    """``(\\Seen $Junk)``: a parenthesised flag list, system flags first, stable order."""
-    ordered = sorted(flags, key=lambda f: (not f.startswith("\\"), f.lower()))
+    """``(\\Seen $Junk)``: a parenthesised flag list, system flags first, stable order.
+
+    Results are memoised per (flag set, recent): a folder has few distinct
+    flag combinations, and FETCH FLAGS on 100,000 messages formats each once.
+    """
+    key = (flags if isinstance(flags, frozenset) else frozenset(flags), recent)
+    cached = _FLAG_LISTS.get(key)
+    if cached is not None:
+        return cached
+    ordered = sorted(key[0], key=lambda f: (not f.startswith("\\"), f.lower()))
     if recent:
         ordered.insert(sum(1 for f in ordered if f.startswith("\\")), "\\Recent")
-    return ("(" + " ".join(ordered) + ")").encode("utf-8")
+    text = ("(" + " ".join(ordered) + ")").encode("utf-8")
+    if len(_FLAG_LISTS) < 4096:
+        _FLAG_LISTS[key] = text
+    return text
 
 
 class SelectedFolder:
