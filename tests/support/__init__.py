@@ -1,0 +1,1 @@
+"""Real network helpers for tests: a loopback DNS server, an SMTP sink."""
