@@ -156,3 +156,41 @@ def test_idle_pushes_delivery_and_done_ends(harness, conn):
     assert conn.read() == b"* 6 EXISTS\r\n* 6 RECENT\r\n"
     assert conn.send("DONE\r\n") == b"i OK Idle completed.\r\n"
     assert conn.send("n NOOP\r\n") == b"n OK NOOP completed.\r\n"
+
+
+def test_no_expunge_during_store_and_fetch_of_vanished_body(harness, conn):
+    other = harness.connect(ALICE)
+    other.send("s SELECT INBOX\r\n")
+    other.send("a STORE 2 +FLAGS.SILENT (\\Deleted)\r\n")
+    other.send("b EXPUNGE\r\n")
+    out = conn.send("c STORE 1:3 +FLAGS (\\Answered)\r\n")
+    assert b"EXPUNGE" not in out and out.endswith(b"c OK STORE completed.\r\n")
+    out = conn.send("d FETCH 2 BODY.PEEK[]\r\n")
+    assert out == b"d NO [EXPUNGEISSUED] Some messages were expunged before they could be fetched.\r\n"
+    out = conn.send("e FETCH 2 (UID FLAGS)\r\n")
+    assert out.startswith(b"* 2 FETCH (UID 2 FLAGS (")  # cached items still answer
+    out = conn.send("g NOOP\r\n")
+    assert out == b"* 2 EXPUNGE\r\ng OK NOOP completed.\r\n"
+
+
+def test_idle_pushes_flag_changes_and_expunges_from_other_session(harness, conn):
+    other = harness.connect(ALICE)
+    other.send("s SELECT INBOX\r\n")
+    assert conn.send("i IDLE\r\n") == b"+ idling\r\n"
+    other.send("a STORE 4 +FLAGS (\\Flagged)\r\n")
+    harness.clock.advance(0.1)
+    assert conn.read() == b"* 4 FETCH (UID 4 FLAGS (\\Flagged \\Recent))\r\n"
+    other.send("b STORE 1 +FLAGS (\\Deleted)\r\n")
+    other.send("c EXPUNGE\r\n")
+    harness.clock.advance(0.1)
+    out = conn.read()
+    assert b"* 1 EXPUNGE\r\n" in out
+    assert conn.send("DONE\r\n") == b"i OK Idle completed.\r\n"
+
+
+def test_idle_without_done_and_in_authenticated_state(harness):
+    conn = harness.connect(ALICE)
+    assert conn.send("i IDLE\r\n") == b"+ idling\r\n"
+    assert conn.send("NOPE\r\n") == b"i BAD Expected DONE.\r\n"
+    assert conn.send("n NOOP\r\n") == b"n OK NOOP completed.\r\n"
+
