@@ -18,6 +18,7 @@ import secrets
 import socket
 import threading
 import time
+from typing import BinaryIO
 
 _counter = itertools.count(1)
 _host_cache: dict[str, str] = {}
@@ -129,22 +130,26 @@ class DirSync:
                 del self._dirs[path]
 
 
-def write_file(path: str, chunks_source, prefix: bytes = b"") -> int:  # type: ignore[no-untyped-def]
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def write_file(path: str, chunks_source: BinaryIO, prefix: bytes = b"") -> int:
     """Create ``path`` exclusively, write prefix + the reader's bytes, fsync; returns the size."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     size = 0
     try:
         if prefix:
-            os.write(fd, prefix)
+            _write_all(fd, prefix)
             size += len(prefix)
         while True:
             chunk = chunks_source.read(1 << 20)
             if not chunk:
                 break
-            view = memoryview(chunk)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            _write_all(fd, chunk)
             size += len(chunk)
         os.fsync(fd)
     except BaseException:

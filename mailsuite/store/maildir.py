@@ -735,8 +735,8 @@ class MaildirFolder:
         self._closed = False
 
     # -- loading (worker thread) ----------------------------------------------------
-    def _load_locked(self) -> tuple[dict[int, MessageInfo] | None, list[int], tuple[int, int, int, frozenset[str]], frozenset[int]]:
-        """Sync under the lock; returns (new snapshot or None if unchanged, claimed, header, in new/)."""
+    def _load_locked(self) -> tuple[dict[int, MessageInfo] | None, list[int], tuple[int, int, int, frozenset[str]], frozenset[int], int]:
+        """Sync under the lock; returns (new snapshot or None if unchanged, claimed, header, in new/, state version)."""
         state = self.state
         with state.locked():
             records: list[str] = []
@@ -746,20 +746,18 @@ class MaildirFolder:
             header = (state.uidvalidity, state.uidnext, state.highest_modseq, frozenset(state.keywords))
             in_new = frozenset(e.uid for e in state.entries.values() if e.where == "new") if self.read_only else frozenset()
             if state.version == self._version and not claimed:
-                return None, claimed, header, in_new
-            snapshot = state.snapshot()
-            self._seen_version = state.version
-            return snapshot, claimed, header, in_new
+                return None, claimed, header, in_new, state.version
+            return state.snapshot(), claimed, header, in_new, state.version
 
     def _initial_load(self) -> None:
         self.store.ensure_user(self.mailbox.root)
         if not os.path.isdir(os.path.join(self.path, "cur")):
             raise NoSuchFolder(f"No such folder: {self.name}")
-        snapshot, claimed, header, in_new = self._load_locked()
+        snapshot, claimed, header, in_new, version = self._load_locked()
         assert snapshot is not None
         self._infos = snapshot
         self._shared = True
-        self._version = self._seen_version
+        self._version = version
         self._apply_header(header)
         self.recent = in_new if self.read_only else frozenset(claimed)
 
@@ -779,13 +777,11 @@ class MaildirFolder:
 
     def refresh(self) -> defer.Deferred[FolderChange]:
         def done(result: Any) -> FolderChange:
-            snapshot, claimed, header, in_new = result
+            snapshot, claimed, header, in_new, version = result
             self._apply_header(header)
             if snapshot is None:
-                if claimed:
-                    self.recent = self.recent | frozenset(claimed)
                 return FolderChange()
-            self._version = self._seen_version
+            self._version = version
             old = self._infos
             added = []
             changed = []

@@ -548,15 +548,17 @@ class FolderState:
         modseq = self.highest_modseq + 1
         bumped = False
         located = self._locate(unknown) if unknown else {}
+        listed = {"new": listed_new, "cur": listed_cur}
         for base in list(located):
             uid = self.by_base.get(base)
             if uid is None:
                 continue
             entry = self.entries[uid]
             seen = located.pop(base)
+            if entry.base + entry.suffix in listed[entry.where]:
+                continue  # a second name for a known message (a rename racing the listing): keep the known one
             if (entry.where, entry.suffix) != seen:
                 bumped |= self._update(entry, seen, modseq, records)
-        listed = {"new": listed_new, "cur": listed_cur}
         gone = [self.entries[u] for u in missing if u in self.entries]
         gone = [e for e in gone if e.base + e.suffix not in listed[e.where]]
         if gone:

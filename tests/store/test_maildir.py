@@ -421,3 +421,19 @@ def test_settled_folder_still_sees_every_external_change(store, tmp_path):
     os.unlink(inbox / "cur" / name)  # mutt deletes a message
     change = result(folder.refresh())
     assert change.expunged == (1,)
+
+
+def test_same_message_in_new_and_cur_is_one_message(store, tmp_path):
+    """A base name found in both new/ and cur/ (a tool crashed mid-copy) stays one UID with a stable MODSEQ."""
+    deliver_bytes(store, ALICE, msg(1))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    inbox = tmp_path / "mail" / "example.test" / "alice"
+    (name,) = os.listdir(inbox / "cur")
+    (inbox / "new" / name.split(":2,")[0]).write_bytes(msg(1))
+    result(folder.refresh())
+    modseq = folder.highest_modseq
+    for _ in range(3):
+        change = result(folder.refresh())
+        assert change.added == () and change.changed == ()
+    assert [m.uid for m in folder.messages()] == [1]
+    assert folder.highest_modseq == modseq
