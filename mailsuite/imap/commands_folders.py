@@ -110,6 +110,9 @@ def _strip_separator(name: str) -> str:
     stripped = name.rstrip(SEPARATOR)
     if not stripped:
         raise no("Invalid mailbox name.", "CANNOT")
+    if "*" in stripped or "%" in stripped:
+        # LIST could never name it unambiguously (RFC 3501 5.1)
+        raise no("Mailbox names can't contain wildcards.", "CANNOT")
     return stripped
 
 

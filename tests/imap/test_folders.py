@@ -53,6 +53,8 @@ def test_create_list_rename_delete(conn):
     assert conn.send("a CREATE Work/Projects/\r\n") == b"a OK CREATE completed.\r\n"
     assert conn.send("b CREATE Work\r\n").startswith(b"b NO [ALREADYEXISTS]")
     assert conn.send("b2 CREATE INBOX\r\n").startswith(b"b2 NO [ALREADYEXISTS]")
+    assert conn.send('b3 CREATE "a*b"\r\n').startswith(b"b3 NO [CANNOT]")
+    assert conn.send('b4 CREATE "../etc"\r\n').startswith(b"b4 NO")
     out = conn.send('c LIST "" "*"\r\n')
     assert b'* LIST (\\HasChildren) "/" "Work"\r\n' in out
     assert b'* LIST (\\HasNoChildren) "/" "Work/Projects"\r\n' in out
