@@ -136,6 +136,7 @@ class MaildirStore:
         self._states_lock = threading.Lock()
         self._ready_users: set[str] = set()
         self._pop3_locks: dict[str, object] = {}
+        self._tmp_checked: dict[str, float] = {}
         os.makedirs(self.root, exist_ok=True)
 
     # -- paths and shared state ------------------------------------------------
@@ -348,6 +349,30 @@ class MaildirStore:
         for e in entries:
             try:
                 if e.name.startswith("incoming-") and now - e.stat().st_mtime > max_age:
+                    os.unlink(e.path)
+                    removed += 1
+            except OSError:
+                pass
+        return removed
+
+    #: Maildir rule: files in tmp/ untouched for 36 hours are leftovers of a crashed writer.
+    TMP_MAX_AGE = 36 * 3600.0
+    TMP_CHECK_INTERVAL = 3600.0
+
+    def clean_tmp(self, folder_dir: str) -> int:
+        """Remove stale files from a folder's tmp/ (at most once an hour per folder); blocking."""
+        now = time.time()
+        if now - self._tmp_checked.get(folder_dir, 0.0) < self.TMP_CHECK_INTERVAL:
+            return 0
+        self._tmp_checked[folder_dir] = now
+        removed = 0
+        try:
+            entries = list(os.scandir(os.path.join(folder_dir, "tmp")))
+        except FileNotFoundError:
+            return 0
+        for e in entries:
+            try:
+                if e.is_file(follow_symlinks=False) and now - e.stat(follow_symlinks=False).st_mtime > self.TMP_MAX_AGE:
                     os.unlink(e.path)
                     removed += 1
             except OSError:
@@ -753,6 +778,8 @@ class MaildirFolder:
         self.store.ensure_user(self.mailbox.root)
         if not os.path.isdir(os.path.join(self.path, "cur")):
             raise NoSuchFolder(f"No such folder: {self.name}")
+        if not self.read_only:
+            self.store.clean_tmp(self.path)
         snapshot, claimed, header, in_new, version = self._load_locked()
         assert snapshot is not None
         self._infos = snapshot
@@ -914,10 +941,12 @@ class MaildirFolder:
                     state.highest_modseq += 1
                     records.append(state.header_record())
                 state.commit(records)
-                return sorted(set(removed))
+                return sorted(set(removed)), state.highest_modseq
 
-        def done(removed: list[int]) -> list[int]:
+        def done(outcome: tuple[list[int], int]) -> list[int]:
+            removed, highest = outcome
             if removed:
+                self.highest_modseq = max(self.highest_modseq, highest)
                 self._own_infos()
                 for uid in removed:
                     self._infos.pop(uid, None)

@@ -437,3 +437,18 @@ def test_same_message_in_new_and_cur_is_one_message(store, tmp_path):
         assert change.added == () and change.changed == ()
     assert [m.uid for m in folder.messages()] == [1]
     assert folder.highest_modseq == modseq
+
+
+def test_stale_tmp_files_are_cleaned_but_fresh_ones_kept(store, tmp_path):
+    """Maildir: tmp/ files older than 36 hours are a crashed writer's leftovers; newer ones may be in use."""
+    deliver_bytes(store, ALICE, msg(1))
+    tmp = tmp_path / "mail" / "example.test" / "alice" / "tmp"
+    (tmp / "stale").write_bytes(b"x")
+    os.utime(tmp / "stale", (1_600_000_000, 1_600_000_000))
+    (tmp / "fresh").write_bytes(b"y")
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    assert sorted(os.listdir(tmp)) == ["fresh"]
+    result(folder.store_flags([1], ["\\Deleted"], "add"))
+    before = folder.highest_modseq
+    result(folder.expunge())
+    assert folder.highest_modseq > before  # RFC 7162 3.2: an expunge moves HIGHESTMODSEQ
