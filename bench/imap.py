@@ -179,12 +179,14 @@ def run_load(port: int, big_user: str, small_user: str, pid: int | None) -> dict
     return fig
 
 
-def idle_sessions(port: int, count: int, pid: int) -> tuple[float, float]:
+def idle_sessions(port: int, count: int, pid: int, tls: Any = None) -> tuple[float, float]:
     """Open ``count`` sessions idling on INBOX; returns (RSS before, RSS after) in KiB."""
     before = rss_kb(pid)
     socks = []
     for i in range(count):
         s = socket.create_connection(("127.0.0.1", port))
+        if tls is not None:
+            s = tls.wrap_socket(s)
         s.sendall(b"a LOGIN idle%d@example.test x\r\nb SELECT INBOX\r\nc IDLE\r\n" % (i % 50))
         socks.append(s)
     for s in socks:
@@ -243,6 +245,13 @@ def main() -> None:
             c.close()
         # memory per idle session first, on a fresh process (later loads leave freed memory to reuse)
         idle_before, idle_after = idle_sessions(ports["imap"], args.idle, pid)
+        tls_idle = None
+        if "imaps" in ports and (data / "tls" / "cert.pem").exists():
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(data / "tls" / "cert.pem"))
+            context.check_hostname = False
+            tls_idle = idle_sessions(ports["imaps"], args.idle, pid, context)
         mail = data / "mail" / "example.test"
         t = time.perf_counter()
         fill(mail / "big", args.messages, "1")
@@ -261,6 +270,9 @@ def main() -> None:
             print(f"  SEARCH FROM/SUBJECT (headers) on {args.small}: {fig['search_s']:.2f} s; SEARCH BODY on {args.small}: {fig['search_body_s']:.2f} s")
         per = (idle_after - idle_before) / args.idle
         print(f"  {args.idle} concurrent IDLE sessions (logged in, INBOX selected): server RSS {idle_before / 1024:.0f} MB -> {idle_after / 1024:.0f} MB, {per:.1f} KiB per session")
+        if tls_idle is not None:
+            per = (tls_idle[1] - tls_idle[0]) / args.idle
+            print(f"  {args.idle} concurrent IDLE sessions over TLS (993): server RSS {tls_idle[0] / 1024:.0f} MB -> {tls_idle[1] / 1024:.0f} MB, {per:.1f} KiB per session")
         dovecot = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
         if dovecot and os.path.exists("/usr/lib/dovecot/imap"):
             print("Dovecot comparison: not implemented in this script yet")
