@@ -103,6 +103,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         self._buffer = bytearray()
         self._parts: list[bytes] = []
         self._command_size = 0
+        self._literal_total = 0  # bytes of literals in the command being read (capped as a whole)
         self._literal_left = 0
         self._literal = bytearray()
         self._discard_line = False
@@ -309,6 +310,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         first = self._parts[0] if self._parts else head
         self._parts = []
         self._command_size = 0
+        self._literal_total = 0
         if not complete:
             self._buffer.clear()
             self._discard_line = True
@@ -341,14 +343,14 @@ class IMAPServer(Protocol, TimeoutMixin):
         m = _LITERAL.search(line)
         if m is None:
             self._parts.append(line)
-            parts, self._parts, self._command_size = self._parts, [], 0
+            parts, self._parts, self._command_size, self._literal_total = self._parts, [], 0, 0
             self._command(parts)
             return
         size, nonsync = int(m.group(1)), bool(m.group(2))
         first = self._parts[0] if self._parts else line
         refusal = self._literal_refusal(first, size)
         if refusal is not None:
-            self._parts, self._command_size = [], 0
+            self._parts, self._command_size, self._literal_total = [], 0, 0
             if nonsync:
                 # RFC 7888 4: the data is on its way and cannot be skipped safely
                 self.log.info("{cid}: non-synchronising literal of {size} bytes refused", cid=self.cid, size=size)
@@ -359,6 +361,7 @@ class IMAPServer(Protocol, TimeoutMixin):
                 self.count_error()
             return
         self._parts.append(line)
+        self._literal_total += size
         if size == 0:
             self._parts.append(b"")
         else:
@@ -378,7 +381,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         if self.state not in spec.states:
             return f"{tag} BAD {name} not allowed now.\r\n".encode()
         limit = self.max_literal if self.state != NOT_AUTHENTICATED else PREAUTH_LITERAL_LIMIT
-        if size > limit or self._command_size + size > limit + self.max_line:
+        if size > limit or self._literal_total + size > limit:
             return f"{tag} NO [TOOBIG] Literal too large (limit {limit} bytes).\r\n".encode()
         return None
 
