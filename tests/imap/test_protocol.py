@@ -191,6 +191,6 @@ def test_user_connection_cap(tmp_path):
 def test_literals_of_one_command_are_capped_together(tmp_path):
     harness = Harness(tmp_path, imap_literal_size=1000)
     conn = harness.connect("alice@example.test")
-    assert conn.send("a LOGIN {600}\r\n") == b"+ OK\r\n"
+    assert conn.send("a RENAME {600}\r\n") == b"+ OK\r\n"
     assert conn.send(b"x" * 600 + b" {600}\r\n") == b"a NO [TOOBIG] Literal too large (limit 1000 bytes).\r\n"
     assert conn.send("b NOOP\r\n") == b"b OK NOOP completed.\r\n"
