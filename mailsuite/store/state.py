@@ -24,6 +24,9 @@ Implementation notes:
 - Flags are the Maildir info suffix (``:2,<letters>``), the truth on disk; the
   state remembers the suffix it last saw so a rename by another program
   (mutt) is noticed and gets a new MODSEQ.
+- A file another program delivered (no ``,S=`` size in its name) is rewritten
+  with CRLF line ends when it gets its UID (atomically, same name), so sizes
+  and bytes served are those of a CRLF message like everything SMTP stores.
 - Directory listing scans ``new/`` before ``cur/`` (a concurrent new->cur
   rename is then seen at least once), and a message missing from a scan is
   only declared expunged if a second scan misses it too (readdir may skip an
@@ -35,12 +38,13 @@ from __future__ import annotations
 import datetime
 import fcntl
 import os
+import re
 import stat
 import threading
 import time
 import zlib
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from twisted.logger import Logger
 
@@ -590,6 +594,11 @@ class FolderState:
             if not stat.S_ISREG(st.st_mode):
                 continue
             size = size_from_base(base)
+            if size is None:  # written by another program: make its line ends CRLF like ours
+                try:
+                    st = normalize_line_ends(path, os.path.join(self.path, "tmp")) or st
+                except FileNotFoundError:
+                    continue
             entry = Entry(self.uidnext, modseq, st.st_size if size is None else size, int(st.st_mtime), where, suffix, base)
             self.uidnext += 1
             self._put(entry)
@@ -645,6 +654,60 @@ class FolderState:
         """Forget an entry whose file was unlinked."""
         self._drop(entry)
         records.append(f"- {entry.uid}")
+
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def _crlf_chunks(f: Any, *, convert: bool) -> Iterator[bytes]:
+    """Chunks of a file with bare LFs turned into CRLF (``convert``), or the bare-LF chunks only (not)."""
+    prev_cr = False
+    while chunk := f.read(1 << 20):
+        head = b""
+        if prev_cr and chunk[:1] == b"\n":
+            head, chunk = b"\n", chunk[1:]
+        prev_cr = chunk[-1:] == b"\r" if chunk else prev_cr
+        if convert:
+            yield head + _BARE_LF.sub(b"\r\n", chunk)
+        elif _BARE_LF.search(chunk):
+            yield chunk
+            return
+
+
+def normalize_line_ends(path: str, tmp_dir: str) -> os.stat_result | None:
+    """Rewrite a message that has bare LF line ends with CRLF, in place and atomically.
+
+    Postfix's local delivery, procmail and mutt write LF; IMAP sizes and
+    POP3 framing want CRLF (what SMTP hands us).  The converted copy is
+    written in tmp/, fsynced and renamed over the original name, so the base
+    name (the message's key) is kept and a crash leaves either version.
+    Returns the new stat, or None when the file needed no change.
+    """
+    with open(path, "rb") as f:
+        if next(_crlf_chunks(f, convert=False), None) is None:
+            return None
+        f.seek(0)
+        tmp = os.path.join(tmp_dir, f".crlf.{os.getpid()}.{threading.get_ident()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for chunk in _crlf_chunks(f, convert=True):
+                _write_all(fd, chunk)
+            os.fsync(fd)
+            original = os.fstat(f.fileno())
+        finally:
+            os.close(fd)
+    try:
+        os.utime(tmp, ns=(original.st_atime_ns, original.st_mtime_ns))  # keep the internal date
+        if not os.path.exists(path):
+            raise FileNotFoundError(path)  # the other program moved it meanwhile; the next sync sees it
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return os.stat(path)
 
 
 def allocate_uidvalidity(user_root: str) -> int:

@@ -246,10 +246,30 @@ def test_external_delivery_is_picked_up(store, tmp_path):
     (new / "1700000000.P1Q1.otherhost").write_bytes(b"Subject: external\n\nbody\n")
     change = result(folder.refresh())
     (added,) = change.added
-    assert added.uid == 2 and added.size == len(b"Subject: external\n\nbody\n")
+    crlf = b"Subject: external\r\n\r\nbody\r\n"
+    assert added.uid == 2 and added.size == len(crlf)  # bare LF line ends made CRLF, like SMTP's
+    assert added.key == "1700000000.P1Q1.otherhost"
     assert folder.recent == {1, 2}
     with folder.open_message(2) as f:
-        assert f.read().startswith(b"Subject: external")
+        assert f.read() == crlf
+
+
+def test_line_end_normalisation_handles_chunk_boundaries(tmp_path):
+    """CR LF split across read chunks is kept; bare LF anywhere becomes CRLF; CRLF files are untouched."""
+    from mailsuite.store.state import normalize_line_ends
+
+    (tmp_path / "tmp").mkdir()
+    mixed = tmp_path / "mixed"
+    body = b"a" * ((1 << 20) - 1) + b"\r\n" + b"b\nc\r\n\nd"
+    mixed.write_bytes(body)
+    os.utime(mixed, (1_600_000_000, 1_600_000_000))
+    st = normalize_line_ends(str(mixed), str(tmp_path / "tmp"))
+    assert mixed.read_bytes() == body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert st is not None and int(st.st_mtime) == 1_600_000_000
+    clean = tmp_path / "clean"
+    clean.write_bytes(b"x\r\ny\r\n")
+    assert normalize_line_ends(str(clean), str(tmp_path / "tmp")) is None
+    assert os.listdir(tmp_path / "tmp") == []
 
 
 def test_header_prefix_copies_share_one_file(store, tmp_path):
