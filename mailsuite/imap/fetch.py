@@ -310,6 +310,11 @@ def _content(att: FetchAtt, fp: BinaryIO | None, header: bytes | None) -> bytes:
     if name == "RFC822.TEXT":
         return b"RFC822.TEXT " + mime.literal(mime.section(fp, (), "TEXT", ()))
     # BODY[section]<partial> / BINARY[section]
+    if fp is not None and att.partial is not None and att.name == "BODY" and att.section == () and att.specifier == "":
+        # a slice of the whole message: read only that (RFC 3501 6.4.5 partial)
+        start, count = att.partial
+        fp.seek(start)
+        return att.response_name() + b" " + mime.literal(fp.read(count))
     if fp is None and header is not None:
         data = mime.header_section(header, att.specifier, att.fields)
     else:

@@ -194,3 +194,11 @@ def test_idle_without_done_and_in_authenticated_state(harness):
     assert conn.send("NOPE\r\n") == b"i BAD Expected DONE.\r\n"
     assert conn.send("n NOOP\r\n") == b"n OK NOOP completed.\r\n"
 
+
+
+def test_partial_fetch_of_whole_message(conn):
+    body = message(1)
+    out = conn.send("a FETCH 1 (BODY.PEEK[]<5.10>)\r\n")
+    assert out == b"* 1 FETCH (BODY[]<5> {10}\r\n" + body[5:15] + b")\r\na OK FETCH completed.\r\n"
+    out = conn.send("b FETCH 1 (BODY.PEEK[]<100000.10>)\r\n")
+    assert out == b"* 1 FETCH (BODY[]<100000> {0}\r\n)\r\nb OK FETCH completed.\r\n"
