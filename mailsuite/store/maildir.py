@@ -260,9 +260,9 @@ class MaildirStore:
             except MailError as e:
                 results[i].error = e
                 continue
-            except OSError as e:
+            except Exception as e:
                 self.log.failure("delivery to {address} failed", address=delivery.address)
-                results[i].error = TemporaryFailure(f"Local storage error: {e.strerror or e}")
+                results[i].error = TemporaryFailure(f"Local storage error: {getattr(e, 'strerror', None) or e}")
                 continue
             groups.setdefault(delivery.header_prefix, []).append((i, folder_dir))
         touched: set[str] = set()
@@ -274,10 +274,10 @@ class MaildirStore:
             try:
                 with message.open() as source:
                     write_file(tmp, source, prefix)
-            except OSError as e:
+            except Exception as e:
                 self.log.failure("writing a delivery failed")
                 for i, _ in targets:
-                    results[i].error = TemporaryFailure(f"Local storage error: {e.strerror or e}")
+                    results[i].error = TemporaryFailure(f"Local storage error: {getattr(e, 'strerror', None) or e}")
                 continue
             placed: list[tuple[int, str]] = []
             for i, folder_dir in targets[1:]:
@@ -800,7 +800,7 @@ class MaildirFolder:
     def messages(self) -> list[MessageInfo]:
         if self._list is None:
             self._list = list(self._infos.values())
-        return self._list
+        return list(self._list)  # the caller may change its copy
 
     def refresh(self) -> defer.Deferred[FolderChange]:
         def done(result: Any) -> FolderChange:

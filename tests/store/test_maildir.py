@@ -472,3 +472,21 @@ def test_stale_tmp_files_are_cleaned_but_fresh_ones_kept(store, tmp_path):
     before = folder.highest_modseq
     result(folder.expunge())
     assert folder.highest_modseq > before  # RFC 7162 3.2: an expunge moves HIGHESTMODSEQ
+
+
+def test_messages_returns_a_copy(store):
+    """A caller sorting or trimming its list does not change the session's snapshot."""
+    deliver_bytes(store, ALICE, msg(1))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    folder.messages().clear()
+    assert len(folder.messages()) == 1
+
+
+def test_delivery_of_a_discarded_message_fails_per_recipient(store):
+    """An unusable message is a temporary failure for each recipient, never a failed Deferred."""
+    from mailsuite.errors import TemporaryFailure
+
+    message = IncomingMessage.from_bytes(msg(1))
+    message.discard()
+    (res,) = result(store.deliver(message, [Delivery(ALICE)]))
+    assert isinstance(res.error, TemporaryFailure)
