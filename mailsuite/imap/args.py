@@ -238,6 +238,10 @@ class Arguments:
             self.pos += 1
 
     def literal(self) -> bytes:
+        return bytes(self.literal_view())
+
+    def literal_view(self) -> memoryview:
+        """A literal without copying it (APPEND's message can be tens of megabytes)."""
         m = _LITERAL.match(self.data, self.pos)
         if m is None:
             raise ParseError("Expected a literal")
@@ -246,7 +250,7 @@ class Arguments:
         if start + size > len(self.data):
             raise ParseError("Truncated literal")
         self.pos = start + size
-        return self.data[start : self.pos]
+        return memoryview(self.data)[start : self.pos]
 
     def string(self) -> bytes:
         """quoted / literal."""

@@ -445,7 +445,7 @@ async def append(server: Any, tag: str, args: Arguments) -> Response:
     if args.peek() == 0x22:
         date = args.date_time()
         args.space()
-    data = args.literal()
+    data = args.literal_view()
     if not args.at_end():
         if args.peek() == 0x20:
             raise bad("MULTIAPPEND is not supported")

@@ -205,3 +205,17 @@ def test_fetch_streams_with_slow_reader(imap_server):
         assert lines[-1] == b"c OK FETCH completed."
     finally:
         sock.close()
+
+
+def test_big_append_and_streamed_fetch(imap_server):
+    """A 5 MB APPEND (spilled to disk by the store) comes back byte for byte through the streamed BODY[]."""
+    big = b"Subject: big\r\n\r\n" + b"".join(b"%08d " % i + b"y" * 90 + b"\r\n" for i in range(50000))
+    c = login(imap_server, "big@example.test")
+    try:
+        assert c.append("INBOX", None, None, big)[0] == "OK"
+        c.select("INBOX")
+        typ, data = c.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+        assert data[0][0] == b"1 (RFC822.SIZE %d BODY[] {%d}" % (len(big), len(big))
+        assert data[0][1] == big
+    finally:
+        c.logout()
