@@ -132,6 +132,8 @@ class SmarthostConfig:
     tls: str = field(default="starttls", metadata=_check(lambda v: v in ("starttls", "implicit", "none"), 'must be "starttls", "implicit" or "none"'))
     username: str = ""
     password: str = ""
+    #: Check the smarthost's certificate against the system trust store and its name.
+    verify_certificate: bool = True
 
 
 @dataclass(frozen=True)
