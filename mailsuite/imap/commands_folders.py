@@ -452,15 +452,18 @@ async def append(server: Any, tag: str, args: Arguments) -> Response:
         args.end()
     if "\\Recent" in flags:
         raise bad("\\Recent can't be set")
-    if not data:
-        raise no("Can't save a zero byte message.")
     store = server.context.store
     if store is None:
         raise no("The message store is not available.", "UNAVAILABLE")
-    message = store.new_incoming()
-    try:
+    # a large message was streamed into the store's incoming message while it arrived
+    message, server.streamed_literal = server.streamed_literal, None
+    if message is None:
+        message = store.new_incoming()
         message.write(data)
+    try:
         message.finish()
+        if not message.size:
+            raise no("Can't save a zero byte message.")
         selected = server.selected
         if selected is not None and selected.folder.name == name and not selected.read_only:
             uid = await selected.folder.append(message, flags, date)

@@ -68,6 +68,8 @@ _LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 _TAG = re.compile(rb"^([\x21\x23\x24\x26\x27\x2c-\x5b\x5e-\x7a\x7c\x7e]+) ")
 #: Largest literal accepted before login (LOGIN / AUTHENTICATE with a literal password).
 PREAUTH_LITERAL_LIMIT = 8192
+#: APPEND literals from this size on are streamed to the store instead of buffered.
+STREAM_LITERAL_MIN = 64 * 1024
 #: Consecutive malformed commands tolerated before ``* BYE``.
 MAX_ERRORS = 20
 #: Input buffered while a command runs before reading from the socket pauses.
@@ -106,6 +108,9 @@ class IMAPServer(Protocol, TimeoutMixin):
         self._literal_total = 0  # bytes of literals in the command being read (capped as a whole)
         self._literal_left = 0
         self._literal = bytearray()
+        self._literal_sink: Any = None
+        #: The IIncomingMessage holding the current APPEND's streamed message, if any.
+        self.streamed_literal: Any = None
         self._discard_line = False
         self._busy = False
         self._reading_paused = False
@@ -148,6 +153,7 @@ class IMAPServer(Protocol, TimeoutMixin):
                 self.log.failure("{cid}: cleanup failed", cid=self.cid)
         self._on_lost.clear()
         self.close_selected()
+        self.discard_streamed_literal()
         if self._slot_taken and self.user is not None:
             self.factory.user_connections.release(self.user.address)
             self._slot_taken = False
@@ -280,8 +286,14 @@ class IMAPServer(Protocol, TimeoutMixin):
             if self._literal_left:
                 chunk = self._buffer[: self._literal_left]
                 del self._buffer[: self._literal_left]
-                self._literal += chunk
                 self._literal_left -= len(chunk)
+                if self._literal_sink is not None:
+                    self._literal_sink.write(bytes(chunk))
+                    if not self._literal_left:
+                        self._parts.append(b"")  # the data went to the store, see streamed_literal
+                        self._literal_sink = None
+                    continue
+                self._literal += chunk
                 if not self._literal_left:
                     self._parts.append(bytes(self._literal))
                     self._literal = bytearray()
@@ -360,8 +372,14 @@ class IMAPServer(Protocol, TimeoutMixin):
                 self.write(refusal)
                 self.count_error()
             return
-        self._parts.append(line)
         self._literal_total += size
+        if size >= STREAM_LITERAL_MIN and self._lookup(first[_TAG.match(first).end():])[0] == "APPEND" and self.context.store is not None:
+            # APPEND's message goes straight into the store's incoming message (spilled to
+            # disk when large) instead of memory; the command line sees an empty literal
+            self.discard_streamed_literal()
+            self.streamed_literal = self._literal_sink = self.context.store.new_incoming()
+            line = line[: m.start()] + (b"{0+}" if nonsync else b"{0}")
+        self._parts.append(line)
         if size == 0:
             self._parts.append(b"")
         else:
@@ -451,6 +469,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         else:
             bad_command = False
             response = result if isinstance(result, Response) else Response("OK", f"{spec.name} completed.")
+        self.discard_streamed_literal()
         if response is ANSWERED:
             if not self._closing:
                 self.resume_input()
@@ -469,6 +488,13 @@ class IMAPServer(Protocol, TimeoutMixin):
             self.disconnect()
         elif not self._closing:
             self.resume_input()
+
+    def discard_streamed_literal(self) -> None:
+        """Free a streamed APPEND literal nobody took (failed command, lost connection)."""
+        sink, self.streamed_literal = self.streamed_literal, None
+        self._literal_sink = None
+        if sink is not None:
+            sink.discard()
 
     def _crashed(self, failure: Failure, tag: str) -> None:
         self.log.failure("{cid}: internal error", failure, cid=self.cid)

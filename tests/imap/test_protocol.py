@@ -194,3 +194,28 @@ def test_literals_of_one_command_are_capped_together(tmp_path):
     assert conn.send("a RENAME {600}\r\n") == b"+ OK\r\n"
     assert conn.send(b"x" * 600 + b" {600}\r\n") == b"a NO [TOOBIG] Literal too large (limit 1000 bytes).\r\n"
     assert conn.send("b NOOP\r\n") == b"b OK NOOP completed.\r\n"
+
+
+def test_large_append_literal_streams_to_the_store(harness):
+    """APPEND's message is written to the store's incoming message as it arrives, not buffered."""
+    conn = harness.connect("alice@example.test")
+    message = b"Subject: big\r\n\r\n" + b"z" * 200_000 + b"\r\n"
+    assert conn.send(b"a APPEND INBOX {%d}\r\n" % len(message)) == b"+ OK\r\n"
+    conn.send(message[:150_000])
+    assert len(conn.protocol._literal) == 0
+    assert conn.protocol.streamed_literal.size == 150_000
+    out = conn.send(message[150_000:] + b"\r\n")
+    assert out.startswith(b"a OK [APPENDUID ")
+    conn.send("b SELECT INBOX\r\n")
+    assert conn.send("c FETCH 1 RFC822.SIZE\r\n").startswith(b"* 1 FETCH (RFC822.SIZE %d)" % len(message))
+
+
+def test_streamed_literal_of_a_failed_append_is_discarded(harness):
+    conn = harness.connect("alice@example.test")
+    message = b"x" * 100_000
+    out = conn.send(b"a APPEND Nowhere {%d+}\r\n" % len(message) + message + b"\r\n")
+    assert out == b"a NO [TRYCREATE] Mailbox doesn't exist\r\n"
+    assert conn.protocol.streamed_literal is None
+    out = conn.send(b"b APPEND INBOX (\\Bogus) {%d+}\r\n" % len(message) + message + b"\r\n")
+    assert out.startswith(b"b BAD")
+    assert conn.protocol.streamed_literal is None
