@@ -102,6 +102,9 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
                 if selected.update(info, announce=False):
                     seen_now.add(info.uid)
     add_flags = bool(seen_now) and "FLAGS" not in names
+    if seen_now and server.condstore and not any(a.name == "MODSEQ" for a in atts):
+        # RFC 7162 3.2: once enabled, every FETCH reporting a flag change carries MODSEQ
+        atts = [*atts, FetchAtt("MODSEQ")]
     recent = selected.recent()
     expunge_issued = False
     batch: list[bytes] = []

@@ -125,6 +125,8 @@ class SelectedFolder:
             return sorted(picked)
         seqs: set[int] = set()
         for first, last in ranges:
+            if n == 0 and (first is None or last is None):
+                continue  # "1:*" on an empty folder names nothing (lenient, as clients expect)
             a = n if first is None else first
             b = n if last is None else last
             if a > b:

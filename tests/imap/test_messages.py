@@ -202,3 +202,17 @@ def test_partial_fetch_of_whole_message(conn):
     assert out == b"* 1 FETCH (BODY[]<5> {10}\r\n" + body[5:15] + b")\r\na OK FETCH completed.\r\n"
     out = conn.send("b FETCH 1 (BODY.PEEK[]<100000.10>)\r\n")
     assert out == b"* 1 FETCH (BODY[]<100000> {0}\r\n)\r\nb OK FETCH completed.\r\n"
+
+
+def test_implicit_seen_reports_modseq_once_condstore_is_on(conn):
+    conn.send("a FETCH 1 MODSEQ\r\n")  # any MODSEQ use enables CONDSTORE (RFC 7162 3.1)
+    out = conn.send("b FETCH 2 BODY[TEXT]\r\n")
+    assert re.match(rb"\* 2 FETCH \(BODY\[TEXT\] \{11\}\r\nbody of 2\r\n MODSEQ \(\d+\) FLAGS \(\\Seen \\Recent\)\)\r\n", out), out
+
+
+def test_star_on_empty_folder(harness):
+    conn = harness.connect(ALICE)
+    conn.send("a CREATE Empty\r\n")
+    conn.send("b SELECT Empty\r\n")
+    assert conn.send("c FETCH 1:* FLAGS\r\n") == b"c OK FETCH completed.\r\n"
+    assert conn.send("d FETCH 1 FLAGS\r\n").startswith(b"d BAD")
