@@ -103,17 +103,13 @@ def split_name(name: str) -> tuple[str, str]:
     return name, ""
 
 
+_SIZE_FIELD = re.compile(r",S=(\d+)")
+
+
 def size_from_base(base: str) -> int | None:
     """The ``,S=<size>`` Maildir++ size field of a base name, if present."""
-    i = base.find(",S=")
-    if i < 0:
-        return None
-    digits = []
-    for c in base[i + 3 :]:
-        if not c.isdigit():
-            break
-        digits.append(c)
-    return int("".join(digits)) if digits else None
+    m = _SIZE_FIELD.search(base)
+    return int(m.group(1)) if m else None
 
 
 def _letters(suffix: str) -> str:
@@ -584,9 +580,10 @@ class FolderState:
         extra = extra or []
         extra_set = set(extra)
         fresh = sorted(base for base in located if base not in extra_set)
+        prefix = {"new": os.path.join(self.path, "new", ""), "cur": os.path.join(self.path, "cur", "")}
         for base in fresh + [b for b in extra if b in located]:
             where, suffix = located[base]
-            path = os.path.join(self.path, where, base + suffix)
+            path = prefix[where] + base + suffix
             try:
                 st = os.stat(path)
             except FileNotFoundError:
