@@ -158,3 +158,14 @@ def test_delete_selected_folder_says_closed(conn):
     conn.send("b SELECT Temp\r\n")
     assert conn.send("c DELETE Temp\r\n") == b"* OK [CLOSED] Selected mailbox was deleted.\r\nc OK DELETE completed.\r\n"
     assert conn.send("d FETCH 1 FLAGS\r\n") == b"d BAD No mailbox selected.\r\n"
+
+
+def test_rename_inbox_moves_messages_and_keeps_inbox(harness, conn):
+    """RFC 3501 6.3.5: renaming INBOX moves its messages to the new name; INBOX stays, empty."""
+    harness.deliver("alice@example.test", MSG)
+    harness.deliver("alice@example.test", MSG)
+    assert conn.send("a RENAME INBOX Saved\r\n") == b"a OK RENAME completed.\r\n"
+    assert b"MESSAGES 0" in conn.send("b STATUS INBOX (MESSAGES)\r\n")
+    assert b"MESSAGES 2" in conn.send("c STATUS Saved (MESSAGES)\r\n")
+    assert conn.send("d RENAME Saved Drafts\r\n").startswith(b"d NO [ALREADYEXISTS]")
+    assert conn.send("e RENAME Nope Other\r\n").startswith(b"e NO [NONEXISTENT]")
