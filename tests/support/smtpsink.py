@@ -50,6 +50,8 @@ class SinkState:
     implicit_tls: bool = False
     messages: list[Received] = field(default_factory=list)
     connections: int = 0
+    active: int = 0
+    max_active: int = 0
     commands: list[str] = field(default_factory=list)
     record_commands: bool = True
     keep_data: bool = True
@@ -62,6 +64,16 @@ class _Session(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         state = self.server.state
+        with state.lock:
+            state.active += 1
+            state.max_active = max(state.max_active, state.active)
+        try:
+            self._handle(state)
+        finally:
+            with state.lock:
+                state.active -= 1
+
+    def _handle(self, state: SinkState) -> None:
         with state.lock:
             state.connections += 1
             greeting = state.greetings.popleft() if state.greetings else "220 sink.test ESMTP ready"
