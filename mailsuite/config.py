@@ -159,6 +159,36 @@ class QueueConfig:
     smarthost: SmarthostConfig = field(default_factory=SmarthostConfig)
 
 
+_dmarc_action = _check(lambda v: v in ("reject", "quarantine"), 'must be "reject" or "quarantine"')
+_domain_selector = _check(lambda v: v.count(":") == 1 and all(v.split(":")), 'must be "domain:selector", such as "example.org:mail2026"')
+
+
+@dataclass(frozen=True)
+class MailAuthConfig:
+    """DKIM signing of submitted mail and SPF/DKIM/DMARC checks of inbound mail (mailsuite.mailauth)."""
+
+    #: DKIM-sign mail from authenticated users; a domain without a key (`mailsuite dkim keygen`) is sent unsigned.
+    sign: bool = True
+    #: Private keys, <key_dir>/<domain>/<selector>.key; empty: <data_root>/dkim.
+    key_dir: str = ""
+    #: Keys to sign with, "domain:selector"; empty: every key under key_dir for the sender's domain.
+    selectors: list[str] = field(default_factory=list, metadata=_domain_selector)
+    #: Check SPF, DKIM and DMARC on mail arriving on port 25 and add an Authentication-Results header.
+    verify_inbound: bool = True
+    #: Reject (550 5.7.1) mail whose MAIL FROM gets SPF "fail"; off by default: DMARC decides (RFC 7489 10.1).
+    spf_reject_fail: bool = False
+    #: Apply the From domain's DMARC policy on failure: p=reject -> dmarc_reject_action, p=quarantine -> Junk.
+    dmarc_enforce: bool = True
+    #: What an enforced p=reject failure gets: "reject" (550 5.7.1) or "quarantine" (softer, for mailing lists).
+    dmarc_reject_action: str = field(default="reject", metadata=_dmarc_action)
+    #: Answer 451 4.4.3 when a DNS lookup the verdict depends on times out or fails (never a pass or a reject).
+    tempfail_on_dns_error: bool = True
+    #: Seconds to wait for one DNS answer (server from queue.resolver).
+    dns_timeout: float = field(default=5.0, metadata=_positive)
+    #: Folder that quarantined mail is delivered to.
+    quarantine_folder: str = "Junk"
+
+
 @dataclass(frozen=True)
 class CaptureConfig:
     """Capture mode, for tests and manual use: accept everything, relay nothing."""
@@ -187,6 +217,7 @@ class Config:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    mailauth: MailAuthConfig = field(default_factory=MailAuthConfig)
     smtp: ListenerConfig = _listener(25)
     submission: ListenerConfig = _listener(587, auth=True)
     submissions: ListenerConfig = _listener(465, auth=True)

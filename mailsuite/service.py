@@ -75,6 +75,7 @@ class ServerContext:
     throttle: Any = None  # ILoginThrottle
     queue: Any = None  # IRelayQueue
     resolver: Any = None  # IResolver
+    mailauth: Any = None  # mailsuite.mailauth.service.MailAuth: .sign_message(), .check_inbound(), .results_filter()
     authenticator: Any = None  # mailsuite.auth: .login(ip, username, password) -> Deferred[IMailUser], throttled
     limiter: ConnectionLimiter | None = None
     faults: Any = None  # mailsuite.testing.faults.FaultPlan, consulted by SMTP before each reply
@@ -241,6 +242,7 @@ PARTS: list[str] = [
     "mailsuite.testing.capture:open_capture",  # capture mode: replaces directory and authenticator
     "mailsuite.store.service:open_store",  # context.store
     "mailsuite.queue.service:open_queue",  # context.resolver, .queue (+ its delivery service)
+    "mailsuite.mailauth.service:open_mailauth",  # context.mailauth: DKIM signing, SPF/DKIM/DMARC checks
     "mailsuite.testing.api:open_http_api",  # capture.http_enabled: the HTTP JSON API
 ]
 
