@@ -87,6 +87,8 @@ class RecipientResult:
     enhanced: str
     text: str
     remote_mta: str = ""
+    #: The command whose reply this is ("RCPT TO", "end of DATA"...), "" for local outcomes.
+    stage: str = ""
 
     @property
     def delivered(self) -> bool:
@@ -354,7 +356,7 @@ async def run_transaction(proto: SMTPClientProtocol, t: Transaction, remote: str
         if reply.code // 100 == 2:
             accepted.append(address)
         else:
-            results[address] = RecipientResult(address, reply.code, reply.enhanced, f"RCPT TO: {reply}", remote)
+            results[address] = RecipientResult(address, reply.code, reply.enhanced, str(reply), remote, "RCPT TO")
     if not accepted:
         # RFC 2920 3.1: a pipelined DATA after no accepted RCPT is refused; nothing to send.
         if data_reply is not None and data_reply.code == 354:
@@ -368,13 +370,13 @@ async def run_transaction(proto: SMTPClientProtocol, t: Transaction, remote: str
     if data_reply.code != 354:
         _quit(proto)
         for a in accepted:
-            results[a] = RecipientResult(a, data_reply.code, data_reply.enhanced, f"DATA: {data_reply}", remote)
+            results[a] = RecipientResult(a, data_reply.code, data_reply.enhanced, str(data_reply), remote, "DATA")
         return [results[a] for a in t.recipients]
 
     await _send_body(proto, t)
     final = await proto.read_reply(proto.command_timeout * 2)  # RFC 5321 4.5.3.2.6: 10 minutes
     for a in accepted:
-        results[a] = RecipientResult(a, final.code, final.enhanced, f"end of DATA: {final}", remote)
+        results[a] = RecipientResult(a, final.code, final.enhanced, str(final), remote, "end of DATA")
     _quit(proto)
     return [results[a] for a in t.recipients]
 
@@ -441,4 +443,4 @@ def _all(t: Transaction, code: int, enhanced: str, text: str, remote: str) -> li
 
 
 def _all_reply(t: Transaction, reply: Reply, remote: str, command: str) -> list[RecipientResult]:
-    return _all(t, reply.code, reply.enhanced, f"{command}: {reply}", remote)
+    return [RecipientResult(a, reply.code, reply.enhanced, str(reply), remote, command) for a in t.recipients]

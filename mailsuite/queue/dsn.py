@@ -27,6 +27,7 @@ class RecipientReport:
     status: str  # RFC 3463 code, e.g. "5.1.1"
     diagnostic: str  # the reply, e.g. "550 5.1.1 No such user" (quoted as smtp; ...)
     remote_mta: str = ""
+    stage: str = ""  # the command the reply answered, for the human-readable part
 
 
 def _clean(text: str) -> str:
@@ -84,7 +85,7 @@ def build_dsn(
     else:
         lines += ["Your message could not be delivered to the recipients below.", ""]
     for r in reports:
-        where = f" ({r.remote_mta} said)" if r.remote_mta else ""
+        where = f" ({r.remote_mta} said{' in reply to ' + r.stage if r.stage else ''})" if r.remote_mta else (f" ({r.stage})" if r.stage else "")
         lines.append(f"<{r.address}>{where}: {_clean(r.diagnostic)}")
     lines += ["", "The headers of your message are attached.", "", f"--{boundary}", "Content-Type: message/delivery-status", ""]
     # RFC 3464 2.2: per-message fields, a blank line, then one block per recipient.

@@ -289,14 +289,14 @@ class RelayQueue(service.Service):
         entry.attempts += 1
         entry.last_attempt = now
         still = entry.pending()
-        errors = [f"{r.address}: {r.code} {r.enhanced} {r.text}" for r in still]
+        errors = [f"{r.address}: {r.diagnostic}" for r in still]
         entry.last_error = errors[0] if errors else ""
         age = now - entry.arrival
         expired = bool(still) and age >= self.config.queue.max_age
         if expired:
             for r in still:
                 r.status = FAILED
-                r.text = f"gave up after {age / 3600:.1f} hours: {r.text}"
+                r.stage = (r.stage + "; " if r.stage else "") + f"gave up after {age / 3600:.2f} hours"
                 newly_failed.append(r)
             still = []
         reports = [self._report(r, "failed", "4.4.7" if expired and r.code is not None and r.code < 500 else r.enhanced) for r in newly_failed]
@@ -327,12 +327,12 @@ class RelayQueue(service.Service):
 
     @staticmethod
     def _set(r: RecipientState, res: RecipientResult) -> None:
-        r.code, r.enhanced, r.text, r.remote_mta = res.code, res.enhanced, res.text, res.remote_mta
+        r.code, r.enhanced, r.text, r.remote_mta, r.stage = res.code, res.enhanced, res.text, res.remote_mta, res.stage
         r.status = DELIVERED if res.delivered else FAILED if res.permanent else PENDING
 
     @staticmethod
     def _report(r: RecipientState, action: str, status: str) -> RecipientReport:
-        return RecipientReport(r.address, action, status or ("5.0.0" if action == "failed" else "4.0.0"), r.text if r.code is None else f"{r.code} {r.text}", r.remote_mta)
+        return RecipientReport(r.address, action, status or ("5.0.0" if action == "failed" else "4.0.0"), r.diagnostic, r.remote_mta, r.stage)
 
     async def _bounce(self, entry: QueueEntry, header: bytes, reports: list[RecipientReport], retry_until: float | None = None) -> None:
         data = build_dsn(reporting_mta=self.config.hostname, sender=entry.sender, queue_id=entry.id, arrival=entry.arrival, now=time.time(),

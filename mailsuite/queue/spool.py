@@ -35,6 +35,17 @@ class RecipientState:
     text: str = ""
     #: The host that gave the reply ("" when no server answered).
     remote_mta: str = ""
+    #: The command the reply answered ("RCPT TO", "end of DATA"...); "" for our own errors.
+    stage: str = ""
+
+    @property
+    def diagnostic(self) -> str:
+        """The reply as a DSN quotes it: the remote server's verbatim, ours as "code enhanced text"."""
+        if self.code is None:
+            return self.text
+        if self.text[:3] == str(self.code):
+            return self.text
+        return f"{self.code} {self.enhanced} {self.text}"
 
     @property
     def domain(self) -> str:

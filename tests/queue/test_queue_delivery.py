@@ -60,7 +60,7 @@ async def test_permanent_failure_bounces_to_the_local_sender_inbox(make_queue, d
     assert b"Content-Type: message/delivery-status" in dsn
     assert b"Final-Recipient: rfc822; nobody@remote.test" in dsn
     assert b"Action: failed" in dsn and b"Status: 5.1.1" in dsn
-    assert b"Diagnostic-Code: smtp; 550 RCPT TO: 550 5.1.1 <nobody@remote.test>: no such user here" in dsn or b"no such user here" in dsn.split(b"Diagnostic-Code:")[1].split(b"\r\n")[0]
+    assert b"Diagnostic-Code: smtp; 550 5.1.1 <nobody@remote.test>: no such user here\r\n" in dsn
     assert b"Remote-MTA: dns; mx.remote.test" in dsn
     headers_part = dsn.split(b"Content-Type: text/rfc822-headers\r\n", 1)[1]
     assert b"Subject: report 42" in headers_part
