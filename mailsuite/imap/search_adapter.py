@@ -1,25 +1,71 @@
 """SEARCH as the command handlers call it: parse, evaluate, format the answer.
 
-The SEARCH key grammar and its evaluation (with lazy header/body access)
-belong to :mod:`mailsuite.imap.search` (another developer's module); this
-adapter is the one place that knows its signatures, feeds it the session's
-view (sequence numbers, cached flags, \\Recent) and the store's readers,
-and formats ``* SEARCH`` (RFC 3501 7.2.5) with CONDSTORE's ``(MODSEQ n)``
-(RFC 7162 3.1.5).  CHARSET must be UTF-8 or US-ASCII (RFC 3501 6.4.4).
+The SEARCH key grammar and its evaluation belong to
+:mod:`mailsuite.imap.search` (another developer's module); until it is
+available, :mod:`mailsuite.imap.search_fallback` does the job.  This adapter
+is the one place that feeds the engine the session's view (sequence
+numbers, cached flags, \\Recent) and the store's message reader, and formats
+``* SEARCH`` (RFC 3501 7.2.5) with CONDSTORE's ``(MODSEQ n)`` (RFC 7162
+3.1.5).  CHARSET must be UTF-8 or US-ASCII (RFC 3501 6.4.4); anything else
+is answered ``NO [BADCHARSET (UTF-8 US-ASCII)]``.
+
+Searches that only look at flags, sizes, dates or UIDs run on the reactor
+thread from cached data; those that read headers or bodies run on a worker
+thread in batches, so the reactor keeps serving other sessions.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import threads
+
+from mailsuite.imap import search_fallback as engine
 from mailsuite.imap.args import Arguments
-from mailsuite.imap.responses import no
+from mailsuite.imap.responses import bad, no
+
+#: Messages evaluated per worker-thread trip when the criteria read files.
+BATCH = 1000
 
 
 async def search(server: Any, selected: Any, args: Arguments, *, uid: bool) -> bytes:
     """The ``* SEARCH ...`` line for the criteria in ``args``."""
+    if args.accept(b"CHARSET "):
+        charset = args.astring().decode("ascii", "replace").upper()
+        if charset not in ("UTF-8", "US-ASCII"):
+            raise no(f"Unsupported charset {charset[:40]}", "BADCHARSET (UTF-8 US-ASCII)")
+        args.space()
+    if args.accept(b"RETURN "):
+        raise bad("ESEARCH is not supported")
     try:
-        from mailsuite.imap import search as engine
-    except ImportError:
-        raise no("SEARCH is not available yet.", "UNAVAILABLE") from None
-    raise no("SEARCH is not available yet.", "UNAVAILABLE")
+        criteria = engine.parse(args, lambda ranges, is_uid: selected.resolve(ranges, uid=is_uid))
+    except ValueError as e:  # an invalid sequence number (or a parse error)
+        raise bad(str(e) or "Invalid search") from None
+    if criteria.uses_modseq:
+        server.condstore = True  # RFC 7162 3.1
+    recent = selected.recent()
+    candidates = [(i + 1, u, selected.info[u], u in recent) for i, u in enumerate(selected.uids)]
+    folder = selected.folder
+
+    def opener(message_uid: int) -> Any:
+        return lambda: folder.open_message(message_uid)
+
+    if criteria.key.needs == "meta":
+        matches = engine.evaluate(criteria, candidates, opener)
+    else:
+        matches = []
+        pool = getattr(server.reactor, "getThreadPool", None)
+        for start in range(0, len(candidates), BATCH):
+            chunk = candidates[start : start + BATCH]
+            if pool is None:
+                matches.extend(engine.evaluate(criteria, chunk, opener))
+            else:
+                matches.extend(await threads.deferToThreadPool(server.reactor, pool(), engine.evaluate, criteria, chunk, opener))
+    numbers = [m[1] if uid else m[0] for m in matches]
+    line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+    if criteria.uses_modseq and matches:
+        line += b" (MODSEQ %d)" % max(m[2] for m in matches)
+    return line + b"\r\n"
+
+
+
