@@ -35,6 +35,8 @@ def test_imaplib_session(imap_server):
         typ, data = c.fetch("1:2", "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         assert data[0][0].startswith(b"1 (UID 1 FLAGS (\\Flagged) RFC822.SIZE ")
         assert data[0][1] == b"Subject: message 1\r\n\r\n"
+        assert c.search(None, "SUBJECT", '"message 2"') == ("OK", [b"2"])
+        assert c.uid("SEARCH", "FLAGGED") == ("OK", [b"1"])
         typ, data = c.store("2", "+FLAGS", "(\\Deleted)")
         assert typ == "OK" and b"\\Deleted" in data[0]
         typ, data = c.copy("1", "Projects/2024")
