@@ -20,7 +20,9 @@ Implementation notes (the rules a contributor must keep):
 - Names that could escape the tree raise InvalidName (names.py).
 
 Public names: :class:`MaildirStore` (the IMessageStore), :class:`IncomingMessage`,
-:func:`mailsuite.store.service.open_store` (the server part).
+:func:`mailsuite.store.service.open_store` (the server part), and
+:class:`mailsuite.store.memory.MemoryStore`, an in-memory fake that passes the
+same contract tests (for fast protocol tests).
 """
 
 from mailsuite.store.incoming import IncomingMessage

@@ -68,3 +68,13 @@ def msg(n: int | str, body: bytes = b"hello\r\n") -> bytes:
 
 
 __all__ = ["QuotaLimits", "deliver_bytes", "make_store", "msg", "result", "run"]
+
+
+@pytest.fixture(params=["maildir", "memory"])
+def any_store(request: Any, tmp_path: Path, clock: task.Clock) -> Any:
+    """Contract tests run against the Maildir store and the in-memory fake alike."""
+    if request.param == "maildir":
+        return make_store(tmp_path / "mail", clock)
+    from mailsuite.store.memory import MemoryStore
+
+    return MemoryStore(clock)

@@ -1,4 +1,4 @@
-"""The Maildir store's contract: layout, delivery, UIDs, flags, folders, sessions."""
+"""The store contract (``any_store``: Maildir and in-memory alike) and the Maildir specifics (``store``)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from .conftest import deliver_bytes, make_store, msg, result, run
 ALICE = "alice@example.test"
 
 
-def test_store_objects_provide_the_interfaces(store):
+def test_store_objects_provide_the_interfaces(any_store):
     """Every object the protocols get is verifiably what interfaces.py declares."""
-    verifyObject(IMessageStore, store)
-    mailbox = store.user_mailbox(ALICE)
+    verifyObject(IMessageStore, any_store)
+    mailbox = any_store.user_mailbox(ALICE)
     verifyObject(IUserMailbox, mailbox)
-    verifyObject(IIncomingMessage, store.new_incoming())
+    verifyObject(IIncomingMessage, any_store.new_incoming())
     verifyObject(IFolder, result(mailbox.open_folder("INBOX")))
 
 
@@ -40,9 +40,9 @@ def test_delivery_layout_is_a_standard_maildir_with_default_folders(store, tmp_p
     assert f",S={len(msg(1))}" in name
 
 
-def test_list_folders_has_inbox_first_special_use_and_subscriptions(store):
+def test_list_folders_has_inbox_first_special_use_and_subscriptions(any_store):
     """LIST needs INBOX first, the SPECIAL-USE attributes and the default subscriptions."""
-    folders = result(store.user_mailbox(ALICE).list_folders())
+    folders = result(any_store.user_mailbox(ALICE).list_folders())
     assert folders[0].name == "INBOX"
     by_name = {f.name: f for f in folders}
     assert by_name["Sent"].special_use == "\\Sent"
@@ -82,11 +82,11 @@ def test_flags_live_in_the_info_suffix_and_keywords_persist(store, tmp_path):
     assert "Work" in folder2.keywords
 
 
-def test_store_flags_modes_bump_modseq_and_honour_unchanged_since(store):
+def test_store_flags_modes_bump_modseq_and_honour_unchanged_since(any_store):
     """set/add/remove change flags; MODSEQ grows; UNCHANGEDSINCE leaves newer messages alone."""
-    deliver_bytes(store, ALICE, msg(1))
-    deliver_bytes(store, ALICE, msg(2))
-    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    deliver_bytes(any_store, ALICE, msg(1))
+    deliver_bytes(any_store, ALICE, msg(2))
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
     start = folder.highest_modseq
     (one,) = result(folder.store_flags([1], ["\\Seen", "Work"], "set"))
     assert one.modseq > start and folder.highest_modseq == one.modseq
@@ -99,10 +99,10 @@ def test_store_flags_modes_bump_modseq_and_honour_unchanged_since(store):
     assert {m.uid: m.flags for m in folder.messages()} == {1: {"\\Seen"}, 2: {"\\Flagged"}}
 
 
-def test_recent_belongs_to_the_first_read_write_session_only(store):
+def test_recent_belongs_to_the_first_read_write_session_only(any_store):
     """Messages in new/ are \\Recent for the session that opens read-write first; EXAMINE changes nothing."""
-    deliver_bytes(store, ALICE, msg(1))
-    mailbox = store.user_mailbox(ALICE)
+    deliver_bytes(any_store, ALICE, msg(1))
+    mailbox = any_store.user_mailbox(ALICE)
     examine = result(mailbox.open_folder("INBOX", read_only=True))
     assert examine.recent == {1}
     assert result(mailbox.status("INBOX")).recent == 1
@@ -111,43 +111,43 @@ def test_recent_belongs_to_the_first_read_write_session_only(store):
     assert first.recent == {1}
     assert second.recent == frozenset()
     assert result(mailbox.status("INBOX")).recent == 0
-    deliver_bytes(store, ALICE, msg(2))
+    deliver_bytes(any_store, ALICE, msg(2))
     change = result(second.refresh())
     assert [m.uid for m in change.added] == [2]
     assert second.recent == {2}
 
 
-def test_read_only_session_never_changes_flags(store):
+def test_read_only_session_never_changes_flags(any_store):
     """EXAMINE: store_flags, expunge and move are refused; reading does not set \\Seen."""
-    deliver_bytes(store, ALICE, msg(1))
-    folder = result(store.user_mailbox(ALICE).open_folder("INBOX", read_only=True))
+    deliver_bytes(any_store, ALICE, msg(1))
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX", read_only=True))
     with folder.open_message(1) as f:
         assert f.read() == msg(1)
     for call in (lambda: folder.store_flags([1], ["\\Seen"], "add"), lambda: folder.expunge(), lambda: folder.move([1], "Trash")):
         with pytest.raises(ReadOnlyFolder):
             result(call())
-    assert result(store.user_mailbox(ALICE).status("INBOX")).unseen == 1
+    assert result(any_store.user_mailbox(ALICE).status("INBOX")).unseen == 1
 
 
-def test_expunge_removes_only_deleted_messages_and_uids_are_never_reused(store):
+def test_expunge_removes_only_deleted_messages_and_uids_are_never_reused(any_store):
     """EXPUNGE removes \\Deleted messages (optionally among given UIDs); new mail gets fresh UIDs."""
     for i in range(4):
-        deliver_bytes(store, ALICE, msg(i))
-    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+        deliver_bytes(any_store, ALICE, msg(i))
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
     result(folder.store_flags([2, 3, 4], ["\\Deleted"], "add"))
     assert result(folder.expunge([3, 4])) == [3, 4]
     assert [m.uid for m in folder.messages()] == [1, 2]
     assert result(folder.expunge()) == [2]
-    deliver_bytes(store, ALICE, msg(9))
+    deliver_bytes(any_store, ALICE, msg(9))
     change = result(folder.refresh())
     assert [m.uid for m in change.added] == [5]
 
 
-def test_refresh_reports_other_sessions_changes(store):
+def test_refresh_reports_other_sessions_changes(any_store):
     """A session learns of flag changes and expunges made by another session on refresh."""
     for i in range(3):
-        deliver_bytes(store, ALICE, msg(i))
-    mailbox = store.user_mailbox(ALICE)
+        deliver_bytes(any_store, ALICE, msg(i))
+    mailbox = any_store.user_mailbox(ALICE)
     a = result(mailbox.open_folder("INBOX"))
     b = result(mailbox.open_folder("INBOX"))
     result(a.store_flags([1], ["\\Seen"], "add"))
@@ -162,11 +162,11 @@ def test_refresh_reports_other_sessions_changes(store):
         a.open_message(2)
 
 
-def test_copy_and_move_keep_flags_and_report_new_uids(store):
+def test_copy_and_move_keep_flags_and_report_new_uids(any_store):
     """COPY/MOVE keep flags (keywords remapped per folder), return (source, new) UID pairs."""
     for i in range(3):
-        deliver_bytes(store, ALICE, msg(i))
-    mailbox = store.user_mailbox(ALICE)
+        deliver_bytes(any_store, ALICE, msg(i))
+    mailbox = any_store.user_mailbox(ALICE)
     inbox = result(mailbox.open_folder("INBOX"))
     result(inbox.store_flags([2], ["\\Seen", "Important"], "add"))
     archive = result(mailbox.open_folder("Archive"))
@@ -184,9 +184,9 @@ def test_copy_and_move_keep_flags_and_report_new_uids(store):
         result(inbox.copy([3], "Nowhere"))
 
 
-def test_append_with_flags_and_internal_date(store):
+def test_append_with_flags_and_internal_date(any_store):
     """APPEND stores flags and the given internal date and returns the UID (APPENDUID)."""
-    mailbox = store.user_mailbox(ALICE)
+    mailbox = any_store.user_mailbox(ALICE)
     when = datetime.datetime(2020, 5, 17, 10, 30, tzinfo=datetime.timezone.utc)
     uid = result(mailbox.open_folder("Sent")).append(IncomingMessage.from_bytes(msg("sent")), ["\\Seen", "$Label1"], when)
     assert result(uid) == 1
@@ -201,10 +201,10 @@ def test_append_with_flags_and_internal_date(store):
         result(mailbox.append("Nope", IncomingMessage.from_bytes(msg(1))))
 
 
-def test_key_is_stable_when_flags_change(store):
+def test_key_is_stable_when_flags_change(any_store):
     """POP3's UIDL (MessageInfo.key) does not change when the info suffix does."""
-    deliver_bytes(store, ALICE, msg(1))
-    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    deliver_bytes(any_store, ALICE, msg(1))
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
     key = folder.messages()[0].key
     result(folder.store_flags([1], ["\\Seen"], "add"))
     result(folder.store_flags([1], ["\\Flagged"], "set"))
@@ -212,11 +212,11 @@ def test_key_is_stable_when_flags_change(store):
     assert ":" not in key and "/" not in key
 
 
-def test_read_header_and_open_message(store):
+def test_read_header_and_open_message(any_store):
     """read_header stops at the blank line; open_message streams the whole message."""
     body = b"line\r\n" * 1000
-    deliver_bytes(store, ALICE, msg(1, body))
-    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    deliver_bytes(any_store, ALICE, msg(1, body))
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
     assert result(folder.read_header(1)) == msg(1, b"")
     with folder.open_message(1) as f:
         f.seek(len(msg(1, b"")))
@@ -286,19 +286,19 @@ def test_header_prefix_copies_share_one_file(store, tmp_path):
     assert c_file.read_bytes() == b"Delivered-To: c@example.test\r\n" + msg(1)
 
 
-def test_delivery_errors_are_per_recipient(store):
+def test_delivery_errors_are_per_recipient(any_store):
     """One bad recipient or folder does not fail the others."""
     message = IncomingMessage.from_bytes(msg(1))
-    results = result(store.deliver(message, [Delivery("../evil@example.test"), Delivery(ALICE, "NoSuchFolder"), Delivery(ALICE, "Junk")]))
+    results = result(any_store.deliver(message, [Delivery("../evil@example.test"), Delivery(ALICE, "NoSuchFolder"), Delivery(ALICE, "Junk")]))
     assert isinstance(results[0].error, InvalidName)
     assert isinstance(results[1].error, NoSuchFolder)
     assert results[2].error is None
-    assert result(store.user_mailbox(ALICE).status("Junk")).messages == 1
+    assert result(any_store.user_mailbox(ALICE).status("Junk")).messages == 1
 
 
-def test_create_delete_rename_folders_with_children(store):
+def test_create_delete_rename_folders_with_children(any_store):
     """CREATE makes parents; DELETE leaves children under a \\Noselect parent; RENAME moves children."""
-    mailbox = store.user_mailbox(ALICE)
+    mailbox = any_store.user_mailbox(ALICE)
     result(mailbox.create_folder("Projects/2025/Q1"))
     with pytest.raises(FolderExists):
         result(mailbox.create_folder("projects/../x" if False else "Projects/2025"))
@@ -310,7 +310,7 @@ def test_create_delete_rename_folders_with_children(store):
     assert names["Projects/2025/Q1"].selectable
     with pytest.raises(NoSuchFolder):
         result(mailbox.delete_folder("Projects/2025"))
-    deliver_bytes(store, ALICE, msg(1), folder="Projects/2025/Q1")
+    deliver_bytes(any_store, ALICE, msg(1), folder="Projects/2025/Q1")
     result(mailbox.rename_folder("Projects", "Work/Old"))
     names = {f.name for f in result(mailbox.list_folders())}
     assert {"Work", "Work/Old", "Work/Old/2025/Q1"} <= names
@@ -324,9 +324,9 @@ def test_create_delete_rename_folders_with_children(store):
         result(mailbox.delete_folder("INBOX"))
 
 
-def test_deleted_and_recreated_folder_gets_a_new_uidvalidity(store):
+def test_deleted_and_recreated_folder_gets_a_new_uidvalidity(any_store):
     """RFC 3501 2.3.1.1: a new folder with an old name must not reuse the old UIDVALIDITY."""
-    mailbox = store.user_mailbox(ALICE)
+    mailbox = any_store.user_mailbox(ALICE)
     result(mailbox.create_folder("Tmp"))
     first = result(mailbox.status("Tmp")).uidvalidity
     result(mailbox.delete_folder("Tmp"))
@@ -334,11 +334,11 @@ def test_deleted_and_recreated_folder_gets_a_new_uidvalidity(store):
     assert result(mailbox.status("Tmp")).uidvalidity > first
 
 
-def test_rename_inbox_moves_its_messages(store):
+def test_rename_inbox_moves_its_messages(any_store):
     """RFC 3501 6.3.5: renaming INBOX moves the messages to the new folder and leaves INBOX empty."""
-    deliver_bytes(store, ALICE, msg(1))
-    deliver_bytes(store, ALICE, msg(2))
-    mailbox = store.user_mailbox(ALICE)
+    deliver_bytes(any_store, ALICE, msg(1))
+    deliver_bytes(any_store, ALICE, msg(2))
+    mailbox = any_store.user_mailbox(ALICE)
     result(mailbox.rename_folder("INBOX", "Old Inbox"))
     assert result(mailbox.status("INBOX")).messages == 0
     assert result(mailbox.status("Old Inbox")).messages == 2
@@ -353,19 +353,19 @@ def test_folder_names_with_dots_and_unicode_round_trip(store, tmp_path):
     assert {"Entwürfe", "Entwürfe/v1.2 & more"} <= {f.name for f in result(mailbox.list_folders())}
 
 
-def test_inbox_is_case_insensitive_and_can_have_children(store):
+def test_inbox_is_case_insensitive_and_can_have_children(any_store):
     """'inbox' is INBOX; INBOX/Sub is a folder of its own."""
-    deliver_bytes(store, ALICE, msg(1), folder="inbox")
-    mailbox = store.user_mailbox(ALICE)
+    deliver_bytes(any_store, ALICE, msg(1), folder="inbox")
+    mailbox = any_store.user_mailbox(ALICE)
     assert result(mailbox.status("Inbox")).messages == 1
     result(mailbox.create_folder("inbox/Sub"))
     names = {f.name: f for f in result(mailbox.list_folders())}
     assert "INBOX/Sub" in names and names["INBOX"].has_children
 
 
-def test_subscriptions_persist_and_need_no_folder(store):
+def test_subscriptions_persist_and_need_no_folder(any_store):
     """LSUB state is stored per user; a folder need not exist to be subscribed."""
-    mailbox = store.user_mailbox(ALICE)
+    mailbox = any_store.user_mailbox(ALICE)
     result(mailbox.set_subscribed("Later", True))
     result(mailbox.set_subscribed("Junk", False))
     result(mailbox.create_folder("Later"))
@@ -373,11 +373,11 @@ def test_subscriptions_persist_and_need_no_folder(store):
     assert names["Later"].subscribed and not names["Junk"].subscribed
 
 
-def test_status_counts(store):
+def test_status_counts(any_store):
     """STATUS counters come from the state without opening a session."""
     for i in range(3):
-        deliver_bytes(store, ALICE, msg(i))
-    mailbox = store.user_mailbox(ALICE)
+        deliver_bytes(any_store, ALICE, msg(i))
+    mailbox = any_store.user_mailbox(ALICE)
     folder = result(mailbox.open_folder("INBOX"))
     result(folder.store_flags([1], ["\\Seen"], "add"))
     status = result(mailbox.status("INBOX"))
@@ -388,12 +388,12 @@ def test_status_counts(store):
         result(mailbox.status("Nope"))
 
 
-def test_pop3_lock_is_exclusive_and_released(store):
+def test_pop3_lock_is_exclusive_and_released(any_store):
     """lock_exclusive refuses a second holder until released."""
-    mailbox = store.user_mailbox(ALICE)
+    mailbox = any_store.user_mailbox(ALICE)
     release = result(mailbox.lock_exclusive("first"))
     with pytest.raises(MailboxInUse):
-        result(store.user_mailbox(ALICE).lock_exclusive("second"))
+        result(any_store.user_mailbox(ALICE).lock_exclusive("second"))
     release()
     release()  # idempotent
     result(mailbox.lock_exclusive("third"))()
@@ -407,11 +407,11 @@ def test_remove_user_deletes_the_tree(store, tmp_path):
     assert result(store.user_mailbox(ALICE).status("INBOX")).messages == 0
 
 
-def test_store_works_through_the_async_api(store):
+def test_store_works_through_the_async_api(any_store):
     """The awaitable style the protocol code uses."""
 
     async def scenario() -> list[int]:
-        mailbox = store.user_mailbox(ALICE)
+        mailbox = any_store.user_mailbox(ALICE)
         await mailbox.append("INBOX", IncomingMessage.from_bytes(msg(1)))
         folder = await mailbox.open_folder("INBOX")
         return [m.uid for m in folder.messages()]
@@ -474,19 +474,19 @@ def test_stale_tmp_files_are_cleaned_but_fresh_ones_kept(store, tmp_path):
     assert folder.highest_modseq > before  # RFC 7162 3.2: an expunge moves HIGHESTMODSEQ
 
 
-def test_messages_returns_a_copy(store):
+def test_messages_returns_a_copy(any_store):
     """A caller sorting or trimming its list does not change the session's snapshot."""
-    deliver_bytes(store, ALICE, msg(1))
-    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    deliver_bytes(any_store, ALICE, msg(1))
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
     folder.messages().clear()
     assert len(folder.messages()) == 1
 
 
-def test_delivery_of_a_discarded_message_fails_per_recipient(store):
+def test_delivery_of_a_discarded_message_fails_per_recipient(any_store):
     """An unusable message is a temporary failure for each recipient, never a failed Deferred."""
     from mailsuite.errors import TemporaryFailure
 
     message = IncomingMessage.from_bytes(msg(1))
     message.discard()
-    (res,) = result(store.deliver(message, [Delivery(ALICE)]))
+    (res,) = result(any_store.deliver(message, [Delivery(ALICE)]))
     assert isinstance(res.error, TemporaryFailure)

@@ -68,10 +68,10 @@ def test_unsafe_addresses_are_refused(store, address, tmp_path):
 
 
 @pytest.mark.parametrize("name", UNSAFE_FOLDERS)
-def test_unsafe_folder_names_are_refused(store, name):
+def test_unsafe_folder_names_are_refused(any_store, name):
     """CREATE/SELECT/DELETE/RENAME/APPEND/COPY/deliver with an unsafe folder name fail with InvalidName."""
-    mailbox = store.user_mailbox("alice@example.test")
-    deliver_bytes(store, "alice@example.test", msg(1))
+    mailbox = any_store.user_mailbox("alice@example.test")
+    deliver_bytes(any_store, "alice@example.test", msg(1))
     folder = result(mailbox.open_folder("INBOX"))
     calls = [
         lambda: mailbox.create_folder(name),
@@ -89,7 +89,7 @@ def test_unsafe_folder_names_are_refused(store, name):
     from mailsuite.interfaces import Delivery
     from mailsuite.store import IncomingMessage
 
-    (res,) = result(store.deliver(IncomingMessage.from_bytes(msg(2)), [Delivery("alice@example.test", name)]))
+    (res,) = result(any_store.deliver(IncomingMessage.from_bytes(msg(2)), [Delivery("alice@example.test", name)]))
     assert isinstance(res.error, InvalidName)
 
 

@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 ALICE = "alice@example.test"
 
 
-def test_changes_made_here_are_notified_on_the_next_turn(store, clock):
+def test_changes_made_here_are_notified_on_the_next_turn(any_store, clock):
     """Delivery, flag changes and expunges through this store wake the watchers immediately."""
-    deliver_bytes(store, ALICE, msg(1))
-    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    deliver_bytes(any_store, ALICE, msg(1))
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
     calls = []
     unsubscribe = folder.watch(lambda: calls.append(1))
-    deliver_bytes(store, ALICE, msg(2))
+    deliver_bytes(any_store, ALICE, msg(2))
     clock.advance(0)
     assert calls == [1]
     result(folder.store_flags([1], ["\\Deleted"], "add"))
@@ -36,7 +36,7 @@ def test_changes_made_here_are_notified_on_the_next_turn(store, clock):
     clock.advance(0)
     assert len(calls) == 3
     unsubscribe()
-    deliver_bytes(store, ALICE, msg(3))
+    deliver_bytes(any_store, ALICE, msg(3))
     clock.advance(1)
     assert len(calls) == 3
 
@@ -73,9 +73,9 @@ def test_changes_by_other_programs_are_found_by_polling(store, clock, tmp_path):
     assert len(calls) == seen + 1  # closed sessions are not called
 
 
-def test_a_failing_callback_does_not_stop_the_others(store, clock):
+def test_a_failing_callback_does_not_stop_the_others(any_store, clock):
     """One broken IDLE session must not silence the rest."""
-    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
     calls = []
 
     def broken() -> None:
@@ -83,7 +83,7 @@ def test_a_failing_callback_does_not_stop_the_others(store, clock):
 
     folder.watch(broken)
     folder.watch(lambda: calls.append(1))
-    deliver_bytes(store, ALICE, msg(1))
+    deliver_bytes(any_store, ALICE, msg(1))
     clock.advance(0)
     assert calls == [1]
 
