@@ -25,6 +25,7 @@ from email.parser import BytesParser
 from typing import Any, Callable
 
 from mailsuite.imap.args import Arguments, ParseError
+from mailsuite.imap.mime_adapter import header_fields, read_header
 
 _PARSER = BytesParser(policy=email.policy.compat32)
 
@@ -47,24 +48,34 @@ class Ctx:
                 self._raw = fp.read()
         return self._raw
 
-    def header(self) -> Any:
+    def header(self) -> dict[str, list[str]]:
+        """Lower-cased field name -> unfolded values (no MIME parser: searches touch many messages)."""
         if self._header is None:
             if self._raw is not None:
-                self._header = _PARSER.parsebytes(self._raw, headersonly=True)
+                block = self._raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
             else:
                 with self._open() as fp:
-                    lines = []
-                    for line in fp:
-                        lines.append(line)
-                        if line in (b"\r\n", b"\n"):
-                            break
-                self._header = _PARSER.parsebytes(b"".join(lines), headersonly=True)
+                    block = read_header(fp)
+            fields: dict[str, list[str]] = {}
+            for name, text in header_fields(block):
+                value = text.split(b":", 1)[1] if b":" in text else b""
+                unfolded = b" ".join(value.split()).decode("utf-8", "replace")
+                fields.setdefault(name.decode("ascii", "replace"), []).append(unfolded)
+            self._header = fields
         return self._header
 
     def message(self) -> Any:
         if self._message is None:
             self._message = _PARSER.parsebytes(self.raw())
         return self._message
+
+
+def _simple_body(ctx: Ctx) -> bool:
+    """A single-part message without transfer encoding: its raw bytes are its text."""
+    header = ctx.header()
+    ctype = " ".join(header.get("content-type", [])).lower()
+    encoding = " ".join(header.get("content-transfer-encoding", [])).lower().strip()
+    return not ctype.startswith("multipart") and encoding in ("", "7bit", "8bit", "binary")
 
 
 def _decoded(value: str) -> str:
@@ -75,7 +86,7 @@ def _decoded(value: str) -> str:
 
 
 def _header_values(ctx: Ctx, name: str) -> list[str]:
-    return [_decoded(str(v)) for v in ctx.header().get_all(name, [])]
+    return [_decoded(v) if "=?" in v else v for v in ctx.header().get(name.lower(), [])]
 
 
 def _body_text(ctx: Ctx) -> str:
@@ -151,11 +162,11 @@ def _internal_day(ctx: Ctx) -> datetime.date:
 
 
 def _sent_day(ctx: Ctx) -> datetime.date | None:
-    value = ctx.header().get("Date")
-    if not value:
+    values = ctx.header().get("date")
+    if not values:
         return None
     try:
-        parsed = email.utils.parsedate_to_datetime(str(value))
+        parsed = email.utils.parsedate_to_datetime(values[0])
     except (TypeError, ValueError, IndexError):
         return None
     return parsed.date() if parsed else None
@@ -262,18 +273,23 @@ class _Parser:
             needle = self.text()
             test = _contains(needle)
             if not needle:
-                return _Fn(lambda ctx: ctx.header().get(name) is not None, "header")
+                return _Fn(lambda ctx: name.lower() in ctx.header(), "header")
             return _Fn(lambda ctx: any(test(v) for v in _header_values(ctx, name)), "header")
         if word == "BODY":
             needle = self.text()
             test = _contains(needle)
             raw_needle = needle.encode("utf-8").lower()
-            return _Fn(lambda ctx: test(_body_text(ctx)) or raw_needle in ctx.raw().split(b"\r\n\r\n", 1)[-1].lower(), "body")
+            return _Fn(lambda ctx: raw_needle in ctx.raw().split(b"\r\n\r\n", 1)[-1].lower() or (not _simple_body(ctx) and test(_body_text(ctx))), "body")
         if word == "TEXT":
             needle = self.text()
             test = _contains(needle)
             raw_needle = needle.encode("utf-8").lower()
-            return _Fn(lambda ctx: raw_needle in ctx.raw().lower() or test(_body_text(ctx)) or any(test(_decoded(str(v))) for v in ctx.header().values()), "body")
+            return _Fn(
+                lambda ctx: raw_needle in ctx.raw().lower()
+                or any(test(_decoded(v)) for values in ctx.header().values() for v in values if "=?" in v)
+                or (not _simple_body(ctx) and test(_body_text(ctx))),
+                "body",
+            )
         if word == "UID":
             uids = set(self.resolve(a.seqset(), True))
             return _Fn(lambda ctx: ctx.uid in uids)

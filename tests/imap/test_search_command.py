@@ -69,3 +69,19 @@ def test_no_expunge_during_search_and_uid_search_of_vanished(conn):
     assert b"EXPUNGE" not in out and b"* SEARCH 1 2 3 4\r\n" in out
     out = conn.send("d UID SEARCH SUBJECT apples\r\n")
     assert out == b"* SEARCH 4\r\n* 1 EXPUNGE\r\nd OK UID SEARCH completed.\r\n"
+
+
+def test_body_search_decodes_transfer_encoding(tmp_path):
+    import base64
+
+    h = Harness(tmp_path)
+    encoded = base64.encodebytes("Grüße, the secret word is PLUGH".encode("utf-8")).replace(b"\n", b"\r\n")
+    h.deliver(ALICE, b"From: a@example.test\r\nSubject: b64\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+              b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded)
+    h.deliver(ALICE, message(2, "plain", body="nothing here"))
+    c = h.connect(ALICE)
+    c.send("s SELECT INBOX\r\n")
+    assert c.send("a SEARCH BODY plugh\r\n") == b"* SEARCH 1\r\na OK SEARCH completed.\r\n"
+    assert c.send("b SEARCH TEXT nothing\r\n") == b"* SEARCH 2\r\nb OK SEARCH completed.\r\n"
+    assert c.send("c SEARCH CHARSET UTF-8 BODY {7}\r\n") == b"+ OK\r\n"
+    assert c.send("grüße\r\n".encode("utf-8")) == b"* SEARCH 1\r\nc OK SEARCH completed.\r\n"
