@@ -69,7 +69,7 @@ from mailsuite.store import names
 from mailsuite.store.durable import DirSync, fsync_dir, unique_name, write_atomic, write_file
 from mailsuite.store.incoming import IncomingMessage
 from mailsuite.store.quota import QuotaLimits, UsageCounter
-from mailsuite.store.state import Entry, FolderState, allocate_uidvalidity, split_name
+from mailsuite.store.state import Entry, FolderState, allocate_uidvalidity
 from mailsuite.store.watch import FolderWatcher
 
 _CANONICAL_FLAGS = {flag.lower(): flag for flag in SYSTEM_FLAGS.values()}

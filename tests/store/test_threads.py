@@ -6,7 +6,6 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
 
-from mailsuite.errors import NoSuchMessage
 from mailsuite.interfaces import Delivery
 from mailsuite.store import IncomingMessage, MaildirStore, Runner
 

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 from twisted.python.threadpool import ThreadPool
