@@ -169,3 +169,17 @@ def test_rename_inbox_moves_messages_and_keeps_inbox(harness, conn):
     assert b"MESSAGES 2" in conn.send("c STATUS Saved (MESSAGES)\r\n")
     assert conn.send("d RENAME Saved Drafts\r\n").startswith(b"d NO [ALREADYEXISTS]")
     assert conn.send("e RENAME Nope Other\r\n").startswith(b"e NO [NONEXISTENT]")
+
+
+def test_list_extended_subscribed_recursivematch(conn):
+    conn.send("a CREATE Foo/Bar\r\n")
+    conn.send("b SUBSCRIBE Foo/Bar\r\n")
+    out = conn.send('d LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"\r\n')
+    assert b'* LIST (\\HasChildren) "/" "Foo" ("CHILDINFO" ("SUBSCRIBED"))\r\n' in out
+    assert b'"Foo/Bar"' not in out
+    out = conn.send('e LIST (SUBSCRIBED) "" "*"\r\n')
+    assert b'* LIST (\\HasNoChildren \\Subscribed) "/" "Foo/Bar"\r\n' in out
+    assert b'"Foo"' not in out
+    assert conn.send('f LIST (RECURSIVEMATCH) "" "*"\r\n').startswith(b"f BAD")
+    out = conn.send('g LIST "" ("INBOX" "Foo/%") RETURN (SUBSCRIBED)\r\n')
+    assert b'"INBOX"' in out and b'(\\HasNoChildren \\Subscribed) "/" "Foo/Bar"' in out
