@@ -5,9 +5,28 @@ real Maildir store) on ephemeral loopback ports with a temporary data root,
 from a plain synchronous test or from Twisted tests, and lets the test look
 at what arrived.  The pytest plugin (``mailsuite.testing.pytest_plugin``,
 registered through the ``pytest11`` entry point) wraps it in fixtures.
+
+Names are imported lazily so that the server process started by the fixture
+(``python -m mailsuite.testing.runner``) does not pay for the client side.
 """
 
-from mailsuite.testing.faults import Fault, FaultPlan
-from mailsuite.testing.server import CapturedMessage, MailServer
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["CapturedMessage", "Fault", "FaultPlan", "MailServer"]
+
+_HOMES = {
+    "CapturedMessage": "mailsuite.testing.mailroom",
+    "Fault": "mailsuite.testing.faults",
+    "FaultPlan": "mailsuite.testing.faults",
+    "MailServer": "mailsuite.testing.server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'mailsuite.testing' has no attribute {name!r}")

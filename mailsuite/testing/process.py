@@ -52,6 +52,8 @@ class ChildServer:
         self.data_root = data_root
         self.log_path = log_path
         self.env = dict(env) if env is not None else dict(os.environ)
+        # Let the child cache compiled modules: it is started again and again in a test run.
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.process: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
 
