@@ -170,7 +170,10 @@ class FolderState:
         if not os.path.isdir(os.path.join(self.path, "cur")):
             raise NoSuchFolder()
         with self._thread_lock:
-            fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:
+                raise NoSuchFolder() from None  # deleted or renamed meanwhile
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._load()
@@ -525,6 +528,10 @@ class FolderState:
         for where, name in unknown:
             if name[0] == "." or "\n" in name:
                 continue
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                continue  # not UTF-8 (undecodable bytes): cannot be recorded; left alone
             base, suffix = split_name(name)
             if where == "cur" or base not in located:
                 located[base] = (where, suffix)

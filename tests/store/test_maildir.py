@@ -489,3 +489,15 @@ def test_delivery_of_a_discarded_message_fails_per_recipient(any_store):
     message.discard()
     (res,) = result(any_store.deliver(message, [Delivery(ALICE)]))
     assert isinstance(res.error, TemporaryFailure)
+
+
+def test_files_with_undecodable_names_do_not_break_the_folder(store, tmp_path):
+    """A stray file whose name is not UTF-8 is ignored; the folder keeps working."""
+    deliver_bytes(store, ALICE, msg(1))
+    new = os.path.join(os.fsencode(tmp_path), b"mail", b"example.test", b"alice", b"new")
+    with open(os.path.join(new, b"1700000000.bad\xff.host"), "wb") as f:
+        f.write(b"Subject: x\r\n\r\n")
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    assert [m.uid for m in folder.messages()] == [1]
+    result(folder.store_flags([1], ["\\Seen"], "add"))
+    assert result(store.user_mailbox(ALICE).status("INBOX")).messages == 1
