@@ -70,6 +70,8 @@ _TAG = re.compile(rb"^([\x21\x23\x24\x26\x27\x2c-\x5b\x5e-\x7a\x7c\x7e]+) ")
 PREAUTH_LITERAL_LIMIT = 8192
 #: APPEND literals from this size on are streamed to the store instead of buffered.
 STREAM_LITERAL_MIN = 64 * 1024
+#: Seconds a closing connection may take to flush before it is aborted.
+CLOSE_GRACE = 10.0
 #: Consecutive malformed commands tolerated before ``* BYE``.
 MAX_ERRORS = 20
 #: Input buffered while a command runs before reading from the socket pauses.
@@ -123,6 +125,8 @@ class IMAPServer(Protocol, TimeoutMixin):
         self._on_lost: list[Callable[[], None]] = []
         self._change_listeners: list[Callable[[], None]] = []
         self.logging_out = False
+        self._abort_call: Any = None
+        self._lost = False
 
     # ------------------------------------------------------------------
     # connection life
@@ -146,6 +150,10 @@ class IMAPServer(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
         self._closing = True
+        self._lost = True
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
         for hook in self._on_lost:
             try:
                 hook()
@@ -179,10 +187,25 @@ class IMAPServer(Protocol, TimeoutMixin):
         self.disconnect()
 
     def disconnect(self) -> None:
-        """Stop reading and close once everything written has been sent."""
+        """Stop reading and close once everything written has been sent.
+
+        A peer that stopped reading would keep the socket forever (the
+        write buffer never drains), so the connection is aborted after
+        ``CLOSE_GRACE`` seconds if it is still open.
+        """
+        if self._closing and self._abort_call is not None:
+            return
         self._closing = True
         self._buffer.clear()
         self.transport.loseConnection()
+        self._abort_call = self.reactor.callLater(CLOSE_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None and not self._lost:
+            self.log.info("{cid}: peer not reading; connection aborted", cid=self.cid)
+            abort()
 
     # ------------------------------------------------------------------
     # output and flow control

@@ -219,3 +219,14 @@ def test_streamed_literal_of_a_failed_append_is_discarded(harness):
     out = conn.send(b"b APPEND INBOX (\\Bogus) {%d+}\r\n" % len(message) + message + b"\r\n")
     assert out.startswith(b"b BAD")
     assert conn.protocol.streamed_literal is None
+
+
+def test_peer_that_stops_reading_is_aborted_after_timeout(tmp_path):
+    """A timeout on a connection whose peer no longer reads still ends it (abort after a grace period)."""
+    harness = Harness(tmp_path, imap_timeout=60.0)
+    conn = harness.connect()
+    conn.transport.abortConnection = lambda: setattr(conn, "aborted", True)
+    harness.clock.advance(61)
+    assert conn.closed and not getattr(conn, "aborted", False)
+    harness.clock.advance(11)
+    assert getattr(conn, "aborted", False)
