@@ -64,6 +64,7 @@ class ServerProcess:
         self.tmp_path = tmp_path
         self.data_root = tmp_path / "data"
         self.config_path = tmp_path / "mailsuite.toml"
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_config(self.data_root, overrides))
         self.log_path = tmp_path / "twistd.log"
         self.ports: dict[str, int] = {}
