@@ -92,7 +92,7 @@ async def authenticate(server: Any, tag: str, args: Arguments) -> Response:
     mechanism = args.atom().upper()
     initial: bytes | None = None
     if args.maybe_space():
-        initial = args.atom(b"=").encode("ascii")
+        initial = str(args.atom()).encode("ascii")  # base64 and "=" are atom characters
     args.end()
     if mechanism != "PLAIN":
         raise no("Unsupported authentication mechanism.")

@@ -51,23 +51,12 @@ async def _fetch(server: Any, args: Arguments, *, uid: bool) -> Response | None:
     ranges = args.seqset()
     args.space()
     atts = args.fetch_atts()
-    changed_since = None
-    if args.maybe_space():
-        # RFC 7162 3.1.4: FETCH modifiers
-        if args.peek() != 0x28:
-            raise ParseError("Expected (")
-        args.pos += 1
-        while not args.accept(b")"):
-            name = args.atom().upper()
-            if name == "CHANGEDSINCE":
-                args.space()
-                changed_since = args.number()
-            elif name == "VANISHED":
-                raise bad("QRESYNC is not supported")
-            else:
-                raise bad(f"Unknown FETCH modifier {name}")
-            args.maybe_space()
+    changed_since, vanished = args.fetch_modifiers()  # RFC 7162 3.1.4
     args.end()
+    if vanished:
+        raise bad("QRESYNC is not supported")
+    if any(att.name.startswith("BINARY") for att in atts):
+        raise bad("BINARY is not supported")  # not advertised (RFC 3516)
     try:
         uids = server.selected.resolve(ranges, uid=uid)
     except ValueError as e:
@@ -96,26 +85,8 @@ async def _store(server: Any, args: Arguments, *, uid: bool) -> Response | None:
     args.space()
     ranges = args.seqset()
     args.space()
-    unchanged_since: int | None = None
-    if args.peek() == 0x28:
-        # RFC 7162 3.1.3: STORE modifiers
-        args.pos += 1
-        while not args.accept(b")"):
-            name = args.atom().upper()
-            if name != "UNCHANGEDSINCE":
-                raise bad(f"Unknown STORE modifier {name}")
-            args.space()
-            unchanged_since = args.number()
-            args.maybe_space()
-        args.space()
-    item = args.atom().upper()
-    mode = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove"}.get(item.removesuffix(".SILENT"))
-    if mode is None:
-        raise bad(f"Invalid STORE item {item}")
-    silent = item.endswith(".SILENT")
-    args.space()
-    flags = args.flag_list()
-    args.end()
+    request = args.store_arguments()  # [(UNCHANGEDSINCE n)] [+-]FLAGS[.SILENT] flags (RFC 7162 3.1.3)
+    mode, silent, flags, unchanged_since = request.mode, request.silent, list(request.flags), request.unchanged_since
     if "\\Recent" in flags:
         raise bad("\\Recent can't be stored")
     selected = server.selected

@@ -31,6 +31,7 @@ from twisted.internet import defer, task, threads
 
 from mailsuite import errors
 from mailsuite.imap import mime_adapter as mime
+from mailsuite.imap import wire
 from mailsuite.imap.args import FetchAtt
 from mailsuite.imap.responses import Response
 from mailsuite.imap.session import flag_list
@@ -39,24 +40,14 @@ BATCH_BYTES = 64 * 1024
 #: Headers read per trip to a worker thread for header-only FETCHes.
 HEADER_BATCH = 256
 CHUNK = 64 * 1024
-_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 _BODY_ITEMS = {"RFC822", "RFC822.TEXT", "BODYSTRUCTURE"}
 _HEADER_ITEMS = {"ENVELOPE", "RFC822.HEADER"}
 
 
 def internal_date(value: datetime.datetime) -> bytes:
-    """date-time of RFC 3501 9: ``"17-Jul-1996 02:44:25 -0700"`` (locale independent)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.timezone.utc)
-    offset = value.utcoffset() or datetime.timedelta(0)
-    minutes = int(offset.total_seconds() // 60)
-    sign = "+" if minutes >= 0 else "-"
-    minutes = abs(minutes)
-    return (
-        f'"{value.day:02d}-{_MONTHS[value.month - 1]}-{value.year:04d} '
-        f'{value.hour:02d}:{value.minute:02d}:{value.second:02d} {sign}{minutes // 60:02d}{minutes % 60:02d}"'
-    ).encode()
+    """date-time of RFC 3501 9, DQUOTEs included (wire's formatter)."""
+    return wire.format_internaldate(value)
 
 
 def _needs(att: FetchAtt) -> str:

@@ -78,6 +78,16 @@ MAX_ERRORS = 20
 INPUT_HIGH_WATER = 1 << 20
 
 
+class _Discard:
+    """A literal sink that drops what it is given (literals of a refused LITERAL+ command)."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+_DISCARD = _Discard()
+
+
 @implementer(IPushProducer)
 class IMAPServer(Protocol, TimeoutMixin):
     """One IMAP connection."""
@@ -111,6 +121,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         self._literal_left = 0
         self._literal = bytearray()
         self._literal_sink: Any = None
+        self._doomed: bytes | None = None  # the refusal owed once a swallowed command ends
         #: The IIncomingMessage holding the current APPEND's streamed message, if any.
         self.streamed_literal: Any = None
         self._discard_line = False
@@ -379,13 +390,30 @@ class IMAPServer(Protocol, TimeoutMixin):
         if m is None:
             self._parts.append(line)
             parts, self._parts, self._command_size, self._literal_total = self._parts, [], 0, 0
+            doomed, self._doomed = self._doomed, None
+            if doomed is not None:
+                self.write(doomed)
+                self.count_error()
+                return
             self._command(parts)
             return
         size, nonsync = int(m.group(1)), bool(m.group(2))
         first = self._parts[0] if self._parts else line
-        refusal = self._literal_refusal(first, size)
+        refusal = self._doomed or self._literal_refusal(first, size)
+        if refusal is not None and nonsync and b"[TOOBIG]" not in refusal and size <= self.max_literal:
+            # the data is on its way: swallow it and the rest of the command, then refuse it
+            self._doomed = refusal
+            self._parts.append(line)
+            self._literal_sink = _DISCARD
+            if size == 0:
+                self._parts.append(b"")
+                self._literal_sink = None
+            else:
+                self._literal_left = size
+            return
         if refusal is not None:
             self._parts, self._command_size, self._literal_total = [], 0, 0
+            self._doomed = None
             if nonsync:
                 # RFC 7888 4: the data is on its way and cannot be skipped safely
                 self.log.info("{cid}: non-synchronising literal of {size} bytes refused", cid=self.cid, size=size)

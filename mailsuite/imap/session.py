@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 from typing import Iterable, Sequence
 
+from mailsuite.imap import wire
 from mailsuite.interfaces import FolderChange, MessageInfo
 
 #: The flags every folder accepts (RFC 3501 2.3.2); \Recent is never settable.
@@ -38,15 +39,11 @@ def flag_list(flags: Iterable[str], recent: bool = False) -> bytes:
     """
     key = (flags if isinstance(flags, frozenset) else frozenset(flags), recent)
     cached = _FLAG_LISTS.get(key)
-    if cached is not None:
-        return cached
-    ordered = sorted(key[0], key=lambda f: (not f.startswith("\\"), f.lower()))
-    if recent:
-        ordered.insert(sum(1 for f in ordered if f.startswith("\\")), "\\Recent")
-    text = ("(" + " ".join(ordered) + ")").encode("utf-8")
-    if len(_FLAG_LISTS) < 4096:
-        _FLAG_LISTS[key] = text
-    return text
+    if cached is None:
+        cached = wire.format_flags(key[0], recent)
+        if len(_FLAG_LISTS) < 4096:
+            _FLAG_LISTS[key] = cached
+    return cached
 
 
 class SelectedFolder:

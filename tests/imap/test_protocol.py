@@ -230,3 +230,12 @@ def test_peer_that_stops_reading_is_aborted_after_timeout(tmp_path):
     assert conn.closed and not getattr(conn, "aborted", False)
     harness.clock.advance(11)
     assert getattr(conn, "aborted", False)
+
+
+def test_refused_nonsync_literal_is_swallowed_not_fatal(harness):
+    """A LITERAL+ command refused for its state (not its size) is read to its end and answered BAD."""
+    conn = harness.connect()
+    assert conn.send("a APPEND INBOX {5+}\r\nhello\r\n") == b"a BAD APPEND not allowed now.\r\n"
+    assert conn.send("b FROB {3+}\r\nabc {2+}\r\nxy\r\n") == b"b BAD Unknown command.\r\n"
+    assert conn.send("c NOOP\r\n") == b"c OK NOOP completed.\r\n"
+    assert not conn.closed
