@@ -221,3 +221,27 @@ def test_big_append_and_streamed_fetch(imap_server):
         assert data[0][1] == big
     finally:
         c.logout()
+
+
+def test_idle_push_of_a_real_smtp_delivery(imap_server):
+    """Mail accepted by the SMTP listener shows up in an IDLE session within a second."""
+    pytest.importorskip("mailsuite.smtp.listener")
+    import smtplib
+
+    from imapclient import IMAPClient
+
+    with IMAPClient("127.0.0.1", port=imap_server.ports["imap"], ssl=False, timeout=10) as c:
+        c.login("smtpidle@example.test", "any")
+        c.select_folder("INBOX")
+        c.idle()
+        started = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", imap_server.ports["smtp"], timeout=10) as smtp:
+            smtp.sendmail("sender@example.test", ["smtpidle@example.test"], sample(1, "via smtp"))
+        delivered = time.monotonic()
+        responses = c.idle_check(timeout=5)
+        pushed = time.monotonic()
+        c.idle_done()
+        assert (1, b"EXISTS") in responses
+        assert pushed - delivered < 1.0, (pushed - delivered, delivered - started)
+        typ = c.fetch([1], ["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
+        assert typ[1][b"BODY[HEADER.FIELDS (SUBJECT)]"] == b"Subject: via smtp 1\r\n\r\n"
