@@ -67,6 +67,7 @@ class LimitedFactory(WrappingFactory):
 
     protocol = _CountedConnection
     log = Logger()
+    noisy = False  # no "Starting/Stopping factory" lines: the listeners log their own start
 
     def __init__(self, wrapped: Factory, limiter: ConnectionLimiter, refusal: bytes, name: str = "") -> None:
         super().__init__(wrapped)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -88,6 +89,8 @@ class ServerContext:
 
 class _Placeholder(Factory):
     """Greets and closes: stands in for a protocol whose package is not written yet."""
+
+    noisy = False
 
     def __init__(self, line: bytes) -> None:
         self.line = line
@@ -173,10 +176,25 @@ class MailService(service.MultiService):
         self.context.reactor.callLater(0, _stop_with_error, self.context.reactor)
 
     def stopService(self) -> Any:
+        _clean_exit_on_sigterm(self.context.reactor)
+        log.info("mailsuite stopping")
         d = defer.maybeDeferred(super().stopService)
         for stop in reversed(self.context.on_stop):
             d.addBoth(lambda _, stop=stop: stop())
         return d
+
+
+def _clean_exit_on_sigterm(reactor: Any) -> None:
+    """Make a SIGTERM stop exit with status 0.
+
+    twistd re-raises the signal that stopped the reactor after shutdown, so
+    the process would end "killed by SIGTERM" (status -15) even though it
+    stopped cleanly.  SIGTERM is mailsuite's documented way to stop, so once
+    the services are stopping we forget the signal (a private attribute of
+    Twisted's reactor; absent elsewhere, in which case nothing happens).
+    """
+    if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+        reactor._exitSignal = None
 
 
 def _stop_with_error(reactor: Any) -> None:

@@ -35,7 +35,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from OpenSSL import SSL, crypto
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
 from twisted.application import service
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import TLSVersion, optionsForClientTLS, platformTrust
@@ -135,10 +137,11 @@ def load_server_context(cert_path: Path, key_path: Path, file: str = "<config>")
     except SSL.Error:
         raise ConfigError(file, "tls.certificate", f"{cert_path} holds no usable PEM certificate") from None
     try:
-        context.use_privatekey_file(os.fspath(key_path))
-    except SSL.Error:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
         raise ConfigError(file, "tls.key", f"{key_path} holds no usable PEM private key (encrypted keys are not supported)") from None
     try:
+        context.use_privatekey(key)
         context.check_privatekey()
     except SSL.Error:
         raise ConfigError(file, "tls.key", f"{key_path} does not match the certificate {cert_path}") from None
