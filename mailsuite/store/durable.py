@@ -37,7 +37,7 @@ def unique_name(size: int | None = None) -> str:
     now = time.time()
     sec = int(now)
     usec = int((now - sec) * 1_000_000)
-    name = f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(4)}.{_hostname()}"
+    name = f"{sec}.M{usec:06d}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(4)}.{_hostname()}"
     if size is not None:
         name += f",S={size}"
     return name

@@ -54,7 +54,8 @@ _CANONICAL = {flag.lower(): flag for flag in SYSTEM_FLAGS.values()}
 _keys = itertools.count(1)
 
 
-def _canonical_flags(flags: Iterable[str], keywords: list[str]) -> frozenset[str]:
+def _canonical_flags(flags: Iterable[str], keywords: list[str], *, register: bool = True) -> frozenset[str]:
+    """System flags spelled canonically, keywords as first seen in the folder (new ones registered if asked)."""
     out = set()
     for flag in flags:
         lower = flag.lower()
@@ -68,7 +69,8 @@ def _canonical_flags(flags: Iterable[str], keywords: list[str]) -> frozenset[str
                     out.add(known)
                     break
             else:
-                keywords.append(flag)
+                if register:
+                    keywords.append(flag)
                 out.add(flag)
     return frozenset(out)
 
@@ -432,7 +434,7 @@ class MemoryFolder:
             if mode not in ("set", "add", "remove"):
                 raise ValueError(f"mode must be set, add or remove, not {mode!r}")
             f = self._folder
-            wanted = _canonical_flags(flags, f.keywords)
+            wanted = _canonical_flags(flags, f.keywords, register=False)
             modseq = f.highest_modseq + 1
             changed = []
             for m in self._known(uids):
@@ -445,6 +447,7 @@ class MemoryFolder:
                 else:
                     lowered = {w.lower() for w in wanted}
                     new = frozenset(x for x in m.flags if x.lower() not in lowered)
+                new = _canonical_flags(new, f.keywords)  # keywords a message now carries become known
                 if new == m.flags:
                     continue
                 m.flags, m.modseq, m.info = new, modseq, None

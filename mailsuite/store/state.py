@@ -586,21 +586,24 @@ class FolderState:
                 bumped = True
         extra = extra or []
         extra_set = set(extra)
-        fresh = sorted(base for base in located if base not in extra_set)
         prefix = {"new": os.path.join(self.path, "new", ""), "cur": os.path.join(self.path, "cur", "")}
-        for base in fresh + [b for b in extra if b in located]:
-            where, suffix = located[base]
-            path = prefix[where] + base + suffix
+        found: list[tuple[int, str, os.stat_result]] = []
+        for base, (where, suffix) in located.items():
             try:
-                st = os.stat(path)
+                st = os.stat(prefix[where] + base + suffix)
             except FileNotFoundError:
                 continue  # moved or deleted meanwhile; the next sync sees it
-            if not stat.S_ISREG(st.st_mode):
-                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((0 if base not in extra_set else 1, base, st))
+        # UIDs in arrival order: by mtime, then name; APPEND/COPY results last and in the caller's order
+        order = {base: i for i, base in enumerate(extra)}
+        found.sort(key=lambda t: (t[0], order.get(t[1], 0), t[2].st_mtime_ns, t[1]))
+        for _, base, st in found:
+            where, suffix = located[base]
             size = size_from_base(base)
             if size is None:  # written by another program: make its line ends CRLF like ours
                 try:
-                    st = normalize_line_ends(path, os.path.join(self.path, "tmp")) or st
+                    st = normalize_line_ends(prefix[where] + base + suffix, os.path.join(self.path, "tmp")) or st
                 except FileNotFoundError:
                     continue
             entry = Entry(self.uidnext, modseq, st.st_size if size is None else size, int(st.st_mtime), where, suffix, base)
