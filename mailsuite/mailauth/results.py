@@ -1,0 +1,158 @@
+"""The Authentication-Results header (RFC 8601): writing ours, removing forged ones.
+
+Implementation notes:
+
+* Our header names this host (``authserv-id`` = config ``hostname``) and
+  lists one ``method=result`` per check with its properties (RFC 8601 2.2):
+  ``spf`` with ``smtp.mailfrom`` and ``smtp.helo``, each ``dkim`` signature
+  with ``header.d``/``header.s``/``header.a``/``header.b`` (RFC 6008), and
+  ``dmarc`` with ``header.from``.  Values come only from checked tokens;
+  a local part that is not a dot-atom is left out (the domain stays).
+* RFC 8601 5: an incoming Authentication-Results field whose authserv-id is
+  ours is a forgery (or a loop) and is removed before delivery.
+  :class:`ResultsFilter` does that while the message streams in, holding
+  only the lines of the Authentication-Results field being read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Sequence
+
+from mailsuite.mailauth.dkimcheck import DKIMResult
+from mailsuite.mailauth.dmarc import DMARCOutcome
+from mailsuite.mailauth.spfcheck import SPFResult, is_domain_name
+
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_FIELD = b"authentication-results"
+#: An Authentication-Results field longer than this is dropped whoever it claims to be from.
+MAX_HELD = 64 * 1024
+
+
+def _address_value(address: str, domain: str) -> str:
+    local, at, _ = address.rpartition("@")
+    if at and _DOT_ATOM.match(local) and is_domain_name(domain):
+        return f"{local}@{domain}"
+    return domain if is_domain_name(domain) else ""
+
+
+def format_header(authserv_id: str, *, client_ip: str = "", spf_mail_from: SPFResult | None = None,
+                  spf_helo: SPFResult | None = None, dkim_results: Sequence[DKIMResult] = (),
+                  dmarc: DMARCOutcome | None = None) -> bytes:
+    """The ``Authentication-Results:`` field, folded, CRLF-terminated."""
+    parts: list[str] = []
+    try:
+        ip = str(ipaddress.ip_address(client_ip))
+    except ValueError:
+        ip = ""
+    if spf_mail_from is not None:
+        value = _address_value(spf_mail_from.subject, spf_mail_from.domain)
+        comment = f" (sender IP is {ip})" if ip else ""
+        parts.append(f"spf={spf_mail_from.result}{comment}" + (f" smtp.mailfrom={value}" if value else ""))
+    if spf_helo is not None and spf_helo.domain:
+        parts.append(f"spf={spf_helo.result} smtp.helo={spf_helo.domain}")
+    for r in dkim_results:
+        props = []
+        if r.domain:
+            props.append(f"header.d={r.domain}")
+        if r.selector:
+            props.append(f"header.s={r.selector}")
+        if r.algorithm:
+            props.append(f"header.a={r.algorithm}")
+        if r.b_prefix:
+            props.append(f'header.b="{r.b_prefix}"')
+        reason = f" ({r.reason})" if r.reason else ""
+        parts.append(f"dkim={r.result}{reason}" + "".join(" " + p for p in props))
+    if dmarc is not None:
+        comment = f" (p={dmarc.policy} dis={dmarc.disposition})" if dmarc.result in ("pass", "fail") else ""
+        domain = f" header.from={dmarc.from_domain}" if dmarc.from_domain and is_domain_name(dmarc.from_domain) else ""
+        parts.append(f"dmarc={dmarc.result}{comment}{domain}")
+    if not parts:
+        parts.append("none")  # RFC 8601 2.2: no method was applied
+    text = f"Authentication-Results: {authserv_id};\r\n\t" + ";\r\n\t".join(parts) + "\r\n"
+    return text.encode("ascii", "replace")
+
+
+def authserv_id_of(value: bytes) -> str:
+    """The authserv-id at the start of an Authentication-Results value (comments and folding skipped)."""
+    text = value.decode("ascii", "replace")
+    i, depth = 0, 0
+    while i < len(text):
+        c = text[i]
+        if depth:
+            if c == "\\":
+                i += 1
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+        elif c == "(":
+            depth = 1
+        elif not c.isspace():
+            break
+        i += 1
+    match = re.match(r"[^\s;()]+", text[i:])
+    return match.group(0).lower() if match else ""
+
+
+class ResultsFilter:
+    """Streams a message through line by line, dropping Authentication-Results fields that claim ``authserv_id``.
+
+    ``feed(line)`` takes one line (with its line end) and returns the bytes to
+    keep so far; ``close()`` returns whatever is still held.  Everything after
+    the header passes untouched.
+    """
+
+    def __init__(self, authserv_id: str) -> None:
+        self.authserv_id = authserv_id.lower()
+        self._in_body = False
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._passing = False  # inside a field we keep: its continuation lines pass directly
+        #: How many fields were dropped (for logs and tests).
+        self.removed = 0
+
+    def feed(self, line: bytes) -> bytes:
+        """The bytes to write for this line (maybe earlier held lines too, maybe nothing yet)."""
+        if self._in_body:
+            return line
+        if line[:1] in (b" ", b"\t"):
+            if self._held:
+                self._held.append(line)
+                self._held_size += len(line)
+                return b""
+            return line
+        out = self._release()
+        if line in (b"\r\n", b"\n"):
+            self._in_body = True
+            return out + line
+        name = line.split(b":", 1)[0].strip().lower()
+        if name == _FIELD and b":" in line:
+            self._held = [line]
+            self._held_size = len(line)
+            return out
+        return out + line
+
+    def close(self) -> bytes:
+        """What is still held at the end of the message."""
+        return self._release()
+
+    def _release(self) -> bytes:
+        if not self._held:
+            return b""
+        field = b"".join(self._held)
+        self._held, self._held_size = [], 0
+        value = field.split(b":", 1)[1]
+        if self._held_size > MAX_HELD or len(field) > MAX_HELD or authserv_id_of(value) == self.authserv_id:
+            self.removed += 1
+            return b""
+        return field
+
+
+def strip_results(message: bytes, authserv_id: str) -> bytes:
+    """``message`` without the Authentication-Results fields claiming ``authserv_id`` (RFC 8601 5)."""
+    f = ResultsFilter(authserv_id)
+    out = [f.feed(line) for line in message.splitlines(keepends=True)]
+    out.append(f.close())
+    return b"".join(out)
