@@ -50,6 +50,9 @@ async def _login(server: Any, username: str, password: str) -> Response:
         raise no("Authentication failed.", "AUTHENTICATIONFAILED") from None
     if not server.logged_in(user):
         raise no("Maximum number of connections for this user exceeded.", "LIMIT")
+    if not server.tls:
+        # allowed by tls.allow_plaintext_auth (test set-ups); the user must hear about it (RFC 3501 7.1 ALERT)
+        server.write(b"* OK [ALERT] Your password was sent without encryption; use TLS (port 993 or STARTTLS).\r\n")
     caps = " ".join(server.capabilities())
     return Response("OK", "Logged in", f"CAPABILITY {caps}")
 

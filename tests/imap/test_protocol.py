@@ -48,7 +48,10 @@ def test_logindisabled_without_tls(tmp_path):
 def test_login_failure_and_success(harness):
     conn = harness.connect()
     assert conn.send("a LOGIN alice@example.test wrong\r\n") == b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
-    assert conn.send("b LOGIN alice@example.test secret\r\n").startswith(b"b OK [CAPABILITY")
+    out = conn.send("b LOGIN alice@example.test secret\r\n")
+    # plaintext login (allowed by this test config) comes with an ALERT for the user
+    assert out.startswith(b"* OK [ALERT] Your password was sent without encryption")
+    assert b"\r\nb OK [CAPABILITY" in out
     assert conn.send("c LOGIN alice@example.test secret\r\n") == b"c BAD Already logged in.\r\n"
 
 
@@ -56,7 +59,7 @@ def test_login_with_literals(harness):
     """Synchronising literals get a continuation; LITERAL+ ones don't."""
     conn = harness.connect()
     assert conn.send("a LOGIN {18}\r\n") == b"+ OK\r\n"
-    assert conn.send('alice@example.test {6+}\r\nsecret\r\n').startswith(b"a OK")
+    assert b"\r\na OK [CAPABILITY" in conn.send('alice@example.test {6+}\r\nsecret\r\n')
 
 
 def test_throttled_login_disconnects(tmp_path):
@@ -71,7 +74,7 @@ def test_throttled_login_disconnects(tmp_path):
 def test_authenticate_plain_with_initial_response(harness):
     conn = harness.connect()
     token = base64.b64encode(b"\0alice@example.test\0secret").decode()
-    assert conn.send(f"a AUTHENTICATE PLAIN {token}\r\n").startswith(b"a OK [CAPABILITY")
+    assert b"\r\na OK [CAPABILITY" in conn.send(f"a AUTHENTICATE PLAIN {token}\r\n")
 
 
 def test_authenticate_plain_with_continuation(harness):
@@ -173,8 +176,9 @@ def test_pipelined_commands_answer_in_order(harness):
     out = conn.send("a NOOP\r\nb LOGIN alice@example.test secret\r\nc NOOP\r\n")
     lines = out.split(b"\r\n")
     assert lines[0] == b"a OK NOOP completed."
-    assert lines[1].startswith(b"b OK")
-    assert lines[2] == b"c OK NOOP completed."
+    assert lines[1].startswith(b"* OK [ALERT]")
+    assert lines[2].startswith(b"b OK")
+    assert lines[3] == b"c OK NOOP completed."
 
 
 def test_user_connection_cap(tmp_path):
@@ -185,7 +189,7 @@ def test_user_connection_cap(tmp_path):
     assert third.send("a LOGIN alice@example.test secret\r\n").startswith(b"a NO [LIMIT]")
     first.send("z LOGOUT\r\n")
     first.protocol.connectionLost(None)
-    assert third.send("b LOGIN alice@example.test secret\r\n").startswith(b"b OK")
+    assert b"\r\nb OK [CAPABILITY" in third.send("b LOGIN alice@example.test secret\r\n")
 
 
 def test_literals_of_one_command_are_capped_together(tmp_path):
