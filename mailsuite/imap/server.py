@@ -23,8 +23,12 @@ Invariants this module keeps:
   size were checked, RFC 3501 7.5) or ``{n+}`` (LITERAL+, RFC 7888).  A
   synchronising literal over the cap is refused with a tagged ``NO [TOOBIG]``
   before the client sends it; a non-synchronising one over the cap gets
-  ``* BYE [TOOBIG]`` and the connection closes (RFC 7888 4).  Before login
-  literals are capped small so an anonymous peer cannot make us buffer.
+  ``* BYE [TOOBIG]`` and the connection closes (RFC 7888 4), while one
+  refused for another reason (state, unknown command) is read to its end
+  and answered BAD.  The literals of one command are capped together.
+  Before login literals are capped small so an anonymous peer cannot make
+  us buffer.  APPEND's message literal (64 KiB and more) is written into
+  the store's incoming message as it arrives, never held in memory.
 * A line longer than ``limits.imap_line_length`` is answered ``BAD`` and
   skipped up to its end; the connection stays usable.  Garbage without a
   valid tag gets an untagged ``* BAD``; after many errors in a row ``* BYE``.
@@ -37,6 +41,9 @@ Invariants this module keeps:
   a command's tagged response, EXPUNGEs only where RFC 3501 7.4.1 allows.
 * After STARTTLS anything the client pipelined in plaintext is discarded
   (the CVE-2011-0411 class of injection).
+* Output is written in batches under the transport's flow control (the
+  protocol registers as a push producer while streaming); a connection
+  being closed whose peer stopped reading is aborted after a grace period.
 * No password, AUTHENTICATE payload or message content is ever logged.
 """
 
