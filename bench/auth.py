@@ -1,0 +1,109 @@
+"""Login benchmark: argon2id logins per second, and that a burst does not stall other clients.
+
+Run:  /work/venv/bin/python bench/auth.py [--burst 32]
+
+Starts a real server (`twistd -n mailsuite`, loopback, temporary data root),
+adds a user through the CLI, then over IMAPS (plaintext IMAP on 143 with
+allow_plaintext_auth, to leave TLS cost out):
+
+- the latency of one login (median of 10),
+- a burst of N simultaneous logins (threads), total time and logins/s,
+- meanwhile, the latency of NOOP on another, already logged-in connection,
+  sampled continuously: if hashing ran on the reactor thread this would grow
+  to the whole burst's duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from conftest import ServerProcess  # noqa: E402
+
+USER, PASSWORD = "bench@example.test", "bench-password-1"
+
+
+def login(port: int) -> imaplib.IMAP4:
+    imap = imaplib.IMAP4("127.0.0.1", port)
+    imap.login(USER, PASSWORD)
+    return imap
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--burst", type=int, default=32, help="simultaneous logins (default 32)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(Path(tmp), {"tls.allow_plaintext_auth": True, "limits.connections_per_ip": args.burst + 10})
+        server.add_user(USER, PASSWORD)
+        server.start()
+        try:
+            port = server.ports["imap"]
+            single = []
+            for _ in range(10):
+                start = time.perf_counter()
+                login(port).logout()
+                single.append(time.perf_counter() - start)
+            print(f"single login (argon2id verify + IMAP): median {statistics.median(single) * 1000:.0f} ms")
+
+            watcher = login(port)
+            samples: list[float] = []
+            stop = threading.Event()
+
+            def watch() -> None:
+                while not stop.is_set():
+                    start = time.perf_counter()
+                    watcher.noop()
+                    samples.append(time.perf_counter() - start)
+                    time.sleep(0.005)
+
+            baseline_thread = threading.Thread(target=watch)
+            baseline_thread.start()
+            time.sleep(0.5)
+            stop.set()
+            baseline_thread.join()
+            idle = list(samples)
+            samples.clear()
+            stop.clear()
+
+            watch_thread = threading.Thread(target=watch)
+            watch_thread.start()
+            barrier = threading.Barrier(args.burst)
+            errors: list[Exception] = []
+
+            def one() -> None:
+                barrier.wait()
+                try:
+                    login(port).logout()
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=one) for _ in range(args.burst)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - start
+            stop.set()
+            watch_thread.join()
+            watcher.logout()
+            print(f"burst of {args.burst} simultaneous logins: {elapsed:.2f} s, {args.burst / elapsed:.1f} logins/s, {len(errors)} errors")
+            print(f"NOOP on another connection, idle:        median {statistics.median(idle) * 1000:.1f} ms, max {max(idle) * 1000:.1f} ms ({len(idle)} samples)")
+            print(f"NOOP on another connection, during burst: median {statistics.median(samples) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms ({len(samples)} samples)")
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
