@@ -99,6 +99,8 @@ def _gen_cert(args: argparse.Namespace) -> int:
     from mailsuite.tls import default_paths, generate_self_signed
 
     config = load_config(args)
+    if bool(args.cert) != bool(args.key):
+        raise CommandError("--cert and --key go together", EXIT_USAGE)
     cert_path, key_path = (Path(args.cert), Path(args.key)) if args.cert else default_paths(config)
     if (cert_path.exists() or key_path.exists()) and not args.force:
         raise CommandError(f"{cert_path} or {key_path} exists already: use --force to replace it")
