@@ -1,0 +1,102 @@
+"""Hand one accepted SMTP transaction to the local mailboxes and the relay queue.
+
+Implementation notes:
+
+- The caller replies 250 only after :func:`hand_off` returns: by then every
+  local mailbox has its copy fsynced (``IMessageStore.deliver``) and the relay
+  queue has the remote recipients fsynced in its spool (``IRelayQueue.enqueue``).
+- Quotas are checked again for every local mailbox with the real size before
+  anything is written; one full mailbox fails the whole transaction with
+  ``452 4.2.2`` (the client retries later; nobody got a copy yet).  Quotas were
+  already checked at RCPT with the SIZE the client announced, where the
+  refusal can be per recipient.
+- If writing then fails for some targets (disk error, a quota race), the
+  transaction fails with a temporary error and the log names the targets that
+  did get a copy (a retry will duplicate it for them; the alternative, silently
+  losing the others, is worse).  The store and queue interfaces offer no way
+  to take a fsynced copy back.
+- Local deliveries and the queue hand-off run concurrently (both off the
+  reactor thread).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mailsuite.errors import MailError, QuotaExceeded, TemporaryFailure
+from mailsuite.interfaces import Delivery, Envelope
+
+from mailsuite.smtp import headers
+
+log = Logger(namespace="mailsuite.smtp.delivery")
+
+
+@dataclass
+class Transaction:
+    """Everything the hand-off needs from one mail transaction."""
+
+    sender: str  # "" for <>
+    local: list[str]  # local mailbox addresses (deduplicated)
+    remote: list[str]  # remote recipient addresses (deduplicated)
+    smtputf8: bool
+    body_8bit: bool
+    trace: bytes  # Received (+ Message-ID/Date on submission), common to every copy
+    session_id: str = "-"
+    queue_id: str = "-"
+
+
+async def hand_off(store: Any, queue: Any, message: Any, tx: Transaction) -> None:
+    """Store and queue the message; returns only when every copy is fsynced, else raises MailError."""
+    for address in tx.local:
+        try:
+            await store.check_quota(address, message.size + len(tx.trace) + 200)
+        except QuotaExceeded:
+            raise MailError(f"Mailbox full: {address}", code=452, enhanced="4.2.2") from None
+    waits: list[defer.Deferred[Any]] = []
+    if tx.local:
+        deliveries = [Delivery(a, "INBOX", headers.return_path(tx.sender) + headers.delivered_to(a) + tx.trace) for a in tx.local]
+        waits.append(defer.maybeDeferred(store.deliver, message, deliveries))
+    if tx.remote:
+        envelope = Envelope(sender=tx.sender, recipients=tuple(tx.remote), smtputf8=tx.smtputf8, body_8bit=tx.body_8bit)
+        waits.append(defer.maybeDeferred(queue.enqueue, envelope, message, tx.trace))
+    outcomes = await defer.DeferredList(waits, consumeErrors=True)
+    done: list[str] = []
+    failed: list[tuple[str, BaseException]] = []
+    index = 0
+    if tx.local:
+        ok, value = outcomes[index]
+        index += 1
+        if ok:
+            for result in value:
+                if result.error is None:
+                    done.append(result.delivery.address)
+                else:
+                    failed.append((result.delivery.address, result.error))
+        else:
+            failed.extend((a, value.value) for a in tx.local)
+    if tx.remote:
+        ok, value = outcomes[index]
+        if ok:
+            done.append(f"queue:{value}")
+        else:
+            failed.append(("queue", value.value))
+    if not failed:
+        return
+    for target, error in failed:
+        if isinstance(error, MailError):
+            log.warn("[{session}] {qid}: copy for {target} failed: {error}", session=tx.session_id, qid=tx.queue_id, target=target, error=error)
+        else:
+            log.error("[{session}] {qid}: copy for {target} failed unexpectedly: {error!r}", session=tx.session_id, qid=tx.queue_id, target=target, error=error)
+    if done:
+        log.error("[{session}] {qid}: transaction failed after copies were stored for {done}; a retry will duplicate them",
+                  session=tx.session_id, qid=tx.queue_id, done=", ".join(done))
+    first = failed[0][1]
+    if isinstance(first, QuotaExceeded):
+        raise MailError(f"Mailbox full: {failed[0][0]}", code=452, enhanced="4.2.2")
+    if isinstance(first, MailError) and not first.permanent:
+        raise first
+    raise TemporaryFailure("Local delivery failed, try again later")

@@ -1,0 +1,837 @@
+"""The SMTP server protocol: one :class:`SMTPSession` per connection.
+
+Implementation notes (invariants this module keeps):
+
+- Own line parser, not twisted.mail.smtp.ESMTP: that server reads line by
+  line (no BDAT) and can answer pipelined commands out of order.
+- Commands run strictly one after another.  A command whose answer needs a
+  Deferred (directory, store, queue, login) marks the session busy; bytes that
+  arrive meanwhile wait in the buffer (reading is paused past
+  :data:`MAX_BUFFERED`), so replies always leave in command order
+  (RFC 2920 3.1: PIPELINING).
+- Every reply but the greeting, EHLO/HELO answers and the 334/354
+  intermediates carries an RFC 3463 enhanced status code (RFC 2034 4).
+- Modes: command lines; DATA (bytes go through
+  :class:`~mailsuite.smtp.data.DataDecoder`: only CRLF.CRLF ends it, bare CR/LF
+  refuses the message with 550 5.6.11, exact dot-unstuffing); BDAT (exactly
+  the announced count of octets, RFC 3030); AUTH continuation lines.
+- SIZE is checked at MAIL (announced size) and while DATA/BDAT arrive: past the
+  limit the rest is counted and dropped, not buffered (552 5.3.4).
+- STARTTLS (RFC 3207): the 220 goes out in clear, everything the client
+  pipelined behind the command is thrown away, and EHLO, AUTH and the
+  transaction are forgotten (CVE-2011-0411 class of injection).
+- AUTH PLAIN / LOGIN (RFC 4954) only over TLS unless
+  ``tls.allow_plaintext_auth``; through the shared throttled authenticator;
+  a throttled login gets 454 4.7.0 and the connection is closed.  SASL
+  payloads, passwords and message bodies are never logged.
+- Policy decisions live in :mod:`mailsuite.smtp.policy`; the store and queue
+  hand-off in :mod:`mailsuite.smtp.delivery`.  250 after DATA/BDAT LAST is
+  sent only once every copy is fsynced.
+- :class:`~mailsuite.errors.MailError` becomes a reply in :meth:`SMTPSession._fail`
+  (the one place); anything else is logged with its traceback and answered
+  451 4.3.0.
+- RFC 5321 4.5.3.2 timeouts: ``limits.smtp_timeout`` waiting for a command,
+  ``limits.smtp_data_timeout`` inside DATA/BDAT; then 421 4.4.2 and close.
+- ``limits.smtp_max_errors`` error replies in one session close it (421 4.7.0).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge
+from mailsuite.limits import peer_ip
+from mailsuite.smtp import headers, policy
+from mailsuite.smtp.address import AddressError, Mailbox, parse_command_argument
+from mailsuite.smtp.data import ChunkChecker, DataDecoder
+from mailsuite.smtp.delivery import Transaction, hand_off
+
+#: Bytes kept unread while a command waits for a Deferred before reading is paused.
+MAX_BUFFERED = 256 * 1024
+#: RFC 5321 6.3: more Received fields than this is a mail loop.
+MAX_HOPS = 100
+
+_HELO_NAME = re.compile(r"[A-Za-z0-9._\-\[\]:]{1,255}\Z")
+_BDAT_ARGS = re.compile(r"([0-9]{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
+_session_ids = itertools.count(1)
+
+LINE, DATA, BDAT, DISCARD_LINE, CLOSED = "line", "data", "bdat", "discard-line", "closed"
+
+
+class SMTPReply(MailError):
+    """A protocol-level refusal (syntax, sequence) that is not a domain error."""
+
+
+@dataclass
+class SessionSettings:
+    """Per-listener settings and shared objects, built once by the listener."""
+
+    hostname: str
+    listener: str
+    submission: bool  # MAIL requires AUTH (587/465)
+    implicit_tls: bool
+    offer_auth: bool
+    allow_plaintext_auth: bool
+    max_message_size: int
+    max_recipients: int
+    max_line_length: int
+    max_errors: int
+    timeout: float
+    data_timeout: float
+    clock: Any
+    primary_domain: str
+    tls_creator: Callable[[], Any] | None = None
+    authenticator: Any = None
+    directory: Any = None
+    store: Any = None
+    queue: Any = None
+    fault_plan: Callable[[], Any] = lambda: None  # read at each use: tests install a plan after start-up
+
+
+class _Tx:
+    """One mail transaction (MAIL to the end of DATA / BDAT LAST)."""
+
+    def __init__(self, sender: Mailbox | None, smtputf8: bool, body_8bit: bool, declared_size: int) -> None:
+        self.sender = sender
+        self.smtputf8 = smtputf8
+        self.body_8bit = body_8bit
+        self.declared_size = declared_size
+        self.recipients: list[str] = []
+        self.local: dict[str, None] = {}
+        self.remote: dict[str, None] = {}
+        self.message: Any = None  # IIncomingMessage once DATA/BDAT starts
+        self.bdat = False
+        self.bdat_failed: MailError | None = None
+        self.size = 0
+        self.scanner = headers.HeaderScanner()
+        self.checker = ChunkChecker()
+
+    @property
+    def sender_text(self) -> str:
+        return "" if self.sender is None else self.sender.address
+
+    def discard(self) -> None:
+        if self.message is not None:
+            self.message.discard()
+            self.message = None
+
+
+class SMTPSession(Protocol):
+    """One SMTP connection; see the module notes."""
+
+    log = Logger(namespace="mailsuite.smtp")
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.s = settings
+        self.session_id = f"s{next(_session_ids)}"
+        self.ip = "?"
+        self.tls = settings.implicit_tls
+        self.helo: str | None = None
+        self.esmtp = False
+        self.user: str | None = None
+        self.tx: _Tx | None = None
+        self.errors = 0
+        self._buffer = bytearray()
+        self._mode = LINE
+        self._busy = False
+        self._processing = False
+        self._paused = False
+        self._timer: Any = None
+        self._line_handler: Callable[[bytes], Any] | None = None  # AUTH continuation
+        self._decoder: DataDecoder | None = None
+        self._bdat_remaining = 0
+        self._bdat_last = False
+        self._bdat_error: MailError | None = None
+
+    # -- connection ------------------------------------------------------------
+    def connectionMade(self) -> None:
+        self.ip = peer_ip(self.transport.getPeer())
+        try:
+            self.transport.setTcpNoDelay(True)
+        except Exception:
+            pass
+        self.log.info("[{session}] {listener}: connection from {ip}{tls}", session=self.session_id, listener=self.s.listener, ip=self.ip, tls=" (TLS)" if self.tls else "")
+        self._touch()
+        fault = self._fault("CONNECT")
+        greeting = f"220 {self.s.hostname} ESMTP mailsuite\r\n".encode()
+        if fault is None:
+            self.transport.write(greeting)
+            return
+        self._busy = True
+
+        def act() -> None:
+            self._busy = False
+            if self._mode == CLOSED:
+                return
+            if fault.drop:
+                self.transport.abortConnection()
+            elif fault.code is not None:
+                self.transport.write(fault.reply_line())
+                if fault.code >= 400:
+                    self._close()
+            else:
+                self.transport.write(greeting)
+                self._process()
+
+        self._later(fault.delay, act)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._mode = CLOSED
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.tx is not None:
+            self.tx.discard()
+            self.tx = None
+        self.log.debug("[{session}] disconnected", session=self.session_id)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._mode == CLOSED:
+            return
+        self._touch()
+        self._buffer += data
+        self._process()
+
+    # -- timers ----------------------------------------------------------------
+    def _touch(self) -> None:
+        timeout = self.s.data_timeout if self._mode in (DATA, BDAT) else self.s.timeout
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(timeout)
+        else:
+            self._timer = self.s.clock.callLater(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._mode == CLOSED:
+            return
+        if self._busy:  # the server, not the client, is slow: wait for it
+            self._touch()
+            return
+        self.log.info("[{session}] timeout from {ip}", session=self.session_id, ip=self.ip)
+        self._write(421, "4.4.2", f"{self.s.hostname} Timeout, closing connection")
+        self._close()
+
+    def _later(self, delay: float, f: Callable[[], None]) -> None:
+        if delay > 0:
+            self.s.clock.callLater(delay, f)
+        else:
+            f()
+
+    # -- input loop ------------------------------------------------------------
+    def _process(self) -> None:
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while not self._busy and self._mode != CLOSED and self._buffer:
+                if self._mode == LINE:
+                    if not self._next_line():
+                        break
+                elif self._mode == DISCARD_LINE:
+                    end = self._buffer.find(b"\n")
+                    if end < 0:
+                        self._buffer.clear()
+                        break
+                    del self._buffer[: end + 1]
+                    self._mode = LINE
+                    self.reply(500, "5.5.2", "Line too long")
+                elif self._mode == DATA:
+                    self._data_bytes()
+                elif self._mode == BDAT:
+                    self._bdat_bytes()
+        finally:
+            self._processing = False
+        if self._mode == CLOSED:
+            return
+        if self._busy and len(self._buffer) > MAX_BUFFERED and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        elif self._paused and not self._busy:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _next_line(self) -> bool:
+        end = self._buffer.find(b"\n")
+        if end < 0:
+            if len(self._buffer) > self.s.max_line_length:
+                self._buffer.clear()
+                self._mode = DISCARD_LINE
+            return False
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        handler, self._line_handler = self._line_handler, None
+        if len(line) > self.s.max_line_length:
+            self.reply(500, "5.5.2", "Line too long")
+            return True
+        if handler is not None:
+            self._start(handler(line))
+        else:
+            self._command(line)
+        return True
+
+    def _start(self, result: Any) -> None:
+        """Run a command's coroutine (if any), keeping later commands waiting until it is done."""
+        if result is None:
+            return
+        self._busy = True
+        d = defer.ensureDeferred(result)
+        d.addErrback(self._fail_failure)
+        d.addBoth(self._done)
+
+    def _done(self, _: Any) -> None:
+        self._busy = False
+        if self._mode != CLOSED:
+            self._touch()
+            self._process()
+
+    # -- replies ---------------------------------------------------------------
+    def _write(self, code: int, enhanced: str | None, text: str, more: list[str] | None = None) -> None:
+        lines = (more or []) + [text]
+        out = []
+        for i, line in enumerate(lines):
+            sep = " " if i == len(lines) - 1 else "-"
+            prefix = f"{code}{sep}{enhanced} " if enhanced else f"{code}{sep}"
+            out.append(prefix + line.replace("\r", " ").replace("\n", " ") + "\r\n")
+        self.transport.write("".join(out).encode("utf-8"))
+
+    def reply(self, code: int, enhanced: str | None, text: str, more: list[str] | None = None) -> None:
+        """Send a reply; count errors and close the session after too many."""
+        if self._mode == CLOSED:
+            return
+        self._write(code, enhanced, text, more)
+        if 400 <= code and code != 421:
+            self.errors += 1
+            if self.errors >= self.s.max_errors:
+                self.log.info("[{session}] too many errors from {ip}", session=self.session_id, ip=self.ip)
+                self._write(421, "4.7.0", f"{self.s.hostname} Too many errors, closing connection")
+                self._close()
+
+    def _fail(self, error: BaseException) -> None:
+        """The one place a MailError becomes a reply; anything else is a logged 451."""
+        if isinstance(error, MailError):
+            self.reply(error.code, error.enhanced, error.text)
+        else:
+            self.reply(451, "4.3.0", "Internal error, try again later")
+
+    def _fail_failure(self, failure: Any) -> None:
+        if not isinstance(failure.value, MailError):
+            self.log.failure("[{session}] unexpected error", failure, session=self.session_id)
+        self._fail(failure.value)
+
+    def _close(self) -> None:
+        if self._mode == CLOSED:
+            return
+        self._mode = CLOSED
+        self._buffer.clear()
+        if self.tx is not None:
+            self.tx.discard()
+            self.tx = None
+        self.transport.loseConnection()
+
+    def _fault(self, command: str) -> Any:
+        plan = self.s.fault_plan()
+        return plan.take(command) if plan is not None else None
+
+    # -- dispatch --------------------------------------------------------------
+    def _command(self, raw: bytes) -> None:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.reply(500, "5.5.2", "Invalid UTF-8 in command")
+            return
+        verb, _, arg = line.partition(" ")
+        verb = verb.upper()
+        handler = self._COMMANDS.get(verb)
+        if handler is None:
+            self.reply(500, "5.5.2", "Command unrecognized")
+            return
+        fault = self._fault(verb) if verb not in ("DATA", "BDAT") else None
+        if fault is None:
+            self._start(handler(self, arg))
+            return
+        self._start(self._faulted(fault, handler, arg))
+
+    async def _faulted(self, fault: Any, handler: Callable[..., Any], arg: str) -> None:
+        if fault.delay:
+            await _sleep(self.s.clock, fault.delay)
+        if self._mode == CLOSED:
+            return
+        if fault.drop:
+            self._mode = CLOSED
+            self.transport.abortConnection()
+            return
+        if fault.code is not None:
+            self.transport.write(fault.reply_line())
+            return
+        result = handler(self, arg)
+        if result is not None:
+            await result
+
+    # -- commands --------------------------------------------------------------
+    def do_EHLO(self, arg: str) -> None:
+        self._greet(arg, esmtp=True)
+
+    def do_HELO(self, arg: str) -> None:
+        self._greet(arg, esmtp=False)
+
+    def _greet(self, arg: str, *, esmtp: bool) -> None:
+        name = arg.strip()
+        if not _HELO_NAME.match(name):
+            self.reply(501, None, "Syntax: EHLO hostname" if esmtp else "Syntax: HELO hostname")
+            return
+        self._reset_tx()
+        self.helo, self.esmtp = name, esmtp
+        if not esmtp:
+            self.reply(250, None, self.s.hostname)
+            return
+        ext = [f"{self.s.hostname} Hello {name} [{self.ip}]", "PIPELINING", f"SIZE {self.s.max_message_size}", "8BITMIME",
+               "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING"]
+        if not self.tls and self.s.tls_creator is not None:
+            ext.append("STARTTLS")
+        if self._auth_offered():
+            ext.append("AUTH PLAIN LOGIN")
+        self.reply(250, None, ext[-1], ext[:-1])
+
+    def _auth_offered(self) -> bool:
+        return self.s.offer_auth and self.user is None and (self.tls or self.s.allow_plaintext_auth)
+
+    def do_NOOP(self, arg: str) -> None:
+        self.reply(250, "2.0.0", "OK")
+
+    def do_RSET(self, arg: str) -> None:
+        if arg.strip():
+            self.reply(501, "5.5.4", "Syntax: RSET")
+            return
+        self._reset_tx()
+        self.reply(250, "2.0.0", "OK")
+
+    def do_QUIT(self, arg: str) -> None:
+        self._write(221, "2.0.0", f"{self.s.hostname} Bye")
+        self._close()
+
+    def do_VRFY(self, arg: str) -> None:
+        if not arg.strip():
+            self.reply(501, "5.5.4", "Syntax: VRFY address")
+            return
+        # RFC 5321 3.5.3: 252 when the server will not confirm users
+        self.reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+
+    def do_EXPN(self, arg: str) -> None:
+        self.reply(502, "5.5.1", "EXPN not available")
+
+    def do_HELP(self, arg: str) -> None:
+        self.reply(214, "2.0.0", "See RFC 5321", ["Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"])
+
+    def do_STARTTLS(self, arg: str) -> None:
+        if arg.strip():
+            self.reply(501, "5.5.4", "Syntax: STARTTLS")
+            return
+        if self.tls:
+            self.reply(503, "5.5.1", "TLS already active")
+            return
+        if self.s.tls_creator is None:
+            self.reply(454, "4.7.0", "TLS not available")
+            return
+        self.reply(220, "2.0.0", "Ready to start TLS")
+        # RFC 3207 4.2 / CVE-2011-0411: nothing sent before the handshake counts
+        self._buffer.clear()
+        self.transport.startTLS(self.s.tls_creator())
+        self.tls = True
+        self.helo, self.esmtp, self.user = None, False, None
+        self._reset_tx()
+
+    def do_AUTH(self, arg: str) -> Any:
+        if not self.s.offer_auth:
+            self.reply(503, "5.5.1", "AUTH not available on this port")
+            return None
+        if not self.tls and not self.s.allow_plaintext_auth:
+            self.reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+            return None
+        if self.helo is None:
+            self.reply(503, "5.5.1", "Send EHLO first")
+            return None
+        if self.user is not None:
+            self.reply(503, "5.5.1", "Already authenticated")
+            return None
+        if self.tx is not None:
+            self.reply(503, "5.5.1", "AUTH not allowed during a mail transaction")
+            return None
+        parts = arg.split()
+        if not parts or len(parts) > 2:
+            self.reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+            return None
+        mechanism = parts[0].upper()
+        initial = parts[1] if len(parts) == 2 else None
+        if mechanism == "PLAIN":
+            if initial is None:
+                return self._ask("", self._plain_response)
+            return self._plain_response(initial.encode("ascii", "replace"))
+        if mechanism == "LOGIN":
+            if initial is None:
+                return self._ask("VXNlcm5hbWU6", self._login_username)  # "Username:"
+            return self._login_username(initial.encode("ascii", "replace"))
+        self.reply(504, "5.5.4", "Unrecognized authentication type")
+        return None
+
+    def _ask(self, challenge: str, then: Callable[[bytes], Any]) -> None:
+        self._write(334, None, challenge)
+        self._line_handler = then
+
+    def _sasl_decode(self, line: bytes) -> bytes | None:
+        if line.strip() == b"*":
+            self.reply(501, "5.0.0", "Authentication cancelled")
+            return None
+        if line == b"=":
+            return b""
+        try:
+            return base64.b64decode(line, validate=True)
+        except (binascii.Error, ValueError):
+            self.reply(501, "5.5.2", "Invalid base64 data")
+            return None
+
+    def _plain_response(self, line: bytes) -> Any:
+        decoded = self._sasl_decode(line)
+        if decoded is None:
+            return None
+        fields = decoded.split(b"\x00")
+        if len(fields) != 3:
+            self.reply(501, "5.5.2", "Invalid PLAIN response")
+            return None
+        try:
+            authzid, authcid, password = (f.decode("utf-8") for f in fields)
+        except UnicodeDecodeError:
+            self.reply(501, "5.5.2", "Invalid UTF-8 in credentials")
+            return None
+        if authzid and authzid != authcid:
+            self.reply(535, "5.7.8", "Authentication credentials invalid")
+            return None
+        return self._login(authcid, password)
+
+    def _login_username(self, line: bytes) -> Any:
+        decoded = self._sasl_decode(line)
+        if decoded is None:
+            return None
+        try:
+            username = decoded.decode("utf-8")
+        except UnicodeDecodeError:
+            self.reply(501, "5.5.2", "Invalid UTF-8 in credentials")
+            return None
+        return self._ask("UGFzc3dvcmQ6", lambda pw_line: self._login_password(username, pw_line))  # "Password:"
+
+    def _login_password(self, username: str, line: bytes) -> Any:
+        decoded = self._sasl_decode(line)
+        if decoded is None:
+            return None
+        try:
+            password = decoded.decode("utf-8")
+        except UnicodeDecodeError:
+            self.reply(501, "5.5.2", "Invalid UTF-8 in credentials")
+            return None
+        return self._login(username, password)
+
+    async def _login(self, username: str, password: str) -> None:
+        if self.s.authenticator is None:
+            self.reply(454, "4.7.0", "Temporary authentication failure")
+            return
+        try:
+            avatar = await self.s.authenticator.login(self.ip, username, password)
+        except LoginThrottled as e:
+            self.reply(e.code, e.enhanced, e.text)
+            self._close()
+            return
+        except AuthenticationFailed as e:
+            self.reply(e.code, e.enhanced, e.text)
+            return
+        except MailError as e:
+            self.reply(454, "4.7.0", "Temporary authentication failure" if e.permanent else e.text)
+            return
+        if self._mode == CLOSED:
+            return
+        self.user = avatar.address
+        self.log.info("[{session}] authenticated as {user}", session=self.session_id, user=self.user)
+        self.reply(235, "2.7.0", "Authentication successful")
+
+    async def do_MAIL(self, arg: str) -> None:
+        if self.helo is None:
+            raise SMTPReply("Send HELO/EHLO first", code=503, enhanced="5.5.1")
+        if self.tx is not None:
+            raise SMTPReply("Nested MAIL command", code=503, enhanced="5.5.1")
+        try:
+            parsed = parse_command_argument(arg, "FROM:", utf8=None, allow_null=True)
+        except AddressError as e:
+            if e.utf8_required:
+                raise SMTPReply("Non-ASCII address requires SMTPUTF8", code=553, enhanced="5.6.7") from None
+            raise SMTPReply(f"Bad sender address syntax: {e.reason}", code=501, enhanced="5.1.7") from None
+        size, body_8bit, utf8 = 0, False, False
+        for key, value in parsed.params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit() or len(value) > 20:
+                    raise SMTPReply("Syntax: SIZE=number", code=501, enhanced="5.5.4")
+                size = int(value)
+            elif key == "BODY":
+                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                    raise SMTPReply("Unsupported BODY type", code=555, enhanced="5.5.4")
+                body_8bit = value.upper() == "8BITMIME"
+            elif key == "SMTPUTF8":
+                if value is not None:
+                    raise SMTPReply("SMTPUTF8 takes no value", code=555, enhanced="5.5.4")
+                utf8 = True
+            elif key == "AUTH":
+                pass  # RFC 4954 5: may be ignored
+            else:
+                raise SMTPReply(f"Unsupported parameter {key}", code=555, enhanced="5.5.4")
+        if size > self.s.max_message_size:
+            raise MessageTooLarge("Message size exceeds fixed maximum message size")
+        sender = parsed.mailbox
+        await policy.check_sender(self.s.directory, self._facts(), None if sender is None else sender.address)
+        if self._mode == CLOSED:
+            return
+        self.tx = _Tx(sender, utf8, body_8bit or utf8, size)
+        self.reply(250, "2.1.0", "Sender OK")
+
+    def _facts(self) -> policy.SessionFacts:
+        return policy.SessionFacts(submission=self.s.submission, user=self.user)
+
+    async def do_RCPT(self, arg: str) -> None:
+        tx = self.tx
+        if tx is None:
+            raise SMTPReply("Need MAIL before RCPT", code=503, enhanced="5.5.1")
+        if tx.message is not None:
+            raise SMTPReply("RCPT not allowed after BDAT", code=503, enhanced="5.5.1")
+        if len(tx.recipients) >= self.s.max_recipients:
+            raise SMTPReply("Too many recipients", code=452, enhanced="4.5.3")
+        if arg[:3].upper() == "TO:" and arg[3:].strip().lower() in ("<postmaster>",):
+            mailbox = Mailbox("postmaster", self.s.primary_domain)  # RFC 5321 4.1.1.3
+            params: dict[str, str | None] = {}
+        else:
+            try:
+                parsed = parse_command_argument(arg, "TO:", utf8=tx.smtputf8, allow_null=False)
+            except AddressError as e:
+                if e.utf8_required:
+                    raise SMTPReply("Non-ASCII address requires SMTPUTF8", code=553, enhanced="5.6.7") from None
+                raise SMTPReply(f"Bad recipient address syntax: {e.reason}", code=501, enhanced="5.1.3") from None
+            assert parsed.mailbox is not None
+            mailbox, params = parsed.mailbox, parsed.params
+        if params:
+            raise SMTPReply(f"Unsupported parameter {next(iter(params))}", code=555, enhanced="5.5.4")
+        resolution = await policy.check_recipient(
+            self.s.directory, self.s.store, self._facts(), mailbox.address, mailbox.domain,
+            literal=mailbox.domain.startswith("["), size=tx.declared_size, queue_available=self.s.queue is not None,
+        )
+        if self.tx is not tx:
+            return
+        tx.recipients.append(mailbox.address)
+        for address in resolution.local:
+            tx.local.setdefault(address, None)
+        for address in resolution.remote:
+            tx.remote.setdefault(address, None)
+        self.reply(250, "2.1.5", "Recipient OK")
+
+    def _ready_for_message(self) -> MailError | None:
+        if self.tx is None:
+            return SMTPReply("Need MAIL command", code=503, enhanced="5.5.1")
+        if not self.tx.recipients:
+            return SMTPReply("No valid recipients", code=554, enhanced="5.5.1")
+        if self.s.store is None:
+            return SMTPReply("Mail store not available, try again later", code=451, enhanced="4.3.0")
+        return None
+
+    def do_DATA(self, arg: str) -> None:
+        if arg.strip():
+            self.reply(501, "5.5.4", "Syntax: DATA")
+            return
+        error = self._ready_for_message()
+        if error is None and self.tx is not None and self.tx.bdat:
+            error = SMTPReply("DATA not allowed after BDAT", code=503, enhanced="5.5.1")
+        if error is not None:
+            self._fail(error)
+            return
+        tx = self.tx
+        assert tx is not None
+        tx.message = self.s.store.new_incoming()
+        self._decoder = DataDecoder(self._sink, self.s.max_message_size)
+        self._mode = DATA
+        self._touch()
+        self._write(354, None, "End data with <CR><LF>.<CR><LF>")
+
+    def _sink(self, chunk: bytes) -> None:
+        tx = self.tx
+        if tx is not None and tx.message is not None:
+            tx.message.write(chunk)
+            tx.scanner.feed(chunk)
+
+    def _data_bytes(self) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        rest = decoder.feed(bytes(self._buffer))
+        self._buffer.clear()
+        if rest is None:
+            return
+        self._buffer += rest
+        self._mode = LINE
+        self._decoder = None
+        if decoder.bare_line_ending:
+            self._end_message(SMTPReply("Bare CR or LF in message data not allowed (RFC 5321 2.3.8)", code=550, enhanced="5.6.11"), "DATA")
+        elif decoder.too_big:
+            self._end_message(MessageTooLarge("Message size exceeds fixed maximum message size"), "DATA")
+        else:
+            self._end_message(None, "DATA")
+
+    def do_BDAT(self, arg: str) -> None:
+        match = _BDAT_ARGS.match(arg.strip())
+        if match is None:
+            # the chunk's length is unknown, so the byte stream cannot be followed
+            self.reply(501, "5.5.4", "Syntax: BDAT size [LAST]")
+            self._close()
+            return
+        self._bdat_remaining = int(match.group(1))
+        self._bdat_last = match.group(2) is not None
+        error = self._ready_for_message()
+        tx = self.tx
+        if error is None and tx is not None:
+            if tx.message is not None and not tx.bdat:
+                error = SMTPReply("BDAT not allowed after DATA", code=503, enhanced="5.5.1")
+            elif tx.bdat_failed is None and tx.message is None:
+                tx.bdat = True
+                tx.message = self.s.store.new_incoming()
+        self._bdat_error = error
+        self._mode = BDAT
+        self._touch()
+        if self._bdat_remaining == 0:
+            self._bdat_chunk_done()
+
+    def _bdat_bytes(self) -> None:
+        take = min(self._bdat_remaining, len(self._buffer))
+        if take == 0:
+            return
+        chunk = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        self._bdat_remaining -= take
+        tx = self.tx
+        if self._bdat_error is None and tx is not None and tx.bdat_failed is None:
+            tx.size += take
+            if tx.size > self.s.max_message_size:
+                tx.bdat_failed = MessageTooLarge("Message size exceeds fixed maximum message size")
+                tx.discard()
+            else:
+                tx.checker.feed(chunk)
+                tx.message.write(chunk)
+                tx.scanner.feed(chunk)
+        if self._bdat_remaining == 0:
+            self._bdat_chunk_done()
+
+    def _bdat_chunk_done(self) -> None:
+        self._mode = LINE
+        error, self._bdat_error = self._bdat_error, None
+        tx = self.tx
+        if error is not None:
+            # RFC 3030 2: the chunk is consumed and the transaction is over
+            if tx is not None:
+                self._reset_tx()
+            self._fail(error)
+            return
+        assert tx is not None
+        if tx.bdat_failed is not None:
+            failed = tx.bdat_failed
+            if self._bdat_last:
+                self._end_message(failed, "BDAT")
+            else:
+                self._fail(failed)
+            return
+        if not self._bdat_last:
+            self.reply(250, "2.0.0", f"{tx.size} octets received")
+            return
+        tx.checker.finish()
+        if tx.checker.bare_line_ending:
+            self._end_message(SMTPReply("Bare CR or LF in message data not allowed (RFC 5321 2.3.8)", code=550, enhanced="5.6.11"), "BDAT")
+        else:
+            self._end_message(None, "BDAT")
+
+    def _end_message(self, error: MailError | None, command: str) -> None:
+        """The message is complete: answer its fate (after storing it when all is well)."""
+        self._touch()
+        self._start(self._finish_message(error, command))
+
+    async def _finish_message(self, error: MailError | None, command: str) -> None:
+        tx = self.tx
+        assert tx is not None
+        self.tx = None
+        try:
+            fault = self._fault(command)
+            if fault is not None:
+                if fault.delay:
+                    await _sleep(self.s.clock, fault.delay)
+                if fault.drop:
+                    self._mode = CLOSED
+                    self.transport.abortConnection()
+                    return
+                if fault.code is not None:
+                    self.transport.write(fault.reply_line())
+                    return
+            if error is not None:
+                raise error
+            queue_id = headers.new_id()
+            message = tx.message
+            message.finish()
+            names = tx.scanner.field_names()
+            if names.count("received") > MAX_HOPS:
+                raise SMTPReply("Too many hops (mail loop?)", code=554, enhanced="5.4.6")
+            trace = self._trace(tx, queue_id, names)
+            await hand_off(self.s.store, self.s.queue, message, Transaction(
+                sender=tx.sender_text, local=list(tx.local), remote=list(tx.remote), smtputf8=tx.smtputf8,
+                body_8bit=tx.body_8bit, trace=trace, session_id=self.session_id, queue_id=queue_id,
+            ))
+            self.log.info("[{session}] {qid}: accepted from=<{sender}> local={local} remote={remote} size={size}",
+                          session=self.session_id, qid=queue_id, sender=tx.sender_text, local=len(tx.local), remote=len(tx.remote), size=message.size)
+            self.reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+        finally:
+            tx.discard()
+
+    def _trace(self, tx: _Tx, queue_id: str, names: list[str]) -> bytes:
+        protocol = headers.protocol_keyword(esmtp=self.esmtp, tls=self.tls, authenticated=self.user is not None, utf8=tx.smtputf8)
+        single = tx.recipients[0] if len(tx.recipients) == 1 else None
+        trace = headers.received(helo=self.helo or "unknown", ip=self.ip, hostname=self.s.hostname, protocol=protocol, queue_id=queue_id,
+                                 tls=self._tls_info() if self.tls else None, recipient=single)
+        if self.s.submission or self.user is not None:
+            trace += headers.submission_additions(names, self.s.hostname, queue_id)
+        return trace
+
+    def _tls_info(self) -> headers.TLSInfo | None:
+        try:
+            handle = self.transport.getHandle()
+            version = handle.get_protocol_version_name()
+            cipher = handle.get_cipher_name()
+            bits = handle.get_cipher_bits()
+        except Exception:
+            return None
+        if not version or not cipher:
+            return None
+        return headers.TLSInfo(version, cipher, bits)
+
+    def _reset_tx(self) -> None:
+        if self.tx is not None:
+            self.tx.discard()
+        self.tx = None
+
+    _COMMANDS: dict[str, Callable[["SMTPSession", str], Any]] = {
+        "EHLO": do_EHLO, "HELO": do_HELO, "MAIL": do_MAIL, "RCPT": do_RCPT, "DATA": do_DATA, "BDAT": do_BDAT,
+        "RSET": do_RSET, "NOOP": do_NOOP, "QUIT": do_QUIT, "VRFY": do_VRFY, "EXPN": do_EXPN, "HELP": do_HELP,
+        "STARTTLS": do_STARTTLS, "AUTH": do_AUTH,
+    }
+
+
+def _sleep(clock: Any, seconds: float) -> Awaitable[None]:
+    d: defer.Deferred[None] = defer.Deferred()
+    clock.callLater(seconds, d.callback, None)
+    return d
