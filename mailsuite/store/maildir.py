@@ -546,11 +546,12 @@ class UserMailbox:
         fd = self._user_lock()
         try:
             existing = self._folder_names()
-            if os.path.isdir(os.path.join(new_path, "cur")) or any(n.startswith(new_name + "/") for n in existing):
-                raise FolderExists()
             moving = sorted(n for n in existing if n == old_name or n.startswith(old_name + "/"))
             if not moving:
                 raise NoSuchFolder()
+            # the target may be a \\Noselect parent of other folders; only real folders collide
+            if any(new_name + n[len(old_name):] in existing for n in moving):
+                raise FolderExists()
             parts = new_name.split("/")
             for i in range(1, len(parts)):
                 parent = "/".join(parts[:i])
@@ -764,6 +765,7 @@ class MaildirFolder:
         """Sync under the lock; returns (new snapshot or None if unchanged, claimed, header, in new/, state version)."""
         state = self.state
         with state.locked():
+            self._check_same_folder()
             records: list[str] = []
             state.sync(records)
             claimed = [] if self.read_only else state.claim_recent(records)
@@ -838,8 +840,14 @@ class MaildirFolder:
     def append(self, message: IIncomingMessage, flags: Iterable[str] = (), internal_date: datetime.datetime | None = None) -> defer.Deferred[int]:
         return self.mailbox._append(self.path, self.state, message, flags, internal_date)
 
+    def _check_same_folder(self) -> None:
+        """Lock held: refuse to go on if the folder was deleted and re-created (its UIDs mean other messages now)."""
+        if self.uidvalidity and self.state.uidvalidity != self.uidvalidity:
+            raise NoSuchFolder(f"Folder {self.name} was deleted or re-created")
+
     def _session_entries(self, uids: Iterable[int]) -> list[Entry]:
         """The state entries of the given UIDs that this session knows, in UID order (lock held)."""
+        self._check_same_folder()
         entries = self.state.entries
         return [entries[u] for u in sorted(set(uids)) if u in self._infos and u in entries]
 

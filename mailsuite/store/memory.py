@@ -280,10 +280,13 @@ class MemoryMailbox:
                 raise FolderExists("INBOX exists already")
             if new_name == old_name or new_name.startswith(old_name + "/"):
                 raise InvalidName("cannot rename a folder into itself")
-            if new_name in user.folders or any(n.startswith(new_name + "/") for n in user.folders):
-                raise FolderExists()
             if old_name == "INBOX":
+                if new_name in user.folders:
+                    raise FolderExists()
                 inbox = user.folders["INBOX"]
+                parts = new_name.split("/")
+                for i in range(1, len(parts)):
+                    user.folders.setdefault("/".join(parts[:i]), _Folder(self.store._uidvalidity()))
                 target = user.folders[new_name] = _Folder(self.store._uidvalidity())
                 for message in inbox.messages.values():
                     target.add(message.data, message.flags, message.internal_date, recent=False)
@@ -295,6 +298,8 @@ class MemoryMailbox:
             moving = [n for n in user.folders if n == old_name or n.startswith(old_name + "/")]
             if not moving:
                 raise NoSuchFolder()
+            if any(new_name + n[len(old_name):] in user.folders for n in moving):
+                raise FolderExists()
             parts = new_name.split("/")
             for i in range(1, len(parts)):
                 parent = "/".join(parts[:i])
@@ -425,6 +430,8 @@ class MemoryFolder:
 
     def _known(self, uids: Iterable[int]) -> list[_Message]:
         f = self._folder
+        if self.mailbox._user.folders.get(self.name) is not f:
+            raise NoSuchFolder(f"Folder {self.name} was deleted or re-created")
         return [f.messages[u] for u in sorted(set(uids)) if u in self._infos and u in f.messages]
 
     def store_flags(self, uids: Iterable[int], flags: Iterable[str], mode: str, unchanged_since: int | None = None) -> defer.Deferred[list[MessageInfo]]:

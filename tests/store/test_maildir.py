@@ -501,3 +501,19 @@ def test_files_with_undecodable_names_do_not_break_the_folder(store, tmp_path):
     assert [m.uid for m in folder.messages()] == [1]
     result(folder.store_flags([1], ["\\Seen"], "add"))
     assert result(store.user_mailbox(ALICE).status("INBOX")).messages == 1
+
+
+def test_session_on_a_deleted_and_recreated_folder_fails_instead_of_touching_new_messages(any_store):
+    """UID 1 of a re-created folder is another message: the old session must not flag or expunge it."""
+    mailbox = any_store.user_mailbox(ALICE)
+    result(mailbox.create_folder("Work"))
+    deliver_bytes(any_store, ALICE, msg(1), folder="Work")
+    old = result(mailbox.open_folder("Work"))
+    result(mailbox.delete_folder("Work"))
+    result(mailbox.create_folder("Work"))
+    deliver_bytes(any_store, ALICE, msg(2), folder="Work")
+    for call in (old.refresh, lambda: old.store_flags([1], ["\\Deleted"], "add"), old.expunge, lambda: old.copy([1], "Trash")):
+        with pytest.raises(NoSuchFolder):
+            result(call())
+    fresh = result(mailbox.open_folder("Work"))
+    assert [m.flags for m in fresh.messages()] == [frozenset()]
