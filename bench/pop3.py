@@ -244,8 +244,21 @@ def run_dovecot(binary: str, base: Path, mail: Path, retr_count: int) -> dict[st
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    user = os.environ.get("USER") or "root"
-    uid, gid = os.getuid(), os.getgid()
+    import grp
+    import pwd
+
+    if os.getuid() == 0:
+        # Dovecot refuses mail processes as root: serve the Maildirs as "nobody" (a copy of the tree's owner).
+        nobody = pwd.getpwnam("nobody")
+        uid, gid = nobody.pw_uid, nobody.pw_gid
+        subprocess.run(["chown", "-R", f"{uid}:{gid}", str(mail)], check=True)
+        for parent in (base, base / "data", base / "data" / "mail"):
+            parent.chmod(0o755)
+        internal_user, login_user = "dovecot", "dovenull"
+    else:
+        uid, gid = os.getuid(), os.getgid()
+        internal_user = login_user = pwd.getpwuid(uid).pw_name
+    group = grp.getgrgid(os.getgid() if os.getuid() != 0 else 0).gr_name
     (conf_dir / "dovecot.conf").write_text(
         f"""
 base_dir = {conf_dir}/run
@@ -256,9 +269,9 @@ listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
-default_internal_user = {user}
-default_login_user = {user}
-default_internal_group = {gid}
+default_internal_user = {internal_user}
+default_login_user = {login_user}
+default_internal_group = {group}
 first_valid_uid = {uid}
 mail_location = maildir:{mail}/%n:INDEX={conf_dir}/index/%n
 pop3_uidl_format = %f
@@ -288,9 +301,14 @@ userdb {{
     )
     for sub in ("run", "state", "index", "home"):
         (conf_dir / sub).mkdir()
-    started = subprocess.run([binary, "-c", str(conf_dir / "dovecot.conf")], capture_output=True, text=True)
+    if os.getuid() == 0:
+        for sub in ("index", "home"):
+            os.chown(conf_dir / sub, uid, gid)
+    # The daemon keeps inherited descriptors open: give it a file, not a pipe we would wait on.
+    with open(conf_dir / "start.log", "w") as errors:
+        started = subprocess.run([binary, "-c", str(conf_dir / "dovecot.conf")], stdin=subprocess.DEVNULL, stdout=errors, stderr=errors)
     if started.returncode != 0:
-        print(f"Dovecot did not start: {started.stderr.strip()}")
+        print(f"Dovecot did not start: {(conf_dir / 'start.log').read_text().strip()}")
         return None
     try:
         for _ in range(100):
@@ -301,7 +319,7 @@ userdb {{
                 time.sleep(0.05)
         return run_load(port, None, "big", "many", "retr", retr_count, "dovecot")
     finally:
-        subprocess.run([binary, "-c", str(conf_dir / "dovecot.conf"), "stop"], capture_output=True)
+        subprocess.run([binary, "-c", str(conf_dir / "dovecot.conf"), "stop"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":

@@ -346,7 +346,7 @@ class POP3Session(pop3.POP3):
 
     def do_APOP(self, arg: bytes) -> None:
         """RFC 1939 7 APOP needs the plaintext password on the server: not offered (hashes are stored)."""
-        self.err("APOP is not supported", b"AUTH")
+        self.err("APOP is not supported")
 
     def do_AUTH(self, arg: bytes) -> defer.Deferred[None] | None:
         """RFC 5034 4: AUTH PLAIN, with or without an initial response."""
