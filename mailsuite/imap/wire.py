@@ -750,15 +750,15 @@ class Reader:
             raise ParseError("8-bit octets in an atom") from None
 
     def value_list(self) -> list:
-        """``( value *(SP value) )``; ``()`` allowed."""
+        """``( value *(SP value) )``; ``()`` allowed; ``(a)(b)`` as in BODYSTRUCTURE too."""
         self.expect(b"(")
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise ParseError("Lists nested too deeply")
         items: list = []
         while not self.accept(b")"):
-            if items:
-                self.space()
+            if items and not (isinstance(items[-1], list) and self.peek() == 0x28):
+                self.space()  # adjacent lists need none (RFC 3501 9 body-type-mpart)
             items.append(self.value())
         self.depth -= 1
         return items
