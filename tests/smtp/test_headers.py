@@ -1,0 +1,35 @@
+"""Trace fields and submission additions."""
+
+from __future__ import annotations
+
+from mailsuite.smtp.headers import HeaderScanner, TLSInfo, protocol_keyword, received, submission_additions
+
+
+def test_protocol_keywords() -> None:
+    """RFC 3848 / RFC 6531 keywords for each session state."""
+    assert protocol_keyword(esmtp=False, tls=False, authenticated=False, utf8=False) == "SMTP"
+    assert protocol_keyword(esmtp=True, tls=False, authenticated=False, utf8=False) == "ESMTP"
+    assert protocol_keyword(esmtp=True, tls=True, authenticated=False, utf8=False) == "ESMTPS"
+    assert protocol_keyword(esmtp=True, tls=True, authenticated=True, utf8=False) == "ESMTPSA"
+    assert protocol_keyword(esmtp=True, tls=False, authenticated=True, utf8=False) == "ESMTPA"
+    assert protocol_keyword(esmtp=True, tls=True, authenticated=True, utf8=True) == "UTF8SMTPSA"
+
+
+def test_received_field_shape() -> None:
+    """RFC 5321 4.4: from/by/with/id/for and a date after the semicolon; folded lines; IPv6 literal."""
+    field = received(helo="client.test", ip="2001:db8::1", hostname="mx.example.test", protocol="ESMTPS", queue_id="abc",
+                     tls=TLSInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256", 128), recipient="a@example.test", when=0)
+    assert field == (b"Received: from client.test ([IPv6:2001:db8::1])\r\n\tby mx.example.test (mailsuite) with ESMTPS id abc\r\n"
+                     b"\t(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits))\r\n\tfor <a@example.test>;\r\n"
+                     b"\tThu, 01 Jan 1970 00:00:00 -0000\r\n")
+
+
+def test_scanner_and_additions() -> None:
+    """Header names are read up to the blank line only; missing Message-ID/Date are added."""
+    scanner = HeaderScanner()
+    for piece in (b"Subject: x\r\nDa", b"te: now\r\n\r\nMessage-ID: in the body\r\n"):
+        scanner.feed(piece)
+    assert scanner.field_names() == ["subject", "date"]
+    added = submission_additions(scanner.field_names(), "mx.example.test", "q1", when=0)
+    assert added == b"Message-ID: <q1@mx.example.test>\r\n"
+    assert submission_additions(["message-id", "date"], "h", "q") == b""

@@ -1,0 +1,90 @@
+"""The relay and sender policy, on its own, over the real SQLite directory and Maildir store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+
+from mailsuite.errors import NoSuchUser, QuotaExceeded, RelayDenied, SenderNotAllowed
+from mailsuite.smtp.policy import AuthenticationRequired, RelayUnavailable, SessionFacts, check_recipient, check_sender
+from tests.smtp.harness import ALICE, BOB, World
+
+
+def run(coro: Any) -> Any:
+    d = defer.ensureDeferred(coro)
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, "policy must not wait on anything here"
+    if hasattr(results[0], "raiseException"):
+        results[0].raiseException()
+    return results[0]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    w = World(tmp_path)
+    w.directory.add_alias("sales@example.test", [ALICE, "partner@remote.test"])
+    w.directory.add_alias("me@example.test", [ALICE])
+    return w
+
+
+MX = SessionFacts(submission=False)
+SUB = SessionFacts(submission=True)
+AUTHED = SessionFacts(submission=True, user=ALICE)
+
+
+def rcpt(world: World, facts: SessionFacts, address: str, *, size: int = 0, queue: bool = True) -> Any:
+    domain = address.rpartition("@")[2]
+    return run(check_recipient(world.directory, world.store, facts, address, domain, literal=domain.startswith("["), size=size, queue_available=queue))
+
+
+def test_mx_accepts_local_users_and_aliases(world: World) -> None:
+    """Port 25 without AUTH: local users and aliases (with their remote targets) are accepted."""
+    assert rcpt(world, MX, BOB).local == (BOB,)
+    resolution = rcpt(world, MX, "sales@example.test")
+    assert resolution.local == (ALICE,) and resolution.remote == ("partner@remote.test",)
+
+
+def test_mx_refuses_relay_and_unknown(world: World) -> None:
+    """Other domains (and address literals) are relaying: RelayDenied; unknown local users NoSuchUser."""
+    for address in ("x@remote.test", "x@[192.0.2.7]"):
+        with pytest.raises(RelayDenied):
+            rcpt(world, MX, address)
+    with pytest.raises(NoSuchUser):
+        rcpt(world, MX, "nobody@example.test")
+    with pytest.raises(NoSuchUser):
+        rcpt(world, MX, '"odd name"@example.test')
+
+
+def test_authenticated_may_send_anywhere(world: World) -> None:
+    """An authenticated user may send to another domain; without a queue that is a temporary failure."""
+    assert rcpt(world, AUTHED, "x@remote.test").remote == ("x@remote.test",)
+    with pytest.raises(RelayUnavailable):
+        rcpt(world, AUTHED, "x@remote.test", queue=False)
+    with pytest.raises(RelayUnavailable):
+        rcpt(world, MX, "sales@example.test", queue=False)
+
+
+def test_quota_refused_per_recipient(world: World) -> None:
+    """A mailbox without room for the announced size is refused (QuotaExceeded) at RCPT."""
+    world.directory.set_quota(BOB, 1000, None)
+    assert rcpt(world, MX, BOB, size=500).local == (BOB,)
+    with pytest.raises(QuotaExceeded):
+        rcpt(world, MX, BOB, size=5000)
+
+
+def test_sender_rules(world: World) -> None:
+    """Submission needs AUTH; an authenticated user may use own addresses and aliases only to them, or <>."""
+    run(check_sender(world.directory, MX, "anyone@anywhere.test"))
+    with pytest.raises(AuthenticationRequired):
+        run(check_sender(world.directory, SUB, ALICE))
+    run(check_sender(world.directory, AUTHED, ALICE))
+    run(check_sender(world.directory, AUTHED, "Alice@EXAMPLE.test"))
+    run(check_sender(world.directory, AUTHED, "me@example.test"))
+    run(check_sender(world.directory, AUTHED, None))
+    for other in (BOB, "sales@example.test", "alice@remote.test"):
+        with pytest.raises(SenderNotAllowed):
+            run(check_sender(world.directory, AUTHED, other))
