@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import imaplib
+import importlib.util
 import json
 import os
 import socket
@@ -16,13 +17,25 @@ from typing import Any
 
 import pytest
 
-from conftest import LISTENERS, ServerProcess
 from mailsuite import config
 from mailsuite.auth.directory import SQLiteDirectory
 from mailsuite.auth.service import ensure_demo_user, is_embedded_default
 from mailsuite.tls import generate_self_signed
 
 IMPLICIT = {"submissions", "pop3s", "imaps"}
+LISTENERS = config.LISTENER_NAMES
+
+
+def _root_conftest() -> Any:
+    """tests/conftest.py as a module (a plain `import conftest` may find a sub-folder's conftest first)."""
+    spec = importlib.util.spec_from_file_location("mailsuite_tests_root_conftest", Path(__file__).with_name("conftest.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ServerProcess = _root_conftest().ServerProcess
 
 
 def first_bytes(server: Any, listener: str) -> bytes:
