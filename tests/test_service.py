@@ -155,3 +155,24 @@ def test_twistd_plugin_is_listed() -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     done = subprocess.run([sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert "mailsuite" in done.stdout
+
+
+def test_login_throttle_is_wired_from_config(mailsuite_server: Any) -> None:
+    """With [auth] max_failures = 3, the fourth attempt from this IP is refused even with the right password."""
+    server = mailsuite_server({"auth.free_failures": 0, "auth.max_failures": 3, "auth.max_delay": 0.2}, users={"user@example.test": "right-password"})
+
+    def attempt(password: str) -> str:
+        with imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=server.client_tls(), timeout=30) as imap:
+            try:
+                imap.login("user@example.test", password)
+            except imaplib.IMAP4.error as e:
+                return str(e)
+            except (imaplib.IMAP4.abort, OSError) as e:
+                return f"closed: {e}"
+            return "ok"
+
+    for _ in range(3):
+        assert "AUTHENTICATIONFAILED" in attempt("wrong")
+    refused = attempt("right-password")
+    assert refused != "ok" and "AUTHENTICATIONFAILED" not in refused
+    assert "login refused (throttled)" in server.log()
