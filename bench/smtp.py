@@ -1,0 +1,182 @@
+"""SMTP benchmark: messages accepted and stored per second, latency, reactor stalls.
+
+Run:  /work/venv/bin/python bench/smtp.py [--seconds 10] [--clients 1,10,50] [--size 10240]
+
+Starts a real mailsuite server (real SQLite directory with 10 users, real
+Maildir store, fsync on as always) on loopback in a temporary data root, and
+for each concurrency level runs that many clients over port 25 for the given
+time.  Each client pipelines MAIL/RCPT/DATA, sends a 10 KiB message and
+waits for the 250 (sent only after the copy is fsynced), round-robin over the
+users.  Printed per level: messages/s, p50/p99 time from the end of DATA
+(".") to the 250, and the longest NOOP round trip a separate probe process
+saw meanwhile (a reactor stall shows up there).
+
+If Debian's postfix is installed the same load could be pointed at it; this
+script only reports whether it is present (the comparison is not automated).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Running as a script puts bench/ first on sys.path, where bench/queue.py would
+# shadow the standard library's queue module (used by asyncio and multiprocessing).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import shutil
+import socket
+import tempfile
+import time
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mailsuite.testing.process import ChildServer, render_toml  # noqa: E402
+
+USERS = [f"user{i}@example.test" for i in range(10)]
+
+
+def message(size: int, n: int) -> bytes:
+    head = f"From: bench@remote.test\r\nTo: someone@example.test\r\nSubject: bench {n}\r\nMessage-ID: <{n}.{time.time_ns()}@remote.test>\r\n\r\n".encode()
+    line = b"The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs.\r\n"
+    body = (line * (size // len(line) + 1))[: size - len(head) - 2] + b"\r\n"
+    return head + body + b".\r\n"
+
+
+async def read_reply(reader: asyncio.StreamReader) -> bytes:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("server closed")
+        if line[3:4] != b"-":
+            return line
+
+
+async def client(port: int, deadline: float, size: int, index: int, latencies: list[float], counter: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    await read_reply(reader)
+    writer.write(b"EHLO bench.test\r\n")
+    await read_reply(reader)
+    n = 0
+    while time.monotonic() < deadline:
+        rcpt = USERS[(index + n) % len(USERS)]
+        writer.write(f"MAIL FROM:<bench@remote.test> SIZE={size}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        for expected in (b"250", b"250", b"354"):
+            reply = await read_reply(reader)
+            if not reply.startswith(expected):
+                raise RuntimeError(f"unexpected reply {reply!r}")
+        writer.write(message(size, n))
+        start = time.perf_counter()
+        reply = await read_reply(reader)
+        latencies.append(time.perf_counter() - start)
+        if not reply.startswith(b"250"):
+            raise RuntimeError(f"message refused: {reply!r}")
+        counter[0] += 1
+        n += 1
+    writer.write(b"QUIT\r\n")
+    await writer.drain()
+    writer.close()
+
+
+def probe(port: int, stop: Any, result: Any) -> None:
+    """In its own process: NOOP round trips every 10 ms; the longest is the worst stall another client saw."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    f = sock.makefile("rb")
+    f.readline()
+    worst, rtts = 0.0, []
+    while not stop.is_set():
+        t = time.perf_counter()
+        sock.sendall(b"NOOP\r\n")
+        f.readline()
+        rtt = time.perf_counter() - t
+        rtts.append(rtt)
+        worst = max(worst, rtt)
+        time.sleep(0.01)
+    sock.close()
+    rtts.sort()
+    result["max"] = worst
+    result["p99"] = rtts[int(len(rtts) * 0.99)] if rtts else 0.0
+    result["count"] = len(rtts)
+
+
+async def run_level(port: int, clients: int, seconds: float, size: int) -> tuple[int, list[float]]:
+    latencies: list[float] = []
+    counter = [0]
+    deadline = time.monotonic() + seconds
+    await asyncio.gather(*(client(port, deadline, size, i, latencies, counter) for i in range(clients)))
+    return counter[0], latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each concurrency level")
+    parser.add_argument("--clients", default="1,10,50", help="comma-separated concurrency levels")
+    parser.add_argument("--size", type=int, default=10240, help="message size in bytes")
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="mailsuite-bench-smtp-"))
+    data = base / "data"
+    settings: dict[str, Any] = {"hostname": "mail.example.test", "domains": ["example.test"], "data_root": str(data),
+                                "limits.connections_per_ip": 200}
+    for name in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"):
+        settings[f"{name}.address"] = "127.0.0.1"
+        settings[f"{name}.port"] = 0
+    config = base / "mailsuite.toml"
+    config.write_text(render_toml(settings))
+
+    from mailsuite.auth.hashing import hash_password
+    from mailsuite.auth.service import open_directory
+    from mailsuite.config import load
+
+    directory = open_directory(load(config))
+    hashed = hash_password("bench-password")
+    for user in USERS:
+        directory.add_user(user, password_hash=hashed)
+    directory.close()
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    server = ChildServer(config, data, base / "server.log", env)
+    try:
+        ports = server.start()
+        port = ports["smtp"]
+        print(f"mailsuite SMTP benchmark: {args.size} byte messages, fsync on, {args.seconds:.0f}s per level, data in {data}")
+        print(f"{'clients':>7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13}")
+        for level in [int(x) for x in args.clients.split(",")]:
+            stop = multiprocessing.Event()
+            result = multiprocessing.Manager().dict()
+            prober = multiprocessing.Process(target=probe, args=(port, stop, result))
+            prober.start()
+            time.sleep(0.2)
+            started = time.monotonic()
+            count, latencies = asyncio.run(run_level(port, level, args.seconds, args.size))
+            elapsed = time.monotonic() - started
+            stop.set()
+            prober.join()
+            print(f"{level:>7} {count / elapsed:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} "
+                  f"{result.get('max', float('nan')) * 1000:>13.1f} {result.get('p99', float('nan')) * 1000:>13.1f}", flush=True)
+        stored = sum(len(os.listdir(data / "mail" / "example.test" / u.split("@")[0] / "new")) for u in USERS)
+        print(f"messages on disk: {stored}")
+        print("postfix: " + ("installed, comparison not automated in this script" if shutil.which("postfix") or os.path.exists("/usr/sbin/postfix")
+                             else "not installed (apt-get install postfix for a comparison); skipped"))
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
