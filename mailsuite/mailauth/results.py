@@ -109,7 +109,9 @@ class ResultsFilter:
         self._in_body = False
         self._held: list[bytes] = []
         self._held_size = 0
-        self._passing = False  # inside a field we keep: its continuation lines pass directly
+        self._dropping = False  # inside a field dropped early (over-long): its continuation lines go too
+        self._partial = b""  # feed_bytes: the start of a line whose end has not come yet
+        self._line_mode: str | None = None  # rest of an over-long line: "pass" or "drop"
         #: How many fields were dropped (for logs and tests).
         self.removed = 0
 
@@ -118,12 +120,15 @@ class ResultsFilter:
         if self._in_body:
             return line
         if line[:1] in (b" ", b"\t"):
+            if self._dropping:
+                return b""
             if self._held:
                 self._held.append(line)
                 self._held_size += len(line)
                 return b""
             return line
         out = self._release()
+        self._dropping = False
         if line in (b"\r\n", b"\n"):
             self._in_body = True
             return out + line
@@ -134,9 +139,64 @@ class ResultsFilter:
             return out
         return out + line
 
+    def feed_bytes(self, data: bytes) -> bytes:
+        """Like :meth:`feed` for arbitrary chunks (DATA/BDAT pieces): lines are reassembled here."""
+        if self._in_body and not self._partial:
+            return data
+        out: list[bytes] = []
+        pos = 0
+        while pos < len(data):
+            if self._in_body:
+                out.append(data[pos:])
+                break
+            end = data.find(b"\n", pos)
+            if end < 0:
+                piece = data[pos:]
+                if self._line_mode == "pass":
+                    out.append(piece)
+                elif self._line_mode is None:
+                    self._partial += piece
+                    if len(self._partial) > MAX_HELD:
+                        out.append(self._overlong())
+                break
+            piece, pos = data[pos:end + 1], end + 1
+            if self._line_mode is not None:
+                if self._line_mode == "pass":
+                    out.append(piece)
+                self._line_mode = None
+                continue
+            line, self._partial = self._partial + piece, b""
+            out.append(self.feed(line))
+        return b"".join(out)
+
+    def _overlong(self) -> bytes:
+        """A header line longer than MAX_HELD with no end yet: decide on its start, pass or drop the rest."""
+        fragment, self._partial = self._partial, b""
+        if fragment[:1] in (b" ", b"\t"):
+            if self._held or self._dropping:
+                if self._held:
+                    self._held, self._held_size = [], 0
+                    self.removed += 1
+                self._dropping, self._line_mode = True, "drop"
+                return b""
+            self._line_mode = "pass"
+            return fragment
+        out = self._release()
+        self._dropping = False
+        if fragment.split(b":", 1)[0].strip().lower() == _FIELD:
+            self.removed += 1
+            self._dropping, self._line_mode = True, "drop"
+            return out
+        self._line_mode = "pass"
+        return out + fragment
+
     def close(self) -> bytes:
         """What is still held at the end of the message."""
-        return self._release()
+        out = b""
+        if self._partial:
+            line, self._partial = self._partial, b""
+            out = self.feed(line)
+        return out + self._release()
 
     def _release(self) -> bytes:
         if not self._held:

@@ -68,3 +68,29 @@ def test_filter_keeps_everything_but_our_fields(fields, body):
     expected = b"".join(kept) + b"\r\n" + body + b"\r\n"
     assert strip_results(message, OURS) == expected
     assert strip_results(expected, OURS) == expected
+
+
+@given(st.lists(st.tuples(field_name, authserv, st.booleans()), max_size=6), st.lists(st.integers(1, 40), max_size=12))
+def test_chunked_feeding_gives_the_same_result(fields, cuts):
+    """Property: feed_bytes over any chunking equals the line-wise result (DATA arrives in arbitrary pieces)."""
+    message = b"".join(n + b": " + i + b";" + (b"\r\n\tx=y" if f else b" x=y") + b"\r\n" for n, i, f in fields) + b"\r\nbody\r\n"
+    f = ResultsFilter(OURS)
+    out, pos = [], 0
+    for cut in cuts:
+        out.append(f.feed_bytes(message[pos:pos + cut]))
+        pos += cut
+    out.append(f.feed_bytes(message[pos:]))
+    out.append(f.close())
+    assert b"".join(out) == strip_results(message, OURS)
+
+
+def test_overlong_forged_field_is_dropped_and_others_pass():
+    """A forged field longer than the hold limit is dropped whole; an over-long ordinary field passes intact."""
+    from mailsuite.mailauth.results import MAX_HELD
+
+    big = b"x" * (MAX_HELD + 10)
+    message = (b"Authentication-Results: mail.b.test; " + big + b"\r\n\t" + big + b"\r\n"
+               b"X-Big: " + big + b"\r\n\t" + big + b"\r\nSubject: s\r\n\r\nbody")
+    f = ResultsFilter(OURS)
+    out = b"".join(f.feed_bytes(message[i:i + 4096]) for i in range(0, len(message), 4096)) + f.close()
+    assert out == b"X-Big: " + big + b"\r\n\t" + big + b"\r\nSubject: s\r\n\r\nbody"
