@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sqlite3
 import sys
 from typing import Any
 
@@ -49,6 +50,8 @@ def _run(action: Any) -> Any:
             return int(action(args) or 0)
         except DirectoryError as e:
             raise CommandError(str(e)) from None
+        except (sqlite3.Error, OSError) as e:
+            raise CommandError(f"cannot use the user directory: {e} (run as the user the server runs as?)") from None
 
     return command
 
@@ -73,8 +76,8 @@ def _fmt_quota(value: int | None, unit: str = "") -> str:
 def _user_add(args: argparse.Namespace) -> None:
     directory = _directory(args)
     address = normalise_address(args.address)  # bad address or foreign domain: fail before prompting
-    directory._require_local(address)
-    if directory._get_user(address) is not None:
+    directory.require_local(address)
+    if directory.find_user(address) is not None:
         raise DirectoryError(f"user {address} exists already")
     secret = _password_or_hash(args)
     address = directory.add_user(address, quota_bytes=args.quota, quota_messages=args.quota_messages, **secret)
@@ -83,7 +86,7 @@ def _user_add(args: argparse.Namespace) -> None:
 
 def _user_passwd(args: argparse.Namespace) -> None:
     directory = _directory(args)
-    if directory._get_user(normalise_address(args.address)) is None:  # fail before prompting
+    if directory.find_user(normalise_address(args.address)) is None:  # fail before prompting
         raise DirectoryError(f"no such user: {args.address}")
     directory.set_password(args.address, **_password_or_hash(args))
     print(f"password of {args.address} changed")

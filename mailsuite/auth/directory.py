@@ -189,7 +189,8 @@ class SQLiteDirectory:
         for target in targets:
             self._expand(target, local, remote, seen, depth + 1)
 
-    def _get_user(self, address: str) -> UserRecord | None:
+    def find_user(self, address: str) -> UserRecord | None:
+        """The user record or None (blocking; get_user is the Deferred form)."""
         try:
             address = normalise_address(address)
         except InvalidName:
@@ -246,7 +247,7 @@ class SQLiteDirectory:
 
     def get_user(self, address: str) -> defer.Deferred[UserRecord | None]:
         """The user record, or None."""
-        return self._run(self._get_user, address)
+        return self._run(self.find_user, address)
 
     def sender_addresses(self, user: str) -> defer.Deferred[frozenset[str]]:
         """The user's own address and aliases whose only target is the user."""
@@ -294,7 +295,8 @@ class SQLiteDirectory:
         """Every local domain (configuration and directory)."""
         return self.local_domains()
 
-    def _require_local(self, address: str) -> None:
+    def require_local(self, address: str) -> None:
+        """NotLocal unless the (normalised) address's domain is local."""
         domain = domain_of(address)
         if not self._is_local_domain(domain):
             raise NotLocal(f"{domain} is not a local domain: add it with `mailsuite domain add {domain}` or list it in the configuration's domains")
@@ -303,7 +305,7 @@ class SQLiteDirectory:
                  quota_bytes: int | None = None, quota_messages: int | None = None) -> str:
         """Create a user from a password (hashed with argon2id) or an imported hash; returns the address."""
         address = normalise_address(address)
-        self._require_local(address)
+        self.require_local(address)
         stored = self._stored_hash(password, password_hash)
         try:
             self._db().execute(
@@ -361,7 +363,7 @@ class SQLiteDirectory:
     def add_alias(self, source: str, targets: Iterable[str]) -> list[str]:
         """Forward ``source`` (an address or ``@domain`` catch-all) to targets; returns the new targets."""
         source = parse_alias_source(source)
-        self._require_local(source if not source.startswith("@") else "x" + source)
+        self.require_local(source if not source.startswith("@") else "x" + source)
         normalised = list(dict.fromkeys(normalise_address(t) for t in targets))
         if not normalised:
             raise DirectoryError("an alias needs at least one target address")

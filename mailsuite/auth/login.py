@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.cred import credentials, error
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from mailsuite.auth.addresses import normalise_address
@@ -69,12 +69,6 @@ class Authenticator:
         delay = self.throttle.delay_for(ip, name)
         self.log.info("login failed: user={user} ip={ip} delay={delay}s", user=name, ip=ip, delay=delay)
         if delay > 0:
-            await deferLater(self.reactor, delay)
+            await task.deferLater(self.reactor, delay)
         raise AuthenticationFailed()
 
-
-def deferLater(clock: Any, delay: float) -> defer.Deferred[None]:
-    """A Deferred that fires after ``delay`` seconds on ``clock``."""
-    d: defer.Deferred[None] = defer.Deferred()
-    clock.callLater(delay, d.callback, None)
-    return d
