@@ -19,8 +19,8 @@ _PARSER = BytesParser(policy=email.policy.default)
 
 
 def parse_message(raw: bytes) -> EmailMessage:
-    """Parse stored bytes into an EmailMessage (modern policy)."""
-    return _PARSER.parsebytes(raw)  # type: ignore[return-value]
+    """Parse stored bytes (CRLF line ends) into an EmailMessage whose text has Python's "\\n" line ends."""
+    return _PARSER.parsebytes(raw.replace(b"\r\n", b"\n"))  # type: ignore[return-value]
 
 
 @dataclass
