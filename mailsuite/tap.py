@@ -31,13 +31,31 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "Path of the TOML configuration file (default: the example config, data under ./var)."],
     ]
+    optFlags = [
+        ["capture", None, "Capture server for development and tests: accept mail for any address, relay nothing, "
+         "let any address log in with any password, serve the HTTP JSON API (capture.http_port)."],
+    ]
 
     def postOptions(self) -> None:
         path = self["config"] or config_module.default_config_path()
         try:
-            self["loaded"] = config_module.load(path)
+            loaded = config_module.load(path)
         except ConfigError as e:
             fail(e)
+        if self["capture"]:
+            loaded = capture_mode(loaded)
+        self["loaded"] = loaded
+
+
+def capture_mode(config: config_module.Config) -> config_module.Config:
+    """The same configuration switched to capture mode (``--capture``)."""
+    from dataclasses import replace
+
+    return replace(
+        config,
+        capture=replace(config.capture, enabled=True, http_enabled=True),
+        tls=replace(config.tls, allow_plaintext_auth=True),
+    )
 
 
 def makeService(options: Options) -> Any:
