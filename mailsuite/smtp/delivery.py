@@ -5,8 +5,8 @@ Implementation notes:
 - The caller replies 250 only after :func:`hand_off` returns: by then every
   local mailbox has its copy fsynced (``IMessageStore.deliver``) and the relay
   queue has the remote recipients fsynced in its spool (``IRelayQueue.enqueue``).
-- Quotas are checked again for every local mailbox with the real size before
-  anything is written; one full mailbox fails the whole transaction with
+- With more than one target, quotas are checked again for every local mailbox
+  with the real size before anything is written; one full mailbox fails the whole transaction with
   ``452 4.2.2`` (the client retries later; nobody got a copy yet).  Quotas were
   already checked at RCPT with the SIZE the client announced, where the
   refusal can be per recipient.
@@ -51,7 +51,10 @@ class Transaction:
 
 async def hand_off(store: Any, queue: Any, message: Any, tx: Transaction) -> None:
     """Store and queue the message; returns only when every copy is fsynced, else raises MailError."""
-    for address in tx.local:
+    # With a single target the store's own quota check inside deliver() cannot
+    # leave a partial delivery behind, so the extra round trip is skipped.
+    targets = len(tx.local) + (1 if tx.remote else 0)
+    for address in tx.local if targets > 1 else ():
         try:
             await store.check_quota(address, message.size + len(tx.trace) + 200)
         except QuotaExceeded:

@@ -323,8 +323,14 @@ def test_quota_at_rcpt_and_at_data(world: World) -> None:
     s.cmd("DATA")
     assert s.codes(s.send(b"x" * 6000 + b"\r\n.\r\n")) == ["452 4.2.2"]
     assert world.inbox(ALICE) == [] and world.inbox(BOB) == []
-    s.cmd(f"MAIL FROM:<a@remote.test> SIZE=6000")
+    s.cmd("MAIL FROM:<a@remote.test> SIZE=6000")
     assert s.codes(s.cmd(f"RCPT TO:<{BOB}>")) == ["552 5.2.2"]
+    s.cmd("RSET")
+    s.cmd("MAIL FROM:<a@remote.test>")
+    s.cmd(f"RCPT TO:<{BOB}>")
+    s.cmd("DATA")  # a single target: the store's own check refuses it
+    assert s.codes(s.send(b"x" * 6000 + b"\r\n.\r\n")) == ["452 4.2.2"]
+    assert world.inbox(BOB) == []
 
 
 def test_queue_failure_is_temporary(world: World) -> None:
@@ -392,3 +398,50 @@ def test_timeouts(tmp_path: Path) -> None:
     assert not s.closed
     world.clock.advance(41)
     assert s.codes(s.take()) == ["421 4.4.2"] and s.closed
+
+
+def test_unexpected_error_is_logged_and_answered_451(world: World) -> None:
+    """A bug below the protocol gives 451 4.3.0 and a logged traceback, and the session goes on."""
+    from twisted.logger import capturedLogs
+
+    def broken(address: str) -> None:
+        raise RuntimeError("boom")
+
+    world.directory.resolve = broken  # type: ignore[method-assign]
+    with capturedLogs() as events:
+        s = world.session()
+        out = envelope(s)
+    assert s.codes(out) == ["250 2.1.0", "451 4.3.0"] and b"boom" not in out
+    assert any(e.get("log_failure") is not None for e in events)
+    assert s.codes(s.cmd("NOOP")) == ["250 2.0.0"]
+
+
+def test_fault_plan(world: World) -> None:
+    """Faults from the test fixture's plan replace a reply, delay it, or drop the connection."""
+    from mailsuite.testing.faults import Fault, FaultPlan
+
+    world.context.faults = FaultPlan()
+    world.context.faults.add(Fault("RCPT", code=451, text="try later"))
+    world.context.faults.add(Fault("DATA", code=554, text="no"))
+    s = world.session()
+    out = envelope(s, rcpts=(ALICE, ALICE))
+    assert out.endswith(b"451 try later\r\n250 2.1.5 Recipient OK\r\n")
+    s.cmd("DATA")
+    assert s.send(b"x\r\n.\r\n") == b"554 no\r\n"
+    assert world.inbox(ALICE) == []
+    world.context.faults.add(Fault("MAIL", delay=5.0))
+    assert s.cmd("MAIL FROM:<a@remote.test>") == b""
+    world.clock.advance(5)
+    assert s.codes(s.take()) == ["250 2.1.0"]
+    world.context.faults.add(Fault("RSET", drop=True))
+    s.cmd("RSET")
+    assert s.transport.aborted
+
+
+def test_helo_names(world: World) -> None:
+    """Odd but harmless HELO names are accepted; ones that could forge trace text are refused (501)."""
+    s = world.session()
+    for good in ("client.example", "[192.0.2.1]", "[IPv6:2001:db8::1]", "my_host"):
+        assert s.codes(s.cmd(f"EHLO {good}"))[0] == "250", good
+    for bad in ("", "a b", "x(y)", "name;"):
+        assert s.codes(s.cmd(f"HELO {bad}")) == ["501"], bad
