@@ -42,13 +42,15 @@ def account(accounts: AccountPool) -> str:
     return accounts.take()
 
 
-def cert_name(server: Any) -> str:
-    """A DNS name the server certificate is valid for."""
+def cert_names(server: Any) -> list[str]:
+    """The DNS names the server certificate is valid for."""
     decoded = ssl._ssl._test_decode_cert(str(server.certificate))  # type: ignore[attr-defined]
     names = [value for kind, value in decoded.get("subjectAltName", ()) if kind == "DNS"]
-    if not names:
-        names = [value for rdn in decoded["subject"] for key, value in rdn if key == "commonName"]
-    return names[0]
+    return names or [value for rdn in decoded["subject"] for key, value in rdn if key == "commonName"]
+
+
+def cert_name(server: Any) -> str:
+    return cert_names(server)[0]
 
 
 def curl(server: Any, url_path: str, *extra: str, user: str, password: str = PASSWORD, scheme: str = "pop3", listener: str = "pop3") -> subprocess.CompletedProcess[bytes]:
@@ -102,11 +104,14 @@ def fetchmail(server: Any, tmp_path: Path, address: str, *, implicit: bool, keep
     out = tmp_path / "delivered"
     out.mkdir(exist_ok=True)
     listener = "pop3s" if implicit else "pop3"
+    # fetchmail checks the certificate against the name it connects to (not the "via" address).
+    host = "localhost" if "localhost" in cert_names(server) else f"{cert_name(server)} via 127.0.0.1"
+    extra = "" if host == "localhost" else f" sslcommonname {cert_name(server)}"
     rc = tmp_path / "fetchmailrc"
     rc.write_text(
-        f'poll {cert_name(server)} via 127.0.0.1 service {server.ports[listener]} protocol POP3 uidl timeout 20\n'
+        f"poll {host} service {server.ports[listener]} protocol POP3 uidl timeout 20\n"
         f'  user "{address}" there with password "{PASSWORD}" is "tester" here\n'
-        f'  {"ssl" if implicit else ""} sslproto "TLS1.2+" sslcertck sslcertfile "{server.certificate}"\n'
+        f'  {"ssl" if implicit else ""} sslproto "TLS1.2+" sslcertck sslcertfile "{server.certificate}"{extra}\n'
         f'  mda "/bin/sh -c \'cat > $(mktemp -p {out})\'"\n'
         f'  {"keep" if keep else "nokeep"} {"" if keep else "fetchall"}\n'
     )
