@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import imaplib
 import signal
 import socket
 import ssl
@@ -238,6 +239,10 @@ def test_sighup_reloads_certificate_and_keeps_open_connections(mailsuite_server:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw2:
             with tls_client(cafile=server.certificate).wrap_socket(raw2) as after:
                 assert after.getpeercert(binary_form=True) == new_der
+        # STARTTLS uses the same provider: it sees the new certificate too.
+        with imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=10) as imap:
+            imap.starttls(tls_client(cafile=server.certificate))
+            assert imap.sock.getpeercert(binary_form=True) == new_der
         before.sendall(b"a1 CAPABILITY\r\n")
         reply = b""
         while b"a1 " not in reply:
