@@ -292,3 +292,25 @@ def test_pipelined_commands_answer_in_order(server: Any, account: str) -> None:
     assert client.line().startswith(b"+OK 2 messages")
     assert client.line().startswith(b"+OK Bye, 0 messages deleted")
     assert client.closed_by_server()
+
+
+def test_uidl_unchanged_by_a_real_imap_session(server: Any, account: str) -> None:
+    """An IMAP client reading, flagging and expunging must not change any POP3 unique-id."""
+    import imaplib
+
+    deliver(server, account, MSG, DOTS, MSG)
+    client = login(server, account)
+    before = uidl_map(client)
+    client.quit()
+
+    imap = imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=server.client_tls())
+    imap.login(account, PASSWORD)
+    imap.select("INBOX")
+    assert imap.store("1", "+FLAGS", "(\\Seen \\Flagged)")[0] == "OK"
+    assert imap.store("2", "+FLAGS", "(\\Deleted)")[0] == "OK"
+    assert imap.expunge()[0] == "OK"
+    imap.logout()
+
+    client = login(server, account)
+    assert list(uidl_map(client).values()) == [before[1], before[3]]
+    client.quit()
