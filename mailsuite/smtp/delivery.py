@@ -47,6 +47,7 @@ class Transaction:
     trace: bytes  # Received (+ Message-ID/Date on submission), common to every copy
     session_id: str = "-"
     queue_id: str = "-"
+    folder: str = "INBOX"  # where local copies go (mailauth may say a quarantine folder)
 
 
 async def hand_off(store: Any, queue: Any, message: Any, tx: Transaction) -> None:
@@ -61,7 +62,7 @@ async def hand_off(store: Any, queue: Any, message: Any, tx: Transaction) -> Non
             raise MailError(f"Mailbox full: {address}", code=452, enhanced="4.2.2") from None
     waits: list[defer.Deferred[Any]] = []
     if tx.local:
-        deliveries = [Delivery(a, "INBOX", headers.return_path(tx.sender) + headers.delivered_to(a) + tx.trace) for a in tx.local]
+        deliveries = [Delivery(a, tx.folder, headers.return_path(tx.sender) + headers.delivered_to(a) + tx.trace) for a in tx.local]
         waits.append(defer.maybeDeferred(store.deliver, message, deliveries))
     if tx.remote:
         envelope = Envelope(sender=tx.sender, recipients=tuple(tx.remote), smtputf8=tx.smtputf8, body_8bit=tx.body_8bit)

@@ -69,6 +69,7 @@ def settings_for(context: Any, name: str, listener_config: ListenerConfig) -> Se
         store=context.store,
         queue=context.queue,
         fault_plan=lambda: context.faults,
+        mailauth=getattr(context, "mailauth", None),
     )
 
 

@@ -50,6 +50,7 @@ from twisted.logger import Logger
 
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge
 from mailsuite.limits import peer_ip
+from mailsuite.mailauth import smtp_hook
 from mailsuite.smtp import headers, policy
 from mailsuite.smtp.address import AddressError, Mailbox, parse_command_argument
 from mailsuite.smtp.data import ChunkChecker, DataDecoder
@@ -95,6 +96,7 @@ class SessionSettings:
     store: Any = None
     queue: Any = None
     fault_plan: Callable[[], Any] = lambda: None  # read at each use: tests install a plan after start-up
+    mailauth: Any = None  # mailsuite.mailauth: DKIM signing (submission), SPF/DKIM/DMARC checks (inbound)
 
 
 class _Tx:
@@ -114,6 +116,7 @@ class _Tx:
         self.size = 0
         self.scanner = headers.HeaderScanner()
         self.checker = ChunkChecker()
+        self.results_filter: Any = None  # drops forged Authentication-Results of ours (inbound, mailauth on)
 
     @property
     def sender_text(self) -> str:
@@ -659,15 +662,21 @@ class SMTPSession(Protocol):
             return
         tx = self.tx
         assert tx is not None
-        tx.message = self.s.store.new_incoming()
+        self._new_message(tx)
         self._decoder = DataDecoder(self._sink, self.s.max_message_size)
         self._mode = DATA
         self._touch()
         self._write(354, None, "End data with <CR><LF>.<CR><LF>")
 
+    def _new_message(self, tx: _Tx) -> None:
+        tx.message = self.s.store.new_incoming()
+        tx.results_filter = smtp_hook.results_filter(self.s.mailauth, self.user is not None)
+
     def _sink(self, chunk: bytes) -> None:
         tx = self.tx
         if tx is not None and tx.message is not None:
+            if tx.results_filter is not None:
+                chunk = tx.results_filter.feed_bytes(chunk)
             tx.message.write(chunk)
             tx.scanner.feed(chunk)
 
@@ -704,7 +713,7 @@ class SMTPSession(Protocol):
                 error = SMTPReply("BDAT not allowed after DATA", code=503, enhanced="5.5.1")
             elif tx.bdat_failed is None and tx.message is None:
                 tx.bdat = True
-                tx.message = self.s.store.new_incoming()
+                self._new_message(tx)
         self._bdat_error = error
         self._mode = BDAT
         self._touch()
@@ -726,8 +735,7 @@ class SMTPSession(Protocol):
                 tx.discard()
             else:
                 tx.checker.feed(chunk)
-                tx.message.write(chunk)
-                tx.scanner.feed(chunk)
+                self._sink(chunk)
         if self._bdat_remaining == 0:
             self._bdat_chunk_done()
 
@@ -783,14 +791,22 @@ class SMTPSession(Protocol):
                 raise error
             queue_id = headers.new_id()
             message = tx.message
+            if tx.results_filter is not None:
+                message.write(tx.results_filter.close())
             message.finish()
             names = tx.scanner.field_names()
             if names.count("received") > MAX_HOPS:
                 raise SMTPReply("Too many hops (mail loop?)", code=554, enhanced="5.4.6")
             trace = self._trace(tx, queue_id, names)
+            # DKIM signature (submission) or Authentication-Results (inbound) go above our trace
+            outcome = await smtp_hook.on_message(self.s.mailauth, self.s.store, authenticated=self.user is not None, ip=self.ip,
+                                                 helo=self.helo or "", sender=tx.sender_text, local=list(tx.local), message=message, trace=trace)
+            if self._mode == CLOSED:
+                return
             await hand_off(self.s.store, self.s.queue, message, Transaction(
                 sender=tx.sender_text, local=list(tx.local), remote=list(tx.remote), smtputf8=tx.smtputf8,
-                body_8bit=tx.body_8bit, trace=trace, session_id=self.session_id, queue_id=queue_id,
+                body_8bit=tx.body_8bit, trace=outcome.header + trace, session_id=self.session_id, queue_id=queue_id,
+                folder=outcome.folder,
             ))
             self.log.info("[{session}] {qid}: accepted from=<{sender}> local={local} remote={remote} size={size}",
                           session=self.session_id, qid=queue_id, sender=tx.sender_text, local=len(tx.local), remote=len(tx.remote), size=message.size)
