@@ -289,7 +289,7 @@ class MemoryMailbox:
                     user.folders.setdefault("/".join(parts[:i]), _Folder(self.store._uidvalidity()))
                 target = user.folders[new_name] = _Folder(self.store._uidvalidity())
                 for message in inbox.messages.values():
-                    target.add(message.data, message.flags, message.internal_date, recent=False)
+                    target.add(message.data, _canonical_flags(message.flags, target.keywords), message.internal_date, recent=False)
                 inbox.messages.clear()
                 inbox.pending_recent.clear()
                 inbox.highest_modseq += 1
