@@ -125,6 +125,8 @@ def _verify_one(verifier: Any, idx: int, header: bytes, lookups: ThreadLookups) 
         return DKIMResult("permerror", reason="unusable key", **described)  # also: RSA key under 1024 bits
     except dkim.DKIMException as e:
         return DKIMResult("permerror", reason=type(e).__name__, **described)
+    except Exception:  # a malformed key or signature dkimpy did not foresee: not our failure, not a pass
+        return DKIMResult("permerror", reason="unprocessable signature", **described)
     if key_lookup.temporary:
         return DKIMResult("temperror", reason="key lookup failed", **described)
     if key_lookup.missing:

@@ -94,6 +94,8 @@ class CachingResolver:
         key = (name.rstrip(".").lower(), rtype)
         if rtype not in _TYPES:
             return defer.fail(ValueError(f"unsupported record type {rtype}"))
+        if not _valid_name(key[0]):
+            return defer.succeed(Answer((), exists=False))  # cannot exist in DNS (RFC 1035 2.3.4)
         cached = self._cache.get(key)
         now = self._clock.seconds()
         if cached is not None:
@@ -152,6 +154,13 @@ class CachingResolver:
                 return NEGATIVE_TTL, Answer(())
             current = cnames[0].payload.name.name.decode("ascii", "replace")
         raise DNSTempError(f"{name} {rtype}: CNAME chain longer than {MAX_CNAME_DEPTH}")
+
+
+def _valid_name(name: str) -> bool:
+    """Only ASCII names with 1-63 octet labels and 253 octets in all can be asked for."""
+    if not name or len(name) > 253 or not name.isascii():
+        return False
+    return all(0 < len(label) < 64 and not any(c.isspace() for c in label) for label in name.split("."))
 
 
 def _value(rr: Any, rtype: str) -> Any:

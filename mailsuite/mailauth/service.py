@@ -168,9 +168,17 @@ class MailAuthService(service.Service):
         self.mailauth = mailauth
         self.setName("mailauth")
 
+    log = Logger()
+
     def startService(self) -> None:
         super().startService()
         self.mailauth.start()
+        settings = self.mailauth.config.mailauth
+        self.log.info(
+            "mail authentication: DKIM signing {sign}, inbound checks {verify} (authserv-id {authserv_id}, DNS {dns})",
+            sign="on" if settings.sign else "off", verify="on" if settings.verify_inbound else "off",
+            authserv_id=self.mailauth.authserv_id, dns=self.mailauth.config.queue.resolver or "resolv.conf",
+        )
 
     def stopService(self) -> Any:
         super().stopService()

@@ -232,3 +232,15 @@ async def test_incoming_message_object_is_read_in_the_worker(make_auth, dns):
 
     verdict = await make_auth().auth.check_inbound(GOOD_IP, "mx.a.test", "alice@a.test", Incoming())
     assert result_of(verdict, "dmarc") == "pass"
+
+
+@pytest_twisted.ensureDeferred
+async def test_garbage_signature_names_are_errors_not_tempfails(make_auth, dns):
+    """A DKIM-Signature whose s= cannot be a DNS name is a permerror for that signature; the message is still judged."""
+    dns.set_records(sender_records(dmarc=None))
+    h = make_auth()
+    h.make_key("a.test", "s1")
+    msg = message()
+    header = h.auth.sign(msg, "a.test").replace(b"s=s1;", b"s=" + b"x" * 70 + b";")
+    verdict = await h.auth.check_inbound(GOOD_IP, "mx.a.test", "alice@a.test", header + msg)
+    assert result_of(verdict, "dkim") == "permerror" and verdict.action == "accept"
