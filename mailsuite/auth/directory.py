@@ -363,7 +363,7 @@ class SQLiteDirectory:
     def add_alias(self, source: str, targets: Iterable[str]) -> list[str]:
         """Forward ``source`` (an address or ``@domain`` catch-all) to targets; returns the new targets."""
         source = parse_alias_source(source)
-        self.require_local(source if not source.startswith("@") else "x" + source)
+        self.require_local(source)  # also right for "@domain": the domain is after the @
         normalised = list(dict.fromkeys(normalise_address(t) for t in targets))
         if not normalised:
             raise DirectoryError("an alias needs at least one target address")
@@ -388,8 +388,9 @@ class SQLiteDirectory:
             with _transaction(db):
                 for target in targets:
                     removed += db.execute("DELETE FROM aliases WHERE source = ? AND target = ?", (source, target)).rowcount
-            if removed < len(targets):
-                raise NotFound(f"alias {source} does not forward to every one of {', '.join(targets)}" if removed else f"alias {source} does not forward to {', '.join(targets)}")
+                if removed < len(targets):
+                    # Nothing is removed unless every named target was there.
+                    raise NotFound(f"alias {source} does not forward to all of: {', '.join(targets)}")
             return removed
         removed = db.execute("DELETE FROM aliases WHERE source = ?", (source,)).rowcount
         if removed == 0:

@@ -161,6 +161,9 @@ def test_alias_admin(directory: SQLiteDirectory) -> None:
     with pytest.raises(InvalidName):
         directory.add_alias("info@example.test", ["not an address"])
     assert directory.list_aliases() == [("info@example.test", ["a@remote.test", "b@remote.test"])]
+    with pytest.raises(NotFound):
+        directory.remove_alias("info@example.test", ["a@remote.test", "missing@remote.test"])
+    assert directory.list_aliases() == [("info@example.test", ["a@remote.test", "b@remote.test"])], "partial removal rolled back"
     directory.remove_alias("info@example.test", ["a@remote.test"])
     assert directory.list_aliases() == [("info@example.test", ["b@remote.test"])]
     with pytest.raises(NotFound):
