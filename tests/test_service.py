@@ -5,13 +5,10 @@ from __future__ import annotations
 import dataclasses
 import imaplib
 import importlib.util
-import json
 import os
 import socket
-import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
