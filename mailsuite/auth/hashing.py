@@ -89,8 +89,10 @@ def verify(stored: str, password: str) -> bool:
     if scheme == "BLF-CRYPT":
         # bcrypt's $2y$ is the same algorithm as $2b$ (PHP naming).
         normalised = "$2b$" + value[4:] if value.startswith("$2y$") else value
+        # bcrypt only ever used the first 72 bytes (Dovecot's hashes included);
+        # bcrypt >= 5 refuses longer input instead of truncating it.
         try:
-            return bcrypt.checkpw(password.encode("utf-8"), normalised.encode("ascii"))
+            return bcrypt.checkpw(password.encode("utf-8")[:72], normalised.encode("ascii"))
         except ValueError:
             raise UnknownHashScheme("malformed bcrypt hash") from None
     return sha512crypt.verify(password, value)

@@ -76,3 +76,8 @@ def test_legacy_schemes_need_rehash() -> None:
     assert hashing.needs_rehash(DOVECOT_HASHES["SHA512-CRYPT"])
     assert hashing.needs_rehash(DOVECOT_HASHES["BLF-CRYPT"])
     assert not hashing.needs_rehash(hashing.hash_password("x"))
+
+
+def test_long_password_against_bcrypt_is_a_plain_mismatch() -> None:
+    """bcrypt looks at 72 bytes; a longer wrong password is just wrong, not an error."""
+    assert hashing.verify(DOVECOT_HASHES["BLF-CRYPT"], "x" * 500) is False
