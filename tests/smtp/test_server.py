@@ -143,7 +143,8 @@ def test_implicit_tls_submission(server: Any) -> None:
         s.user, s.password = ALICE, PASSWORD
         s.auth("LOGIN", s.auth_login)
         assert s.sendmail(ALICE, [CAROL], b"Subject: implicit\r\n\r\nhi\r\n") == {}
-    assert any(b"Subject: implicit" in m for m in messages(server, CAROL))
+    [stored] = [m for m in messages(server, CAROL) if b"Subject: implicit" in m]
+    assert b"with ESMTPSA id" in stored and b"(using TLSv1." in stored
 
 
 def test_wrong_password_535(server: Any) -> None:

@@ -445,3 +445,28 @@ def test_helo_names(world: World) -> None:
         assert s.codes(s.cmd(f"EHLO {good}"))[0] == "250", good
     for bad in ("", "a b", "x(y)", "name;"):
         assert s.codes(s.cmd(f"HELO {bad}")) == ["501"], bad
+
+
+def test_smtputf8_local_recipient(world: World) -> None:
+    """A UTF-8 local part is a recipient only in an SMTPUTF8 transaction; then it is stored."""
+    from tests.smtp.harness import _HASH
+
+    world.directory.add_user("jöran@example.test", password_hash=_HASH)
+    s = world.session()
+    s.cmd("EHLO c")
+    s.cmd("MAIL FROM:<a@remote.test>")
+    assert s.codes(s.cmd("RCPT TO:<jöran@example.test>")) == ["553 5.6.7"]
+    s.cmd("RSET")
+    s.cmd("MAIL FROM:<a@remote.test> SMTPUTF8")
+    assert s.codes(s.cmd("RCPT TO:<jöran@example.test>")) == ["250 2.1.5"]
+    s.cmd("DATA")
+    assert s.codes(s.send(b"Subject: u\r\n\r\nx\r\n.\r\n")) == ["250 2.0.0"]
+    from twisted.internet import defer
+
+    status: list = []
+    defer.ensureDeferred(_status(world, "jöran@example.test")).addBoth(status.append)
+    assert status[0].messages == 1
+
+
+async def _status(world: World, address: str):
+    return await world.store.user_mailbox(address).status("INBOX")
