@@ -1,7 +1,6 @@
 """Two real servers: alice@a.test submits on A, A relays to B by MX, B records dkim=pass spf=pass dmarc=pass.
 
-Needs the SMTP server to call mailsuite.mailauth.smtp_hook (see its docstring);
-until that wiring exists these tests are skipped with that reason.
+The SMTP server calls mailsuite.mailauth.smtp_hook at the end of each message.
 """
 
 from __future__ import annotations
@@ -12,21 +11,7 @@ import time
 
 import pytest
 
-from tests.mailauth.helpers import key_records  # noqa: F401  (records are built from the printed line here)
 from tests.mailauth.test_mailauth_cli import printed_record
-
-
-def _smtp_calls_mailauth() -> bool:
-    import dataclasses
-
-    try:
-        from mailsuite.smtp.server import SessionSettings
-    except ImportError:
-        return False
-    return any(f.name == "mailauth" for f in dataclasses.fields(SessionSettings))
-
-
-pytestmark = pytest.mark.skipif(not _smtp_calls_mailauth(), reason="SMTP server does not call mailsuite.mailauth.smtp_hook yet")
 
 
 def wait_for_mail(server, address, timeout=20.0):
