@@ -90,21 +90,27 @@ class AccountPool:
     def __init__(self, server: Any, count: int, password: str) -> None:
         import bcrypt
 
-        from mailsuite.auth.service import open_directory
-        from mailsuite.config import load
-
         self.server = server
         first = new_address()
         server.add_user(first, password)
-        directory = open_directory(load(server.config_path))
+        self.free = [first]
+        self.hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+        self.add(count - 1)
+
+    def add(self, count: int) -> None:
+        from mailsuite.auth.service import open_directory
+        from mailsuite.config import load
+
+        directory = open_directory(load(self.server.config_path))
         try:
-            stored = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
-            self.free = [first] + [directory.add_user(new_address(), password_hash=stored) for _ in range(count - 1)]
+            self.free += [directory.add_user(new_address(), password_hash=self.hash) for _ in range(count)]
         finally:
             directory.close()
 
     def take(self) -> str:
-        return self.free.pop()
+        if not self.free:
+            self.add(4)
+        return self.free.pop(0)
 
 
 class LineClient:

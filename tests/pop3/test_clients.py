@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .support import AccountPool, deliver, new_address
+from .support import AccountPool, deliver
 
 PASSWORD = "client test password"
 MSG = b"From: a@example.test\r\nSubject: curl\r\n\r\nfirst\r\n.dotted\r\n..double\r\n"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .support import AccountPool, LineClient, deliver, drop_into_new, new_address, set_flags
+from .support import AccountPool, LineClient, deliver, drop_into_new, set_flags
 
 PASSWORD = "pop3 test password"
 MSG = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: hello\r\n\r\nHello there.\r\n"
