@@ -149,7 +149,7 @@ def _header_end(buf: Any, start: int, limit: int) -> int:
     if buf[start : start + 1] == b"\n":
         return start + 1
     crlf = buf.find(b"\n\r\n", start, limit)
-    lf = buf.find(b"\n\n", start, limit)
+    lf = buf.find(b"\n\n", start, crlf + 1 if crlf >= 0 else limit)
     if crlf < 0 and lf < 0:
         return limit
     if lf < 0 or (0 <= crlf < lf):
@@ -160,13 +160,23 @@ def _header_end(buf: Any, start: int, limit: int) -> int:
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e\x80-\xff]+)[ \t]*:")
 
 
-@dataclass(frozen=True)
 class Field:
     """One header field: lower-cased name ("" for a line that is not a field),
     its raw octets (continuation lines and line ends included)."""
 
-    name: str
-    raw: bytes
+    __slots__ = ("name", "raw")
+
+    def __init__(self, name: str, raw: bytes) -> None:
+        self.name = name
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"Field({self.name!r}, {self.raw!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Field) and (self.name, self.raw) == (other.name, other.raw)
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def value(self) -> bytes:
@@ -445,7 +455,30 @@ class Part:
     children: list["Part"] = field(default_factory=list)
     message: "Part | None" = None
     multipart: bool = False
-    lines: int = 0
+    _lines: int | None = field(default=None, repr=False)
+
+    def body_lines(self, buf: Any) -> int:
+        """LF count of the body (RFC 3501 body-fld-lines), computed once and
+        from the children's counts, so nested message/rfc822 parts cost one pass."""
+        if self._lines is None:
+            if self.multipart:
+                total = 0
+                pos = self.body_start
+                for child in self.children:
+                    total += _count_lf(buf, pos, child.body_start) + child.body_lines(buf)
+                    pos = child.end
+                total += _count_lf(buf, pos, self.end)
+            elif self.message is not None:
+                inner = self.message
+                total = (
+                    _count_lf(buf, self.body_start, inner.body_start)
+                    + inner.body_lines(buf)
+                    + _count_lf(buf, inner.end, self.end)
+                )
+            else:
+                total = _count_lf(buf, self.body_start, self.end)
+            self._lines = total
+        return self._lines
 
     @property
     def size(self) -> int:
@@ -579,17 +612,35 @@ class _Parser:
             return _Hit(index, at, after, close, newline)
         return None
 
+    def header_end(self, start: int, stack: list[bytes]) -> tuple[int, _Hit | None]:
+        """Where the header at ``start`` ends: after its blank line, or before a
+        delimiter line of an open multipart (then the entity has no body).
+
+        Scans line by line, so each header costs its own length only."""
+        buf = self.buf
+        n = self.length
+        pos = start
+        while pos < n:
+            if buf[pos : pos + 2] == b"\r\n":
+                return pos + 2, None
+            if buf[pos : pos + 1] == b"\n":
+                return pos + 1, None
+            if stack and buf[pos : pos + 2] == b"--":
+                hit = self._match(pos, stack)
+                if hit is not None:
+                    return hit.content_end(start), hit
+            nl = buf.find(b"\n", pos, n)
+            if nl < 0:
+                return n, None
+            pos = nl + 1
+        return n, None
+
     def entity(self, start: int, stack: list[bytes], digest: bool, depth: int) -> tuple[Part, _Hit | None]:
         """Parse the entity at ``start`` up to the next delimiter of ``stack`` (or EOF)."""
         self.parts += 1
-        buf = self.buf
-        limit_hit = self.find_boundary(start, stack)
-        limit = limit_hit.content_end(start) if limit_hit is not None else self.length
-        if limit < start:
-            limit = start
-        body_start = _header_end(buf, start, limit)
-        fields = split_fields(bytes(buf[start:body_start]))
-        part = Part(start, body_start, limit, fields)
+        body_start, header_hit = self.header_end(start, stack)
+        fields = split_fields(bytes(self.buf[start:body_start]))
+        part = Part(start, body_start, body_start, fields)
         if digest:
             part.media_type, part.subtype = b"message", b"rfc822"
         ctype = part.field("content-type")
@@ -597,6 +648,8 @@ class _Parser:
         if parsed is not None:
             part.media_type, part.subtype, part.params = parsed
             part.has_content_type = True
+        if header_hit is not None:
+            return part, header_hit  # a delimiter inside the header: no body at all
         major = part.media_type.lower()
         minor = part.subtype.lower()
         nested_ok = depth < MAX_DEPTH and self.parts < MAX_PARTS
@@ -614,9 +667,7 @@ class _Parser:
                 part.children.append(child)
             if hit is not None and hit.index == own and hit.close:
                 hit = self.find_boundary(hit.after, stack)  # the epilogue runs to the parent's next delimiter
-            part.end = hit.content_end(body_start) if hit is not None else self.length
-            part.end = max(part.end, body_start)
-            part.lines = _count_lf(buf, body_start, part.end)
+            part.end = max(hit.content_end(body_start) if hit is not None else self.length, body_start)
             return part, hit
         if major == b"message" and minor == b"rfc822" and nested_ok:
             # parsed whatever the encoding, so BODYSTRUCTURE always carries the
@@ -624,10 +675,10 @@ class _Parser:
             inner_part, hit = self.entity(body_start, stack, False, depth + 1)
             part.message = inner_part
             part.end = max(inner_part.end, body_start)
-            part.lines = _count_lf(buf, body_start, part.end)
             return part, hit
-        part.lines = _count_lf(buf, body_start, limit)
-        return part, limit_hit
+        hit = self.find_boundary(body_start, stack)
+        part.end = max(hit.content_end(body_start) if hit is not None else self.length, body_start)
+        return part, hit
 
     def _skip_to_outer(self, pos: int, stack: list[bytes], own: int) -> _Hit | None:
         hit = self.find_boundary(pos, stack)
@@ -667,9 +718,13 @@ _ADDR_SPECIALS = frozenset(b'()<>[]:;@\\,."')
 
 
 def _for_humans(value: bytes) -> bytes:
-    """Subject and display names: controls to spaces, runs of blanks collapsed (as Dovecot)."""
-    cleaned = re.sub(rb"[\x00-\x1f\x7f]", b" ", value)
+    """Subject and display names as Dovecot sends them: CR/LF dropped, tabs and
+    runs of blanks collapsed to one space, outer blanks trimmed, NUL as 0x80."""
+    cleaned = value.replace(b"\r", b"").replace(b"\n", b"").replace(b"\t", b" ").replace(b"\x00", b"\x80")
     return re.sub(rb" {2,}", b" ", cleaned).strip(b" ")
+
+
+_ADDRESS_TOKEN = re.compile(rb'([ \t\r\n]+)|([^\x00-\x20()<>\[\]:;@\\,."\x7f]+)|(.)', re.S)
 
 
 def _address_tokens(value: bytes) -> list[tuple[str, bytes, bool]]:
@@ -679,29 +734,31 @@ def _address_tokens(value: bytes) -> list[tuple[str, bytes, bool]]:
     data = value
     n = len(data)
     space = False
+    match = _ADDRESS_TOKEN.match
     while lex.pos < n:
-        c = data[lex.pos]
-        if c in _WSP:
-            lex.pos += 1
+        m = match(data, lex.pos)
+        assert m is not None  # the last alternative matches any octet
+        if m.group(1):
+            lex.pos = m.end()
             space = True
             continue
-        if c == 0x28:
-            tokens.append(("comment", lex._comment(), space))
-        elif c == 0x22:
-            tokens.append(("qs", lex.quoted(), space))
-        elif c == 0x5B:
-            end = data.find(b"]", lex.pos)
-            end = n - 1 if end < 0 else end
-            tokens.append(("dl", data[lex.pos : end + 1], space))
-            lex.pos = end + 1
-        elif c in _ADDR_SPECIALS:
-            tokens.append((chr(c), bytes([c]), space))
-            lex.pos += 1
+        if m.group(2):
+            tokens.append(("atom", m.group(2), space))
+            lex.pos = m.end()
         else:
-            start = lex.pos
-            while lex.pos < n and data[lex.pos] not in _ADDR_SPECIALS and data[lex.pos] not in _WSP:
+            c = data[lex.pos]
+            if c == 0x28:
+                tokens.append(("comment", lex._comment(), space))
+            elif c == 0x22:
+                tokens.append(("qs", lex.quoted(), space))
+            elif c == 0x5B:
+                end = data.find(b"]", lex.pos)
+                end = n - 1 if end < 0 else end
+                tokens.append(("dl", data[lex.pos : end + 1], space))
+                lex.pos = end + 1
+            else:
+                tokens.append((chr(c), bytes([c]), space))
                 lex.pos += 1
-            tokens.append(("atom", data[start : lex.pos], space))
         space = False
     return tokens
 
@@ -964,10 +1021,10 @@ def _extension_common(part: Part) -> bytes:
     return dsp + b" " + lang + b" " + _nstring_nolf(part.field("content-location"))
 
 
-def _structure(part: Part, extended: bool) -> bytes:
+def _structure(buf: Any, part: Part, extended: bool) -> bytes:
     if part.multipart:
         if part.children:
-            inner = b"".join(_structure(child, extended) for child in part.children)
+            inner = b"".join(_structure(buf, child, extended) for child in part.children)
         else:
             inner = _EMPTY_BODYSTRUCTURE if extended else _EMPTY_BODY
         out = inner + b" " + wire.string(part.subtype)
@@ -993,12 +1050,12 @@ def _structure(part: Part, extended: bool) -> bytes:
         b"%d" % part.size,
     ]
     if text:
-        items.append(b"%d" % part.lines)
+        items.append(b"%d" % part.body_lines(buf))
     elif part.message is not None:
         inner = part.message
         items.append(_envelope_from_fields(inner.fields))
-        items.append(_structure(inner, extended))
-        items.append(b"%d" % part.lines)
+        items.append(_structure(buf, inner, extended))
+        items.append(b"%d" % part.body_lines(buf))
     if extended:
         items.append(_nstring_nolf(part.field("content-md5")))
         items.append(_extension_common(part))
@@ -1010,7 +1067,7 @@ def bodystructure(message: Message, extended: bool = True, *, extensible: bool |
     if extensible is not None:
         extended = extensible
     with _octets(message) as buf:
-        return _structure(_parse_octets(buf), extended)
+        return _structure(buf, _parse_octets(buf), extended)
 
 
 # ---------------------------------------------------------------------------

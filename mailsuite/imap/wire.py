@@ -78,6 +78,7 @@ _ATOM_CHARS = frozenset(range(0x21, 0x7F)) - _ATOM_SPECIALS
 _ASTRING_CHARS = _ATOM_CHARS | {ord("]")}
 _LIST_CHARS = _ATOM_CHARS | set(b"%*]")
 _QUOTE_UNSAFE = frozenset(range(0x00, 0x20)) | frozenset(range(0x7F, 0x100)) | {ord('"'), ord("\\")}
+_QUOTE_UNSAFE_RE = re.compile(rb'[\x00-\x1f\x7f-\xff"\\]')
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTH_NUMBER = {m.lower(): i + 1 for i, m in enumerate(_MONTHS)}
 _SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")}
@@ -125,9 +126,9 @@ def literal(value: bytes | str) -> bytes:
 def string(value: bytes | str) -> bytes:
     """A string: quoted when every octet is a plain 7-bit printable other than
     ``"``/``\\``, else a literal (RFC 3501 4.3, 9)."""
-    data = _as_bytes(value)
-    if any(c in _QUOTE_UNSAFE for c in data):
-        return literal(data)
+    data = value if type(value) is bytes else _as_bytes(value)
+    if _QUOTE_UNSAFE_RE.search(data):
+        return b"{%d}\r\n" % len(data) + data
     return b'"' + data + b'"'
 
 

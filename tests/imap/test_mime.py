@@ -325,6 +325,30 @@ def test_envelope_last_header_wins_and_empty_subject() -> None:
     assert mime.envelope(b"") == b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
 
 
+def test_subject_and_names_for_humans() -> None:
+    """Subject and display names: tabs and runs of blanks collapse, outer blanks go (as Dovecot)."""
+    env = mime.envelope(b"Subject: \t a \t\t b  \r\n  c \r\nFrom: \"  Ann \t Lee \" <a@b>\r\n\r\n")
+    assert env.startswith(b'(NIL "a b c" (("Ann Lee" NIL "a" "b"))')
+
+
+def test_delimiter_inside_a_header_ends_the_part() -> None:
+    """A part whose header runs into the next delimiter has no body; the CRLF belongs to the delimiter."""
+    data = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/html\r\n--b\r\n\r\nsecond\r\n--b--\r\n"
+    root = mime.parse(data)
+    assert [c.subtype for c in root.children] == [b"html", b"plain"]
+    assert mime.section(data, "1.MIME") == b"Content-Type: text/html"
+    assert mime.section(data, (1,)) == b""
+    assert mime.section(data, (2,)) == b"second"
+
+
+def test_line_counts_through_nesting() -> None:
+    """body-fld-lines of message/rfc822 counts the whole encapsulated message, computed from its parts."""
+    root = mime.parse(NESTED)
+    part = root.children[1]
+    assert part.body_lines(NESTED) == NESTED[part.body_start : part.end].count(b"\n")
+    assert root.body_lines(NESTED) == NESTED[root.body_start :].count(b"\n")
+
+
 # -- broken input, files, laziness --------------------------------------------
 
 
