@@ -5,10 +5,10 @@ Run:  /work/venv/bin/python bench/smtp.py [--seconds 10] [--clients 1,10,50] [--
 Starts a real mailsuite server (real SQLite directory with 10 users, real
 Maildir store, fsync on as always) on loopback in a temporary data root, and
 for each concurrency level runs that many clients over port 25 for the given
-time.  Inbound SPF/DKIM/DMARC checks (mailsuite.mailauth) are off unless
-``--mailauth`` is given: they would measure DNS lookups, not SMTP.  Each client pipelines MAIL/RCPT/DATA, sends a 10 KiB message and
+time.  Each client pipelines MAIL/RCPT/DATA, sends a 10 KiB message and
 waits for the 250 (sent only after the copy is fsynced), round-robin over the
-users.  Printed per level: messages/s, p50/p99 time from the end of DATA
+users.  Inbound SPF/DKIM/DMARC checks (mailsuite.mailauth) are off unless
+``--mailauth`` is given: they would measure DNS lookups, not SMTP.  Printed per level: messages/s, p50/p99 time from the end of DATA
 (".") to the 250, and the longest NOOP round trip a separate probe process
 saw meanwhile (a reactor stall shows up there).
 
