@@ -314,3 +314,50 @@ def test_uidl_unchanged_by_a_real_imap_session(server: Any, account: str) -> Non
     client = login(server, account)
     assert list(uidl_map(client).values()) == [before[1], before[3]]
     client.quit()
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.slow
+def test_fifty_megabyte_retr_keeps_server_memory_flat(server: Any, account: str) -> None:
+    """RETR streams from disk: the server's resident memory does not grow with a 50 MB message."""
+    import threading
+
+    deliver(server, account, MSG)  # creates the Maildir
+    line = b".dotted line that must be stuffed, and some more text to make it longer\r\n"
+    body = b"Subject: big\r\n\r\n" + line * (50 * 1024 * 1024 // len(line))
+    drop_into_new(server.mail_dir(account), body)
+    client = LineClient(server.ports["pop3s"], tls=server.client_tls())
+    client.line()
+    client.command(f"USER {account}")
+    assert client.command(f"PASS {PASSWORD}").startswith(b"+OK")
+    pid = server.process.pid
+    before = _rss_kb(pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_kb(pid))
+            done.wait(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        assert client.command("RETR 2") == b"+OK %d octets" % len(body)
+        received, tail = len(client.buffer), client.buffer[-5:]
+        client.buffer = b""
+        while tail != b"\r\n.\r\n":
+            chunk = client.sock.recv(1 << 20)
+            assert chunk
+            received += len(chunk)
+            tail = (tail + chunk)[-5:]
+    finally:
+        done.set()
+        sampler.join()
+    assert received == len(body) + body.count(b"\r\n.") + 3  # stuffed dots and the terminator
+    assert peak[0] - before < 20 * 1024, (before, peak[0])
+    client.command("QUIT")
