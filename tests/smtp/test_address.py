@@ -84,7 +84,7 @@ atom = st.text(atext, min_size=1, max_size=8)
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(local=st.lists(atom, min_size=1, max_size=4), domain=st.lists(label, min_size=1, max_size=4))
 def test_generated_valid_addresses_round_trip(local: list[str], domain: list[str]) -> None:
     """Every dot-string@domain from the grammar parses back to itself."""
@@ -95,7 +95,7 @@ def test_generated_valid_addresses_round_trip(local: list[str], domain: list[str
     assert mailbox is not None and mailbox.address == address
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(text=st.text(max_size=60))
 def test_arbitrary_text_parses_or_raises_address_error(text: str) -> None:
     """The parser never fails any other way, and what it accepts has no space, CR, LF or control character."""

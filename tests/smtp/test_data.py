@@ -117,7 +117,7 @@ def test_size_limit_stops_output_but_finds_the_end() -> None:
 lines = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")), max_size=20)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(lines=lines, cuts=st.lists(st.integers(min_value=1, max_value=30), max_size=20))
 def test_round_trip_any_message_any_chunking(lines: list[bytes], cuts: list[int]) -> None:
     """Stuffing then decoding gives back the message exactly, however the bytes are split."""
@@ -128,7 +128,7 @@ def test_round_trip_any_message_any_chunking(lines: list[bytes], cuts: list[int]
     assert not decoder.bare_line_ending
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(data=st.binary(max_size=200), cuts=st.lists(st.integers(min_value=1, max_value=30), max_size=10))
 def test_decoder_never_ends_before_crlf_dot_crlf(data: bytes, cuts: list[int]) -> None:
     """Whatever the bytes, the data ends exactly at the first CRLF.CRLF (counting the line start)."""
