@@ -76,6 +76,8 @@ __all__ = [
 MAX_DEPTH = 100
 #: Parts parsed per message; the rest is treated as opaque content.
 MAX_PARTS = 10000
+#: Octets of one header parsed for its fields (Content-* beyond this are ignored).
+MAX_HEADER_PARSED = 1 << 20
 
 Message = Union[bytes, bytearray, memoryview, BinaryIO]
 
@@ -562,26 +564,75 @@ class _Parser:
         self.buf = buf
         self.length = len(buf)
         self.parts = 0
+        self._patterns: dict[tuple[bytes, ...], re.Pattern[bytes]] = {}
 
-    def find_boundary(self, pos: int, stack: list[bytes]) -> _Hit | None:
-        """The next delimiter line at or after ``pos`` (a line start) matching any open boundary."""
+    def _delimiters(self, stack: list[bytes]) -> re.Pattern[bytes]:
+        """A regex finding ``LF "--" boundary`` for any open boundary (one C-level scan)."""
+        key = tuple(stack)
+        pattern = self._patterns.get(key)
+        if pattern is None:
+            alternatives = b"|".join(re.escape(b) for b in sorted(set(stack), key=len, reverse=True))
+            pattern = re.compile(b"\n--(?:" + alternatives + b")")
+            self._patterns[key] = pattern
+        return pattern
+
+    def find_boundary(self, pos: int, stack: list[bytes], end: int | None = None, *, line_start: bool = True) -> _Hit | None:
+        """The next delimiter line starting at or after ``pos`` (and before ``end``)
+        that matches an open boundary; ``pos`` is a line start unless told otherwise."""
         if not stack:
             return None
         buf = self.buf
         n = self.length
-        candidate = pos if buf[pos : pos + 2] == b"--" else -1
-        search = pos
-        while True:
-            if candidate < 0:
-                i = buf.find(b"\n--", search, n)
-                if i < 0:
-                    return None
-                candidate = i + 1
-            hit = self._match(candidate, stack)
+        end = n if end is None else min(end, n)
+        if line_start and pos < end and buf[pos : pos + 2] == b"--":
+            hit = self._match(pos, stack)
             if hit is not None:
                 return hit
-            search = candidate + 1
-            candidate = -1
+        pattern = self._delimiters(stack)
+        longest = max(len(b) for b in stack)
+        search = pos if line_start else max(0, pos - 1)
+        stop = min(n, end + 2 + longest)
+        while True:
+            m = pattern.search(buf, search, stop)
+            if m is None or m.start() + 1 >= end:
+                return None
+            hit = self._match(m.start() + 1, stack)
+            if hit is not None:
+                return hit
+            search = m.start() + 1
+
+    #: Headers are searched for their end in windows this big, so a part
+    #: without a blank line never makes us scan the rest of the message.
+    WINDOW = 1 << 16
+
+    def header_end(self, start: int, stack: list[bytes]) -> tuple[int, _Hit | None]:
+        """Where the header at ``start`` ends: after its blank line, or before a
+        delimiter line of an open multipart (then the entity has no body)."""
+        buf = self.buf
+        n = self.length
+        if buf[start : start + 2] == b"\r\n":
+            return start + 2, None
+        if buf[start : start + 1] == b"\n":
+            return start + 1, None
+        pos = start
+        while pos < n:
+            window_end = min(n, pos + self.WINDOW)
+            first = max(start, pos - 2)
+            crlf = buf.find(b"\n\r\n", first, min(n, window_end + 2))
+            lf = buf.find(b"\n\n", first, crlf + 2 if crlf >= 0 else min(n, window_end + 1))
+            if lf >= 0 and (crlf < 0 or lf < crlf):
+                blank, blank_end = lf + 1, lf + 2
+            elif crlf >= 0:
+                blank, blank_end = crlf + 1, crlf + 3
+            else:
+                blank, blank_end = -1, -1
+            hit = self.find_boundary(pos, stack, blank if blank >= 0 else window_end, line_start=pos == start)
+            if hit is not None:
+                return hit.content_end(start), hit
+            if blank >= 0:
+                return blank_end, None
+            pos = window_end
+        return n, None
 
     def _match(self, at: int, stack: list[bytes]) -> _Hit | None:
         buf = self.buf
@@ -612,34 +663,11 @@ class _Parser:
             return _Hit(index, at, after, close, newline)
         return None
 
-    def header_end(self, start: int, stack: list[bytes]) -> tuple[int, _Hit | None]:
-        """Where the header at ``start`` ends: after its blank line, or before a
-        delimiter line of an open multipart (then the entity has no body).
-
-        Scans line by line, so each header costs its own length only."""
-        buf = self.buf
-        n = self.length
-        pos = start
-        while pos < n:
-            if buf[pos : pos + 2] == b"\r\n":
-                return pos + 2, None
-            if buf[pos : pos + 1] == b"\n":
-                return pos + 1, None
-            if stack and buf[pos : pos + 2] == b"--":
-                hit = self._match(pos, stack)
-                if hit is not None:
-                    return hit.content_end(start), hit
-            nl = buf.find(b"\n", pos, n)
-            if nl < 0:
-                return n, None
-            pos = nl + 1
-        return n, None
-
     def entity(self, start: int, stack: list[bytes], digest: bool, depth: int) -> tuple[Part, _Hit | None]:
         """Parse the entity at ``start`` up to the next delimiter of ``stack`` (or EOF)."""
         self.parts += 1
         body_start, header_hit = self.header_end(start, stack)
-        fields = split_fields(bytes(self.buf[start:body_start]))
+        fields = split_fields(bytes(self.buf[start : min(body_start, start + MAX_HEADER_PARSED)]))
         part = Part(start, body_start, body_start, fields)
         if digest:
             part.media_type, part.subtype = b"message", b"rfc822"

@@ -470,3 +470,31 @@ def test_any_message_parses(data: bytes) -> None:
         assert isinstance(body, bytes)
     wire.Reader(b"(" + mime.bodystructure(data) + b")").value_list()
     wire.Reader(b"(" + mime.bodystructure(data, extended=False) + b")").value_list()
+
+
+def _shape(part: mime.Part) -> list:
+    return [(n, p.start, p.body_start, p.end, p.media_type, p.subtype) for n, p in part.walk()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_PIECES, max_size=30).map(b"".join), st.integers(min_value=1, max_value=9))
+def test_header_window_size_does_not_change_the_result(data: bytes, window: int) -> None:
+    """Headers are searched in windows; any window size gives the same tree (edges straddled correctly)."""
+    data = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + data
+    expected = _shape(mime.parse(data))
+    original = mime._Parser.WINDOW
+    mime._Parser.WINDOW = window
+    try:
+        assert _shape(mime.parse(data)) == expected
+    finally:
+        mime._Parser.WINDOW = original
+
+
+def test_pathological_lines_parse() -> None:
+    """Huge headers without a blank line and bodies full of almost-delimiters stay correct."""
+    junk = b"X-A: b\r\n" * 50000
+    data = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n" + junk + b"--b\r\n\r\n" + b"--bx\r\n--\r\n" * 30000 + b"\r\n--b--\r\n"
+    root = mime.parse(data)
+    assert len(root.children) == 2
+    assert root.children[0].body_start == root.children[0].end  # header ran into the delimiter
+    assert mime.section(data, (2,)).startswith(b"--bx\r\n--\r\n")
