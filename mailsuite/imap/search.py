@@ -151,7 +151,7 @@ class _Context:
         self.last_seq = last_seq
         self.last_uid = last_uid
         self._header: bytes | None = None
-        self._fields: dict[str, list[bytes]] | None = None
+        self._fields: dict[str, list[mime.Field]] | None = None
         self._message: bytes | None = None
         self._bodies: list[str] | None = None
         self._text: list[str] | None = None
@@ -164,17 +164,18 @@ class _Context:
                 self._header = self.msg.header()
         return self._header
 
-    def fields(self) -> dict[str, list[bytes]]:
+    def fields(self) -> dict[str, list[mime.Field]]:
+        """Fields by lower-cased name (values unfolded only when asked for)."""
         if self._fields is None:
-            found: dict[str, list[bytes]] = {}
+            found: dict[str, list[mime.Field]] = {}
             for f in mime.split_fields(self.header()):
                 if f.name:
-                    found.setdefault(f.name, []).append(f.value)
+                    found.setdefault(f.name, []).append(f)
             self._fields = found
         return self._fields
 
     def header_texts(self, name: str) -> list[str]:
-        return [_fold(decode_header_text(v)) for v in self.fields().get(name, [])]
+        return [_fold(decode_header_text(f.value)) for f in self.fields().get(name, [])]
 
     def message(self) -> bytes:
         if self._message is None:
@@ -363,7 +364,7 @@ class SentDate(Key):
         values = ctx.fields().get("date")
         if not values:
             return False
-        parsed = email.utils.parsedate_tz(values[-1].decode("latin-1"))
+        parsed = email.utils.parsedate_tz(values[-1].value.decode("latin-1"))
         if parsed is None:
             return False
         try:
