@@ -9,8 +9,10 @@ time.  Each client pipelines MAIL/RCPT/DATA, sends a 10 KiB message and
 waits for the 250 (sent only after the copy is fsynced), round-robin over the
 users.  Inbound SPF/DKIM/DMARC checks (mailsuite.mailauth) are off unless
 ``--mailauth`` is given: they would measure DNS lookups, not SMTP.  Printed per level: messages/s, p50/p99 time from the end of DATA
-(".") to the 250, and the longest NOOP round trip a separate probe process
-saw meanwhile (a reactor stall shows up there).
+(".") to the 250, the longest and p99 NOOP round trip a separate probe
+process saw meanwhile (what another client feels), and the reactor's own lag:
+how late a 10 ms LoopingCall inside the server ran (a stall of the reactor
+thread shows up there directly, without the client side's scheduling).
 
 If Debian's postfix is installed the same load could be pointed at it; this
 script only reports whether it is present (the comparison is not automated).
@@ -27,10 +29,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import tempfile
 import time
 from typing import Any
@@ -38,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailsuite.testing.process import ChildServer, render_toml  # noqa: E402
+from mailsuite.testing.process import render_toml  # noqa: E402
 
 USERS = [f"user{i}@example.test" for i in range(10)]
 
@@ -122,7 +127,46 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
 
 
+def serve(config_path: str, stats_path: str) -> None:
+    """Child process: the real server (service.build) plus a 10 ms LoopingCall measuring how late the reactor runs it.
+
+    SIGUSR1 writes the lateness seen since the previous SIGUSR1 to ``stats_path``
+    (JSON: max, p99, samples) and starts a new window; SIGTERM stops the server.
+    """
+    import json
+    import signal
+
+    from twisted.internet import reactor, task
+
+    from mailsuite.config import load
+    from mailsuite.service import build
+
+    root = build(load(config_path), reactor)
+    lags: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        lags.append(now - last[0] - 0.01)
+        last[0] = now
+
+    def report(*_: Any) -> None:
+        window = sorted(lags)
+        lags.clear()
+        stats = {"max": window[-1] if window else 0.0, "p99": window[int(len(window) * 0.99)] if window else 0.0, "samples": len(window)}
+        Path(stats_path).write_text(json.dumps(stats))
+
+    signal.signal(signal.SIGUSR1, report)
+    task.LoopingCall(tick).start(0.01)
+    reactor.callWhenRunning(root.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
+    reactor.run()
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], sys.argv[3])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each concurrency level")
     parser.add_argument("--clients", default="1,10,50", help="comma-separated concurrency levels")
@@ -152,32 +196,53 @@ def main() -> None:
 
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    server = ChildServer(config, data, base / "server.log", env)
+    stats_file = base / "lag.json"
+    log = open(base / "server.log", "ab")
+    child = subprocess.Popen([sys.executable, __file__, "--serve", str(config), str(stats_file)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
     try:
-        ports = server.start()
-        port = ports["smtp"]
+        ports_file = data / "run" / "ports.json"
+        deadline = time.monotonic() + 30
+        while not ports_file.exists():
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("server did not start:\n" + (base / "server.log").read_text())
+            time.sleep(0.05)
+        port = json.loads(ports_file.read_text())["smtp"]
         print(f"mailsuite SMTP benchmark: {args.size} byte messages, fsync on, {args.seconds:.0f}s per level, "
               f"inbound mail checks {'on' if args.mailauth else 'off'}, data in {data}")
-        print(f"{'clients':>7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13}")
+        print(f"{'clients':>7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13} {'lag max ms':>11} {'lag p99 ms':>11}")
         for level in [int(x) for x in args.clients.split(",")]:
             stop = multiprocessing.Event()
             result = multiprocessing.Manager().dict()
             prober = multiprocessing.Process(target=probe, args=(port, stop, result))
             prober.start()
             time.sleep(0.2)
+            child.send_signal(signal.SIGUSR1)  # start a fresh lag window
             started = time.monotonic()
             count, latencies = asyncio.run(run_level(port, level, args.seconds, args.size))
             elapsed = time.monotonic() - started
+            stats_file.unlink(missing_ok=True)
+            child.send_signal(signal.SIGUSR1)
             stop.set()
             prober.join()
+            while not stats_file.exists():
+                time.sleep(0.01)
+            time.sleep(0.05)
+            lag = json.loads(stats_file.read_text())
             print(f"{level:>7} {count / elapsed:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} "
-                  f"{result.get('max', float('nan')) * 1000:>13.1f} {result.get('p99', float('nan')) * 1000:>13.1f}", flush=True)
+                  f"{result.get('max', float('nan')) * 1000:>13.1f} {result.get('p99', float('nan')) * 1000:>13.1f} "
+                  f"{lag['max'] * 1000:>11.1f} {lag['p99'] * 1000:>11.1f}", flush=True)
         stored = sum(len(os.listdir(data / "mail" / "example.test" / u.split("@")[0] / "new")) for u in USERS)
         print(f"messages on disk: {stored}")
         print("postfix: " + ("installed, comparison not automated in this script" if shutil.which("postfix") or os.path.exists("/usr/sbin/postfix")
                              else "not installed (apt-get install postfix for a comparison); skipped"))
+        print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     finally:
-        server.stop()
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
         shutil.rmtree(base, ignore_errors=True)
 
 
