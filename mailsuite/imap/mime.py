@@ -14,6 +14,7 @@ Public API (FETCH calls these; pure functions, no reactor, no store):
   Content-Transfer-Encoding (RFC 3516 BINARY[]); an unknown encoding raises
   :class:`UnknownTransferEncoding` (``NO [UNKNOWN-CTE]``).
 * ``binary_size(message, part) -> int`` for BINARY.SIZE.
+* ``rfc822_header`` / ``rfc822_text`` / ``rfc822_size`` for the RFC822.* items.
 * ``partial(data, origin, octets) -> bytes``: the ``<origin.octets>`` slice.
 * ``read_header(fp) -> bytes``: the header block of an open message, reading
   no further than the blank line.
@@ -68,7 +69,7 @@ from mailsuite.imap import wire
 
 __all__ = [
     "Part", "UnknownTransferEncoding", "parse", "envelope", "bodystructure", "section", "partial",
-    "binary_size", "read_header", "header_fields", "decoded_body", "body_text", "header_value",
+    "binary_size", "rfc822_header", "rfc822_text", "rfc822_size", "read_header", "header_fields", "decoded_body", "body_text", "header_value",
     "split_fields", "unfold",
 ]
 
@@ -1200,6 +1201,24 @@ def section(
             return bytes(buf[:])
         root = _parse_octets(buf)
         return _section_octets(buf, root, numbers, specifier, names, binary)
+
+
+def rfc822_header(message: Message) -> bytes:
+    """RFC822.HEADER: the same octets as BODY.PEEK[HEADER] (RFC 3501 6.4.5)."""
+    return read_header(message) if not isinstance(message, memoryview) else read_header(message.tobytes())
+
+
+def rfc822_text(message: Message) -> bytes:
+    """RFC822.TEXT: the same octets as BODY[TEXT] (setting \\Seen is the caller's business)."""
+    return section(message, (), "TEXT")
+
+
+def rfc822_size(message: Message) -> int:
+    """RFC822.SIZE: the stored octets (CRLF line ends), normally known without reading."""
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return len(message)
+    message.seek(0, 2)
+    return message.tell()
 
 
 def binary_size(message: Message, part: Sequence[int]) -> int:

@@ -67,6 +67,12 @@ def test_corpus_structure_matches_python(path: Path, line_ends: str) -> None:
     ]
     for numbers, msg in theirs:
         part = ours[numbers]
+        if not any(f.name == "" for f in part.fields):
+            # the header: same fields in the same order, values byte-exact
+            assert [f.name for f in part.fields] == [k.lower() for k in msg.keys()], numbers
+            assert [f.raw.split(b":", 1)[1].lstrip(b" \t").rstrip(b"\r\n") for f in part.fields] == [
+                v.encode("ascii", "surrogateescape") for v in msg.values()
+            ], numbers
         if part.multipart or part.message is not None or any(f.name == "" for f in part.fields):
             # Python starts the body at a header line without a colon; RFC 5322
             # (and Dovecot) end the header only at the blank line
