@@ -143,6 +143,7 @@ def run_load(port: int, big_user: str, small_user: str, pid: int | None) -> dict
     t = time.perf_counter()
     c.command("SELECT INBOX")
     fig["select_s"] = time.perf_counter() - t
+    c.command("FETCH 1:* (UID FLAGS RFC822.SIZE)")  # warm-up: both servers answer the timed run from their caches
     sampler = RSSSampler(pid) if pid else None
     before = rss_kb(pid) if pid else 0
     if sampler:
@@ -275,7 +276,18 @@ def main() -> None:
             print(f"  {args.idle} concurrent IDLE sessions over TLS (993): server RSS {tls_idle[0] / 1024:.0f} MB -> {tls_idle[1] / 1024:.0f} MB, {per:.1f} KiB per session")
         dovecot = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
         if dovecot and os.path.exists("/usr/lib/dovecot/imap"):
-            print("Dovecot comparison: not implemented in this script yet")
+            other = run_dovecot(dovecot, base, mail)
+            if other:
+                print("Dovecot IMAP (same Maildirs, plain TCP, loopback):")
+                print(f"  SELECT: first {other['select_first_s']:.2f} s (builds its index), again {other['select_s']:.2f} s")
+                print(f"  FETCH 1:* (UID FLAGS RFC822.SIZE): first byte {other['fetch_first_s'] * 1000:.0f} ms, complete {other['fetch_s']:.2f} s")
+                print(f"  UID FETCH headers: complete {other['headers_s']:.2f} s")
+                if "search_s" in other:
+                    print(f"  SEARCH FROM/SUBJECT: {other['search_s']:.2f} s; SEARCH BODY: {other['search_body_s']:.2f} s")
+                print("  ratio mailsuite/dovecot (time, lower is better; target <= 2.0):")
+                for key, label in (("select_s", "SELECT"), ("fetch_s", "FETCH 1:*"), ("headers_s", "UID FETCH headers"), ("search_s", "SEARCH headers"), ("search_body_s", "SEARCH BODY")):
+                    if key in fig and key in other and other[key] > 0:
+                        print(f"    {label}: x{fig[key] / other[key]:.2f}")
         else:
             print("Dovecot: not installed (apt-get install dovecot-imapd for the comparison)")
     finally:
@@ -284,6 +296,99 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
         else:
             print(f"kept {base}")
+
+
+def run_dovecot(binary: str, base: Path, mail: Path) -> dict[str, Any] | None:
+    """Serve the same Maildirs with Dovecot on a loopback port (static passdb: password "bench")."""
+    conf_dir = base / "dovecot"
+    conf_dir.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import grp
+    import pwd
+
+    uid, gid = os.getuid(), os.getgid()
+    user = pwd.getpwuid(uid).pw_name
+    group = grp.getgrgid(gid).gr_name
+    # Dovecot runs neither its login processes nor mail processes as root: as root, use its
+    # own accounts and hand the (temporary) Maildirs to the "dovecot" user for this phase
+    login_user, internal_user, internal_group = user, user, group
+    if uid == 0:
+        try:
+            login_user = pwd.getpwnam("dovenull").pw_name
+            account = pwd.getpwnam("dovecot")
+        except KeyError:
+            print("Dovecot: running as root needs the dovenull and dovecot accounts")
+            return None
+        internal_user = account.pw_name
+        internal_group = grp.getgrgid(account.pw_gid).gr_name
+        uid, gid = account.pw_uid, account.pw_gid
+        for root, dirs, files in os.walk(mail):
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), uid, gid)
+        os.chown(mail, uid, gid)
+        for parent in (base, *mail.relative_to(base).parents):
+            os.chmod(base / parent, 0o755)  # let the dovecot user through the temporary root
+    (conf_dir / "dovecot.conf").write_text(
+        f"""
+base_dir = {conf_dir}/run
+state_dir = {conf_dir}/state
+log_path = {conf_dir}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = {internal_user}
+default_login_user = {login_user}
+default_internal_group = {internal_group}
+first_valid_uid = {uid}
+mail_location = maildir:{mail}/%n:INDEX={conf_dir}/index/%n
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 0
+  }}
+}}
+passdb {{
+  driver = static
+  args = password=bench
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={conf_dir}/home/%n
+}}
+"""
+    )
+    for sub in ("run", "state", "index", "home"):
+        (conf_dir / sub).mkdir()
+    for sub in ("index", "home"):
+        os.chown(conf_dir / sub, uid, gid)
+    # the daemon keeps inherited pipes open: send its output to a file, not a pipe
+    with open(conf_dir / "start.log", "wb") as out:
+        started = subprocess.run([binary, "-c", str(conf_dir / "dovecot.conf")], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    if started.returncode != 0:
+        print(f"Dovecot did not start: {(conf_dir / 'start.log').read_text().strip()}")
+        return None
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        return run_load(port, "big@example.test", "small@example.test", None)
+    finally:
+        subprocess.run([binary, "-c", str(conf_dir / "dovecot.conf"), "stop"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":
