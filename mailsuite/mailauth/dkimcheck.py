@@ -93,6 +93,11 @@ def verify_dkim(message: bytes, lookups: ThreadLookups, max_signatures: int = MA
         verifier = dkim.DKIM(message, minkey=MIN_KEY_BITS)
     except dkim.DKIMException:
         return []
+    return verify_parsed(verifier, lookups, max_signatures)
+
+
+def verify_parsed(verifier: Any, lookups: ThreadLookups, max_signatures: int = MAX_SIGNATURES) -> list[DKIMResult]:
+    """Like :func:`verify_dkim` for a message dkimpy has parsed already (``dkim.DKIM(message, minkey=...)``)."""
     signatures = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
     results = []
     for idx, header in enumerate(signatures[:max_signatures]):

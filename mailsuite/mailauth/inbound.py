@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from mailsuite.config import MailAuthConfig
 from mailsuite.mailauth import dmarc as dmarc_module
 from mailsuite.mailauth.bridge import ThreadLookups
-from mailsuite.mailauth.dkimcheck import DKIMResult, verify_dkim
+from mailsuite.mailauth.dkimcheck import MIN_KEY_BITS, DKIMResult, verify_parsed
 from mailsuite.mailauth.dmarc import DMARCOutcome
 from mailsuite.mailauth.dnscache import CachingResolver, DNSTempError
 from mailsuite.mailauth.results import format_header
@@ -44,16 +44,15 @@ def read_message(message: Any) -> bytes:
 def _message_facts(lookups: ThreadLookups, message: Any) -> tuple[list[str], list[DKIMResult]]:
     import dkim
 
-    data = read_message(message)
     try:
-        parsed = dkim.DKIM(data)
-        from_values = [value for name, value in parsed.headers if name.strip().lower() == b"from"]
+        parsed = dkim.DKIM(read_message(message), minkey=MIN_KEY_BITS)
     except dkim.DKIMException:
-        from_values = []
+        return [], []
+    from_values = [value for name, value in parsed.headers if name.strip().lower() == b"from"]
     domains = dmarc_module.from_domains(from_values)
     if len(from_values) > 1 and len(domains) == 1:
         domains = domains + domains  # two From fields: as bad as two authors (RFC 5322 3.6)
-    return domains, verify_dkim(data, lookups)
+    return domains, verify_parsed(parsed, lookups)
 
 
 def _spf(lookups: ThreadLookups, ip: str, helo: str, mail_from: str, receiver: str) -> tuple[SPFResult, SPFResult]:
@@ -75,17 +74,18 @@ class InboundChecker:
         self.authserv_id = authserv_id
         self.rng = rng or random.Random()
 
-    def check(self, client_ip: str, helo: str, mail_from: str, message: Any) -> defer.Deferred[Verdict]:
+    def check(self, client_ip: str, helo: str, mail_from: str, message: Any, session_id: str = "-") -> defer.Deferred[Verdict]:
         """The verdict for a message from ``client_ip`` (never fails: errors become tempfail verdicts)."""
-        d = defer.Deferred.fromCoroutine(self._check(client_ip, helo or "", mail_from or "", message))
+        d = defer.Deferred.fromCoroutine(self._check(client_ip, helo or "", mail_from or "", message, session_id))
 
         def unexpected(failure: Any) -> Verdict:
-            self.log.failure("mail authentication check failed unexpectedly (client {ip})", failure, ip=client_ip)
+            self.log.failure("[{session}] mail authentication check failed unexpectedly (client {ip})", failure,
+                             session=session_id, ip=client_ip)
             return Verdict(TEMPFAIL, text="Local error checking the sender, try again later", code=451, enhanced="4.3.0")
 
         return d.addErrback(unexpected)
 
-    async def _check(self, client_ip: str, helo: str, mail_from: str, message: Any) -> Verdict:
+    async def _check(self, client_ip: str, helo: str, mail_from: str, message: Any, session_id: str) -> Verdict:
         lookups = ThreadLookups(self.reactor, self.resolver)
         receiver = self.authserv_id
         spf_job = deferToThreadPool(self.reactor, self.pool, _spf, lookups, client_ip, helo, mail_from, receiver)
@@ -101,8 +101,8 @@ class InboundChecker:
         action, code, enhanced, text = decide(self.config, spf_from, dkim_results, outcome)
         folder = self.config.quarantine_folder if action == QUARANTINE else "INBOX"
         self.log.info(
-            "mailauth {ip}: spf={spf} dkim={dkim} dmarc={dmarc} from={from_domain} -> {action}",
-            ip=client_ip, spf=spf_from.result, dkim=",".join(r.result for r in dkim_results) or "none",
+            "[{session}] mailauth {ip}: spf={spf} dkim={dkim} dmarc={dmarc} from={from_domain} -> {action}",
+            session=session_id, ip=client_ip, spf=spf_from.result, dkim=",".join(r.result for r in dkim_results) or "none",
             dmarc=outcome.result, from_domain=outcome.from_domain, action=action,
         )
         return Verdict(action, header, text, folder, spf_from, spf_helo, tuple(dkim_results), outcome, code, enhanced)

@@ -143,14 +143,16 @@ class MailAuth:
 
         return self._track(deferToThreadPool(self.reactor, self.pool, work))
 
-    def check_inbound(self, client_ip: str, helo: str, mail_from: str, message: Any) -> defer.Deferred[Verdict]:
+    def check_inbound(self, client_ip: str, helo: str, mail_from: str, message: Any,
+                      session_id: str = "-") -> defer.Deferred[Verdict]:
         """SPF, DKIM and DMARC for a message from another host; never fails (see Verdict.action).
 
-        With ``mailauth.verify_inbound = false`` the verdict is accept with no header.
+        ``session_id`` is the SMTP connection id for the log lines.  With
+        ``mailauth.verify_inbound = false`` the verdict is accept with no header.
         """
         if not self.config.mailauth.verify_inbound:
             return defer.succeed(Verdict(ACCEPT))
-        return self._track(self.checker.check(client_ip, helo, mail_from, message))
+        return self._track(self.checker.check(client_ip, helo, mail_from, message, session_id))
 
     def results_filter(self) -> ResultsFilter:
         """A line filter removing Authentication-Results fields that claim to be ours (RFC 8601 5)."""

@@ -65,7 +65,7 @@ def results_filter(mailauth: Any, authenticated: bool) -> ResultsFilter | None:
 
 
 async def on_message(mailauth: Any, store: Any, *, authenticated: bool, ip: str, helo: str, sender: str,
-                     local: Sequence[str], message: Any, trace: bytes) -> AuthOutcome:
+                     local: Sequence[str], message: Any, trace: bytes, session_id: str = "-") -> AuthOutcome:
     """Sign (authenticated user) or check (anyone else) a complete message; MailError on reject/tempfail."""
     if mailauth is None:
         return AuthOutcome()
@@ -74,7 +74,7 @@ async def on_message(mailauth: Any, store: Any, *, authenticated: bool, ip: str,
         if not domain:
             return AuthOutcome()
         return AuthOutcome(await mailauth.sign_message(message, domain, header_prefix=trace))
-    verdict = await mailauth.check_inbound(ip, helo, sender, message)
+    verdict = await mailauth.check_inbound(ip, helo, sender, message, session_id=session_id)
     error = verdict.error()
     if error is not None:
         raise error
@@ -87,8 +87,8 @@ async def on_message(mailauth: Any, store: Any, *, authenticated: bool, ip: str,
             except FolderExists:
                 pass
             except Exception as e:
-                log.warn("cannot create quarantine folder {folder} for {address}: {error}; delivering to INBOX",
-                         folder=folder, address=address, error=str(e))
+                log.warn("[{session}] cannot create quarantine folder {folder} for {address}: {error}; delivering to INBOX",
+                         session=session_id, folder=folder, address=address, error=str(e))
                 folder = "INBOX"
                 break
     return AuthOutcome(verdict.header, folder)

@@ -74,3 +74,22 @@ def test_forged_sender_rejected_and_forged_results_stripped(mailsuite_server, dn
     data = wait_for_mail(b, "bob@b.test")
     assert data.count(b"Authentication-Results:") == 1
     assert "spf=pass" in authentication_results(data) and b"bank.test" not in data
+
+
+def test_p_quarantine_failure_lands_in_junk(mailsuite_server, dns):
+    """Port 25, a p=quarantine domain failing SPF and DKIM: 250, and the copy is in the recipient's Junk folder."""
+    from mailsuite.store.names import folder_dirname
+
+    dns.set_records({"q.test": {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]}, "_dmarc.q.test": {"TXT": ["v=DMARC1; p=quarantine"]}})
+    b = mailsuite_server({"hostname": "mail.b.test", "domains": ["b.test"], "queue.resolver": dns.address,
+                          "mailauth.verify_inbound": True}, users={"bob@b.test": "bob-secret-1"})
+    with smtplib.SMTP("127.0.0.1", b.ports["smtp"], timeout=30) as client:
+        client.sendmail("x@q.test", ["bob@b.test"], b"From: x@q.test\r\nSubject: maybe spam\r\n\r\nhi\r\n")
+    junk = b.mail_dir("bob@b.test") / folder_dirname("Junk") / "new"
+    deadline = time.monotonic() + 10
+    while not (junk.is_dir() and any(junk.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (stored,) = [p.read_bytes() for p in junk.iterdir()]
+    assert b"dmarc=fail (p=quarantine dis=quarantine) header.from=q.test" in stored
+    inbox = b.mail_dir("bob@b.test") / "new"
+    assert not inbox.is_dir() or not any(inbox.iterdir())
