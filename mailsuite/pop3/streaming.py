@@ -8,7 +8,9 @@ Implementation notes:
   (RFC 1939 RETR of a 50 MB message, LIST of 50,000 messages).
 - The source returns a Deferred per chunk, so a chunk can be read from disk
   in a thread (the reactor thread never waits on the disk) or produced
-  synchronously (an already-fired Deferred) for in-memory listings.
+  synchronously (an already-fired Deferred) for in-memory listings.  The
+  next chunk is requested as soon as one is written, so the disk read
+  overlaps the socket send; there is never more than one request under way.
 - A lost connection stops the loop (``stopProducing``); the Deferred from
   :meth:`start` then fails with ConnectionLost and the caller cleans up.
 - Every chunk written calls ``on_progress`` so the protocol can treat a
@@ -54,22 +56,36 @@ class ResponseStreamer:
 
     async def _pump(self) -> int:
         written = 0
-        while True:
-            while self._paused and not self._stopped:
-                self._resume = defer.Deferred()
-                await self._resume
-            if self._stopped:
-                raise ConnectionLost("client went away during a response")
-            chunk = await self.source()
-            if self._stopped:
-                raise ConnectionLost("client went away during a response")
-            if chunk is None:
-                return written
-            if chunk:
-                self.transport.write(chunk)
-                written += len(chunk)
-                if self.on_progress is not None:
-                    self.on_progress()
+        upcoming: defer.Deferred[bytes | None] | None = self.source()
+        try:
+            while True:
+                assert upcoming is not None
+                chunk = await upcoming
+                upcoming = None
+                if self._stopped:
+                    raise ConnectionLost("client went away during a response")
+                if chunk is None:
+                    return written
+                # Ask for the next chunk now, so reading it overlaps sending this one;
+                # at most one chunk waits while the transport is paused.
+                upcoming = self.source()
+                if chunk:
+                    self.transport.write(chunk)
+                    written += len(chunk)
+                    if self.on_progress is not None:
+                        self.on_progress()
+                while self._paused and not self._stopped:
+                    self._resume = defer.Deferred()
+                    await self._resume
+                if self._stopped:
+                    raise ConnectionLost("client went away during a response")
+        finally:
+            if upcoming is not None:
+                # Let a read under way finish before the caller closes the file.
+                try:
+                    await upcoming
+                except Exception:
+                    pass
 
     def _wake(self) -> None:
         resume, self._resume = self._resume, None

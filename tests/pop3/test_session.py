@@ -450,7 +450,7 @@ def test_login_finishing_after_disconnect_releases_lock() -> None:
 
 
 def test_streaming_respects_backpressure() -> None:
-    """RETR stops reading the message while the transport is paused."""
+    """RETR stops reading the message while the transport is paused (after one chunk of read-ahead)."""
     body = b"".join(b"line %06d of a long message\r\n" % i for i in range(100000))
     h = Harness([body], secure=True)
     h.login()
@@ -472,10 +472,13 @@ def test_streaming_respects_backpressure() -> None:
     waiting.pop(0).callback(None)  # open the file
     h.transport.producer.pauseProducing()
     paused.append(True)
-    if waiting:
-        waiting.pop(0).callback(None)  # the read already under way finishes
+    # While paused, the read under way may finish and one more may be prefetched; then reading stops.
+    for _ in range(2):
+        if waiting:
+            waiting.pop(0).callback(None)
+    assert not waiting
     calls = len(read_calls)
-    assert not waiting and len(read_calls) == calls  # nothing more is read while paused
+    assert calls <= 4  # open + at most two reads: a 3.2 MB message is not read ahead while paused
     h.transport.producer.resumeProducing()
     while waiting:
         waiting.pop(0).callback(None)
