@@ -9,8 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -176,51 +174,3 @@ def test_login_throttle_is_wired_from_config(mailsuite_server: Any) -> None:
     assert refused != "ok" and "AUTHENTICATIONFAILED" not in refused
     assert "login refused (throttled)" in server.log()
 
-
-def _read_tagged(sock: socket.socket, tag: bytes) -> bytes:
-    data = b""
-    while not any(line.startswith(tag + b" ") for line in data.split(b"\r\n")):
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed"
-        data += chunk
-    return data
-
-
-def test_login_burst_does_not_stall_other_connections(mailsuite_server: Any) -> None:
-    """While a burst of logins is being hashed, another session's NOOP is answered before the burst ends.
-
-    If password hashing ran on the reactor thread, the NOOP would wait for every queued hash.
-    """
-    server = mailsuite_server({"tls.allow_plaintext_auth": True}, users={"burst@example.test": "burst-password"})
-    port = server.ports["imap"]
-    watcher = socket.create_connection(("127.0.0.1", port), timeout=60)
-    _read_tagged(watcher, b"*")
-    watcher.sendall(b"w1 LOGIN burst@example.test burst-password\r\n")
-    assert b"w1 OK" in _read_tagged(watcher, b"w1")
-    clients = []
-    for _ in range(8):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        _read_tagged(sock, b"*")
-        clients.append(sock)
-    finished: list[float] = []
-
-    def await_login(sock: socket.socket) -> None:
-        reply = _read_tagged(sock, b"b1")
-        finished.append(time.monotonic())
-        assert b"b1 OK" in reply
-
-    readers = [threading.Thread(target=await_login, args=(sock,)) for sock in clients]
-    for reader in readers:
-        reader.start()
-    for sock in clients:
-        sock.sendall(b"b1 LOGIN burst@example.test burst-password\r\n")
-    watcher.sendall(b"w2 NOOP\r\n")
-    assert b"w2 OK" in _read_tagged(watcher, b"w2")
-    noop_answered = time.monotonic()
-    for reader in readers:
-        reader.join(60)
-    for sock in clients:
-        sock.close()
-    watcher.close()
-    assert len(finished) == len(clients)
-    assert noop_answered < max(finished), "NOOP waited for the whole login burst"
