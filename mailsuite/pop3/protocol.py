@@ -24,7 +24,9 @@ Implementation notes:
 - Exclusive access (RFC 1939 8): the store's maildrop lock is taken after
   authentication and released when the session ends in any way: QUIT
   (after the UPDATE state is done), a lost connection, the inactivity
-  timeout.  A second session gets ``-ERR [IN-USE]``.
+  timeout.  A second session gets ``-ERR [IN-USE]``.  TCP keepalive with
+  short timers notices a client that vanished silently within about two
+  minutes, so even then the lock does not wait for the idle timeout.
 - Deletions happen only in the UPDATE state after QUIT; a lost connection
   or timeout never reaches it (RFC 1939 6).
 - RETR and TOP stream the message from the store in chunks read off the
@@ -41,6 +43,7 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
+import socket
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -138,11 +141,12 @@ class POP3Session(pop3.POP3):
         self.ip = peer_ip(self.transport.getPeer())
         self.secure = self.settings.implicit_tls or ISSLTransport.providedBy(self.transport)
         self.log.info("{cid} connect from {ip} (tls={tls})", cid=self.cid, ip=self.ip, tls=self.secure)
-        no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if no_delay is not None:
+        sock = tcp_socket(self.transport)
+        if sock is not None:
             # A response's last small write must not wait for the ACK of the previous
             # (Nagle + delayed ACK costs ~40 ms per RETR otherwise).
-            no_delay(True)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            enable_keepalive(sock)
         self.setTimeout(self.timeOut)
         self.sendLine(b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready")
 
@@ -552,6 +556,35 @@ class POP3Session(pop3.POP3):
         if not self._closed:
             self.ok(f"Bye, {marked} messages deleted")
             self._close()
+
+
+#: TCP keepalive timers: a peer that vanished without a FIN or RST is noticed after
+#: about KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES seconds (2 minutes),
+#: so its maildrop lock does not wait for the 10-minute inactivity timeout.
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_PROBES = 6
+
+
+def tcp_socket(transport: Any) -> socket.socket | None:
+    """The TCP socket under a transport, through the TLS and connection-limit wrappers (None if there is none)."""
+    for _ in range(6):
+        sock = getattr(transport, "socket", None)
+        if isinstance(sock, socket.socket):
+            return sock
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
+
+
+def enable_keepalive(sock: socket.socket) -> None:
+    """Turn on TCP keepalive with short timers where the platform allows it."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL), ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def _batched(lines: Any, size: int) -> Any:

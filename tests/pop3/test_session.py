@@ -484,3 +484,30 @@ def test_streaming_respects_backpressure() -> None:
         waiting.pop(0).callback(None)
     reply = h.take()
     assert reply.endswith(b"\r\n.\r\n") and len(reply) > len(body)
+
+
+def test_keepalive_and_nodelay_on_the_real_socket_under_wrappers() -> None:
+    """A silently dead client is detected by TCP keepalive in ~2 minutes (its lock with it)."""
+    import socket
+
+    from mailsuite.pop3.protocol import KEEPALIVE_IDLE, enable_keepalive, tcp_socket
+
+    class Layer:
+        def __init__(self, inner: object) -> None:
+            self.transport = inner
+
+    class TCP:
+        def __init__(self, sock: socket.socket) -> None:
+            self.socket = sock
+
+    sock = socket.socket()
+    try:
+        found = tcp_socket(Layer(Layer(TCP(sock))))  # TLS and connection-limit wrappers
+        assert found is sock
+        enable_keepalive(sock)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+    finally:
+        sock.close()
+    assert tcp_socket(Harness().transport) is None
