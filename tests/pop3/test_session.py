@@ -511,3 +511,33 @@ def test_keepalive_and_nodelay_on_the_real_socket_under_wrappers() -> None:
     finally:
         sock.close()
     assert tcp_socket(Harness().transport) is None
+
+
+def test_store_failure_at_login_is_temporary_and_releases_lock() -> None:
+    from mailsuite.errors import TemporaryFailure
+
+    h = Harness([MSG1], secure=True)
+    h.mailbox.open_folder = lambda name, read_only=False: defer.fail(TemporaryFailure("disk busy"))  # type: ignore[method-assign]
+    h.command(f"USER {ALICE}")
+    assert h.command(f"PASS {PASSWORD}") == b"-ERR [SYS/TEMP] disk busy\r\n"
+    assert h.mailbox.locked_by is None
+    assert h.command("STAT").startswith(b"-ERR")  # still AUTHORIZATION
+
+
+def test_permanent_error_gets_sys_perm() -> None:
+    from mailsuite.errors import InvalidName
+
+    h = Harness(secure=True)
+    h.auth.login = lambda ip, user, password: defer.fail(InvalidName("not a usable address"))  # type: ignore[method-assign]
+    h.command("USER x/y")
+    assert h.command("PASS z") == b"-ERR [SYS/PERM] not a usable address\r\n"
+
+
+def test_list_and_uidl_of_many_messages_read_no_body() -> None:
+    h = Harness([b"Subject: %d\r\n\r\nx\r\n" % i for i in range(3000)], secure=True)
+    h.login()
+    listing = multiline(h.command("LIST"))
+    assert len(listing) == 3000 and listing[0] == b"1 17" and listing[-1] == b"3000 20"
+    uidl = multiline(h.command("UIDL"))
+    assert len(uidl) == 3000 and len({line.split()[1] for line in uidl}) == 3000
+    assert h.mailbox.opened == []
