@@ -518,18 +518,21 @@ class Part:
         return _single_token(value) if value is not None else None
 
     def walk(self, prefix: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int, ...], "Part"]]:
-        """``(part numbers, Part)`` for this entity and every entity below it."""
+        """``(part numbers, Part)`` for this entity and every entity below it
+        (RFC 3501 6.4.5 numbering; a non-multipart message is its own part 1,
+        so the parts of a top-level message/rfc822 are 1.1, 1.2...)."""
         yield prefix, self
         if self.multipart:
             for i, child in enumerate(self.children, 1):
                 yield from child.walk(prefix + (i,))
         elif self.message is not None:
             inner = self.message
+            base = prefix or (1,)
             if inner.multipart:
                 for i, child in enumerate(inner.children, 1):
-                    yield from child.walk(prefix + (i,))
+                    yield from child.walk(base + (i,))
             else:
-                yield from inner.walk(prefix + (1,))
+                yield from inner.walk(base + (1,))
 
     def leaves(self) -> Iterator["Part"]:
         """Leaf entities (not multipart, not parsed message/rfc822), in order."""
@@ -1118,9 +1121,21 @@ def _descend(node: Part, number: int) -> Part | None:
 
 
 def find_part(root: Part, numbers: Sequence[int]) -> Part | None:
-    """The entity named by ``numbers`` (``()`` is the whole message), or None."""
-    node: Part | None = root
-    for number in numbers:
+    """The entity named by ``numbers`` (``()`` is the whole message), or None.
+
+    A non-multipart message is its own part 1 (RFC 3501 6.4.5), so for a
+    top-level message/rfc822 ``1`` is the whole encapsulated message and
+    ``1.1`` the encapsulated message's part 1, as Dovecot answers.
+    """
+    if not numbers:
+        return root
+    first = numbers[0]
+    node: Part | None
+    if root.multipart:
+        node = root.children[first - 1] if 0 < first <= len(root.children) else None
+    else:
+        node = root if first == 1 else None
+    for number in numbers[1:]:
         if node is None:
             return None
         node = _descend(node, number)

@@ -200,12 +200,11 @@ class _Context:
             data = self.message()
             root = mime.parse(data)
             texts = []
-            for _numbers, part in root.walk():
-                if part is root or part.message is not None:
-                    target = part if part is root else part.message
-                    assert target is not None
-                    for f in target.fields:
-                        texts.append(_fold(decode_header_text(unfolded_field(f.raw))))
+            headers = [root.fields]
+            headers.extend(part.message.fields for _numbers, part in root.walk() if part.message is not None)
+            for fields in headers:
+                for f in fields:
+                    texts.append(_fold(decode_header_text(unfolded_field(f.raw))))
             texts.extend(self.bodies())
             self._text = texts
         return self._text

@@ -32,12 +32,13 @@ def python_walk(msg: email.message.Message, prefix: tuple[int, ...] = ()):
     yield prefix, msg
     if msg.get_content_type() == "message/rfc822":
         inner = msg.get_payload()[0]
+        base = prefix or (1,)  # a non-multipart message is its own part 1
         if inner.get_content_maintype() == "multipart":
             if inner.is_multipart():
                 for i, child in enumerate(inner.get_payload(), 1):
-                    yield from python_walk(child, prefix + (i,))
+                    yield from python_walk(child, base + (i,))
         else:
-            yield from python_walk(inner, prefix + (1,))
+            yield from python_walk(inner, base + (1,))
     elif msg.get_content_maintype() == "multipart" and msg.is_multipart():
         for i, child in enumerate(msg.get_payload(), 1):
             yield from python_walk(child, prefix + (i,))
@@ -504,3 +505,49 @@ def test_pathological_lines_parse() -> None:
     assert len(root.children) == 2
     assert root.children[0].body_start == root.children[0].end  # header ran into the delimiter
     assert mime.section(data, (2,)).startswith(b"--bx\r\n--\r\n")
+
+
+RFC822_CHAIN = (
+    b"From: outer@example.org\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"From: middle@example.org\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"From: inner@example.org\r\nSubject: deepest\r\n\r\nthe text\r\n"
+)
+
+
+def test_top_level_message_rfc822_numbering() -> None:
+    """A top-level message/rfc822 is part 1; its encapsulated message's parts are 1.x (as Dovecot answers)."""
+    middle = RFC822_CHAIN[RFC822_CHAIN.index(b"From: middle") :]
+    inner = RFC822_CHAIN[RFC822_CHAIN.index(b"From: inner") :]
+    assert mime.section(RFC822_CHAIN, (1,)) == middle
+    assert mime.section(RFC822_CHAIN, "TEXT") == middle
+    assert mime.section(RFC822_CHAIN, "1.HEADER") == middle[: middle.index(b"\r\n\r\n") + 4]
+    assert mime.section(RFC822_CHAIN, "1.TEXT") == inner
+    assert mime.section(RFC822_CHAIN, (1, 1)) == inner
+    assert mime.section(RFC822_CHAIN, "1.1.HEADER") == b"From: inner@example.org\r\nSubject: deepest\r\n\r\n"
+    assert mime.section(RFC822_CHAIN, "1.1.TEXT") == b"the text\r\n"
+    assert mime.section(RFC822_CHAIN, (1, 1, 1)) == b"the text\r\n"
+    assert mime.section(RFC822_CHAIN, (2,)) == b""
+    assert [n for n, _p in mime.parse(RFC822_CHAIN).walk()] == [(), (1, 1), (1, 1, 1)]
+
+
+DIGEST_IN_RFC822 = (
+    b"From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Subject: digest\r\nContent-Type: multipart/digest; boundary=\"d\"\r\n\r\nprologue\r\n"
+    b"--d \r\n\r\nSubject: one\r\n\r\nbody one\r\n"
+    b"--d\r\nX-Part: two\r\n\r\nSubject: two\r\n\r\nbody two\r\n"
+    b"--d--\r\nepilogue\r\n"
+)
+
+
+def test_digest_parts_default_to_message_rfc822() -> None:
+    """multipart/digest children without Content-Type are message/rfc822 (RFC 2046 5.1.5); padding after a delimiter is allowed."""
+    assert mime.section(DIGEST_IN_RFC822, (1, 1)) == b"Subject: one\r\n\r\nbody one"
+    assert mime.section(DIGEST_IN_RFC822, "1.1.MIME") == b"\r\n"
+    assert mime.section(DIGEST_IN_RFC822, "1.1.HEADER") == b"Subject: one\r\n\r\n"
+    assert mime.section(DIGEST_IN_RFC822, "1.1.TEXT") == b"body one"
+    assert mime.section(DIGEST_IN_RFC822, "1.2.MIME") == b"X-Part: two\r\n\r\n"
+    assert mime.section(DIGEST_IN_RFC822, "1.2.TEXT") == b"body two"
+    assert mime.section(DIGEST_IN_RFC822, "1.TEXT").startswith(b"prologue\r\n--d \r\n")
+    structure = mime.bodystructure(DIGEST_IN_RFC822)
+    assert structure.count(b'"message" "rfc822"') == 3
+    assert b'"digest" ("boundary" "d")' in structure
