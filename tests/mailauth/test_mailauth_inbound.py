@@ -244,3 +244,27 @@ async def test_garbage_signature_names_are_errors_not_tempfails(make_auth, dns):
     header = h.auth.sign(msg, "a.test").replace(b"s=s1;", b"s=" + b"x" * 70 + b";")
     verdict = await h.auth.check_inbound(GOOD_IP, "mx.a.test", "alice@a.test", header + msg)
     assert result_of(verdict, "dkim") == "permerror" and verdict.action == "accept"
+
+
+@pytest_twisted.ensureDeferred
+async def test_spf_mx_a_and_ip6_mechanisms_resolve_through_our_dns(make_auth, dns):
+    """SPF 'mx', 'a:host' and 'ip6' terms: MX and A answers from the loopback server reach pyspf in its formats."""
+    records = sender_records(spf="v=spf1 mx a:relay.a.test ip6:2001:db8::/32 -all", dmarc=None)
+    records["a.test"]["MX"] = [[10, "mx1.a.test"]]
+    records["mx1.a.test"] = {"A": ["198.51.100.7"]}
+    records["relay.a.test"] = {"A": ["203.0.113.9"]}
+    dns.set_records(records)
+    h = make_auth()
+    for ip, expected in (("198.51.100.7", "pass"), ("203.0.113.9", "pass"), ("2001:db8::25", "pass"), (BAD_IP, "fail")):
+        verdict = await h.auth.check_inbound(ip, "mx1.a.test", "x@a.test", message(from_="x@a.test"))
+        assert result_of(verdict, "spf") == expected, (ip, verdict.header)
+
+
+@pytest_twisted.ensureDeferred
+async def test_null_sender_is_checked_as_postmaster_at_helo(make_auth, dns):
+    """MAIL FROM:<> (a bounce): the SPF identity is postmaster@HELO (RFC 7208 2.4), reported as such."""
+    dns.set_records({"mx.a.test": {"TXT": [f"v=spf1 ip4:{GOOD_IP} -all"], "A": [GOOD_IP]}})
+    verdict = await make_auth().auth.check_inbound(GOOD_IP, "mx.a.test", "", message(from_="MAILER-DAEMON@mx.a.test"))
+    r = results(verdict)
+    assert r["spf"][0].startswith("pass") and "smtp.mailfrom=postmaster@mx.a.test" in r["spf"][0]
+    assert r["spf"][1] == "pass smtp.helo=mx.a.test"
