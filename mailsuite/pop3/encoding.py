@@ -67,14 +67,16 @@ class MessageEncoder:
         if not data:
             return b""
         # Normalise: CRLF -> LF -> CRLF turns bare LFs into CRLF and leaves CRLF as is.
-        if b"\n" in data:
+        # Stored mail is CRLF already; counting is cheaper than two copies, so check first.
+        line_feeds = data.count(b"\n")
+        if line_feeds and data.count(b"\r\n") != line_feeds:
             data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         if self.body_lines is not None:
             data = self._limit(data)
             if not data:
                 return b""
         # RFC 1939 3: byte-stuff lines that start with the termination octet.
-        stuffed = data.replace(b"\n.", b"\n..")
+        stuffed = data.replace(b"\n.", b"\n..") if b"\n." in data else data
         if self._at_line_start and stuffed.startswith(b"."):
             stuffed = b"." + stuffed
         self._at_line_start = stuffed.endswith(b"\n")
