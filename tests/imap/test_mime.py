@@ -551,3 +551,24 @@ def test_digest_parts_default_to_message_rfc822() -> None:
     structure = mime.bodystructure(DIGEST_IN_RFC822)
     assert structure.count(b'"message" "rfc822"') == 3
     assert b'"digest" ("boundary" "d")' in structure
+
+
+FOLDED_BOUNDARY = (
+    b'From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="one\r\n two"\r\n\r\n'
+    b"top prologue\r\n\r\n--one two\r\nContent-Type: text/x-custom; charset=us-ascii\r\n\r\nhi\r\n\r\n"
+    b"--one two\r\nContent-Type: message/rfc822\r\n\r\n"
+    b'From: b@example.org\r\nSubject: sub\r\nContent-Type: multipart/alternative; boundary="s"\r\n\r\n'
+    b"sub prologue\r\n--s\r\nContent-Type: text/html\r\n\r\n<i>x</i>\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\nx\r\n\r\n--s--\r\n"
+    b"sub epilogue\r\n\r\n--one two--\r\ntop epilogue\r\n"
+)
+
+
+def test_folded_quoted_boundary_and_line_counts() -> None:
+    """A boundary folded inside its quoted string is unfolded; the CRLF before a delimiter is not content (Dovecot's sizes)."""
+    assert mime.section(FOLDED_BOUNDARY, (1,)) == b"hi\r\n"
+    assert mime.section(FOLDED_BOUNDARY, (2, 1)) == b"<i>x</i>\r\n"
+    assert mime.section(FOLDED_BOUNDARY, "2.TEXT").endswith(b"--s--\r\nsub epilogue\r\n")
+    structure = mime.bodystructure(FOLDED_BOUNDARY, extended=False)
+    assert structure.startswith(b'(("text" "x-custom" ("charset" "us-ascii") NIL NIL "7bit" 4 1)')
+    assert structure.endswith(b'"mixed")')
+    assert b'("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 10 1)("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 1) "alternative")' in structure
