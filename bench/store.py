@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Run as "python bench/store.py", Python puts bench/ first on the path, where other benchmark
+# scripts (bench/queue.py...) would shadow standard modules: use the checkout root instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
 from twisted.internet import defer, task  # noqa: E402

@@ -154,8 +154,10 @@ class FolderState:
         #: file name -> UID for new/ and cur/, built on demand and kept up to date (fast rescans).
         self._names: dict[str, dict[str, int]] | None = None
         #: (new/, cur/) identities before the last full listing, when they had settled (see _list).
-        self._listed: tuple[tuple[int, int], tuple[int, int]] | None = None
+        self._listed: dict[str, tuple[int, int] | None] = {}
         self._snapshot: tuple[int, dict[int, MessageInfo]] | None = None
+        #: UIDs changed since the cached snapshot was built (None: rebuild it whole).
+        self._dirty: set[int] | None = None
         self._base_id: tuple[int, int, int] | None = None
         self._log_ino: int | None = None
         self._log_offset = 0
@@ -213,7 +215,8 @@ class FolderState:
         self.entries = {}
         self.by_base = {}
         self._names = None
-        self._listed = None
+        self._listed = {}
+        self._dirty = None
         self.keywords = []
         self._flag_cache = {}
         self.version += 1
@@ -339,6 +342,7 @@ class FolderState:
         elif kind == "K":
             self.keywords = record.split(" ")[1:]
             self._flag_cache = {}
+            self._dirty = None
             for entry in self.entries.values():
                 entry.info = None
         else:
@@ -453,7 +457,18 @@ class FolderState:
         if cached is not None and cached[0] == self.version:
             return cached[1]
         info = self.info
-        result = {uid: info(entry) for uid, entry in self.entries.items()}
+        if cached is None or self._dirty is None:
+            result = {uid: info(entry) for uid, entry in self.entries.items()}
+        else:  # copy the last snapshot (C speed) and patch what changed; new UIDs go last, in order
+            result = dict(cached[1])
+            entries = self.entries
+            for uid in sorted(self._dirty):
+                entry = entries.get(uid)
+                if entry is None:
+                    result.pop(uid, None)
+                else:
+                    result[uid] = info(entry)
+        self._dirty = set()
         self._snapshot = (self.version, result)
         return result
 
@@ -468,12 +483,16 @@ class FolderState:
         return self._names
 
     def _put(self, entry: Entry) -> None:
+        if self._dirty is not None:
+            self._dirty.add(entry.uid)
         self.entries[entry.uid] = entry
         self.by_base[entry.base] = entry.uid
         if self._names is not None:
             self._names[entry.where][entry.base + entry.suffix] = entry.uid
 
     def _drop(self, entry: Entry) -> None:
+        if self._dirty is not None:
+            self._dirty.add(entry.uid)
         self.entries.pop(entry.uid, None)
         if self.by_base.get(entry.base) == entry.uid:
             del self.by_base[entry.base]
@@ -482,6 +501,8 @@ class FolderState:
         entry.info = None
 
     def _move(self, entry: Entry, where: str, suffix: str) -> None:
+        if self._dirty is not None:
+            self._dirty.add(entry.uid)
         if self._names is not None:
             self._names[entry.where].pop(entry.base + entry.suffix, None)
             self._names[where][entry.base + suffix] = entry.uid
@@ -489,37 +510,51 @@ class FolderState:
         entry.info = None
 
     # -- synchronising with the directory ---------------------------------------
-    def _identity(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        try:
-            new = os.stat(os.path.join(self.path, "new"))
-            cur = os.stat(os.path.join(self.path, "cur"))
-        except FileNotFoundError:
-            raise NoSuchFolder() from None
-        return (new.st_ino, new.st_mtime_ns), (cur.st_ino, cur.st_mtime_ns)
+    def _identity(self) -> dict[str, tuple[int, int]]:
+        ids = {}
+        for where in ("new", "cur"):
+            try:
+                st = os.stat(os.path.join(self.path, where))
+            except FileNotFoundError:
+                raise NoSuchFolder() from None
+            ids[where] = (st.st_ino, st.st_mtime_ns)
+        return ids
+
+    def _unchanged(self, ids: dict[str, tuple[int, int]]) -> set[str]:
+        """The subdirectories that cannot have changed since their last listing.
+
+        Any entry change sets a directory's mtime to the current time.  A
+        directory's identity is taken *before* it is listed, and remembered
+        only when its mtime was already SETTLE seconds old then; so a later
+        change always gives a different mtime, even with coarse timestamps
+        (Dovecot's rule).
+        """
+        return {where for where, identity in ids.items() if self._listed.get(where) == identity}
 
     def unchanged_since_listing(self) -> bool:
-        """True when new/ and cur/ cannot have changed since the last full listing.
+        """True when neither new/ nor cur/ needs listing again."""
+        return len(self._unchanged(self._identity())) == 2
 
-        Any entry change sets a directory's mtime to the current time.  The
-        identities are taken *before* listing, and only remembered when both
-        mtimes were already SETTLE seconds old then; so a later change always
-        gives a different mtime, even with coarse timestamps (Dovecot's rule).
+    def _list(self, ids: dict[str, tuple[int, int]] | None = None, skip: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+        """File names in new/ and cur/ (new/ first: a concurrent new->cur rename is seen at least once).
+
+        With ``ids`` (identities taken just before), settled directories are
+        remembered; directories in ``skip`` are not listed: their names are
+        the index's.
         """
-        return self._listed is not None and self._identity() == self._listed
-
-    def _list(self, *, remember: bool = False) -> tuple[set[str], set[str]]:
-        """File names in new/ and cur/ (new/ first: a concurrent new->cur rename is seen at least once)."""
-        identity = self._identity() if remember else None
         now_ns = time.time_ns()
-        try:
-            new = set(os.listdir(os.path.join(self.path, "new")))
-            cur = set(os.listdir(os.path.join(self.path, "cur")))
-        except FileNotFoundError:
-            raise NoSuchFolder() from None
-        if identity is not None:
-            settled = all(now_ns - mtime > SETTLE_NS for _, mtime in identity)
-            self._listed = identity if settled else None
-        return new, cur
+        out: dict[str, Any] = {}
+        for where in ("new", "cur"):
+            if where in skip:
+                out[where] = self._known()[where]
+                continue
+            try:
+                out[where] = set(os.listdir(os.path.join(self.path, where)))
+            except FileNotFoundError:
+                raise NoSuchFolder() from None
+            if ids is not None:
+                self._listed[where] = ids[where] if now_ns - ids[where][1] > SETTLE_NS else None
+        return out
 
     @staticmethod
     def _locate(unknown: list[tuple[str, str]]) -> dict[str, tuple[str, str]]:
@@ -546,16 +581,21 @@ class FolderState:
         names are compared as sets, so an unchanged folder costs two
         listdir() calls and no per-message Python work.
         """
-        if not extra and self.unchanged_since_listing():
+        ids = self._identity()
+        skip = self._unchanged(ids)
+        if not extra and len(skip) == 2:
             return []
         known = self._known()
-        listed_new, listed_cur = self._list(remember=True)
-        unknown = [("new", n) for n in listed_new - known["new"].keys()] + [("cur", n) for n in listed_cur - known["cur"].keys()]
-        missing = [known["new"][n] for n in known["new"].keys() - listed_new] + [known["cur"][n] for n in known["cur"].keys() - listed_cur]
+        listed = self._list(ids, skip)
+        unknown: list[tuple[str, str]] = []
+        missing: list[int] = []
+        for where in ("new", "cur"):
+            if where not in skip:
+                unknown += [(where, n) for n in listed[where] - known[where].keys()]
+                missing += [known[where][n] for n in known[where].keys() - listed[where]]
         modseq = self.highest_modseq + 1
         bumped = False
         located = self._locate(unknown) if unknown else {}
-        listed = {"new": listed_new, "cur": listed_cur}
         for base in list(located):
             uid = self.by_base.get(base)
             if uid is None:
@@ -570,10 +610,9 @@ class FolderState:
         gone = [e for e in gone if e.base + e.suffix not in listed[e.where]]
         if gone:
             # readdir may skip an entry renamed during the listing: look again before expunging
-            again_new, again_cur = self._list()
-            again = {"new": again_new, "cur": again_cur}
+            again = self._list()
             known = self._known()
-            relisted = self._locate([("new", n) for n in again_new - known["new"].keys()] + [("cur", n) for n in again_cur - known["cur"].keys()])
+            relisted = self._locate([("new", n) for n in again["new"] - known["new"].keys()] + [("cur", n) for n in again["cur"] - known["cur"].keys()])
             for entry in gone:
                 if entry.base + entry.suffix in again[entry.where]:
                     continue

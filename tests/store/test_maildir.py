@@ -517,3 +517,24 @@ def test_session_on_a_deleted_and_recreated_folder_fails_instead_of_touching_new
             result(call())
     fresh = result(mailbox.open_folder("Work"))
     assert [m.flags for m in fresh.messages()] == [frozenset()]
+
+
+def test_settled_cur_is_not_relisted_but_its_changes_are_seen(store, tmp_path):
+    """With only cur/ settled, new deliveries and later flag renames in cur/ are both picked up."""
+    for i in range(3):
+        deliver_bytes(store, ALICE, msg(i))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))  # claims: all in cur/
+    inbox = tmp_path / "mail" / "example.test" / "alice"
+    os.utime(inbox / "cur", (1_600_000_000, 1_600_000_000))
+    result(folder.refresh())  # lists cur/ once more and remembers it as settled
+    state = store.state(str(inbox), str(inbox))
+    assert state._unchanged(state._identity()) >= {"cur"}
+    deliver_bytes(make_store(tmp_path / "mail"), ALICE, msg(3))
+    change = result(folder.refresh())
+    assert [m.uid for m in change.added] == [4]
+    os.utime(inbox / "cur", (1_600_000_000, 1_600_000_000))
+    result(folder.refresh())
+    name = sorted(n for n in os.listdir(inbox / "cur") if not n.endswith("T"))[0]
+    os.rename(inbox / "cur" / name, inbox / "cur" / (name.split(":2,")[0] + ":2,F"))
+    change = result(folder.refresh())
+    assert [(m.uid, m.flags) for m in change.changed] == [(1, {"\\Flagged"})]
