@@ -51,25 +51,35 @@ def test_plaintext_login_when_allowed_with_warning_at_start(server: Any, account
     assert len(warnings) == 1 and "pop3:" in warnings[0]  # port 110 only; 995 is always TLS
 
 
+def _open_greeted(server: Any, count: int) -> list[LineClient] | None:
+    """Open ``count`` connections that are all greeted with +OK, or None (closing them) if one is refused."""
+    clients = []
+    for _ in range(count):
+        client = LineClient(server.ports["pop3"])
+        clients.append(client)
+        if not client.line().startswith(b"+OK"):
+            for c in clients:
+                c.close()
+            return None
+    return clients
+
+
 def test_per_ip_connection_cap(server: Any) -> None:
-    clients = [LineClient(server.ports["pop3"]) for _ in range(3)]
-    for client in clients:
-        assert client.line().startswith(b"+OK")
+    """limits.connections_per_ip = 3: the fourth connection from 127.0.0.1 is refused with [SYS/TEMP]."""
+    deadline = time.monotonic() + 5
+    while (clients := _open_greeted(server, 3)) is None:  # earlier tests' connections may still be closing
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     refused = LineClient(server.ports["pop3"])
     assert refused.line().startswith(b"-ERR [SYS/TEMP]")
     assert refused.closed_by_server()
     refused.close()
     clients.pop().close()
-    deadline = time.monotonic() + 3
-    while True:
-        again = LineClient(server.ports["pop3"])
-        greeting = again.line()
-        if greeting.startswith(b"+OK") or time.monotonic() > deadline:
-            break
-        again.close()
+    deadline = time.monotonic() + 5
+    while (again := _open_greeted(server, 1)) is None:  # the freed slot becomes usable again
+        assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert greeting.startswith(b"+OK")
-    for client in clients + [again]:
+    for client in clients + again:
         client.close()
 
 

@@ -65,7 +65,7 @@ def login(server: Any, address: str, *, implicit: bool = False) -> poplib.POP3:
     return client
 
 
-def login_retrying(server: Any, address: str, seconds: float = 3.0) -> poplib.POP3:
+def login_retrying(server: Any, address: str, seconds: float = 10.0) -> poplib.POP3:
     """Log in, waiting while a just-dropped session's lock is being released."""
     deadline = time.monotonic() + seconds
     while True:
