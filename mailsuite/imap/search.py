@@ -48,10 +48,10 @@ import binascii
 import datetime
 import email.utils
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from mailsuite.imap import mime, wire
+from mailsuite.imap import mime
 from mailsuite.imap.wire import ParseError, Reader, SequenceSet
 
 __all__ = [
