@@ -22,6 +22,7 @@ Implementation notes:
 from __future__ import annotations
 
 import email.utils
+import itertools
 import re
 import secrets
 import time
@@ -53,9 +54,17 @@ def protocol_keyword(*, esmtp: bool, tls: bool, authenticated: bool, utf8: bool)
     return base + ("S" if tls else "") + ("A" if authenticated else "")
 
 
+_ID_PROCESS = secrets.token_hex(3)  # tells this process's ids from other processes'
+_ID_COUNTER = itertools.count(1)
+
+
 def new_id() -> str:
-    """A short unique id for logs and the Received header (also the Message-ID's left part)."""
-    return f"{int(time.time() * 1000):x}{secrets.token_hex(5)}"
+    """A short unique id for logs and the Received header (also the Message-ID's left part).
+
+    Milliseconds, a per-process random part and a counter: unique without a
+    random draw (a system call) per message.
+    """
+    return f"{int(time.time() * 1000):x}{_ID_PROCESS}{next(_ID_COUNTER):x}"
 
 
 def received(*, helo: str, ip: str, hostname: str, protocol: str, queue_id: str, tls: TLSInfo | None, recipient: str | None, when: float | None = None) -> bytes:

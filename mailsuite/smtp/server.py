@@ -4,6 +4,9 @@ Implementation notes (invariants this module keeps):
 
 - Own line parser, not twisted.mail.smtp.ESMTP: that server reads line by
   line (no BDAT) and can answer pipelined commands out of order.
+- Replies are collected and written together once the buffered input is
+  drained or the session waits for the client (RFC 2920 3.1 allows it), so
+  a pipelined MAIL/RCPT/DATA batch costs one write.
 - Commands run strictly one after another.  A command whose answer needs a
   Deferred (directory, store, queue, login) marks the session busy; bytes that
   arrive meanwhile wait in the buffer (reading is paused past
@@ -154,6 +157,7 @@ class SMTPSession(Protocol):
         self._bdat_remaining = 0
         self._bdat_last = False
         self._bdat_error: MailError | None = None
+        self._out: list[bytes] = []  # replies not yet written (see _send_raw)
 
     # -- connection ------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -167,7 +171,7 @@ class SMTPSession(Protocol):
         fault = self._fault("CONNECT")
         greeting = f"220 {self.s.hostname} ESMTP mailsuite\r\n".encode()
         if fault is None:
-            self.transport.write(greeting)
+            self.transport.write(greeting)  # nothing can be held yet
             return
         self._busy = True
 
@@ -178,9 +182,12 @@ class SMTPSession(Protocol):
             if fault.drop:
                 self.transport.abortConnection()
             elif fault.code is not None:
-                self.transport.write(fault.reply_line())
+                self._send_raw(fault.reply_line())
                 if fault.code >= 400:
                     self._close()
+                else:
+                    self._process()
+                    self._flush()
             else:
                 self.transport.write(greeting)
                 self._process()
@@ -253,6 +260,8 @@ class SMTPSession(Protocol):
                     self._bdat_bytes()
         finally:
             self._processing = False
+        if not self._busy or not self._buffer:
+            self._flush()
         if self._mode == CLOSED:
             return
         if self._busy and len(self._buffer) > MAX_BUFFERED and not self._paused:
@@ -306,7 +315,17 @@ class SMTPSession(Protocol):
             sep = " " if i == len(lines) - 1 else "-"
             prefix = f"{code}{sep}{enhanced} " if enhanced else f"{code}{sep}"
             out.append(prefix + line.replace("\r", " ").replace("\n", " ") + "\r\n")
-        self.transport.write("".join(out).encode("utf-8"))
+        self._send_raw("".join(out).encode("utf-8"))
+
+    def _send_raw(self, data: bytes) -> None:
+        # RFC 2920 3.1: replies may wait while more pipelined commands are buffered;
+        # _flush() sends them together once input is drained or the session waits for the client.
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        if self._out and self._mode != CLOSED:
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
 
     def reply(self, code: int, enhanced: str | None, text: str, more: list[str] | None = None) -> None:
         """Send a reply; count errors and close the session after too many."""
@@ -335,6 +354,7 @@ class SMTPSession(Protocol):
     def _close(self) -> None:
         if self._mode == CLOSED:
             return
+        self._flush()
         self._mode = CLOSED
         self._buffer.clear()
         if self.tx is not None:
@@ -371,11 +391,12 @@ class SMTPSession(Protocol):
         if self._mode == CLOSED:
             return
         if fault.drop:
+            self._flush()
             self._mode = CLOSED
             self.transport.abortConnection()
             return
         if fault.code is not None:
-            self.transport.write(fault.reply_line())
+            self._send_raw(fault.reply_line())
             return
         result = handler(self, arg)
         if result is not None:
@@ -447,6 +468,7 @@ class SMTPSession(Protocol):
             self.reply(454, "4.7.0", "TLS not available")
             return
         self.reply(220, "2.0.0", "Ready to start TLS")
+        self._flush()  # the 220 (and anything before it) leaves in clear text
         # RFC 3207 4.2 / CVE-2011-0411: nothing sent before the handshake counts
         self._buffer.clear()
         self.transport.startTLS(self.s.tls_creator())
@@ -781,11 +803,12 @@ class SMTPSession(Protocol):
                 if fault.delay:
                     await _sleep(self.s.clock, fault.delay)
                 if fault.drop:
+                    self._flush()
                     self._mode = CLOSED
                     self.transport.abortConnection()
                     return
                 if fault.code is not None:
-                    self.transport.write(fault.reply_line())
+                    self._send_raw(fault.reply_line())
                     return
             if error is not None:
                 raise error

@@ -33,3 +33,11 @@ def test_scanner_and_additions() -> None:
     added = submission_additions(scanner.field_names(), "mx.example.test", "q1", when=0)
     assert added == b"Message-ID: <q1@mx.example.test>\r\n"
     assert submission_additions(["message-id", "date"], "h", "q") == b""
+
+
+def test_ids_are_unique() -> None:
+    """Queue ids (also Message-ID left parts) never repeat."""
+    from mailsuite.smtp.headers import new_id
+
+    ids = [new_id() for _ in range(10000)]
+    assert len(set(ids)) == len(ids) and all(i.isalnum() for i in ids)

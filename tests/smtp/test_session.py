@@ -231,10 +231,16 @@ def test_replies_wait_for_slow_commands(world: World) -> None:
     world.store.check_quota = lambda a, n: pending.append(defer.Deferred()) or pending[-1]  # type: ignore[method-assign]
     s = world.session()
     out = s.send(b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.test>\r\nNOOP\r\n")
-    assert s.codes(out) == ["250", "250 2.1.0"]  # NOOP waits behind RCPT
+    assert out == b""  # RFC 2920: replies wait while pipelined commands are still buffered
     world.store.check_quota = real  # type: ignore[method-assign]
     pending[0].callback(None)
-    assert s.codes(s.take()) == ["250 2.1.5", "250 2.0.0"]
+    assert s.codes(s.take()) == ["250", "250 2.1.0", "250 2.1.5", "250 2.0.0"]
+    out = s.send(b"RSET\r\nMAIL FROM:<a@remote.test>\r\n")
+    assert s.codes(out) == ["250 2.0.0", "250 2.1.0"]  # input drained: everything is written at once
+    world.store.check_quota = lambda a, n: pending.append(defer.Deferred()) or pending[-1]  # type: ignore[method-assign]
+    assert s.cmd("RCPT TO:<bob@example.test>") == b""  # waiting on the Deferred, nothing else to do
+    pending[1].callback(None)
+    assert s.codes(s.take()) == ["250 2.1.5"]
 
 
 @pytest.mark.parametrize("seq", [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r"])
@@ -516,3 +522,20 @@ def test_partial_delivery_failure_is_temporary_and_logged(world: World) -> None:
     assert len(world.inbox(ALICE)) == 1 and world.inbox(BOB) == []
     text = "\n".join(formatEvent(e) for e in events)
     assert "copies were stored for alice@example.test" in text
+
+
+def test_greeting_faults(world: World) -> None:
+    """A CONNECT fault can delay the greeting, replace it, or refuse the connection."""
+    from mailsuite.testing.faults import Fault, FaultPlan
+
+    world.context.faults = FaultPlan()
+    world.context.faults.add(Fault("CONNECT", delay=2.0))
+    s = world.session()
+    assert s.greeting == b""
+    world.clock.advance(2)
+    assert s.take().startswith(b"220 ")
+    world.context.faults.add(Fault("CONNECT", code=220, text="slow greeting"))
+    assert world.session().greeting == b"220 slow greeting\r\n"
+    world.context.faults.add(Fault("CONNECT", code=554, text="go away"))
+    s = world.session()
+    assert s.greeting == b"554 go away\r\n" and s.closed
