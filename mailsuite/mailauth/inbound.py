@@ -110,7 +110,7 @@ class InboundChecker:
     async def _dmarc(self, domains: list[str], spf: SPFResult, dkim_results: list[DKIMResult]) -> DMARCOutcome:
         if not domains:
             return DMARCOutcome("none", reason="no From domain")
-        if len(set(domains)) > 1 or len(domains) > 1:
+        if len(domains) > 1:
             return DMARCOutcome("permerror", domains[0], reason="more than one From domain")
         from_domain = domains[0]
         if not dmarc_module.valid_domain(from_domain):

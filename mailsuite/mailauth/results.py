@@ -97,11 +97,13 @@ def authserv_id_of(value: bytes) -> str:
 
 
 class ResultsFilter:
-    """Streams a message through line by line, dropping Authentication-Results fields that claim ``authserv_id``.
+    """Streams a message through, dropping Authentication-Results fields that claim ``authserv_id``.
 
-    ``feed(line)`` takes one line (with its line end) and returns the bytes to
-    keep so far; ``close()`` returns whatever is still held.  Everything after
-    the header passes untouched.
+    ``feed(line)`` takes one line (with its line end), ``feed_bytes(chunk)``
+    any piece of the data as it arrives; both return the bytes to keep so far.
+    ``close()`` returns whatever is still held.  Everything after the header
+    passes untouched; only the lines of an Authentication-Results field are
+    held (at most :data:`MAX_HELD` bytes, beyond which the field is dropped).
     """
 
     def __init__(self, authserv_id: str) -> None:
