@@ -541,3 +541,30 @@ def test_list_and_uidl_of_many_messages_read_no_body() -> None:
     uidl = multiline(h.command("UIDL"))
     assert len(uidl) == 3000 and len({line.split()[1] for line in uidl}) == 3000
     assert h.mailbox.opened == []
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_verbs = st.sampled_from([b"STAT", b"LIST", b"RETR", b"DELE", b"NOOP", b"RSET", b"TOP", b"UIDL", b"CAPA", b"USER", b"PASS", b"AUTH", b"STLS", b"APOP", b"list", b"XTND", b""])
+_args = st.lists(st.one_of(st.integers(min_value=-3, max_value=5).map(lambda n: b"%d" % n), st.binary(max_size=12).filter(lambda b: b"\r" not in b and b"\n" not in b)), max_size=3)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commands=st.lists(st.tuples(_verbs, _args), max_size=12))
+def test_any_command_sequence_gets_protocol_answers(commands: list[tuple[bytes, list[bytes]]]) -> None:
+    """Whatever a client sends, the session answers +OK / -ERR / "+ " and never hits an unexpected error."""
+    h = Harness([MSG1, MSG2], secure=True)
+    h.login()
+    with capturedLogs() as events:
+        for verb, args in commands:
+            if h.closing:
+                break
+            reply = h.send(b" ".join([verb, *args]) + b"\r\n")
+            assert reply[:3] in (b"+OK", b"-ER", b"+ \r"), reply
+    assert not [e for e in events if e.get("log_failure") is not None]
+    if not h.closing:
+        if h.session.state == "AUTH":
+            h.command("*")
+        assert h.command("NOOP") in (b"+OK\r\n", b"-ERR Command not valid in this state\r\n")
+    assert h.mailbox.expunged == []  # nothing is deleted without QUIT
