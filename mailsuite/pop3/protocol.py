@@ -256,6 +256,7 @@ class POP3Session(pop3.POP3):
         """Send a one-line "-ERR", with an RFC 2449 8 response code in brackets if given."""
         if isinstance(text, str):
             text = text.encode("utf-8")
+        text = text.replace(b"\r", b" ").replace(b"\n", b" ")  # an error text can never add a line
         self.sendLine(b"-ERR " + (b"[" + code + b"] " if code else b"") + text)
 
     def reply_error(self, failure: Failure) -> None:

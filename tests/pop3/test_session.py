@@ -568,3 +568,12 @@ def test_any_command_sequence_gets_protocol_answers(commands: list[tuple[bytes, 
             h.command("*")
         assert h.command("NOOP") in (b"+OK\r\n", b"-ERR Command not valid in this state\r\n")
     assert h.mailbox.expunged == []  # nothing is deleted without QUIT
+
+
+def test_error_text_cannot_inject_lines() -> None:
+    from mailsuite.errors import TemporaryFailure
+
+    h = Harness(secure=True)
+    h.auth.login = lambda ip, user, password: defer.fail(TemporaryFailure("bad\r\n+OK injected"))  # type: ignore[method-assign]
+    h.command("USER x")
+    assert h.command("PASS y") == b"-ERR [SYS/TEMP] bad  +OK injected\r\n"
