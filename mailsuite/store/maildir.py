@@ -23,7 +23,15 @@ Implementation notes:
 - ``\\Recent`` (RFC 3501 2.3.2): a read-write session claims the messages in
   ``new/`` by moving them to ``cur/``; they are recent for it alone.  A
   read-only session claims nothing and changes no flag; its ``recent`` is the
-  set still in ``new/``.
+  set still in ``new/``.  APPEND works on read-only handles too (the IMAP
+  layer appends through one so it never claims other sessions' \\Recent).
+- A session whose folder was deleted and re-created (UIDVALIDITY changed)
+  fails with NoSuchFolder instead of touching the new folder's messages.
+- RENAME moves children along (RFC 3501 6.3.5) and may land on a
+  ``\\Noselect`` parent; only existing real folders collide (FolderExists).
+  Renaming INBOX moves its messages into the new folder; INBOX stays.
+- Quota (bytes, messages; 0 = unlimited) is checked before DELIVER, APPEND
+  and COPY with the directory's per-user override or the configured default.
 """
 
 from __future__ import annotations
