@@ -137,10 +137,13 @@ def serve(config_path: str, stats_path: str) -> None:
     import signal
 
     from twisted.internet import reactor, task
+    from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from mailsuite.config import load
     from mailsuite.service import build
 
+    # log to the child's stdout (server.log) as twistd would, so logging costs are in the figures
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     root = build(load(config_path), reactor)
     lags: list[float] = []
     last = [time.perf_counter()]
