@@ -36,9 +36,21 @@ Implementation notes:
   delimiter (RFC 2046 5.1.1); the epilogue belongs to the multipart.
 * Boundaries are matched innermost first against the whole stack of open
   multiparts, so a part missing its close delimiter ends at its parent's
-  next delimiter, and a message with no final boundary ends at EOF.
+  next delimiter, and a message with no final boundary ends at EOF.  A
+  delimiter line is ``--boundary`` [``--``] plus only transport padding
+  (RFC 2046 5.1.1; Dovecot also accepts trailing junk, we do not).
   Nesting is limited to :data:`MAX_DEPTH` levels and :data:`MAX_PARTS`
   parts; deeper content is treated as an opaque leaf.
+* Work is linear in the message size whatever its shape: delimiters are
+  found by one regex per boundary stack, headers end at a blank line or a
+  delimiter searched in :attr:`_Parser.WINDOW` windows, each body is scanned
+  once, and line counts (body-fld-lines) are computed only for text and
+  message/rfc822 parts, from their children's counts.
+* Part numbers follow RFC 3501 6.4.5: a non-multipart message is its own
+  part 1; the parts of a message/rfc822 are those of the encapsulated
+  message; HEADER/TEXT on a message/rfc822 part address the encapsulated
+  message, MIME the part's own header.  A part that does not exist is the
+  empty string.
 * Content-* headers are honoured with or without MIME-Version; an
   unparsable Content-Type falls back to text/plain (RFC 2045 5.2); a
   multipart without a boundary is a leaf; message/rfc822 is always parsed
