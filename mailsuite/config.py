@@ -187,6 +187,8 @@ class MailAuthConfig:
     dns_timeout: float = field(default=5.0, metadata=_positive)
     #: Folder that quarantined mail is delivered to.
     quarantine_folder: str = "Junk"
+    #: Seal inbound mail forwarded to other domains with ARC (RFC 8617) using this domain's RSA key; empty: no sealing.
+    arc_domain: str = ""
 
 
 @dataclass(frozen=True)
