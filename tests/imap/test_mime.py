@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -572,3 +573,39 @@ def test_folded_quoted_boundary_and_line_counts() -> None:
     assert structure.startswith(b'(("text" "x-custom" ("charset" "us-ascii") NIL NIL "7bit" 4 1)')
     assert structure.endswith(b'"mixed")')
     assert b'("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 10 1)("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 1) "alternative")' in structure
+
+
+def _imaplib_shape(response: bytes) -> list:
+    """A raw FETCH response split the way imaplib hands it to imapclient: (text{n}, literal) tuples."""
+    out: list = []
+    pos = 0
+    for m in re.finditer(rb"\{(\d+)\}\r\n", response):
+        if m.start() < pos:
+            continue  # inside a literal already consumed
+        size = int(m.group(1))
+        out.append((response[pos : m.start()] + b"{%d}" % size, response[m.end() : m.end() + size]))
+        pos = m.end() + size
+    out.append(response[pos:])
+    return out
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+def test_a_real_client_parses_our_structures(path: Path) -> None:
+    """imapclient's response parser reads our BODYSTRUCTURE, BODY and ENVELOPE for every corpus message."""
+    from imapclient.response_parser import parse_fetch_response
+
+    data = crlf(path.read_bytes())
+    response = (
+        b"1 (BODYSTRUCTURE " + mime.bodystructure(data) + b" BODY " + mime.bodystructure(data, extended=False)
+        + b" ENVELOPE " + mime.envelope(mime.read_header(data)) + b")"
+    )
+    parsed = parse_fetch_response(_imaplib_shape(response))[1]
+    root = mime.parse(data)
+    for key in (b"BODYSTRUCTURE", b"BODY"):
+        body = parsed[key]
+        assert body.is_multipart == root.multipart
+        if root.multipart:
+            assert len(body[0]) == max(1, len(root.children))
+            assert body[1].decode().lower() == root.subtype.decode().lower()
+    subject = mime.header_value(mime.read_header(data), "subject", last=True)
+    assert parsed[b"ENVELOPE"].subject == (mime._for_humans(subject) if subject is not None else None)
