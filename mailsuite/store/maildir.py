@@ -732,6 +732,10 @@ class UserMailbox:
 
 
 def _status(state: FolderState) -> FolderStatus:
+    """STATUS counters (lock held); recounted only when the state changed since the last STATUS."""
+    cached = state.status_cache
+    if cached is not None and cached[0] == state.version:
+        return cached[1]
     messages = recent = unseen = size = 0
     for entry in state.entries.values():
         messages += 1
@@ -740,7 +744,9 @@ def _status(state: FolderState) -> FolderStatus:
             recent += 1
         if "S" not in entry.suffix[3:]:
             unseen += 1
-    return FolderStatus(messages, recent, unseen, state.uidnext, state.uidvalidity, state.highest_modseq, size)
+    status = FolderStatus(messages, recent, unseen, state.uidnext, state.uidvalidity, state.highest_modseq, size)
+    state.status_cache = (state.version, status)
+    return status
 
 
 @implementer(IFolder)

@@ -164,6 +164,7 @@ class FolderState:
         self._log_valid = False
         self._flag_cache: dict[str, frozenset[str]] = {}
         self.version = 0  # bumped on every in-memory change (cheap change detection)
+        self.status_cache: tuple[int, Any] | None = None  # (version, FolderStatus) kept by the store
 
     # -- locking and loading ------------------------------------------------
     @contextmanager
