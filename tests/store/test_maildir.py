@@ -538,3 +538,22 @@ def test_settled_cur_is_not_relisted_but_its_changes_are_seen(store, tmp_path):
     os.rename(inbox / "cur" / name, inbox / "cur" / (name.split(":2,")[0] + ":2,F"))
     change = result(folder.refresh())
     assert [(m.uid, m.flags) for m in change.changed] == [(1, {"\\Flagged"})]
+
+
+def test_another_maildir_reader_sees_messages_flags_and_folders(store, tmp_path):
+    """Python's own mailbox.Maildir (a third-party Maildir++ reader) reads what we wrote."""
+    import mailbox
+
+    deliver_bytes(store, ALICE, msg(1))
+    deliver_bytes(store, ALICE, msg(2))
+    mb = store.user_mailbox(ALICE)
+    folder = result(mb.open_folder("INBOX"))
+    result(folder.store_flags([1], ["\\Seen", "\\Flagged"], "add"))
+    result(folder.copy([2], "Archive"))
+    result(mb.create_folder("Projects/2025"))
+    reader = mailbox.Maildir(tmp_path / "mail" / "example.test" / "alice", factory=None, create=False)
+    subjects = {m["Subject"]: m.get_flags() for m in reader}
+    assert subjects == {"message 1": "FS", "message 2": ""}
+    assert {"Sent", "Drafts", "Trash", "Junk", "Archive", "Projects", "Projects.2025"} <= set(reader.list_folders())
+    (archived,) = list(reader.get_folder("Archive"))
+    assert archived["Subject"] == "message 2"
