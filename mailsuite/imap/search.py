@@ -628,9 +628,11 @@ def evaluate(
     query: Query,
     candidates: Sequence[tuple[int, int, Any, bool]],
     opener: Callable[[int], Callable[[], Any]],
+    headers: dict[int, bytes] | None = None,
 ) -> list[tuple[int, int, int]]:
     """Drop-in for ``search_fallback.evaluate``: ``(seq, uid, modseq)`` of the matches among
-    ``(seq, uid, info, recent)`` candidates; ``opener(uid)()`` opens the message file.
+    ``(seq, uid, info, recent)`` candidates; ``opener(uid)()`` opens the message file;
+    ``headers`` may hold header blocks already read (by UID), used instead of the file.
 
     Sequence sets must be bound (:meth:`Query.bind`) when candidates are a batch.
     A message that vanished meanwhile (open fails) does not match.
@@ -639,10 +641,13 @@ def evaluate(
     last_seq = candidates[-1][0] if candidates else 0
     last_uid = candidates[-1][1] if candidates else 0
     key = query.key
+    known = headers or {}
     for seq, uid, info, recent in candidates:
         open_file = opener(uid)
 
-        def header(open_file: Callable[[], Any] = open_file) -> bytes:
+        def header(open_file: Callable[[], Any] = open_file, block: bytes | None = known.get(uid)) -> bytes:
+            if block is not None:
+                return block
             with open_file() as fp:
                 return mime.read_header(fp)
 

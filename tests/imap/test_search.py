@@ -248,6 +248,9 @@ def test_compat_api_with_bound_sets(tmp_path: Path) -> None:
     assert sorted(set(opened)) == [10, 20, 30]
     missing = lambda uid: (lambda: (_ for _ in ()).throw(FileNotFoundError()))  # noqa: E731
     assert search.evaluate(search.parse(Args(b"FROM x"), resolve), candidates, missing) == []
+    # header blocks already read (the server's header cache) are used instead of the files
+    cached = {20: b"From: cached@example.com\r\n\r\n"}
+    assert search.evaluate(search.parse(Args(b"FROM cached"), resolve), candidates[1:2], missing, cached) == [(2, 20, 1)]
 
 
 def test_decode_header_text() -> None:
