@@ -27,9 +27,10 @@ from __future__ import annotations
 import datetime
 from typing import Any, BinaryIO
 
-from twisted.internet import defer, task, threads
+from twisted.internet import task, threads
 
 from mailsuite import errors
+from mailsuite.imap import header_cache
 from mailsuite.imap import mime_adapter as mime
 from mailsuite.imap import wire
 from mailsuite.imap.args import FetchAtt
@@ -112,7 +113,7 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
         headers: dict[int, bytes] = {}
         for index, uid in enumerate(uids):
             if header_only and index % HEADER_BATCH == 0:
-                headers = await _read_headers(server, folder, uids[index : index + HEADER_BATCH])
+                headers = await read_headers(server, folder, uids[index : index + HEADER_BATCH])
             seq = selected.seq_of(uid)
             info = selected.info.get(uid)
             if seq is None or info is None:
@@ -191,24 +192,42 @@ async def _breathe(server: Any) -> None:
         await task.deferLater(server.reactor, 0, lambda: None)
 
 
-def _read_headers(server: Any, folder: Any, uids: list[int]) -> Any:
-    """Header blocks of ``uids`` read in one worker-thread trip (missing messages left out)."""
+async def read_headers(server: Any, folder: Any, uids: list[int]) -> dict[int, bytes]:
+    """Header blocks of ``uids`` (missing messages left out): from the shared cache, the rest
+    read in one worker-thread trip and cached."""
+    prefix = header_cache.folder_key(server, folder)
+    cache = header_cache.CACHE
+    out: dict[int, bytes] = {}
+    missing: list[int] = []
+    for uid in uids:
+        block = cache.get((*prefix, uid))
+        if block is None:
+            missing.append(uid)
+        else:
+            out[uid] = block
+    if not missing:
+        return out
 
     def work() -> dict[int, bytes]:
-        out: dict[int, bytes] = {}
-        for uid in uids:
+        found: dict[int, bytes] = {}
+        for uid in missing:
             try:
                 fp = folder.open_message(uid)
             except errors.NoSuchMessage:
                 continue
             with fp:
-                out[uid] = mime.read_header(fp)
-        return out
+                found[uid] = mime.read_header(fp)
+        return found
 
     pool = getattr(server.reactor, "getThreadPool", None)
     if pool is None:  # a test clock: no threads
-        return defer.succeed(work())
-    return threads.deferToThreadPool(server.reactor, pool(), work)
+        found = work()
+    else:
+        found = await threads.deferToThreadPool(server.reactor, pool(), work)
+    for uid, block in found.items():
+        cache.put((*prefix, uid), block)
+    out.update(found)
+    return out
 
 
 async def _copy(server: Any, fp: BinaryIO, start: int, size: int) -> None:

@@ -22,6 +22,7 @@ from twisted.internet import threads
 
 from mailsuite.imap import search_fallback as engine
 from mailsuite.imap.args import Arguments
+from mailsuite.imap.fetch import read_headers
 from mailsuite.imap.responses import bad, no
 
 #: Messages evaluated per worker-thread trip when the criteria read files.
@@ -57,10 +58,14 @@ async def search(server: Any, selected: Any, args: Arguments, *, uid: bool) -> b
         pool = getattr(server.reactor, "getThreadPool", None)
         for start in range(0, len(candidates), BATCH):
             chunk = candidates[start : start + BATCH]
+            headers = None
+            if criteria.key.needs == "header":
+                # header blocks through the shared cache (a client's header FETCH filled it)
+                headers = await read_headers(server, folder, [c[1] for c in chunk])
             if pool is None:
-                matches.extend(engine.evaluate(criteria, chunk, opener))
+                matches.extend(engine.evaluate(criteria, chunk, opener, headers))
             else:
-                matches.extend(await threads.deferToThreadPool(server.reactor, pool(), engine.evaluate, criteria, chunk, opener))
+                matches.extend(await threads.deferToThreadPool(server.reactor, pool(), engine.evaluate, criteria, chunk, opener, headers))
     numbers = [m[1] if uid else m[0] for m in matches]
     line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
     if criteria.uses_modseq and matches:

@@ -33,11 +33,12 @@ _PARSER = BytesParser(policy=email.policy.compat32)
 class Ctx:
     """One message as the predicates see it; header and body are read lazily."""
 
-    __slots__ = ("seq", "uid", "info", "recent", "_open", "_header", "_message", "_raw")
+    __slots__ = ("seq", "uid", "info", "recent", "_open", "_block", "_header", "_message", "_raw")
 
-    def __init__(self, seq: int, uid: int, info: Any, recent: bool, opener: Callable[[], Any]) -> None:
+    def __init__(self, seq: int, uid: int, info: Any, recent: bool, opener: Callable[[], Any], header_block: bytes | None = None) -> None:
         self.seq, self.uid, self.info, self.recent = seq, uid, info, recent
         self._open = opener
+        self._block = header_block
         self._header: Any = None
         self._message: Any = None
         self._raw: bytes | None = None
@@ -51,7 +52,9 @@ class Ctx:
     def header(self) -> dict[str, list[str]]:
         """Lower-cased field name -> unfolded values (no MIME parser: searches touch many messages)."""
         if self._header is None:
-            if self._raw is not None:
+            if self._block is not None:
+                block = self._block
+            elif self._raw is not None:
                 block = self._raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
             else:
                 with self._open() as fp:
@@ -316,12 +319,21 @@ def parse(args: Arguments, resolve: Callable[[Any, bool], list[int]]) -> Criteri
     return Criteria(key, parser.uses_modseq)
 
 
-def evaluate(criteria: Criteria, candidates: list[tuple[int, int, Any, bool]], opener: Callable[[int], Callable[[], Any]]) -> list[tuple[int, int, int]]:
-    """(seq, uid, modseq) of matching messages; ``candidates`` are (seq, uid, info, recent)."""
+def evaluate(
+    criteria: Criteria,
+    candidates: list[tuple[int, int, Any, bool]],
+    opener: Callable[[int], Callable[[], Any]],
+    headers: dict[int, bytes] | None = None,
+) -> list[tuple[int, int, int]]:
+    """(seq, uid, modseq) of matching messages; ``candidates`` are (seq, uid, info, recent).
+
+    ``headers`` may hold header blocks already read (from the shared cache).
+    """
     out = []
     key = criteria.key
+    headers = headers or {}
     for seq, uid, info, recent in candidates:
-        ctx = Ctx(seq, uid, info, recent, opener(uid))
+        ctx = Ctx(seq, uid, info, recent, opener(uid), headers.get(uid))
         try:
             if key.match(ctx):
                 out.append((seq, uid, info.modseq))
