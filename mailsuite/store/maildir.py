@@ -907,6 +907,8 @@ class MaildirFolder:
                     state.sync(records)  # renamed by another program meanwhile: rescan, retry once
                     pending = self._session_entries(retry)
                 if changed:
+                    # make the renames durable before the client hears the flags are stored
+                    self.store.dirsync.sync(os.path.join(self.path, "cur"))
                     state.highest_modseq = max(state.highest_modseq, modseq)
                     records.append(state.header_record())
                 state.commit(records)
