@@ -234,10 +234,10 @@ def header_value(header: bytes, name: str, *, last: bool = False) -> bytes | Non
     return found
 
 
-def header_fields(header: bytes, names: Sequence[str], exclude: bool = False) -> bytes:
+def header_fields(header: bytes, names: Sequence[str] | Sequence[bytes], exclude: bool = False) -> bytes:
     """HEADER.FIELDS / HEADER.FIELDS.NOT (RFC 3501 6.4.5): the matching fields
     byte-exact in their order, then the blank line (always included)."""
-    wanted = {n.lower() for n in names}
+    wanted = {(n.decode("latin-1") if isinstance(n, (bytes, bytearray)) else n).lower() for n in names}
     kept = [f.raw for f in split_fields(header) if ((f.name in wanted) != exclude) and (f.name or exclude)]
     return b"".join(kept) + b"\r\n"
 
