@@ -1,9 +1,7 @@
 """SEARCH as the command handlers call it: parse, evaluate, format the answer.
 
 The SEARCH key grammar and its evaluation belong to
-:mod:`mailsuite.imap.search` (another developer's module); until it is
-available, :mod:`mailsuite.imap.search_fallback` does the job.  This adapter
-is the one place that feeds the engine the session's view (sequence
+:mod:`mailsuite.imap.search`.  This adapter is the one place that feeds the engine the session's view (sequence
 numbers, cached flags, \\Recent) and the store's message reader, and formats
 ``* SEARCH`` (RFC 3501 7.2.5) with CONDSTORE's ``(MODSEQ n)`` (RFC 7162
 3.1.5).  CHARSET must be UTF-8 or US-ASCII (RFC 3501 6.4.4); anything else
@@ -20,7 +18,7 @@ from typing import Any
 
 from twisted.internet import threads
 
-from mailsuite.imap import search_fallback as engine
+from mailsuite.imap import search as engine
 from mailsuite.imap.args import Arguments
 from mailsuite.imap.fetch import read_headers
 from mailsuite.imap.responses import bad, no
@@ -40,6 +38,8 @@ async def search(server: Any, selected: Any, args: Arguments, *, uid: bool) -> b
         raise bad("ESEARCH is not supported")
     try:
         criteria = engine.parse(args, lambda ranges, is_uid: selected.resolve(ranges, uid=is_uid))
+    except engine.BadCharset as e:
+        raise no(f"Unsupported charset {str(e)[:40]}", "BADCHARSET (UTF-8 US-ASCII)") from None
     except ValueError as e:  # an invalid sequence number (or a parse error)
         raise bad(str(e) or "Invalid search") from None
     if criteria.uses_modseq:
