@@ -23,6 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from mailsuite.config import MailAuthConfig
+from mailsuite.mailauth import arc
 from mailsuite.mailauth import dmarc as dmarc_module
 from mailsuite.mailauth.bridge import ThreadLookups
 from mailsuite.mailauth.dkimcheck import MIN_KEY_BITS, DKIMResult, verify_parsed
@@ -41,18 +42,20 @@ def read_message(message: Any) -> bytes:
         return bytes(f.read())
 
 
-def _message_facts(lookups: ThreadLookups, message: Any) -> tuple[list[str], list[DKIMResult]]:
+def _message_facts(lookups: ThreadLookups, message: Any) -> tuple[list[str], list[DKIMResult], str | None]:
     import dkim
 
+    data = read_message(message)
     try:
-        parsed = dkim.DKIM(read_message(message), minkey=MIN_KEY_BITS)
+        parsed = dkim.DKIM(data, minkey=MIN_KEY_BITS)
     except dkim.DKIMException:
-        return [], []
+        return [], [], None
     from_values = [value for name, value in parsed.headers if name.strip().lower() == b"from"]
     domains = dmarc_module.from_domains(from_values)
     if len(from_values) > 1 and len(domains) == 1:
         domains = domains + domains  # two From fields: as bad as two authors (RFC 5322 3.6)
-    return domains, verify_parsed(parsed, lookups)
+    arc_result = arc.verify_arc(data, lookups) if arc.has_arc(parsed.headers) else None
+    return domains, verify_parsed(parsed, lookups), arc_result
 
 
 def _spf(lookups: ThreadLookups, ip: str, helo: str, mail_from: str, receiver: str) -> tuple[SPFResult, SPFResult]:
@@ -94,10 +97,10 @@ class InboundChecker:
         for ok, value in results:
             if not ok:
                 value.raiseException()
-        (spf_helo, spf_from), (domains, dkim_results) = results[0][1], results[1][1]
+        (spf_helo, spf_from), (domains, dkim_results, arc_result) = results[0][1], results[1][1]
         outcome = await self._dmarc(domains, spf_from, dkim_results)
         header = format_header(self.authserv_id, client_ip=client_ip, spf_mail_from=spf_from, spf_helo=spf_helo,
-                               dkim_results=dkim_results, dmarc=outcome)
+                               dkim_results=dkim_results, arc=arc_result, dmarc=outcome)
         action, code, enhanced, text = decide(self.config, spf_from, dkim_results, outcome)
         folder = self.config.quarantine_folder if action == QUARANTINE else "INBOX"
         self.log.info(
@@ -105,7 +108,8 @@ class InboundChecker:
             session=session_id, ip=client_ip, spf=spf_from.result, dkim=",".join(r.result for r in dkim_results) or "none",
             dmarc=outcome.result, from_domain=outcome.from_domain, action=action,
         )
-        return Verdict(action, header, text, folder, spf_from, spf_helo, tuple(dkim_results), outcome, code, enhanced)
+        return Verdict(action, header, text, folder, spf_from, spf_helo, tuple(dkim_results), outcome, code, enhanced,
+                       arc_result)
 
     async def _dmarc(self, domains: list[str], spf: SPFResult, dkim_results: list[DKIMResult]) -> DMARCOutcome:
         if not domains:

@@ -39,7 +39,7 @@ def _address_value(address: str, domain: str) -> str:
 
 def format_header(authserv_id: str, *, client_ip: str = "", spf_mail_from: SPFResult | None = None,
                   spf_helo: SPFResult | None = None, dkim_results: Sequence[DKIMResult] = (),
-                  dmarc: DMARCOutcome | None = None) -> bytes:
+                  arc: str | None = None, dmarc: DMARCOutcome | None = None) -> bytes:
     """The ``Authentication-Results:`` field, folded, CRLF-terminated."""
     parts: list[str] = []
     try:
@@ -64,6 +64,8 @@ def format_header(authserv_id: str, *, client_ip: str = "", spf_mail_from: SPFRe
             props.append(f'header.b="{r.b_prefix}"')
         reason = f" ({r.reason})" if r.reason else ""
         parts.append(f"dkim={r.result}{reason}" + "".join(" " + p for p in props))
+    if arc is not None:
+        parts.append(f"arc={arc}")  # RFC 8617 4.4: the chain validation status we saw
     if dmarc is not None:
         comment = f" (p={dmarc.policy} dis={dmarc.disposition})" if dmarc.result in ("pass", "fail") else ""
         domain = f" header.from={dmarc.from_domain}" if dmarc.from_domain and is_domain_name(dmarc.from_domain) else ""

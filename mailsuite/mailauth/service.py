@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from mailsuite.config import Config
+from mailsuite.mailauth import arc
 from mailsuite.mailauth.dnscache import CachingResolver, DNSTempError
 from mailsuite.mailauth.inbound import InboundChecker, read_message
 from mailsuite.mailauth.keys import KeyStore
@@ -141,6 +142,21 @@ class MailAuth:
 
         def work() -> bytes:
             return self.signer.sign(header_prefix + read_message(message), domain)
+
+        return self._track(deferToThreadPool(self.reactor, self.pool, work))
+
+    def arc_seal_message(self, message: Any, header_prefix: bytes) -> defer.Deferred[bytes]:
+        """The ARC set for ``header_prefix + message`` (the prefix starting with our Authentication-Results).
+
+        Fires with ``b""`` when ``mailauth.arc_domain`` is empty or has no RSA key.
+        """
+        domain = self.config.mailauth.arc_domain
+        keys = [k for k in self.keys.keys_for(domain) if k.algorithm.startswith("rsa")] if domain else []
+        if not keys:
+            return defer.succeed(b"")
+
+        def work() -> bytes:
+            return arc.seal(header_prefix + read_message(message), keys[0], self.authserv_id)
 
         return self._track(deferToThreadPool(self.reactor, self.pool, work))
 

@@ -19,7 +19,8 @@ Wiring in ``mailsuite/smtp`` (done by the SMTP owner):
 
        outcome = await smtp_hook.on_message(self.s.mailauth, self.s.store, authenticated=self.user is not None,
                                             ip=self.ip, helo=self.helo or "", sender=tx.sender_text,
-                                            local=list(tx.local), message=message, trace=trace)
+                                            local=list(tx.local), message=message, trace=trace,
+                                            session_id=self.session_id, remote=list(tx.remote))
        trace = outcome.header + trace
 
    and the local deliveries use ``outcome.folder`` instead of "INBOX".
@@ -65,8 +66,13 @@ def results_filter(mailauth: Any, authenticated: bool) -> ResultsFilter | None:
 
 
 async def on_message(mailauth: Any, store: Any, *, authenticated: bool, ip: str, helo: str, sender: str,
-                     local: Sequence[str], message: Any, trace: bytes, session_id: str = "-") -> AuthOutcome:
-    """Sign (authenticated user) or check (anyone else) a complete message; MailError on reject/tempfail."""
+                     local: Sequence[str], message: Any, trace: bytes, session_id: str = "-",
+                     remote: Sequence[str] = ()) -> AuthOutcome:
+    """Sign (authenticated user) or check (anyone else) a complete message; MailError on reject/tempfail.
+
+    ``remote``: recipients in other domains (an alias forwarding out); when
+    there are any, the message is ARC-sealed (``mailauth.arc_domain``).
+    """
     if mailauth is None:
         return AuthOutcome()
     if authenticated:
@@ -91,4 +97,7 @@ async def on_message(mailauth: Any, store: Any, *, authenticated: bool, ip: str,
                          session=session_id, folder=folder, address=address, error=str(e))
                 folder = "INBOX"
                 break
-    return AuthOutcome(verdict.header, folder)
+    header = verdict.header
+    if remote and header:
+        header = await mailauth.arc_seal_message(message, header_prefix=header + trace) + header
+    return AuthOutcome(header, folder)

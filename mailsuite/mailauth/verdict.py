@@ -64,6 +64,8 @@ class Verdict:
     dmarc: DMARCOutcome | None = None
     code: int = 250
     enhanced: str = "2.0.0"
+    #: ARC chain validation of the incoming message (RFC 8617), None when it had no ARC set.
+    arc: str | None = None
 
     def error(self) -> MailError | None:
         """The MailError to answer with (550 5.7.1 / 451 4.4.3), or None when the message is taken."""

@@ -45,8 +45,8 @@ def sender_records(domain: str = "a.test", spf: str = f"v=spf1 ip4:{GOOD_IP} -al
 class AuthHarness:
     """A started MailAuth with its own data root; ``keys`` made on demand."""
 
-    def __init__(self, tmp_path: Path, dns: DNSServer, overrides: dict[str, Any]) -> None:
-        lines = [f'hostname = "{HOSTNAME}"', f'data_root = "{tmp_path / "data"}"', "[queue]", f'resolver = "{dns.address}"', "[mailauth]"]
+    def __init__(self, tmp_path: Path, dns: DNSServer, overrides: dict[str, Any], hostname: str = HOSTNAME) -> None:
+        lines = [f'hostname = "{hostname}"', f'data_root = "{tmp_path / "data"}"', "[queue]", f'resolver = "{dns.address}"', "[mailauth]"]
         settings = {"dns_timeout": 1.0}
         settings.update(overrides)
         lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
@@ -77,8 +77,8 @@ def make_auth(tmp_path: Path, dns: DNSServer) -> Iterator[Any]:
     """Factory: ``make_auth(dmarc_enforce=False)`` -> AuthHarness (stopped after the test)."""
     made: list[AuthHarness] = []
 
-    def make(**overrides: Any) -> AuthHarness:
-        h = AuthHarness(tmp_path / f"auth{len(made)}", dns, overrides)
+    def make(hostname: str = HOSTNAME, **overrides: Any) -> AuthHarness:
+        h = AuthHarness(tmp_path / f"auth{len(made)}", dns, overrides, hostname)
         made.append(h)
         return h
 

@@ -10,10 +10,10 @@ import pytest_twisted
 from tests.mailauth.helpers import BAD_IP, GOOD_IP, HOSTNAME, key_records, message, sender_records
 
 
-def results(verdict) -> dict[str, list[str]]:
+def results(verdict, hostname: str = HOSTNAME) -> dict[str, list[str]]:
     """method -> list of 'result props' from our Authentication-Results header."""
     text = verdict.header.decode()
-    assert text.startswith(f"Authentication-Results: {HOSTNAME};")
+    assert text.startswith(f"Authentication-Results: {hostname};")
     assert text.endswith("\r\n") and "\n\r" not in text.replace("\r\n", "")
     out: dict[str, list[str]] = {}
     for part in re.sub(r"\r\n\t", " ", text).split(";")[1:]:
