@@ -7,6 +7,11 @@ Implementation notes (invariants this module keeps):
 - Replies are collected and written together once the buffered input is
   drained or the session waits for the client (RFC 2920 3.1 allows it), so
   a pipelined MAIL/RCPT/DATA batch costs one write.
+- When the client stops reading replies (the transport pauses us as its
+  producer), no further command is taken on; input beyond
+  :data:`MAX_BUFFERED` stops socket reads, so neither replies nor input
+  pile up in memory.  TLS pauses us during a handshake too, when no
+  application data can arrive anyway.
 - Commands run strictly one after another.  A command whose answer needs a
   Deferred (directory, store, queue, login) marks the session busy; bytes that
   arrive meanwhile wait in the buffer (reading is paused past
@@ -48,8 +53,10 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge
 from mailsuite.limits import peer_ip
@@ -131,8 +138,13 @@ class _Tx:
             self.message = None
 
 
+@implementer(IPushProducer)
 class SMTPSession(Protocol):
-    """One SMTP connection; see the module notes."""
+    """One SMTP connection; see the module notes.
+
+    It is also the transport's push producer: when the client stops reading
+    our replies, the transport pauses us and we stop taking on commands.
+    """
 
     log = Logger(namespace="mailsuite.smtp")
 
@@ -150,7 +162,8 @@ class SMTPSession(Protocol):
         self._mode = LINE
         self._busy = False
         self._processing = False
-        self._paused = False
+        self._paused = False  # socket reading paused because too much input waits
+        self._write_paused = False  # the transport's buffer is full: the client is not reading
         self._timer: Any = None
         self._line_handler: Callable[[bytes], Any] | None = None  # AUTH continuation
         self._decoder: DataDecoder | None = None
@@ -162,6 +175,7 @@ class SMTPSession(Protocol):
     # -- connection ------------------------------------------------------------
     def connectionMade(self) -> None:
         self.ip = peer_ip(self.transport.getPeer())
+        self.transport.registerProducer(self, True)
         try:
             self.transport.setTcpNoDelay(True)
         except Exception:
@@ -223,6 +237,11 @@ class SMTPSession(Protocol):
         self._timer = None
         if self._mode == CLOSED:
             return
+        if self._write_paused:  # the client neither sends nor reads: it cannot hear a 421 either
+            self.log.info("[{session}] {ip} stopped reading replies; connection aborted", session=self.session_id, ip=self.ip)
+            self._mode = CLOSED
+            self.transport.abortConnection()
+            return
         if self._busy:  # the server, not the client, is slow: wait for it
             self._touch()
             return
@@ -242,7 +261,7 @@ class SMTPSession(Protocol):
             return
         self._processing = True
         try:
-            while not self._busy and self._mode != CLOSED and self._buffer:
+            while not self._busy and not self._write_paused and self._mode != CLOSED and self._buffer:
                 if self._mode == LINE:
                     if not self._next_line():
                         break
@@ -264,12 +283,29 @@ class SMTPSession(Protocol):
             self._flush()
         if self._mode == CLOSED:
             return
-        if self._busy and len(self._buffer) > MAX_BUFFERED and not self._paused:
+        # stop reading the socket while input piles up that cannot be processed yet
+        # (a command waits for a Deferred, or the client does not read our replies)
+        held = self._busy or self._write_paused
+        if held and len(self._buffer) > MAX_BUFFERED and not self._paused:
             self._paused = True
             self.transport.pauseProducing()
-        elif self._paused and not self._busy:
+        elif self._paused and (not held or len(self._buffer) <= MAX_BUFFERED // 2):
             self._paused = False
             self.transport.resumeProducing()
+
+    # -- IPushProducer: the transport tells us when its write buffer is full ------
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        if not self._write_paused:
+            return
+        self._write_paused = False
+        if self._mode != CLOSED:
+            self._process()
+
+    def stopProducing(self) -> None:
+        self._write_paused = True
 
     def _next_line(self) -> bool:
         end = self._buffer.find(b"\n")

@@ -288,3 +288,19 @@ def test_connection_caps_421(mailsuite_server: Any) -> None:
     a.close()
     b.close()
     c.close()
+
+
+def test_flooding_client_that_never_reads_is_held_back(server: Any) -> None:
+    """Pipelining megabytes of commands without reading replies: the server stops reading (our send blocks), stays up."""
+    flood = socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=10)
+    flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    flood.settimeout(3.0)
+    sent = 0
+    chunk = b"NOOP\r\n" * 10000
+    with pytest.raises(socket.timeout):
+        while sent < 200_000_000:
+            sent += flood.send(chunk)
+    assert sent < 50_000_000  # held back long before the client could push everything
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as other:
+        assert other.noop()[0] == 250
+    flood.close()

@@ -539,3 +539,29 @@ def test_greeting_faults(world: World) -> None:
     world.context.faults.add(Fault("CONNECT", code=554, text="go away"))
     s = world.session()
     assert s.greeting == b"554 go away\r\n" and s.closed
+
+
+def test_client_not_reading_replies_stops_the_session(world: World) -> None:
+    """While the transport says its buffer is full, commands wait; past MAX_BUFFERED reading stops; resume catches up."""
+    from mailsuite.smtp.server import MAX_BUFFERED
+
+    s = world.session()
+    assert s.transport.producer is s.protocol
+    s.protocol.pauseProducing()  # what the transport does when the client does not read
+    assert s.send(b"NOOP\r\n" * 10) == b""
+    s.send(b"NOOP\r\n" * (MAX_BUFFERED // 6 + 1))
+    assert s.transport.producerState == "paused"  # no more socket reads
+    s.protocol.resumeProducing()
+    out = s.take()
+    assert out.count(b"250 2.0.0 OK\r\n") == 10 + MAX_BUFFERED // 6 + 1
+    assert s.transport.producerState == "producing"
+
+
+def test_client_not_reading_replies_times_out(tmp_path: Path) -> None:
+    """A client that neither reads nor sends is dropped at the timeout."""
+    world = World(tmp_path, limits={"smtp_timeout": 30.0})
+    s = world.session()
+    s.protocol.pauseProducing()
+    s.send(b"NOOP\r\n")
+    world.clock.advance(31)
+    assert s.transport.aborted
