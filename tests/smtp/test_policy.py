@@ -10,7 +10,7 @@ from twisted.internet import defer
 
 from mailsuite.errors import NoSuchUser, QuotaExceeded, RelayDenied, SenderNotAllowed
 from mailsuite.smtp.policy import AuthenticationRequired, RelayUnavailable, SessionFacts, check_recipient, check_sender
-from tests.smtp.harness import ALICE, BOB, World
+from .harness import ALICE, BOB, World
 
 
 def run(coro: Any) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mailsuite.errors import TemporaryFailure
-from tests.smtp.harness import ALICE, BOB, PASSWORD, World
+from .harness import ALICE, BOB, PASSWORD, World
 
 
 @pytest.fixture
@@ -455,7 +455,7 @@ def test_helo_names(world: World) -> None:
 
 def test_smtputf8_local_recipient(world: World) -> None:
     """A UTF-8 local part is a recipient only in an SMTPUTF8 transaction; then it is stored."""
-    from tests.smtp.harness import _HASH
+    from .harness import _HASH
 
     world.directory.add_user("jöran@example.test", password_hash=_HASH)
     s = world.session()
