@@ -292,5 +292,11 @@ if __name__ == "__main__":
     args = parser.parse_args()
     sink = SMTPSink(args.host, args.port, record_commands=False, keep_data=False)
     print(f"PORT {sink.port}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *a: (print(f"COUNT {sink.state.count}", flush=True), sink.server.shutdown()))
+    import os
+
+    def finish(*_: object) -> None:
+        print(f"COUNT {sink.state.count}", flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, finish)
     sink.server.serve_forever(poll_interval=0.05)
