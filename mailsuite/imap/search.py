@@ -243,7 +243,10 @@ class AllOf(Key):
         self.needs = max((k.needs for k in self.keys), key=_NEEDS_ORDER.__getitem__, default="meta")
 
     def match(self, ctx: _Context) -> bool:
-        return all(k.match(ctx) for k in self.keys)
+        for k in self.keys:
+            if not k.match(ctx):
+                return False
+        return True
 
     def bind(self, resolve: Callable[[Any, bool], Iterable[int]]) -> None:
         for k in self.keys:
@@ -297,14 +300,16 @@ class Flag(Key):
     flag: str
     present: bool = True
 
+    def __post_init__(self) -> None:
+        self._system = self.flag.startswith("\\")
+        self._lower = self.flag.lower()
+
     def match(self, ctx: _Context) -> bool:
         flags = ctx.msg.info.flags
-        if self.flag.startswith("\\"):
-            has = self.flag in flags
-        else:
-            wanted = self.flag.lower()
-            has = any(f.lower() == wanted for f in flags)
-        return has == self.present
+        if self._system or self.flag in flags:
+            return (self.flag in flags) == self.present
+        wanted = self._lower
+        return any(f.lower() == wanted for f in flags) == self.present
 
 
 @dataclass
@@ -624,6 +629,10 @@ def parse(args: Any, resolve: Callable[[Any, bool], Iterable[int]] | None = None
     return query
 
 
+def _never_read() -> bytes:  # pragma: no cover - meta keys never call it
+    raise AssertionError("a meta-only search tried to read a message")
+
+
 def evaluate(
     query: Query,
     candidates: Sequence[tuple[int, int, Any, bool]],
@@ -641,6 +650,16 @@ def evaluate(
     last_seq = candidates[-1][0] if candidates else 0
     last_uid = candidates[-1][1] if candidates else 0
     key = query.key
+    if key.needs == "meta":
+        # no file is read: one reused context, no per-message allocation (100,000-message folders)
+        probe = SearchMessage(0, None, False, _never_read, _never_read)
+        ctx = _Context(probe, last_seq, last_uid)
+        match = key.match
+        for seq, uid, info, recent in candidates:
+            probe.seq, probe.info, probe.recent = seq, info, recent
+            if match(ctx):
+                out.append((seq, uid, info.modseq))
+        return out
     known = headers or {}
     for seq, uid, info, recent in candidates:
         open_file = opener(uid)
