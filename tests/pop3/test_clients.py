@@ -1,5 +1,7 @@
 """Real POP3 clients against the real server: curl (pop3://, pop3s://, SASL PLAIN) and fetchmail.
 
+Both are Debian packages that .ci/run installs; they are required, not optional.
+
 curl and fetchmail verify the server certificate against the server's own
 self-signed certificate, connecting by a name the certificate holds (curl
 --resolve, fetchmail "via").
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import os
 import poplib
-import shutil
 import ssl
 import subprocess
 from pathlib import Path
@@ -22,9 +23,6 @@ from .support import AccountPool, deliver
 PASSWORD = "client test password"
 MSG = b"From: a@example.test\r\nSubject: curl\r\n\r\nfirst\r\n.dotted\r\n..double\r\n"
 MSG2 = b"From: b@example.test\r\nSubject: second\r\n\r\nsecond body\r\n"
-
-pytestmark = pytest.mark.skipif(not shutil.which("curl") or not shutil.which("fetchmail"), reason="curl and fetchmail are installed by .ci/run")
-
 
 @pytest.fixture(scope="module")
 def server(mailsuite_module_server: Any) -> Any:
