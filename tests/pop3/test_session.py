@@ -577,3 +577,14 @@ def test_error_text_cannot_inject_lines() -> None:
     h.auth.login = lambda ip, user, password: defer.fail(TemporaryFailure("bad\r\n+OK injected"))  # type: ignore[method-assign]
     h.command("USER x")
     assert h.command("PASS y") == b"-ERR [SYS/TEMP] bad  +OK injected\r\n"
+
+
+def test_unique_id_is_the_key_or_a_stable_digest() -> None:
+    """RFC 1939 7: 1-70 characters 0x21-0x7E; other keys map to the same digest every time."""
+    from mailsuite.pop3.maildrop import unique_id
+
+    assert unique_id("1700000000.M1P2Q3.host,S=42") == b"1700000000.M1P2Q3.host,S=42"
+    for bad in ("x" * 71, "with space", "caf\u00e9", "tab\tkey"):
+        uid = unique_id(bad)
+        assert uid == unique_id(bad) and len(uid) == 40 and all(0x21 <= b <= 0x7E for b in uid)
+    assert unique_id("x" * 71) != unique_id("x" * 72)
