@@ -49,7 +49,8 @@ class HeaderCache:
 CACHE = HeaderCache()
 
 
-def folder_key(server: object, folder: object) -> tuple[str, str, int]:
-    """The part of a cache key naming one folder incarnation."""
+def folder_key(server: object, folder: object) -> tuple[object, str, str, int]:
+    """The part of a cache key naming one folder incarnation (store, user, folder, UIDVALIDITY)."""
+    store = getattr(getattr(server, "context", None), "store", None)
     user = getattr(getattr(server, "user", None), "address", "")
-    return (user, getattr(folder, "name", ""), getattr(folder, "uidvalidity", 0))
+    return (getattr(store, "root", id(store)), user, getattr(folder, "name", ""), getattr(folder, "uidvalidity", 0))
