@@ -396,6 +396,8 @@ class SMTPSession(Protocol):
         if self.tx is not None:
             self.tx.discard()
             self.tx = None
+        # a registered producer would keep the transport open after loseConnection
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def _fault(self, command: str) -> Any:

@@ -304,3 +304,17 @@ def test_flooding_client_that_never_reads_is_held_back(server: Any) -> None:
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as other:
         assert other.noop()[0] == 250
     flood.close()
+
+
+@pytest.mark.parametrize("listener", ["smtp", "submissions"])
+def test_server_closes_after_quit_and_errors(server: Any, listener: str) -> None:
+    """After QUIT, and after too many errors, the server itself closes the connection (plain and TLS)."""
+    tls = server.client_tls() if listener == "submissions" else None
+    for commands, last in ((b"QUIT\r\n", "221"), (b"BOGUS\r\n" * 10, "421")):
+        c = Raw(server.ports[listener], tls=tls)
+        c.send(commands)
+        replies = c.replies(commands.count(b"\r\n") if last == "221" else 11)
+        assert replies[-1].startswith(last)
+        c.sock.settimeout(5)
+        assert c.sock.recv(100) == b""  # EOF from the server, not a hang
+        c.close()
