@@ -1,7 +1,13 @@
 """The IMAP4rev1 server (RFC 3501) with IDLE, UIDPLUS, MOVE, CONDSTORE and friends.
 
 ``listener.build_factory`` is what ``mailsuite.service`` plugs into the 143
-(STARTTLS) and 993 (implicit TLS) listeners; ``server`` is the protocol,
-``session`` the per-connection view of a selected folder, ``wire``/``mime``/
-``search`` the data formats.
+(STARTTLS) and 993 (implicit TLS) listeners.  ``server`` is the protocol
+(framing, literals, dispatch, flow control; its docstring has the
+implementation notes), ``dispatch`` the command table, ``commands_*`` the
+commands by state, ``fetch`` the streaming FETCH, ``idle`` IDLE push,
+``session`` the per-connection sequence-number view of the selected folder,
+``responses`` the one mapping of errors to ``NO``/``BAD``, ``header_cache``
+the shared header-block cache; ``wire`` (syntax), ``mime`` (message
+structure) and ``search`` (SEARCH keys) are reached through ``args``,
+``mime_adapter`` and ``search_adapter``.
 """
