@@ -239,6 +239,10 @@ def test_swaks_plain_and_submission(server: Any) -> None:
                           "--header", "Subject: swaks-sub"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "235 2.7.0" in out.stdout
+    piped = subprocess.run(["swaks", "--pipeline", "--server", f"127.0.0.1:{server.ports['smtp']}", "--from", "s@remote.test",
+                            "--to", f"{CAROL},nobody@example.test", "--header", "Subject: swaks-piped"], capture_output=True, text=True, timeout=30)
+    assert "550 5.1.1" in piped.stdout and "250 2.0.0 Ok: queued" in piped.stdout, piped.stdout
+    assert any(b"swaks-piped" in m for m in messages(server, CAROL))
     assert any(b"swaks-inbound" in m for m in messages(server, ALICE))
     assert any(b"swaks-sub" in m and b"ESMTPSA" in m for m in messages(server, BOB))
 
