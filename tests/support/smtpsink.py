@@ -226,6 +226,7 @@ class _Session(socketserver.BaseRequestHandler):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the default backlog of 5 drops connections when 50 arrive at once
     state: SinkState
 
 
