@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from conftest import ServerProcess  # noqa: E402
+from report import record  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 USER, PASSWORD = "bench@example.test", "bench-password-1"
 
@@ -55,6 +56,7 @@ def main() -> None:
                 login(port).logout()
                 single.append(time.perf_counter() - start)
             print(f"single login (argon2id verify + IMAP): median {statistics.median(single) * 1000:.0f} ms")
+            record("auth", "one IMAP login (argon2id), median", statistics.median(single) * 1000, "ms", higher_is_better=False)
 
             watcher = login(port)
             samples: list[float] = []
@@ -101,6 +103,8 @@ def main() -> None:
             print(f"burst of {args.burst} simultaneous logins: {elapsed:.2f} s, {args.burst / elapsed:.1f} logins/s, {len(errors)} errors")
             print(f"NOOP on another connection, idle:        median {statistics.median(idle) * 1000:.1f} ms, max {max(idle) * 1000:.1f} ms ({len(idle)} samples)")
             print(f"NOOP on another connection, during burst: median {statistics.median(samples) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms ({len(samples)} samples)")
+            record("auth", f"burst of {args.burst} logins", args.burst / elapsed, "logins/s")
+            record("auth", "NOOP latency during the burst, max", max(samples) * 1000, "ms", higher_is_better=False)
         finally:
             server.stop()
 
