@@ -168,5 +168,6 @@ class StoresAgree(RuleBasedStateMachine):
             assert _view(x.messages()) == _view(y.messages())
 
 
-StoresAgree.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+StoresAgree.TestCase.settings = settings(max_examples=20, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 test_stores_agree = StoresAgree.TestCase
+
