@@ -22,6 +22,7 @@ from typing import Any
 import dkim
 from dkim.util import parse_tag_value
 
+from mailsuite.mailauth import speedups  # noqa: F401  (installs the faster dkimpy steps)
 from mailsuite.mailauth.bridge import LookupLimitExceeded, ThreadLookups
 from mailsuite.mailauth.dnscache import DNSTempError, txt_strings
 

@@ -14,21 +14,17 @@ Implementation notes:
 * Whatever is signed must reach the recipient unchanged: the caller prepends
   the result to exactly the bytes it passed (its own added headers
   included), and the queue must not rewrite headers or re-encode the body.
-* dkimpy computes the RSA private-key operation in pure Python (about 30 ms
-  for 2048 bits, holding the GIL).  :func:`_fast_rsa_sign` replaces that one
-  step with OpenSSL through ``cryptography`` (PKCS#1 v1.5 signatures are
-  deterministic, so the bytes are identical; a test checks it).
+* dkimpy's slow steps (pure-Python RSA, whole-body regexes) are replaced by
+  identical, faster ones in :mod:`.speedups` (imported here).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Iterable
+from typing import Iterable
 
 import dkim
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from mailsuite.mailauth import speedups  # noqa: F401  (installs the faster dkimpy steps)
 
 from mailsuite.mailauth.keys import KeyStore, SigningKey
 
@@ -40,27 +36,6 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
     b"list-subscribe", b"list-post", b"list-owner", b"list-archive",
 )
 OVERSIGNED: frozenset[bytes] = frozenset({b"from", b"reply-to", b"subject", b"date", b"to", b"cc", b"message-id"})
-
-
-_pure_python_rsa_sign = dkim.RSASSA_PKCS1_v1_5_sign
-
-
-@functools.lru_cache(maxsize=64)
-def _openssl_key(n: int, e: int, d: int, p: int, q: int, dmp1: int, dmq1: int, iqmp: int) -> rsa.RSAPrivateKey:
-    return rsa.RSAPrivateNumbers(p, q, d, dmp1, dmq1, iqmp, rsa.RSAPublicNumbers(e, n)).private_key()
-
-
-def _fast_rsa_sign(hash: Any, private_key: dict[str, int]) -> bytes:
-    """dkimpy's RSASSA-PKCS1-v1_5 signing step (RFC 8017 8.2.1), done by OpenSSL."""
-    if getattr(hash, "name", "") != "sha256":
-        return _pure_python_rsa_sign(hash, private_key)  # type: ignore[no-any-return]
-    key = _openssl_key(private_key["modulus"], private_key["publicExponent"], private_key["privateExponent"],
-                       private_key["prime1"], private_key["prime2"], private_key["exponent1"], private_key["exponent2"],
-                       private_key["coefficient"])
-    return key.sign(hash.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
-
-
-dkim.RSASSA_PKCS1_v1_5_sign = _fast_rsa_sign
 
 
 def header_list(field_names: Iterable[bytes]) -> list[bytes]:

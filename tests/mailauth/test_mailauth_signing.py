@@ -122,17 +122,3 @@ def test_header_list_oversigns_from_and_skips_trace_fields():
     assert names.count(b"from") == 2 and names.count(b"to") == 2 and names.count(b"subject") == 2
     assert b"reply-to" in names and b"cc" in names  # absent but oversigned: cannot be added later
     assert b"received" not in names and b"bcc" not in names and b"x-custom" not in names
-
-
-def test_openssl_rsa_step_gives_dkimpys_exact_signature(make_auth):
-    """The OpenSSL replacement for dkimpy's pure-Python RSA step yields byte-identical signatures."""
-    import hashlib
-
-    from dkim.crypto import parse_pem_private_key
-
-    from mailsuite.mailauth import signing
-
-    key = make_auth().make_key("a.test", "s1")
-    pk = parse_pem_private_key(key.private)
-    for data in (b"", b"abc", b"x" * 1000):
-        assert signing._fast_rsa_sign(hashlib.sha256(data), pk) == signing._pure_python_rsa_sign(hashlib.sha256(data), pk)
