@@ -63,6 +63,7 @@ def settings_for(context: Any, name: str, listener_config: ListenerConfig) -> Se
         data_timeout=limits.smtp_data_timeout,
         clock=context.reactor,
         primary_domain=config.domains[0] if config.domains else config.hostname,
+        configured_domains=frozenset(d.lower() for d in config.domains),
         tls_creator=context.tls.server_creator if context.tls is not None else None,
         authenticator=context.authenticator,
         directory=context.directory,

@@ -70,9 +70,19 @@ async def check_sender(directory: Any, facts: SessionFacts, sender: str | None) 
     raise SenderNotAllowed()
 
 
-async def check_recipient(directory: Any, store: Any, facts: SessionFacts, address: str, domain: str, *, literal: bool, size: int, queue_available: bool) -> RecipientResolution:
-    """Decide one RCPT: where it goes (local mailboxes, remote addresses) or the error to answer."""
-    local_domain = False if literal else await directory.is_local_domain(domain.lower())
+async def check_recipient(directory: Any, store: Any, facts: SessionFacts, address: str, domain: str, *, literal: bool, size: int,
+                          queue_available: bool, configured_domains: frozenset[str] = frozenset()) -> RecipientResolution:
+    """Decide one RCPT: where it goes (local mailboxes, remote addresses) or the error to answer.
+
+    ``configured_domains`` (the config's ``domains``, always local) spares the
+    directory a lookup for the common case; other domains are asked about.
+    """
+    if literal:
+        local_domain = False
+    elif domain.lower() in configured_domains:
+        local_domain = True
+    else:
+        local_domain = await directory.is_local_domain(domain.lower())
     if not local_domain:
         if facts.user is None:
             raise RelayDenied()

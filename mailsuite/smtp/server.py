@@ -100,6 +100,7 @@ class SessionSettings:
     data_timeout: float
     clock: Any
     primary_domain: str
+    configured_domains: frozenset[str] = frozenset()  # the config's domains: local without asking the directory
     tls_creator: Callable[[], Any] | None = None
     authenticator: Any = None
     directory: Any = None
@@ -691,6 +692,7 @@ class SMTPSession(Protocol):
         resolution = await policy.check_recipient(
             self.s.directory, self.s.store, self._facts(), mailbox.address, mailbox.domain,
             literal=mailbox.domain.startswith("["), size=tx.declared_size, queue_available=self.s.queue is not None,
+            configured_domains=self.s.configured_domains,
         )
         if self.tx is not tx:
             return

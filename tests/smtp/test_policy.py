@@ -68,6 +68,20 @@ def test_authenticated_may_send_anywhere(world: World) -> None:
         rcpt(world, MX, "sales@example.test", queue=False)
 
 
+def test_configured_domains_are_local_without_a_lookup(world: World) -> None:
+    """A domain from the config is local even before the directory is asked; others are looked up."""
+    asked: list[str] = []
+    real = world.directory.is_local_domain
+    world.directory.is_local_domain = lambda d: asked.append(d) or real(d)  # type: ignore[method-assign]
+    resolution = run(check_recipient(world.directory, world.store, MX, BOB, "example.test", literal=False, size=0, queue_available=True,
+                                     configured_domains=frozenset({"example.test"})))
+    assert resolution.local == (BOB,) and asked == []
+    with pytest.raises(RelayDenied):
+        run(check_recipient(world.directory, world.store, MX, "x@other.test", "other.test", literal=False, size=0, queue_available=True,
+                            configured_domains=frozenset({"example.test"})))
+    assert asked == ["other.test"]
+
+
 def test_quota_refused_per_recipient(world: World) -> None:
     """A mailbox without room for the announced size is refused (QuotaExceeded) at RCPT."""
     world.directory.set_quota(BOB, 1000, None)

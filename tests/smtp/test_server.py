@@ -322,3 +322,12 @@ def test_server_closes_after_quit_and_errors(server: Any, listener: str) -> None
         c.sock.settimeout(5)
         assert c.sock.recv(100) == b""  # EOF from the server, not a hang
         c.close()
+
+
+def test_domain_added_at_runtime_is_local(server: Any) -> None:
+    """A domain added with the CLI while the server runs accepts mail for its users at once."""
+    server.add_domain("extra.test")
+    server.add_user("dan@extra.test", PASSWORD)
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as c:
+        assert c.sendmail("s@remote.test", ["dan@extra.test"], b"Subject: extra\r\n\r\nx\r\n") == {}
+    assert any(b"Subject: extra" in m for m in messages(server, "dan@extra.test"))
