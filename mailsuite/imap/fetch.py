@@ -258,28 +258,37 @@ def _file_size(fp: BinaryIO) -> int:
     return size
 
 
+#: Cached items: (response template piece, value getter) -- values are formatted by one % per line.
 _META = {
-    "UID": lambda uid, info, recent: b"UID %d" % uid,
-    "FLAGS": lambda uid, info, recent: b"FLAGS " + flag_list(info.flags, uid in recent),
-    "INTERNALDATE": lambda uid, info, recent: b"INTERNALDATE " + internal_date(info.internal_date),
-    "RFC822.SIZE": lambda uid, info, recent: b"RFC822.SIZE %d" % info.size,
-    "MODSEQ": lambda uid, info, recent: b"MODSEQ (%d)" % info.modseq,
+    "UID": (b"UID %d", lambda uid, info, recent: uid),
+    "FLAGS": (b"FLAGS %s", lambda uid, info, recent: flag_list(info.flags, uid in recent)),
+    "INTERNALDATE": (b"INTERNALDATE %s", lambda uid, info, recent: internal_date(info.internal_date)),
+    "RFC822.SIZE": (b"RFC822.SIZE %d", lambda uid, info, recent: info.size),
+    "MODSEQ": (b"MODSEQ (%d)", lambda uid, info, recent: info.modseq),
 }
 
 
 async def _fetch_meta(server: Any, selected: Any, uids: list[int], atts: list[FetchAtt], recent: frozenset[int]) -> None:
-    """The fast path for items the session has cached: one formatted line per message, in batches."""
-    formatters = [_META[a.name] for a in atts]
-    view = selected.uids
+    """The fast path for items the session has cached: one ``%`` per line, written in batches."""
+    template = b"* %d FETCH (" + b" ".join(_META[a.name][0] for a in atts) + b")\r\n"
+    getters = [_META[a.name][1] for a in atts]
+    names = [a.name for a in atts]
     infos = selected.info
-    position = 0
+    if names == ["UID", "FLAGS", "RFC822.SIZE"]:  # what every sync client asks for
+        def row(pos: int, uid: int, info: Any) -> bytes:
+            return template % (pos, uid, flag_list(info.flags, uid in recent), info.size)
+    else:
+        def row(pos: int, uid: int, info: Any) -> bytes:
+            return template % (pos, *[get(uid, info, recent) for get in getters])
+    view = selected.uids
+    if len(uids) == len(view):  # 1:* -- the positions are the indexes
+        positions: Any = range(1, len(view) + 1)
+    else:
+        positions = _positions(view, uids)
     batch: list[bytes] = []
     size = 0
-    for uid in uids:  # ascending, all in the view: walk it instead of searching
-        while view[position] < uid:
-            position += 1
-        info = infos[uid]
-        line = b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join([f(uid, info, recent) for f in formatters]))
+    for pos, uid in zip(positions, uids):
+        line = row(pos, uid, infos[uid])
         batch.append(line)
         size += len(line)
         if size >= BATCH_BYTES:
@@ -288,6 +297,17 @@ async def _fetch_meta(server: Any, selected: Any, uids: list[int], atts: list[Fe
             await _breathe(server)
     if batch:
         server.write(b"".join(batch))
+
+
+def _positions(view: list[int], uids: list[int]) -> list[int]:
+    """Sequence numbers of ``uids`` (ascending, all in ``view``), walking the view once."""
+    out = []
+    position = 0
+    for uid in uids:
+        while view[position] < uid:
+            position += 1
+        out.append(position + 1)
+    return out
 
 
 def _meta(att: FetchAtt, uid: int, info: Any, recent: frozenset[int]) -> bytes | None:
