@@ -6,7 +6,8 @@ Formatting (all return ``bytes`` ready to be written):
 
 * :func:`quoted` (``"..."`` with ``\\`` escapes; ``ValueError`` if the text
   cannot be quoted), :func:`literal` (``{n}\\r\\n`` + data),
-  :func:`string` (quoted when safe, else literal), :func:`nstring` (``NIL``
+  :func:`literal8` / :func:`binary_literal` (``~{n}`` for BINARY data with
+  NUL, RFC 3516), :func:`string` (quoted when safe, else literal), :func:`nstring` (``NIL``
   for ``None``), :func:`astring` (bare atom when safe), :func:`format_list`,
   :func:`format_flags`, :func:`format_internaldate` (with the DQUOTEs).
 * :func:`encode_mailbox_name` / :func:`decode_mailbox_name`: modified UTF-7
@@ -58,7 +59,7 @@ from typing import Iterable, Sequence, Union
 __all__ = [
     "ParseError", "Atom", "Quoted", "Literal", "Value", "SequenceSet", "FetchAttribute",
     "FetchRequest", "StoreRequest", "Command", "Reader",
-    "quoted", "literal", "string", "nstring", "astring", "format_list", "format_flags",
+    "quoted", "literal", "literal8", "binary_literal", "string", "nstring", "astring", "format_list", "format_flags",
     "format_internaldate", "parse_internaldate", "encode_mailbox_name", "decode_mailbox_name",
     "parse_command", "parse_sequence_set", "parse_fetch_attributes", "is_atom",
 ]
@@ -121,6 +122,17 @@ def literal(value: bytes | str) -> bytes:
     """``{n}\\r\\n`` + data: carries any octets (RFC 3501 4.3)."""
     data = _as_bytes(value)
     return b"{%d}\r\n" % len(data) + data
+
+
+def literal8(value: bytes | str) -> bytes:
+    """``~{n}\r\n`` + data (RFC 3516 4.2): BINARY[] content that holds NUL octets."""
+    data = _as_bytes(value)
+    return b"~{%d}\r\n" % len(data) + data
+
+
+def binary_literal(value: bytes) -> bytes:
+    """A BINARY[] response value: a plain literal unless NUL forces literal8 (RFC 3516 4.2)."""
+    return literal8(value) if b"\x00" in value else literal(value)
 
 
 def string(value: bytes | str) -> bytes:

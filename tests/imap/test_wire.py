@@ -54,6 +54,13 @@ def test_astring_atom_when_safe() -> None:
     assert wire.astring("") == b'""'
 
 
+def test_binary_literals() -> None:
+    """BINARY data with NUL goes out as literal8 (RFC 3516), other data as a plain literal; both read back."""
+    assert wire.binary_literal(b"a\x00b") == b"~{3}\r\na\x00b"
+    assert wire.binary_literal(b"ab") == b"{2}\r\nab"
+    assert Reader(wire.binary_literal(b"a\x00b")).literal() == b"a\x00b"
+
+
 def test_format_list_nested() -> None:
     """Lists: preformatted bytes, strings, numbers, NIL and nesting."""
     assert wire.format_list([b"FLAGS", "x y", 3, None, [b"A", ["q"]]]) == b'(FLAGS "x y" 3 NIL (A ("q")))'
