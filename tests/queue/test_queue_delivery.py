@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import pytest_twisted
 
 from tests.queue.helpers import SENDER, message, remote_records
@@ -49,7 +51,7 @@ async def test_temporary_failure_is_retried_and_delivered_once(make_queue, dns, 
 async def test_permanent_failure_bounces_to_the_local_sender_inbox(make_queue, dns, sink):
     """550 for one recipient: the other is delivered; a RFC 3464 DSN quoting the remote reply lands in the sender's INBOX."""
     dns.set_records(remote_records(sink))
-    sink.state.rcpt_replies["nobody@remote.test"] = __import__("collections").deque(["550 5.1.1 <nobody@remote.test>: no such user here"])
+    sink.state.rcpt_replies["nobody@remote.test"] = collections.deque(["550 5.1.1 <nobody@remote.test>: no such user here"])
     h = make_queue({"queue.outbound_port": sink.port})
     await h.enqueue(["bob@remote.test", "nobody@remote.test"], message(subject="report 42"))
     await h.settle()
@@ -117,7 +119,7 @@ async def test_4xx_greeting_sends_us_to_the_next_mx(make_queue, dns, sink):
     """A 421 greeting from the first MX: the second MX delivers (RFC 5321 5.1)."""
     from tests.support.smtpsink import SMTPSink
 
-    busy = SMTPSink("127.0.0.2", sink.port, greetings=__import__("collections").deque(["421 4.3.2 busy"] * 5)).start()
+    busy = SMTPSink("127.0.0.2", sink.port, greetings=collections.deque(["421 4.3.2 busy"] * 5)).start()
     try:
         dns.set_records({"remote.test": {"MX": [[5, "busy.remote.test"], [20, "mx.remote.test"]]},
                          "busy.remote.test": {"A": ["127.0.0.2"]}, "mx.remote.test": {"A": [sink.host]}})
@@ -150,7 +152,7 @@ async def test_all_mx_unreachable_retries_then_bounces_at_max_age(make_queue, dn
 async def test_null_sender_is_never_bounced(make_queue, dns, sink):
     """A failing message with a null reverse-path is dropped with a log line, no DSN anywhere."""
     dns.set_records(remote_records(sink))
-    sink.state.rcpt_replies["bob@remote.test"] = __import__("collections").deque(["550 5.1.1 no"])
+    sink.state.rcpt_replies["bob@remote.test"] = collections.deque(["550 5.1.1 no"])
     h = make_queue({"queue.outbound_port": sink.port})
     await h.enqueue(["bob@remote.test"], sender="")
     await h.settle()
@@ -234,3 +236,53 @@ async def test_delay_warning_is_sent_once(make_queue, dns, sink):
     assert h.spool.load(qid) is not None
     await h.settle()
     assert len(sink.wait_for(1)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_global_concurrency_limit(make_queue, dns, sink):
+    """max_connections = 2: messages to four domains never hold more than two connections at once."""
+    records = {}
+    for d in ("a.test", "b.test", "c.test", "d.test"):
+        records.update(remote_records(sink, d))
+    dns.set_records(records)
+    h = make_queue({"queue.outbound_port": sink.port, "queue.max_connections": 2})
+    for i in range(8):
+        await h.enqueue([f"u{i}@{'abcd'[i % 4]}.test"], message(subject=f"m{i}"))
+    await h.settle()
+    assert len(sink.wait_for(8)) == 8
+    assert sink.state.max_active <= 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_opportunistic_starttls_to_the_mx(make_queue, dns, tmp_path):
+    """An MX offering STARTTLS gets the message over TLS (certificate not checked unless require_tls)."""
+    import ssl
+
+    from mailsuite.tls import generate_self_signed
+    from tests.support.smtpsink import SMTPSink
+
+    generate_self_signed(tmp_path / "c.pem", tmp_path / "k.pem", "mx.remote.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    tls_sink = SMTPSink(ssl_context=context).start()
+    try:
+        dns.set_records(remote_records(tls_sink))
+        h = make_queue({"queue.outbound_port": tls_sink.port})
+        await h.enqueue(["bob@remote.test"])
+        await h.settle()
+        (got,) = tls_sink.wait_for(1)
+        assert got.tls
+    finally:
+        tls_sink.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_require_tls_keeps_mail_for_a_server_without_starttls(make_queue, dns, sink):
+    """queue.require_tls: an MX without STARTTLS gets nothing; the message waits with 4.7.4."""
+    dns.set_records(remote_records(sink))
+    h = make_queue({"queue.outbound_port": sink.port, "queue.require_tls": True})
+    qid = await h.enqueue(["bob@remote.test"])
+    await h.wait(lambda: qid in h.finished)
+    entry = h.spool.load(qid)
+    assert entry is not None and "4.7.4" in entry.last_error and sink.messages == []
+    assert not any(c.startswith("MAIL") for c in sink.state.commands)
