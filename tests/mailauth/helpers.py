@@ -10,12 +10,13 @@ import pytest
 import pytest_twisted
 
 from mailsuite import config as config_module
-from mailsuite.mailauth.keys import SigningKey, generate_key
+from mailsuite.mailauth.keys import SigningKey, generate_key, key_path, load_key
 from mailsuite.mailauth.service import MailAuth, key_dir
 from tests.support.dnsserver import DNSServer
 
 HOSTNAME = "mail.b.test"
 GOOD_IP = "127.0.0.1"
+_RSA_PEM: list[bytes] = []  # one RSA key's PEM, reused by every test's make_key
 BAD_IP = "192.0.2.66"
 
 
@@ -57,8 +58,18 @@ class AuthHarness:
         self.auth.start()
 
     def make_key(self, domain: str, selector: str, algorithm: str = "rsa") -> SigningKey:
-        key, _ = generate_key(key_dir(self.config), domain, selector, algorithm)
-        return key
+        """A key in this server's key folder; RSA key material is made once per test run (keygen is slow)."""
+        if algorithm != "rsa":
+            key, _ = generate_key(key_dir(self.config), domain, selector, algorithm)
+            return key
+        path = key_path(key_dir(self.config), domain, selector)
+        if not _RSA_PEM:
+            generate_key(key_dir(self.config), domain, selector, "rsa")
+            _RSA_PEM.append(path.read_bytes())
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_RSA_PEM[0])
+        return load_key(path, domain, selector)
 
     def stop(self) -> None:
         pytest_twisted.blockon(self.auth.stop())
