@@ -71,6 +71,7 @@ MAX_BUFFERED = 256 * 1024
 #: RFC 5321 6.3: more Received fields than this is a mail loop.
 MAX_HOPS = 100
 
+_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 _HELO_NAME = re.compile(r"[A-Za-z0-9._\-\[\]:]{1,255}\Z")
 _BDAT_ARGS = re.compile(r"([0-9]{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
 _session_ids = itertools.count(1)
@@ -739,6 +740,8 @@ class SMTPSession(Protocol):
         if tx is not None and tx.message is not None:
             if tx.results_filter is not None:
                 chunk = tx.results_filter.feed_bytes(chunk)
+            if not tx.body_8bit and _EIGHT_BIT.search(chunk):
+                tx.body_8bit = True  # 8-bit data without BODY=8BITMIME: tell the queue anyway
             tx.message.write(chunk)
             tx.scanner.feed(chunk)
 

@@ -110,8 +110,19 @@ def test_alias_local_and_remote_targets(world: World) -> None:
     assert s.codes(s.send(b"Subject: t\r\n\r\nx\r\n.\r\n")) == ["250 2.0.0"]
     assert len(world.inbox(BOB)) == 1
     [(env, data, prefix)] = world.queue.entries
-    assert env.recipients == ("ext@remote.test",) and env.sender == "someone@remote.test"
+    assert env.recipients == ("ext@remote.test",) and env.sender == "someone@remote.test" and not env.body_8bit
     assert data == b"Subject: t\r\n\r\nx\r\n" and prefix.startswith(b"Received: ")
+
+
+def test_eight_bit_body_is_flagged_for_the_queue(world: World) -> None:
+    """8-bit data sent without BODY=8BITMIME still reaches the queue marked 8-bit (so the relay can pick BODY=8BITMIME)."""
+    world.directory.add_alias("fwd@example.test", ["ext@remote.test"])
+    s = world.session()
+    envelope(s, rcpts=("fwd@example.test",))
+    s.cmd("DATA")
+    assert s.codes(s.send("Subject: é\r\n\r\nü\r\n.\r\n".encode())) == ["250 2.0.0"]
+    [(env, _, _)] = world.queue.entries
+    assert env.body_8bit
 
 
 def test_no_queue_means_451_for_remote(tmp_path: Path) -> None:
