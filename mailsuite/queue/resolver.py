@@ -22,6 +22,10 @@ from mailsuite.interfaces import IResolver
 TIMEOUTS = (2, 4, 8)
 #: CNAME chains longer than this are treated as a DNS failure.
 MAX_CNAME_DEPTH = 8
+#: Answers are kept for their TTL, at most this many seconds; empty answers (NODATA) for NODATA_TTL.
+MAX_CACHE_TTL = 300
+NODATA_TTL = 30
+MAX_CACHE_ENTRIES = 10000
 
 
 class NoSuchDomain(MailError):
@@ -53,12 +57,29 @@ class DNSResolver:
     """Asynchronous DNS lookups through one twisted.names client resolver."""
 
     def __init__(self, reactor: Any, server: str = "", resolv_conf: str = "/etc/resolv.conf") -> None:
+        self._reactor = reactor
+        # (method, name) -> (expiry, answers): a relay run asks for the same MX/A records for every
+        # message to a domain; twisted.names' client.Resolver keeps no cache of its own.
+        self._cache: dict[tuple[str, str], tuple[float, list[Any]]] = {}
         if server:
             self._resolver = client.Resolver(servers=[parse_server(server)], reactor=reactor)
         else:
             self._resolver = client.Resolver(resolv=resolv_conf, reactor=reactor)
 
     async def _query(self, method: str, name: str) -> list[Any]:
+        key = (method, name.lower().rstrip("."))
+        now = self._reactor.seconds()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        answers = await self._ask(method, name)
+        ttl = min([MAX_CACHE_TTL] + [rr.ttl for rr in answers]) if answers else NODATA_TTL
+        if len(self._cache) >= MAX_CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = (now + ttl, answers)
+        return answers
+
+    async def _ask(self, method: str, name: str) -> list[Any]:
         try:
             answers, _, _ = await getattr(self._resolver, method)(name, timeout=TIMEOUTS)
         except error.DNSNameError:

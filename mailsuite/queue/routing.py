@@ -129,6 +129,17 @@ class HopRunner:
         text = "; ".join(errors[-3:]) or "no host to deliver to"
         return [RecipientResult(a, last_code, "4.4.1", text, "") for a in transaction.recipients]
 
+    async def _closed(self, proto: SMTPClientProtocol, grace: float = 5.0) -> None:
+        """Wait for the connection to end after QUIT, so a concurrency slot covers the whole connection."""
+        if proto.lost_d.called:
+            return
+        call = self.reactor.callLater(grace, lambda: proto.transport and proto.transport.abortConnection())
+        try:
+            await proto.lost_d
+        finally:
+            if call.active():
+                call.cancel()
+
     async def _try(self, hop: Hop, address: str, transaction: Transaction, conn_id: str) -> list[RecipientResult]:
         ip = ipaddress.ip_address(address)
         endpoint_class = TCP6ClientEndpoint if ip.version == 6 else TCP4ClientEndpoint
@@ -145,7 +156,9 @@ class HopRunner:
         t = Transaction(**{**transaction.__dict__, "tls": hop.tls, "username": hop.username, "password": hop.password,
                            "tls_options": lambda: self.tls_options(hop.host, hop.verify)})
         try:
-            return await run_transaction(proto, t, hop.host)
+            results = await run_transaction(proto, t, hop.host)
+            await self._closed(proto)
+            return results
         except ProtocolFailure as e:
             proto.close()
             if proto.transport is not None:
