@@ -281,7 +281,11 @@ async def run_transaction(proto: SMTPClientProtocol, t: Transaction, remote: str
     host), ProtocolFailure for a broken conversation; otherwise returns a
     result for every recipient.
     """
-    greeting = await proto.read_reply()
+    try:
+        greeting = await proto.read_reply()
+    except ProtocolFailure as e:
+        # No greeting (timeout, closed at once): as good as a failed connection, try the next host.
+        raise ConnectFailed(f"{remote}: no greeting: {e}") from None
     if greeting.code // 100 != 2:
         # RFC 5321 3.1 / 5.1: a refusing greeting sends us to the next MX.
         proto.send(b"QUIT\r\n")

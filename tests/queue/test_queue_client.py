@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
-from mailsuite.queue.client import ProtocolFailure, SMTPClientProtocol, Transaction, run_transaction
+from mailsuite.queue.client import ConnectFailed, ProtocolFailure, SMTPClientProtocol, Transaction, run_transaction
 from mailsuite.queue.routing import order_mx
 
 
@@ -65,10 +65,20 @@ def test_without_pipelining_commands_wait_for_replies_and_helo_fallback():
 
 
 def test_silent_server_times_out_and_aborts():
-    """No greeting within the command timeout: ProtocolFailure, connection aborted."""
+    """No greeting within the command timeout: the connection is aborted and counts as failed (next MX)."""
     clock, proto, transport, d = _setup()
     clock.advance(31)
     assert transport.disconnecting or getattr(transport, "disconnected", False)
+    proto.connectionLost(None)
+    assert isinstance(d.result.value, ConnectFailed)
+    d.addErrback(lambda f: None)
+
+
+def test_timeout_after_the_greeting_is_a_broken_transaction():
+    """A server that stops answering after EHLO: ProtocolFailure (temporary for every recipient)."""
+    clock, proto, transport, d = _setup()
+    _reply(proto, transport, b"220 hi\r\n")
+    clock.advance(31)
     proto.connectionLost(None)
     assert isinstance(d.result.value, ProtocolFailure)
     d.addErrback(lambda f: None)
