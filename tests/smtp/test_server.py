@@ -331,3 +331,41 @@ def test_domain_added_at_runtime_is_local(server: Any) -> None:
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as c:
         assert c.sendmail("s@remote.test", ["dan@extra.test"], b"Subject: extra\r\n\r\nx\r\n") == {}
     assert any(b"Subject: extra" in m for m in messages(server, "dan@extra.test"))
+
+
+def test_limit_replies_over_tcp(server: Any) -> None:
+    """452 4.5.3 past the recipient limit, 500 5.5.2 for an over-long line, 552 5.2.2 for a full mailbox at RCPT."""
+    server.cli("user", "quota", CAROL, "--quota", "1")
+    try:
+        c = Raw(server.ports["smtp"])
+        c.send(b"EHLO c\r\nMAIL FROM:<l@remote.test>\r\n" + b"RCPT TO:<alice@example.test>\r\n" * 21 + b"NOOP " + b"x" * 3000 + b"\r\n"
+               + b"RSET\r\nMAIL FROM:<l@remote.test> SIZE=1000\r\nRCPT TO:<carol@example.test>\r\nQUIT\r\n")
+        replies = [r[:9] for r in c.replies(28)]
+        assert replies[2:22] == ["250 2.1.5"] * 20
+        assert replies[22:] == ["452 4.5.3", "500 5.5.2", "250 2.0.0", "250 2.1.0", "552 5.2.2", "221 2.0.0"]
+        c.close()
+    finally:
+        server.cli("user", "quota", CAROL, "--quota", "0")
+
+
+def test_timeout_and_throttle_over_tcp(mailsuite_server: Any) -> None:
+    """An idle client hears 421 4.4.2; repeated bad passwords end with 454 4.7.0 and a closed connection."""
+    srv = mailsuite_server({"limits.smtp_timeout": 1.0, "auth.free_failures": 1, "auth.max_failures": 2, "auth.max_delay": 0.0},
+                           users={ALICE: PASSWORD})
+    idle = Raw(srv.ports["smtp"])
+    assert idle.replies(1)[0].startswith("421 4.4.2")
+    idle.close()
+    c = Raw(srv.ports["submissions"], tls=srv.client_tls())
+    c.send(b"EHLO c\r\n")
+    c.replies(1)
+    bad = base64.b64encode(f"\0{ALICE}\0wrong".encode())
+    codes = []
+    for _ in range(4):
+        c.send(b"AUTH PLAIN " + bad + b"\r\n")
+        codes.append(c.replies(1)[0][:9])
+        if codes[-1].startswith("454"):
+            break
+    assert codes[0] == "535 5.7.8" and codes[-1] == "454 4.7.0"
+    c.sock.settimeout(5)
+    assert c.sock.recv(100) == b""
+    c.close()
