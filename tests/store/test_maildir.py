@@ -557,3 +557,25 @@ def test_another_maildir_reader_sees_messages_flags_and_folders(store, tmp_path)
     assert {"Sent", "Drafts", "Trash", "Junk", "Archive", "Projects", "Projects.2025"} <= set(reader.list_folders())
     (archived,) = list(reader.get_folder("Archive"))
     assert archived["Subject"] == "message 2"
+
+
+def test_a_fresh_process_trusts_a_saved_settled_listing_only_while_nothing_changed(store, tmp_path, monkeypatch):
+    """The L record lets a new process skip listing an untouched folder; any change makes it list again."""
+    for i in range(3):
+        deliver_bytes(store, ALICE, msg(i))
+    result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    inbox = tmp_path / "mail" / "example.test" / "alice"
+    for sub in ("new", "cur"):
+        os.utime(inbox / sub, (1_600_000_000, 1_600_000_000))
+    result(store.user_mailbox(ALICE).status("INBOX"))  # lists once more, settled: saves the identities
+    listings = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: (listings.append(str(path)), real_listdir(path))[1])
+    fresh = make_store(tmp_path / "mail")
+    folder = result(fresh.user_mailbox(ALICE).open_folder("INBOX", read_only=True))
+    assert [m.uid for m in folder.messages()] == [1, 2, 3]
+    assert not any(p.endswith(("/new", "/cur")) for p in listings)  # trusted the saved listing
+    (inbox / "new" / "1700000000.other.host").write_bytes(b"Subject: dropped in\r\n\r\n")
+    again = make_store(tmp_path / "mail")
+    folder = result(again.user_mailbox(ALICE).open_folder("INBOX", read_only=True))
+    assert [m.uid for m in folder.messages()] == [1, 2, 3, 4]
