@@ -18,6 +18,9 @@ API, for ``bench/smtp.py``::
         before = peer.delivered()              # messages now in the recipients' Maildirs
         ...                                    # the same load as against mailsuite
         done_at = peer.wait_delivered(before + accepted)   # time.monotonic() when all are in
+        # or, in one call, timing included:
+        figures = peer.measure(lambda port: asyncio.run(run_level(port, clients, seconds, size)))
+        figures.accepted_per_s, figures.delivered_per_s, figures.result  # result: run_level's (count, latencies)
     # stopped here: `postfix stop`, then the master's process group killed by PID if it lingers
 
 The instance is private: its own config_directory, queue_directory,
@@ -56,7 +59,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Any, Callable
 
 POSTFIX_USER = "postfix"
 SETGID_GROUP = "postdrop"
@@ -126,6 +131,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@dataclass
+class PeerFigures:
+    """One load's figures on the peer: what :meth:`PostfixPeer.measure` returns."""
+
+    count: int  #: messages accepted (250) during the load
+    accepted_per_s: float  #: 250s per second over the load
+    delivered_per_s: float  #: messages per second from the load's start until all were in the Maildirs
+    drain_s: float  #: seconds from the load's end until the last of them was delivered
+    result: Any  #: what the load function returned (e.g. bench/smtp.py's (count, latencies))
 
 
 class PostfixError(RuntimeError):
@@ -246,6 +262,21 @@ class PostfixPeer:
             if now > deadline:
                 raise PostfixError(f"only {self.delivered()} of {count} messages delivered after {timeout:.0f}s; log tail:\n{self.log_tail()}")
             time.sleep(poll)
+
+    def measure(self, load: Callable[[int], Any], timeout: float = 300.0) -> PeerFigures:
+        """Run ``load(self.port)`` (returns the number of 250s, or a tuple starting with it) and time both rates.
+
+        The delivered rate counts from the load's start until every accepted
+        message of this load is in a Maildir, so it is the figure to put next
+        to mailsuite's (whose 250 comes only after the final mailbox's fsync).
+        """
+        before = self.delivered()
+        started = time.monotonic()
+        result = load(self.port)
+        accepted_at = time.monotonic()
+        count = result[0] if isinstance(result, tuple) else int(result)
+        delivered_at = self.wait_delivered(before + count, timeout) if count else accepted_at
+        return PeerFigures(count, count / (accepted_at - started), count / (delivered_at - started), delivered_at - accepted_at, result)
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of Postfix's own log and of the commands this class ran (for error messages)."""
@@ -444,6 +475,23 @@ def smtplib_load(port: int, recipients: list[str], messages: int, clients: int, 
     return started, finished, latencies
 
 
+def check_policy(port: int, known: str) -> str:
+    """The peer is an MX like mailsuite's port 25: known user accepted, unknown user and relaying refused at RCPT."""
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.test", timeout=30) as smtp:
+        smtp.ehlo()
+        answers = {}
+        for rcpt in (known, "nobody-here@" + known.rpartition("@")[2], "someone@elsewhere.test"):
+            smtp.mail("bench@remote.test")
+            answers[rcpt] = smtp.rcpt(rcpt)[0]
+            smtp.rset()
+    codes = list(answers.values())
+    if codes[0] != 250 or codes[1] // 100 != 5 or codes[2] // 100 != 5:
+        raise PostfixError(f"unexpected RCPT answers {answers}")
+    return f"RCPT known user {codes[0]}, unknown user {codes[1]}, other domain (relay) {codes[2]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Start a private Postfix, send it mail, print msg/s accepted and delivered, stop it.")
     parser.add_argument("--messages", type=int, default=2000, help="messages to send with smtplib (default 2000)")
@@ -464,31 +512,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with PostfixPeer(base / "postfix", args.port or None, "example.test", recipients) as peer:
             print(f"private postfix on 127.0.0.1:{peer.port} (master pid {peer.master_pid}), work dir {peer.workdir}", flush=True)
+            print(f"  policy: {check_policy(peer.port, recipients[0])}", flush=True)
             if args.seconds:
                 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
                 import asyncio
 
                 from bench.smtp import pct, run_level
 
-                started = time.monotonic()
-                count, latencies = asyncio.run(run_level(peer.port, args.clients, args.seconds, args.size))
-                accepted_at = time.monotonic()
+                figures = peer.measure(lambda port: asyncio.run(run_level(port, args.clients, args.seconds, args.size)))
+                count, latencies = figures.result
                 how = f"{args.clients} pipelining clients (bench/smtp.py's client) for {args.seconds:.0f}s"
             else:
                 started, accepted_at, latencies = smtplib_load(peer.port, recipients, args.messages, args.clients, args.size)
                 count = args.messages
                 how = f"{args.clients} smtplib clients"
-                latencies.sort()
+                delivered_at = peer.wait_delivered(count)
+                figures = PeerFigures(count, count / (accepted_at - started), count / (delivered_at - started), delivered_at - accepted_at, None)
 
                 def pct(values: list[float], p: float) -> float:
+                    values = sorted(values)
                     return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
-            delivered_at = peer.wait_delivered(count)
             extra = peer.delivered() - count
             print(f"postfix {postfix_version()}: {count} x {args.size} byte messages, {how}")
-            print(f"  accepted : {count / (accepted_at - started):8.1f} msg/s  (250 after the queue file's fsync; "
+            print(f"  accepted : {figures.accepted_per_s:8.1f} msg/s  (250 after the queue file's fsync; "
                   f"transaction p50 {pct(latencies, 0.5) * 1000:.1f} ms, p99 {pct(latencies, 0.99) * 1000:.1f} ms)")
-            print(f"  delivered: {count / (delivered_at - started):8.1f} msg/s  (all {count} in the Maildirs "
-                  f"{delivered_at - accepted_at:.2f}s after the last 250){'; ' + str(extra) + ' unexpected extra' if extra else ''}")
+            print(f"  delivered: {figures.delivered_per_s:8.1f} msg/s  (all {count} in the Maildirs "
+                  f"{figures.drain_s:.2f}s after the last 250){'; ' + str(extra) + ' unexpected extra' if extra else ''}")
             print(f"  load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     finally:
         if args.keep:
