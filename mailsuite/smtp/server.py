@@ -32,8 +32,10 @@ Implementation notes (invariants this module keeps):
   ``tls.allow_plaintext_auth``; through the shared throttled authenticator;
   a throttled login gets 454 4.7.0 and the connection is closed.  SASL
   payloads, passwords and message bodies are never logged.
-- Policy decisions live in :mod:`mailsuite.smtp.policy`; the store and queue
-  hand-off in :mod:`mailsuite.smtp.delivery`.  250 after DATA/BDAT LAST is
+- Policy decisions live in :mod:`mailsuite.smtp.policy`; DKIM signing and
+  inbound SPF/DKIM/DMARC in :mod:`mailsuite.mailauth.smtp_hook` (called once
+  per complete message); the store and queue hand-off in
+  :mod:`mailsuite.smtp.delivery`.  250 after DATA/BDAT LAST is
   sent only once every copy is fsynced.
 - :class:`~mailsuite.errors.MailError` becomes a reply in :meth:`SMTPSession._fail`
   (the one place); anything else is logged with its traceback and answered
