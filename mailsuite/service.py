@@ -212,6 +212,8 @@ def build_context(config: Config, reactor: Any) -> ServerContext:
     context = ServerContext(config=config, reactor=reactor)
     context.limiter = ConnectionLimiter(config.limits.connections_total, config.limits.connections_per_ip)
     for target in PARTS:
+        if config.capture.enabled and target in CAPTURE_SKIPS:
+            continue
         part = _load(target)
         if part is not None:
             child = part(context)
@@ -263,6 +265,10 @@ PARTS: list[str] = [
     "mailsuite.mailauth.service:open_mailauth",  # context.mailauth: DKIM signing, SPF/DKIM/DMARC checks
     "mailsuite.testing.api:open_http_api",  # capture.http_enabled: the HTTP JSON API
 ]
+
+#: Parts a capture server does without: it relays nothing (every address is local) and checks
+#: no sender against DNS, so a test fixture starts faster and never touches the network.
+CAPTURE_SKIPS = frozenset({"mailsuite.queue.service:open_queue", "mailsuite.mailauth.service:open_mailauth"})
 
 
 def _load(target: str) -> Callable[..., Any] | None:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from mailsuite.mailauth.dkimcheck import DKIMResult
-from mailsuite.mailauth.dmarc import DMARCOutcome
-from mailsuite.mailauth.spfcheck import SPFResult, is_domain_name
+from mailsuite.mailauth.names import is_domain_name
+
+if TYPE_CHECKING:  # the checks' modules pull in dkimpy and pyspf; the SMTP server needs only the filter
+    from mailsuite.mailauth.dkimcheck import DKIMResult
+    from mailsuite.mailauth.dmarc import DMARCOutcome
+    from mailsuite.mailauth.spfcheck import SPFResult
 
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _FIELD = b"authentication-results"

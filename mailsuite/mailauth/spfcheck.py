@@ -28,13 +28,13 @@ import spf
 
 from mailsuite.mailauth.bridge import LookupLimitExceeded, ThreadLookups
 from mailsuite.mailauth.dnscache import DNSTempError
+from mailsuite.mailauth.names import is_domain_name
 
 #: Whole-check time limit handed to pyspf (RFC 7208 4.6.4 says at least 20 seconds).
 QUERY_TIME = 20
 #: SPF results as RFC 8601 2.7.2 names them.
 RESULTS = frozenset({"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"})
 
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$", re.IGNORECASE)
 
 _current = threading.local()
 _library_lookup = spf.DNSLookup
@@ -71,10 +71,6 @@ class SPFResult:
     domain: str
     explanation: str = ""
 
-
-def is_domain_name(name: str) -> bool:
-    """True for a syntactically valid fully qualified domain name (no literal, at least one dot)."""
-    return bool(_DOMAIN.match(name.rstrip(".")))
 
 
 def _evaluate(lookups: ThreadLookups, ip: str, sender: str, helo: str, receiver: str) -> tuple[str, str]:

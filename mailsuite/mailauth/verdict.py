@@ -21,13 +21,15 @@ Decision order (first match wins):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from mailsuite.config import MailAuthConfig
 from mailsuite.errors import MailError
-from mailsuite.mailauth.dkimcheck import DKIMResult
-from mailsuite.mailauth.dmarc import DMARCOutcome
-from mailsuite.mailauth.spfcheck import SPFResult
+
+if TYPE_CHECKING:  # annotations only: keep dkimpy and pyspf out of the SMTP server's imports
+    from mailsuite.mailauth.dkimcheck import DKIMResult
+    from mailsuite.mailauth.dmarc import DMARCOutcome
+    from mailsuite.mailauth.spfcheck import SPFResult
 
 ACCEPT, QUARANTINE, REJECT, TEMPFAIL = "accept", "quarantine", "reject", "tempfail"
 

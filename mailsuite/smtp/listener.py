@@ -79,6 +79,6 @@ def build_factory(context: Any, name: str, listener_config: ListenerConfig) -> F
     settings = settings_for(context, name, listener_config)
     if settings.allow_plaintext_auth and not settings.implicit_tls and settings.offer_auth:
         log.warn("{listener}: tls.allow_plaintext_auth is on: SMTP passwords may cross the network unencrypted", listener=name)
-    if context.queue is None:
+    if context.queue is None and not context.config.capture.enabled:
         log.warn("{listener}: no relay queue: remote recipients get 451", listener=name)
     return SMTPFactory(settings)
