@@ -21,22 +21,12 @@ from typing import Any, Iterator
 
 import pytest
 
+from mailsuite.testing.process import render_toml
+
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENERS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(value)
 
 
 def render_config(data_root: Path, overrides: dict[str, Any] | None = None) -> str:
@@ -44,19 +34,14 @@ def render_config(data_root: Path, overrides: dict[str, Any] | None = None) -> s
 
     ``overrides`` maps dotted keys ("limits.recipients", "smtp.auth") to values.
     """
-    tables: dict[str, dict[str, Any]] = {"": {"hostname": "mail.example.test", "domains": ["example.test"], "data_root": str(data_root)}}
+    settings: dict[str, Any] = {"hostname": "mail.example.test", "domains": ["example.test"], "data_root": str(data_root)}
     for name in LISTENERS:
-        tables[name] = {"address": "127.0.0.1", "port": 0}
+        settings[f"{name}.address"] = "127.0.0.1"
+        settings[f"{name}.port"] = 0
     # No real DNS here: inbound SPF/DKIM/DMARC checks would tempfail (451 4.4.3); mail-auth tests turn them on.
-    tables["mailauth"] = {"verify_inbound": False}
-    for key, value in (overrides or {}).items():
-        table, _, leaf = key.rpartition(".")
-        tables.setdefault(table, {})[leaf] = value
-    lines = [f"{k} = {_toml_value(v)}" for k, v in tables.pop("").items()]
-    for table, values in tables.items():
-        lines.append(f"\n[{table}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
+    settings["mailauth.verify_inbound"] = False
+    settings.update(overrides or {})
+    return render_toml(settings)
 
 
 class ServerProcess:
@@ -151,31 +136,8 @@ class ServerProcess:
         return self.data_root / "mail" / domain.lower() / local
 
 
-@pytest.fixture
-def mailsuite_server(tmp_path: Path) -> Iterator[Any]:
-    """Factory: ``server = mailsuite_server(**{"limits.recipients": 5})`` starts a real server."""
-    started: list[ServerProcess] = []
-
-    def start(overrides: dict[str, Any] | None = None, *, users: dict[str, str] | None = None, **kw: Any) -> ServerProcess:
-        merged = dict(overrides or {})
-        merged.update(kw)
-        server = ServerProcess(tmp_path / f"server{len(started)}", merged)
-        server.tmp_path.mkdir(parents=True, exist_ok=True)
-        started.append(server)
-        for address, password in (users or {}).items():
-            server.add_user(address, password)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def mailsuite_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Like ``mailsuite_server`` but the servers live for the whole test module (faster)."""
-    base = tmp_path_factory.mktemp("mailsuite")
-    started: list[ServerProcess] = []
+def _server_factory(base: Path, started: list[ServerProcess]) -> Any:
+    """The ``start(overrides, users=...)`` function both server fixtures hand to tests."""
 
     def start(overrides: dict[str, Any] | None = None, *, users: dict[str, str] | None = None, **kw: Any) -> ServerProcess:
         merged = dict(overrides or {})
@@ -187,6 +149,22 @@ def mailsuite_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterato
             server.add_user(address, password)
         return server.start()
 
-    yield start
+    return start
+
+
+@pytest.fixture
+def mailsuite_server(tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``server = mailsuite_server(**{"limits.recipients": 5})`` starts a real server."""
+    started: list[ServerProcess] = []
+    yield _server_factory(tmp_path, started)
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def mailsuite_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Like ``mailsuite_server`` but the servers live for the whole test module (faster)."""
+    started: list[ServerProcess] = []
+    yield _server_factory(tmp_path_factory.mktemp("mailsuite"), started)
     for server in started:
         server.stop()
