@@ -325,6 +325,10 @@ async def run_transaction(proto: SMTPClientProtocol, t: Transaction, remote: str
         _quit(proto)
         return _all(t, 552, "5.3.4", f"message size {t.size} exceeds {remote}'s limit of {limit}", remote)
 
+    # RFC 6152 3: 8-bit data must not go to a server without 8BITMIME; we do not downgrade to 7 bit.
+    if t.body_8bit and "8BITMIME" not in extensions:
+        _quit(proto)
+        return _all(t, 554, "5.6.3", f"{remote} does not accept 8-bit data (no 8BITMIME) and the message is not converted", remote)
     params = ""
     if "SIZE" in extensions:
         params += f" SIZE={t.size}"

@@ -64,6 +64,17 @@ def test_without_pipelining_commands_wait_for_replies_and_helo_fallback():
     assert r.code == 451 and not r.delivered and not r.permanent
 
 
+def test_8bit_message_to_a_server_without_8bitmime_fails_permanently():
+    """RFC 6152: no 8BITMIME offered and an 8-bit body: nothing is sent, 5.6.3 for every recipient."""
+    clock, proto, transport, d = _setup(recipients=["b@y.test"], body_8bit=True)
+    _reply(proto, transport, b"220 hi\r\n")
+    sent = _reply(proto, transport, b"250-mx\r\n250 PIPELINING\r\n")
+    assert sent == b"QUIT\r\n"
+    clock.advance(0)
+    (r,) = d.result
+    assert r.permanent and r.enhanced == "5.6.3"
+
+
 def test_silent_server_times_out_and_aborts():
     """No greeting within the command timeout: the connection is aborted and counts as failed (next MX)."""
     clock, proto, transport, d = _setup()
