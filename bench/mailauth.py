@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from twisted.internet import defer, task  # noqa: E402
 
+from bench.report import record  # noqa: E402
 from mailsuite import config as config_module  # noqa: E402
 from mailsuite.mailauth.keys import KeyStore, generate_key  # noqa: E402
 from mailsuite.mailauth.service import MailAuth, key_dir  # noqa: E402
@@ -54,6 +55,7 @@ def rate(label: str, f, seconds: float = 2.0) -> None:
         n += 1
     elapsed = time.perf_counter() - start
     print(f"{label:<44} {n / elapsed:10.1f} /s")
+    record("mailauth", label, n / elapsed, "/s")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -99,6 +101,9 @@ async def run_checks(reactor, args, auth: MailAuth, signed: bytes) -> None:
     print(f"{'check_inbound, warm, %d in flight' % args.concurrency:<44} {args.messages / elapsed:10.1f} msg/s")
     print(f"{'  latency p50 / p99':<44} {percentile(latencies, 50) * 1000:7.1f} / {percentile(latencies, 99) * 1000:.1f} ms")
     print(f"{'  worst reactor stall (10 ms probe)':<44} {worst[0] * 1000:10.1f} ms")
+    record("mailauth", f"check_inbound, {args.concurrency} in flight", args.messages / elapsed, "msg/s")
+    record("mailauth", "check_inbound p99 latency", percentile(latencies, 99) * 1000, "ms", higher_is_better=False)
+    record("mailauth", "worst reactor stall during checks", worst[0] * 1000, "ms", higher_is_better=False)
 
 
 def main() -> None:

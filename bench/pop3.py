@@ -31,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import record  # noqa: E402
 from mailsuite.testing.process import ChildServer, render_toml  # noqa: E402
 
 LINE = b"The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs\r\n"
@@ -218,7 +219,9 @@ def main() -> None:
         sampler.join()
         c.quit()
         print(f"  RETR of one {args.big_mb} MB message: {elapsed:.2f} s; server RSS {before / 1024:.1f} MB before, peak {sampler.peak / 1024:.1f} MB during (+{(sampler.peak - before) / 1024:.1f} MB)")
+        rss_growth_mb = (sampler.peak - before) / 1024
 
+        other: dict[str, float] | None = None
         dovecot = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
         if dovecot and os.path.exists("/usr/lib/dovecot/pop3"):
             other = run_dovecot(dovecot, base, mail, args.retr)
@@ -229,6 +232,11 @@ def main() -> None:
                 print(f"  ratio mailsuite/dovecot: LIST+UIDL time x{figures['list_uidl_s'] / other['list_uidl_s']:.2f}, RETR throughput x{figures['retr_mb_s'] / other['retr_mb_s']:.2f}")
         else:
             print("Dovecot: not installed (apt-get install dovecot-pop3d for the comparison)")
+        peer = "dovecot" if other else None
+        record("pop3", f"login, {args.messages}-message INBOX", figures["login_s"] * 1000, "ms", peer=peer, peer_value=other and other["login_s"] * 1000, higher_is_better=False)
+        record("pop3", f"LIST+UIDL, {args.messages} messages", figures["list_uidl_s"] * 1000, "ms", peer=peer, peer_value=other and other["list_uidl_s"] * 1000, higher_is_better=False)
+        record("pop3", "RETR of 1 MB messages", figures["retr_mb_s"], "MB/s", peer=peer, peer_value=other and other["retr_mb_s"])
+        record("pop3", f"RSS growth during a {args.big_mb} MB RETR", rss_growth_mb, "MB", higher_is_better=False)
     finally:
         server.stop()
         if not args.keep:

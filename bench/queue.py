@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from twisted.internet import defer, task  # noqa: E402
 from twisted.python.threadpool import ThreadPool  # noqa: E402
 
+from bench.report import record  # noqa: E402
 from mailsuite import config as config_module  # noqa: E402
 from mailsuite.interfaces import Envelope  # noqa: E402
 from mailsuite.queue.resolver import DNSResolver  # noqa: E402
@@ -142,6 +143,7 @@ def main() -> None:
     print(f"message size: {len(BODY)} bytes; cores: {os.cpu_count()}; data under {work.parent}")
     for name, value in results.items():
         print(f"{name:55} {value:10.1f}")
+        record("queue", name.replace(" (msg/s)", ""), value, "msg/s")
     if received:
         print(f"sink received: {received[0].split()[1]} messages (expected {args.messages})")
 
