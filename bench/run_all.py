@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "imap": ("imap.py", ["--messages", "20000", "--small", "2000", "--idle", "200"]),
     "auth": ("auth.py", ["--burst", "16"]),
     "mailauth": ("mailauth.py", ["--messages", "100"]),
+    "testing": ("testing.py", ["--runs", "3"]),
 }
 
 
