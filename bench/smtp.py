@@ -14,7 +14,9 @@ process saw meanwhile (what another client feels), and the reactor's own lag:
 how late a 10 ms LoopingCall inside the server ran (a stall of the reactor
 thread shows up there directly, without the client side's scheduling).
 
-``--compare-port PORT`` then runs the same load (no probe, no lag figure)
+``--postfix`` runs the same load against a private Postfix instance
+(bench/peers/postfix.py) and prints its accepted and delivered rates with
+mailsuite's ratio to each.  ``--compare-port PORT`` runs the same load (no probe, no lag figure)
 against another SMTP server already listening on 127.0.0.1:PORT that accepts
 mail for user0..user9@example.test, e.g. a private Postfix instance
 (``postfix -c DIR start`` with ``inet_interfaces = 127.0.0.1``, an smtpd line
@@ -172,6 +174,30 @@ def serve(config_path: str, stats_path: str) -> None:
     reactor.run()
 
 
+def compare_with_postfix(base: Path, args: Any, rates: list[float]) -> None:
+    """The same load against Postfix (bench/peers/postfix.py): accepted and delivered msg/s, and mailsuite's ratio.
+
+    mailsuite's 250 comes after the Maildir fsync, Postfix's after its queue
+    fsync; the fair comparison is with Postfix's delivered rate (until the
+    messages are in the Maildirs), the accepted rate is printed too.
+    """
+    from bench.peers.postfix import PostfixPeer, postfix_available
+
+    why_not = postfix_available()
+    if why_not is not None:
+        print(f"postfix: {why_not}")
+        return
+    levels = [int(x) for x in args.clients.split(",")]
+    with PostfixPeer(base / "postfix", None, "example.test", USERS) as peer:
+        print(f"postfix on 127.0.0.1:{peer.port}, same load:")
+        print(f"{'clients':>7} {'accepted/s':>10} {'delivered/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'mailsuite/delivered':>19} {'mailsuite/accepted':>18}")
+        for level, ours in zip(levels, rates):
+            figures = peer.measure(lambda port, level=level: asyncio.run(run_level(port, level, args.seconds, args.size)))
+            _, latencies = figures.result
+            print(f"{level:>7} {figures.accepted_per_s:>10.1f} {figures.delivered_per_s:>11.1f} {pct(latencies, 0.5) * 1000:>8.1f} "
+                  f"{pct(latencies, 0.99) * 1000:>8.1f} {ours / figures.delivered_per_s:>19.2f} {ours / figures.accepted_per_s:>18.2f}", flush=True)
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--serve":
         serve(sys.argv[2], sys.argv[3])
@@ -180,6 +206,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each concurrency level")
     parser.add_argument("--clients", default="1,10,50", help="comma-separated concurrency levels")
     parser.add_argument("--size", type=int, default=10240, help="message size in bytes")
+    parser.add_argument("--postfix", action="store_true", help="also run the same load against a private Postfix instance (bench/peers/postfix.py)")
     parser.add_argument("--compare-port", type=int, default=0, help="also load another SMTP server on 127.0.0.1:PORT (e.g. Postfix)")
     parser.add_argument("--mailauth", action="store_true", help="keep inbound SPF/DKIM/DMARC checks on (they query DNS for the sender's domain)")
     args = parser.parse_args()
@@ -253,8 +280,10 @@ def main() -> None:
                 count, latencies = asyncio.run(run_level(args.compare_port, level, args.seconds, args.size))
                 rate = count / (time.monotonic() - started)
                 print(f"{level:>7} {rate:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} {ours / rate:>7.2f}", flush=True)
+        if args.postfix:
+            compare_with_postfix(base, args, rates)
         elif shutil.which("postfix") or os.path.exists("/usr/sbin/postfix"):
-            print("postfix is installed: --compare-port PORT runs the same load against an instance on that port")
+            print("postfix is installed: --postfix runs the same load against a private instance")
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     finally:
         child.send_signal(signal.SIGTERM)
