@@ -868,7 +868,8 @@ class SMTPSession(Protocol):
             trace = self._trace(tx, queue_id, names)
             # DKIM signature (submission) or Authentication-Results (inbound) go above our trace
             outcome = await smtp_hook.on_message(self.s.mailauth, self.s.store, authenticated=self.user is not None, ip=self.ip,
-                                                 helo=self.helo or "", sender=tx.sender_text, local=list(tx.local), message=message, trace=trace)
+                                                 helo=self.helo or "", sender=tx.sender_text, local=list(tx.local), message=message, trace=trace,
+                                                 remote=list(tx.remote), session_id=self.session_id)
             if self._mode == CLOSED:
                 return
             await hand_off(self.s.store, self.s.queue, message, Transaction(
