@@ -51,6 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import record  # noqa: E402
 from mailsuite.testing.process import render_toml  # noqa: E402
 
 USERS = [f"user{i}@example.test" for i in range(10)]
@@ -174,7 +175,7 @@ def serve(config_path: str, stats_path: str) -> None:
     reactor.run()
 
 
-def compare_with_postfix(base: Path, args: Any, rates: list[float]) -> None:
+def compare_with_postfix(base: Path, args: Any, rates: list[float]) -> dict[int, float]:
     """The same load against Postfix (bench/peers/postfix.py): accepted and delivered msg/s, and mailsuite's ratio.
 
     mailsuite's 250 comes after the Maildir fsync, Postfix's after its queue
@@ -186,7 +187,8 @@ def compare_with_postfix(base: Path, args: Any, rates: list[float]) -> None:
     why_not = postfix_available()
     if why_not is not None:
         print(f"postfix: {why_not}")
-        return
+        return {}
+    delivered: dict[int, float] = {}
     levels = [int(x) for x in args.clients.split(",")]
     with PostfixPeer(base / "postfix", None, "example.test", USERS) as peer:
         print(f"postfix on 127.0.0.1:{peer.port}, same load:")
@@ -196,6 +198,8 @@ def compare_with_postfix(base: Path, args: Any, rates: list[float]) -> None:
             _, latencies = figures.result
             print(f"{level:>7} {figures.accepted_per_s:>10.1f} {figures.delivered_per_s:>11.1f} {pct(latencies, 0.5) * 1000:>8.1f} "
                   f"{pct(latencies, 0.99) * 1000:>8.1f} {ours / figures.delivered_per_s:>19.2f} {ours / figures.accepted_per_s:>18.2f}", flush=True)
+            delivered[level] = figures.delivered_per_s
+    return delivered
 
 
 def main() -> None:
@@ -248,6 +252,7 @@ def main() -> None:
               f"inbound mail checks {'on' if args.mailauth else 'off'}, data in {data}")
         print(f"{'clients':>7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13} {'lag max ms':>11} {'lag p99 ms':>11}")
         rates: list[float] = []
+        lag_max: list[float] = []
         for level in [int(x) for x in args.clients.split(",")]:
             stop = multiprocessing.Event()
             result = multiprocessing.Manager().dict()
@@ -267,6 +272,7 @@ def main() -> None:
             time.sleep(0.05)
             lag = json.loads(stats_file.read_text())
             rates.append(count / elapsed)
+            lag_max.append(lag["max"] * 1000)
             print(f"{level:>7} {count / elapsed:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} "
                   f"{result.get('max', float('nan')) * 1000:>13.1f} {result.get('p99', float('nan')) * 1000:>13.1f} "
                   f"{lag['max'] * 1000:>11.1f} {lag['p99'] * 1000:>11.1f}", flush=True)
@@ -280,11 +286,16 @@ def main() -> None:
                 count, latencies = asyncio.run(run_level(args.compare_port, level, args.seconds, args.size))
                 rate = count / (time.monotonic() - started)
                 print(f"{level:>7} {rate:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} {ours / rate:>7.2f}", flush=True)
+        postfix: dict[int, float] = {}
         if args.postfix:
-            compare_with_postfix(base, args, rates)
+            postfix = compare_with_postfix(base, args, rates)
         elif shutil.which("postfix") or os.path.exists("/usr/sbin/postfix"):
             print("postfix is installed: --postfix runs the same load against a private instance")
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        for level, rate, lag_ms in zip([int(x) for x in args.clients.split(",")], rates, lag_max):
+            record("smtp", f"{level} clients, {args.size // 1024} KiB, in Maildir before 250", rate, "msg/s",
+                   peer="postfix (delivered)" if level in postfix else None, peer_value=postfix.get(level))
+            record("smtp", f"{level} clients, worst reactor lag", lag_ms, "ms", higher_is_better=False)
     finally:
         child.send_signal(signal.SIGTERM)
         try:
