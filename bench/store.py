@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from twisted.internet import defer, task  # noqa: E402
 
+from bench.report import record  # noqa: E402
 from mailsuite.interfaces import Delivery  # noqa: E402
 from mailsuite.store import IncomingMessage, InlineRunner, MaildirStore  # noqa: E402
 from mailsuite.store.durable import fsync_dir, unique_name  # noqa: E402
@@ -176,6 +177,9 @@ def main() -> None:
         print(f"raw write+fsync+rename+fsync(dir), 1 thread : {raw:8.0f} msg/s  ({args.messages} x 10 KiB)")
         print(f"store.deliver, {args.concurrency} in flight             : {concurrent:8.0f} msg/s  ratio {concurrent / raw:5.2f}  (target >= 0.80)")
         print(f"store.deliver, one at a time             : {sequential:8.0f} msg/s  ratio {sequential / raw:5.2f}")
+        record("store", "raw write+fsync+rename+fsync(dir), 1 thread", raw, "msg/s")
+        record("store", f"deliver 10 KiB, {args.concurrency} in flight (peer: raw disk)", concurrent, "msg/s", peer="raw disk", peer_value=raw)
+        record("store", "deliver 10 KiB, one at a time (peer: raw disk)", sequential, "msg/s", peer="raw disk", peer_value=raw)
 
         address = "big@example.test"
         root = base / "big"
@@ -187,6 +191,7 @@ def main() -> None:
         print(f"first open (assigns {args.folder_size} UIDs, writes state): {first:6.3f} s")
         warm, folder = open_folder(root, address, store)
         print(f"warm open (same process)                 : {warm:6.3f} s  (target < 0.5 s)")
+        record("store", f"warm open of {args.folder_size} messages", warm * 1000, "ms", higher_is_better=False)
         time.sleep(2.1)  # let new/ and cur/ settle: an idle folder needs no listing at all
         open_folder(root, address, store)
         idle, _ = open_folder(root, address, store)
@@ -200,15 +205,18 @@ def main() -> None:
         print(f"refresh after one new delivery           : {time.perf_counter() - start:6.3f} s  ({len(changes[0].added)} added)")  # type: ignore[attr-defined]
         fresh = fresh_process_open(root, address)
         print(f"open in a fresh process, hot page cache  : {fresh['seconds']:6.3f} s")
+        record("store", f"open of {args.folder_size} messages in a fresh process", fresh["seconds"] * 1000, "ms", higher_is_better=False)
         if drop_caches():
             cold = fresh_process_open(root, address)
             print(f"cold open (fresh process, caches dropped): {cold['seconds']:6.3f} s  (target < 3 s)")
+            record("store", f"cold open of {args.folder_size} messages", cold["seconds"] * 1000, "ms", higher_is_better=False)
         else:
             print("cold open: cannot drop the page cache here (needs root); the fresh-process figure is the closest")
         start = time.perf_counter()
         listing = [(m.uid, m.flags) for m in folder.messages()]  # type: ignore[attr-defined]
         listed = time.perf_counter() - start
         print(f"list UIDs and flags of {len(listing)} messages  : {listed:6.3f} s")
+        record("store", f"list UIDs and flags of {len(listing)} messages", listed * 1000, "ms", higher_is_better=False)
         start = time.perf_counter()
         status_out: list[object] = []
         store.user_mailbox(address).status("INBOX").addBoth(status_out.append)
