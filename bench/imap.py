@@ -44,6 +44,7 @@ class Client:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
+        self.pos = 0
         self.counter = 0
         self.first_byte: float | None = None
         self._line()
@@ -54,15 +55,25 @@ class Client:
             raise ConnectionError("server closed the connection")
         if self.first_byte is None:
             self.first_byte = time.perf_counter()
+        if self.pos:
+            # drop what was consumed before growing the buffer (no quadratic copying)
+            self.buffer = self.buffer[self.pos :]
+            self.pos = 0
         self.buffer += data
 
     def _line(self) -> bytes:
         while True:
-            end = self.buffer.find(b"\r\n")
+            end = self.buffer.find(b"\r\n", self.pos)
             if end >= 0:
-                line, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
+                line = self.buffer[self.pos : end]
+                self.pos = end + 2
                 return line
             self._fill()
+
+    def _skip(self, size: int) -> None:
+        while len(self.buffer) - self.pos < size:
+            self._fill()
+        self.pos += size
 
     def command(self, text: str) -> tuple[int, float, bytes]:
         """Run one command: (response bytes, seconds to the first byte, tagged line)."""
@@ -78,9 +89,7 @@ class Client:
             m = _LITERAL.search(line)
             if m:
                 size = int(m.group(1))
-                while len(self.buffer) < size:
-                    self._fill()
-                self.buffer = self.buffer[size:]
+                self._skip(size)
                 total += size
                 continue
             if line.startswith(tag + b" "):
