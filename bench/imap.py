@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import record  # noqa: E402
 from mailsuite.testing.process import ChildServer, render_toml  # noqa: E402
 
 _LITERAL = re.compile(rb"\{(\d+)\}$")
@@ -283,6 +284,7 @@ def main() -> None:
         if tls_idle is not None:
             per = (tls_idle[1] - tls_idle[0]) / args.idle
             print(f"  {args.idle} concurrent IDLE sessions over TLS (993): server RSS {tls_idle[0] / 1024:.0f} MB -> {tls_idle[1] / 1024:.0f} MB, {per:.1f} KiB per session")
+        other: dict[str, Any] | None = None
         dovecot = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
         if dovecot and os.path.exists("/usr/lib/dovecot/imap"):
             other = run_dovecot(dovecot, base, mail)
@@ -299,6 +301,14 @@ def main() -> None:
                         print(f"    {label}: x{fig[key] / other[key]:.2f}")
         else:
             print("Dovecot: not installed (apt-get install dovecot-imapd for the comparison)")
+        peer = "dovecot" if other else None
+        for key, label in (("select_s", f"SELECT, {args.messages} messages"), ("fetch_s", f"FETCH 1:* (UID FLAGS RFC822.SIZE), {args.messages}"),
+                           ("headers_s", f"UID FETCH header fields, {args.small}"), ("search_s", f"SEARCH FROM/SUBJECT, {args.small}"),
+                           ("search_body_s", f"SEARCH BODY, {args.small}")):
+            if key in fig:
+                record("imap", label, fig[key] * 1000, "ms", peer=peer if other and key in other else None,
+                       peer_value=other[key] * 1000 if other and key in other else None, higher_is_better=False)
+        record("imap", f"memory per idle IDLE session ({args.idle})", (idle_after - idle_before) / args.idle, "KiB", higher_is_better=False)
     finally:
         server.stop()
         if not args.keep:

@@ -95,6 +95,7 @@ def main() -> int:
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     results.unlink()
     print("\n" + table(rows))
+    print("\nratio: mailsuite's speed over the peer's (rate / rate, or peer time / mailsuite time): above 1.00x mailsuite is faster")
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
     return 1 if failed else 0
