@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procstats import RSSSampler, drop_message, rss_kb  # noqa: E402
 from bench.report import record  # noqa: E402
 from mailsuite.testing.process import ChildServer, render_toml  # noqa: E402
 
@@ -105,40 +105,13 @@ class Client:
 
 def fill(maildir: Path, count: int, prefix: str) -> None:
     """Write ``count`` small messages into new/ (tmp/ then rename)."""
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
     for i in range(count):
         body = (
             b"From: Sender %d <sender%d@example.test>\r\nTo: bench@example.test\r\nSubject: message %d about %s\r\n"
             b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <%d.%s@example.test>\r\n\r\n"
             % (i % 97, i % 97, i, b"apples" if i % 10 == 0 else b"pears", i, prefix.encode())
         ) + b"Hello, this is a benchmark message body line.\r\n" * 8
-        name = f"1700000000.M{i}P{prefix}.bench,S={len(body)}"
-        tmp = maildir / "tmp" / name
-        with open(tmp, "wb") as f:
-            f.write(body)
-        os.rename(tmp, maildir / "new" / name)
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-class RSSSampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.peak = 0
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, rss_kb(self.pid))
-            time.sleep(0.005)
+        drop_message(maildir, i, prefix, body)
 
 
 def run_load(port: int, big_user: str, small_user: str, pid: int | None) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procstats import RSSSampler, drop_message, rss_kb  # noqa: E402
 from bench.report import record  # noqa: E402
 from mailsuite.testing.process import ChildServer, render_toml  # noqa: E402
 
@@ -91,38 +91,11 @@ class Client:
 
 def fill(maildir: Path, count: int, size: int, prefix: str) -> None:
     """Write ``count`` messages of about ``size`` bytes into new/ (tmp/ then rename)."""
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
     lines = max(1, size // len(LINE))
     for i in range(count):
         body = b"From: bench@example.test\r\nSubject: message %d\r\n\r\n" % i
         body += b"".join((b"." if j % 50 == 0 else b"") + LINE for j in range(lines))
-        name = f"1700000000.M{i}P{prefix}.bench,S={len(body)}"
-        tmp = maildir / "tmp" / name
-        with open(tmp, "wb") as f:
-            f.write(body)
-        os.rename(tmp, maildir / "new" / name)
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-class RSSSampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.peak = 0
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, rss_kb(self.pid))
-            time.sleep(0.005)
+        drop_message(maildir, i, prefix, body)
 
 
 def timed(f: Any) -> tuple[float, Any]:
