@@ -427,18 +427,24 @@ class SMTPSession(Protocol):
             return
         self._start(self._faulted(fault, handler, arg))
 
-    async def _faulted(self, fault: Any, handler: Callable[..., Any], arg: str) -> None:
+    async def _apply_fault(self, fault: Any) -> bool:
+        """Carry out a test fault (delay, drop, or a chosen reply); True when it took the real reply's place."""
         if fault.delay:
             await _sleep(self.s.clock, fault.delay)
         if self._mode == CLOSED:
-            return
+            return True
         if fault.drop:
             self._flush()
             self._mode = CLOSED
             self.transport.abortConnection()
-            return
+            return True
         if fault.code is not None:
             self._send_raw(fault.reply_line())
+            return True
+        return False
+
+    async def _faulted(self, fault: Any, handler: Callable[..., Any], arg: str) -> None:
+        if await self._apply_fault(fault):
             return
         result = handler(self, arg)
         if result is not None:
@@ -844,17 +850,8 @@ class SMTPSession(Protocol):
         self.tx = None
         try:
             fault = self._fault(command)
-            if fault is not None:
-                if fault.delay:
-                    await _sleep(self.s.clock, fault.delay)
-                if fault.drop:
-                    self._flush()
-                    self._mode = CLOSED
-                    self.transport.abortConnection()
-                    return
-                if fault.code is not None:
-                    self._send_raw(fault.reply_line())
-                    return
+            if fault is not None and await self._apply_fault(fault):
+                return
             if error is not None:
                 raise error
             queue_id = headers.new_id()
