@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.peers.dovecot import DovecotUnavailable, dovecot_peer  # noqa: E402
 from bench.procstats import RSSSampler, drop_message, rss_kb  # noqa: E402
 from bench.report import record  # noqa: E402
 from mailsuite.testing.process import ChildServer, render_toml  # noqa: E402
@@ -291,96 +291,13 @@ def main() -> None:
 
 
 def run_dovecot(binary: str, base: Path, mail: Path) -> dict[str, Any] | None:
-    """Serve the same Maildirs with Dovecot on a loopback port (static passdb: password "bench")."""
-    conf_dir = base / "dovecot"
-    conf_dir.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    import grp
-    import pwd
-
-    uid, gid = os.getuid(), os.getgid()
-    user = pwd.getpwuid(uid).pw_name
-    group = grp.getgrgid(gid).gr_name
-    # Dovecot runs neither its login processes nor mail processes as root: as root, use its
-    # own accounts and hand the (temporary) Maildirs to the "dovecot" user for this phase
-    login_user, internal_user, internal_group = user, user, group
-    if uid == 0:
-        try:
-            login_user = pwd.getpwnam("dovenull").pw_name
-            account = pwd.getpwnam("dovecot")
-        except KeyError:
-            print("Dovecot: running as root needs the dovenull and dovecot accounts")
-            return None
-        internal_user = account.pw_name
-        internal_group = grp.getgrgid(account.pw_gid).gr_name
-        uid, gid = account.pw_uid, account.pw_gid
-        for root, dirs, files in os.walk(mail):
-            for name in dirs + files:
-                os.chown(os.path.join(root, name), uid, gid)
-        os.chown(mail, uid, gid)
-        for parent in (base, *mail.relative_to(base).parents):
-            os.chmod(base / parent, 0o755)  # let the dovecot user through the temporary root
-    (conf_dir / "dovecot.conf").write_text(
-        f"""
-base_dir = {conf_dir}/run
-state_dir = {conf_dir}/state
-log_path = {conf_dir}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-default_internal_user = {internal_user}
-default_login_user = {login_user}
-default_internal_group = {internal_group}
-first_valid_uid = {uid}
-mail_location = maildir:{mail}/%n:INDEX={conf_dir}/index/%n
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = 0
-  }}
-}}
-passdb {{
-  driver = static
-  args = password=bench
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={conf_dir}/home/%n
-}}
-"""
-    )
-    for sub in ("run", "state", "index", "home"):
-        (conf_dir / sub).mkdir()
-    for sub in ("index", "home"):
-        os.chown(conf_dir / sub, uid, gid)
-    # the daemon keeps inherited pipes open: send its output to a file, not a pipe
-    with open(conf_dir / "start.log", "wb") as out:
-        started = subprocess.run([binary, "-c", str(conf_dir / "dovecot.conf")], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    if started.returncode != 0:
-        print(f"Dovecot did not start: {(conf_dir / 'start.log').read_text().strip()}")
-        return None
+    """The same load against a private Dovecot serving the same Maildirs (None when it cannot run)."""
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        return run_load(port, "big@example.test", "small@example.test", None)
-    finally:
-        subprocess.run([binary, "-c", str(conf_dir / "dovecot.conf"), "stop"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with dovecot_peer(binary, base, mail, "imap") as port:
+            return run_load(port, "big@example.test", "small@example.test", None)
+    except DovecotUnavailable as e:
+        print(f"Dovecot: {e}")
+        return None
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.peers.dovecot import DovecotUnavailable, dovecot_peer  # noqa: E402
 from bench.procstats import RSSSampler, drop_message, rss_kb  # noqa: E402
 from bench.report import record  # noqa: E402
 from mailsuite.testing.process import ChildServer, render_toml  # noqa: E402
@@ -219,88 +219,13 @@ def main() -> None:
 
 
 def run_dovecot(binary: str, base: Path, mail: Path, retr_count: int) -> dict[str, float] | None:
-    """Serve the same Maildirs with Dovecot on a loopback port (static passdb, any password 'bench')."""
-    conf_dir = base / "dovecot"
-    conf_dir.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    import grp
-    import pwd
-
-    if os.getuid() == 0:
-        # Dovecot refuses mail processes as root: serve the Maildirs as "nobody" (a copy of the tree's owner).
-        nobody = pwd.getpwnam("nobody")
-        uid, gid = nobody.pw_uid, nobody.pw_gid
-        subprocess.run(["chown", "-R", f"{uid}:{gid}", str(mail)], check=True)
-        for parent in (base, base / "data", base / "data" / "mail"):
-            parent.chmod(0o755)
-        internal_user, login_user = "dovecot", "dovenull"
-    else:
-        uid, gid = os.getuid(), os.getgid()
-        internal_user = login_user = pwd.getpwuid(uid).pw_name
-    group = grp.getgrgid(os.getgid() if os.getuid() != 0 else 0).gr_name
-    (conf_dir / "dovecot.conf").write_text(
-        f"""
-base_dir = {conf_dir}/run
-state_dir = {conf_dir}/state
-log_path = {conf_dir}/dovecot.log
-protocols = pop3
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-default_internal_user = {internal_user}
-default_login_user = {login_user}
-default_internal_group = {group}
-first_valid_uid = {uid}
-mail_location = maildir:{mail}/%n:INDEX={conf_dir}/index/%n
-pop3_uidl_format = %f
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    port = 0
-  }}
-}}
-passdb {{
-  driver = static
-  args = password=bench
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={conf_dir}/home/%n
-}}
-"""
-    )
-    for sub in ("run", "state", "index", "home"):
-        (conf_dir / sub).mkdir()
-    if os.getuid() == 0:
-        for sub in ("index", "home"):
-            os.chown(conf_dir / sub, uid, gid)
-    # The daemon keeps inherited descriptors open: give it a file, not a pipe we would wait on.
-    with open(conf_dir / "start.log", "w") as errors:
-        started = subprocess.run([binary, "-c", str(conf_dir / "dovecot.conf")], stdin=subprocess.DEVNULL, stdout=errors, stderr=errors)
-    if started.returncode != 0:
-        print(f"Dovecot did not start: {(conf_dir / 'start.log').read_text().strip()}")
-        return None
+    """The same load against a private Dovecot serving the same Maildirs (None when it cannot run)."""
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        return run_load(port, None, "big", "many", "retr", retr_count, "dovecot")
-    finally:
-        subprocess.run([binary, "-c", str(conf_dir / "dovecot.conf"), "stop"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with dovecot_peer(binary, base, mail, "pop3", extra="pop3_uidl_format = %f") as port:
+            return run_load(port, None, "big", "many", "retr", retr_count, "dovecot")
+    except DovecotUnavailable as e:
+        print(f"Dovecot: {e}")
+        return None
 
 
 if __name__ == "__main__":
