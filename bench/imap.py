@@ -243,7 +243,7 @@ def main() -> None:
         print(f"setup: wrote {args.messages} + {args.small} messages in {time.perf_counter() - t:.1f}s", flush=True)
 
         fig = run_load(ports["imap"], big, small, pid)
-        print(f"mailsuite IMAP (plain TCP, loopback):")
+        print("mailsuite IMAP (plain TCP, loopback):")
         print(f"  SELECT of {args.messages} messages: first {fig['select_first_s']:.2f} s (store assigns UIDs to new files), again {fig['select_s']:.2f} s")
         print(f"  FETCH 1:* (UID FLAGS RFC822.SIZE) on {args.messages}: first byte {fig['fetch_first_s'] * 1000:.0f} ms, "
               f"complete {fig['fetch_s']:.2f} s ({fig['fetch_bytes'] / 1e6:.1f} MB); server RSS {fig['fetch_rss_before_mb']:.0f} MB before, peak {fig['fetch_rss_peak_mb']:.0f} MB")

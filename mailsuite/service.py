@@ -31,8 +31,7 @@ from mailsuite.limits import ConnectionLimiter, LimitedFactory
 log = Logger()
 
 #: "listener name" -> "module:function" building its protocol factory from
-#: (ServerContext, listener name, ListenerConfig).  A module that does not exist
-#: yet leaves the listener on the polite placeholder below.
+#: (ServerContext, listener name, ListenerConfig).
 LISTENER_BUILDERS: dict[str, str] = {
     "smtp": "mailsuite.smtp.listener:build_factory",
     "submission": "mailsuite.smtp.listener:build_factory",
@@ -85,24 +84,6 @@ class ServerContext:
     #: Services opened by the parts (queue runner, store watcher...), started before the listeners.
     children: list[Any] = field(default_factory=list)
     on_stop: list[Callable[[], Any]] = field(default_factory=list)
-
-
-class _Placeholder(Factory):
-    """Greets and closes: stands in for a protocol whose package is not written yet."""
-
-    noisy = False
-
-    def __init__(self, line: bytes) -> None:
-        self.line = line
-
-    def buildProtocol(self, addr: Any) -> Any:
-        from mailsuite.limits import _Refusal
-
-        return _Refusal(self.line)
-
-
-def _builder(name: str) -> Callable[[ServerContext, str, ListenerConfig], Factory] | None:
-    return _load(LISTENER_BUILDERS[name])
 
 
 def endpoint_description(listener: ListenerConfig) -> str:
@@ -214,11 +195,9 @@ def build_context(config: Config, reactor: Any) -> ServerContext:
     for target in PARTS:
         if config.capture.enabled and target in CAPTURE_SKIPS:
             continue
-        part = _load(target)
-        if part is not None:
-            child = part(context)
-            if child is not None:
-                context.children.append(child)
+        child = _load(target)(context)
+        if child is not None:
+            context.children.append(child)
     return context
 
 
@@ -241,13 +220,7 @@ def build(config: Config, reactor: Any) -> MailService:
         listener = config.listener(name)
         if not listener.enabled:
             continue
-        builder = _builder(name)
-        if builder is None:
-            family = protocol_family(name)
-            line = {"smtp": b"421 4.3.2 Service not yet available\r\n", "pop3": b"-ERR [SYS/TEMP] not yet available\r\n", "imap": b"* BYE not yet available\r\n"}[family]
-            factory: Factory = _Placeholder(line)
-        else:
-            factory = builder(context, name, listener)
+        factory = _load(LISTENER_BUILDERS[name])(context, name, listener)
         ListenerService(name, reactor, endpoint_description(listener), _wrap_listener(context, name, factory)).setServiceParent(root)
     return root
 
@@ -255,7 +228,6 @@ def build(config: Config, reactor: Any) -> MailService:
 # The shared parts, opened in this order by build_context(): "module:function"
 # taking the ServerContext, filling in its attribute(s), and returning None or
 # an IService to run as a child of the server (e.g. the queue's delivery loop).
-# A part whose module does not exist yet is skipped, so packages land one by one.
 PARTS: list[str] = [
     "mailsuite.tls:open_tls",  # context.tls
     "mailsuite.auth.service:open_auth",  # context.directory, .throttle, .portal, .authenticator
@@ -271,12 +243,7 @@ PARTS: list[str] = [
 CAPTURE_SKIPS = frozenset({"mailsuite.queue.service:open_queue", "mailsuite.mailauth.service:open_mailauth"})
 
 
-def _load(target: str) -> Callable[..., Any] | None:
+def _load(target: str) -> Callable[..., Any]:
+    """The function a "module:function" string names."""
     module_name, _, function = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):
-            return None
-        raise
-    return getattr(module, function)
+    return getattr(importlib.import_module(module_name), function)
