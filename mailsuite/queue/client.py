@@ -441,9 +441,18 @@ async def _send_body(proto: SMTPClientProtocol, t: Transaction) -> None:
     proto.send(b".\r\n" if at_line_start else b"\r\n.\r\n")
 
 
+#: Seconds to wait for the answer to QUIT before closing anyway.
+QUIT_REPLY_WAIT = 5.0
+
+
 def _quit(proto: SMTPClientProtocol) -> None:
+    """Say QUIT and close once the server has answered it (RFC 5321 4.1.1.10), or after QUIT_REPLY_WAIT.
+
+    Waiting for the 221 means that when the connection ends (and its concurrency
+    slot is given back) the server has finished with the session too.
+    """
     proto.send(b"QUIT\r\n")
-    proto.reactor.callLater(0, proto.close)
+    proto.read_reply(timeout=QUIT_REPLY_WAIT).addBoth(lambda _: proto.close())
 
 
 def _all(t: Transaction, code: int, enhanced: str, text: str, remote: str) -> list[RecipientResult]:

@@ -64,13 +64,20 @@ class _Session(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         state = self.server.state
+        self.counted = True
         with state.lock:
             state.active += 1
             state.max_active = max(state.max_active, state.active)
         try:
             self._handle(state)
         finally:
-            with state.lock:
+            self._session_over(state)
+
+    def _session_over(self, state: SinkState) -> None:
+        """The client's session ends at QUIT (counted before the 221 goes out) or when the socket does."""
+        with state.lock:
+            if self.counted:
+                self.counted = False
                 state.active -= 1
 
     def _handle(self, state: SinkState) -> None:
@@ -167,6 +174,7 @@ class _Session(socketserver.BaseRequestHandler):
             elif verb == "NOOP":
                 send("250 2.0.0 ok")
             elif verb == "QUIT":
+                self._session_over(state)
                 send("221 2.0.0 bye")
                 return
             else:
