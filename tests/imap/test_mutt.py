@@ -1,0 +1,318 @@
+"""A real mutt (Debian's package), driven under tmux, against our IMAP server.
+
+What a user does: open INBOX over imaps:// (and imap:// with STARTTLS), read a
+message, flag one, delete one and sync, copy one to a folder mutt creates,
+change folder and back, and see new mail delivered by SMTP appear while the
+mailbox is open.  The server's state is checked with imaplib; mutt's own IMAP
+debug log (``-d 2``) records every command it sent and every tagged answer,
+and the test requires a tagged OK for each one except the few NO answers
+that are part of the normal flow (a missing folder before mutt creates it).
+mutt missing is a failure, not a skip: CI installs it (.ci/run).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import shutil
+import smtplib
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.support.tmux import TmuxScreen
+
+USER = "mutt@example.test"
+PASSWORD = "mutt pass 1"
+
+#: mutt's debug log: one entry per line that starts with a timestamp.
+_ENTRY = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ", re.M)
+#: Words on mutt's message line that mean something went wrong.
+_ERROR_LINE = re.compile(r"error|fail|unable|could not|couldn't|doesn't exist|not exist|\bNO\b|\bBAD\b|SERVERBUG|denied|abort", re.I)
+
+
+@pytest.fixture(scope="module")
+def server(mailsuite_module_server: Any) -> Any:
+    if shutil.which("mutt") is None or shutil.which("tmux") is None:
+        pytest.fail("mutt and tmux must be installed (Debian packages mutt, tmux; .ci/run installs them)")
+    return mailsuite_module_server(users={USER: PASSWORD})
+
+
+def deliver(server: Any, to: str, subject: str, body: str) -> None:
+    """Send one message through our SMTP listener, as the internet would."""
+    data = (
+        f"From: Sender <sender@example.org>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@example.org>\r\n\r\n{body}\r\n"
+    )
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
+        smtp.sendmail("sender@example.org", [to], data)
+
+
+def imap(server: Any, user: str) -> imaplib.IMAP4_SSL:
+    client = imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=server.client_tls(), timeout=10)
+    client.login(user, PASSWORD)
+    return client
+
+
+def server_view(server: Any, user: str, folder: str) -> dict[str, set[str]] | None:
+    """Subject -> flags of every message in ``folder`` (read-only look), or None if it doesn't exist."""
+    client = imap(server, user)
+    try:
+        typ, _ = client.select(f'"{folder}"', readonly=True)
+        if typ != "OK":
+            return None
+        typ, data = client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        view: dict[str, set[str]] = {}
+        if data == [None]:
+            return view
+        for item in data:
+            if not isinstance(item, tuple):
+                continue
+            flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
+            assert flags, item
+            subject = item[1].decode().split(":", 1)[1].strip()
+            view[subject] = set(flags.group(1).decode().split())
+        return view
+    finally:
+        client.logout()
+
+
+def eventually(probe: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 5.0) -> Any:
+    """Poll the server until ``check(probe())`` holds; the last value is in the failure message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server state never matched: {value!r}")
+        time.sleep(0.1)
+
+
+def muttrc(home: Path, url: str, *, starttls: bool, idle: bool, certificate: Path) -> Path:
+    """A user's muttrc: trust exactly the test server's certificate, no caches, quick mail checks."""
+    trusted = home / "trusted.pem"
+    trusted.write_bytes(certificate.read_bytes())
+    rc = home / "muttrc"
+    rc.write_text(f"""
+set folder="{url}"
+set spoolfile="+INBOX"
+set imap_pass="{PASSWORD}"
+set certificate_file="{trusted}"
+set ssl_force_tls=yes
+set ssl_starttls={'yes' if starttls else 'no'}
+set ssl_verify_host=no
+set ssl_verify_dates=yes
+set header_cache=""
+set message_cachedir=""
+set imap_idle={'yes' if idle else 'no'}
+set imap_check_subscribed=no
+set mail_check=1
+set timeout=1
+set sort=mailbox-order
+set confirmcreate=no
+set confirmappend=no
+set delete=yes
+set move=no
+set record=""
+set postponed="+Drafts"
+set beep=no
+set wait_key=no
+""")
+    return rc
+
+
+class Mutt:
+    """A mutt process in tmux plus what a test reads from it."""
+
+    def __init__(self, home: Path, rc: Path) -> None:
+        self.home = home
+        env = {"HOME": str(home), "TERM": "xterm", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        self.term = TmuxScreen(["mutt", "-n", "-F", str(rc), "-d", "2"], env=env, cwd=str(home))
+
+    def wait(self, condition: Any, what: str | None = None, timeout: float = 8.0) -> str:
+        screen = self.term.wait_for(condition, timeout=timeout, what=what)
+        self.assert_no_error(screen)
+        return screen
+
+    def assert_no_error(self, screen: str) -> None:
+        """The last row is mutt's message line: errors show up there."""
+        rows = screen.rstrip("\n").splitlines()
+        last = rows[-1] if rows else ""
+        assert not _ERROR_LINE.search(last), f"mutt shows an error: {last!r}\n{screen}"
+
+    def index_wait(self, mailbox: str, count: int) -> str:
+        """Wait for the index of ``mailbox`` with ``count`` messages (and nothing pending to delete)."""
+        pattern = re.compile(rf"Mutt: ={re.escape(mailbox)} \[Msgs:{count}(?![0-9])(?:(?!Del:)[^\]])*\]")
+        return self.wait(pattern, f"index of {mailbox} with {count} messages")
+
+    def jump(self, number: int) -> None:
+        """Move the index cursor to message ``number`` (mutt's jump prompt)."""
+        self.term.type(str(number))
+        self.term.wait_for("Jump to message:", what="jump prompt")
+        self.term.send("Enter")
+
+    def prompt(self, key: str, question: str, answer: str) -> None:
+        self.term.send(key)
+        self.term.wait_for(question, what=question)
+        self.term.send("C-u")  # clear mutt's suggestion
+        self.term.type(answer)
+        self.term.send("Enter")
+
+    def quit(self) -> None:
+        self.term.send("q")
+        self.term.wait_for(lambda s: self.term.exit_status() is not None, what="mutt to exit")
+        assert self.term.exit_status() == 0, self.term.screen()
+
+    def close(self) -> None:
+        self.term.close()
+
+    def exchanges(self) -> list[tuple[str, str, str | None, str]]:
+        """(tag, command, status, text) of every IMAP command mutt sent, from its debug log."""
+        log = (self.home / ".muttdebug0").read_text(errors="replace")
+        commands: dict[str, str] = {}
+        answers: dict[str, tuple[str, str]] = {}
+        starts = [m.start() for m in _ENTRY.finditer(log)] + [len(log)]
+        for begin, end in zip(starts, starts[1:]):
+            entry = log[begin:end]
+            body = _ENTRY.sub("", entry, count=1)
+            sent = re.match(r"\d+> ", body)
+            if sent:
+                for line in body[sent.end():].splitlines():
+                    m = re.match(r"(a\d{4}) (.+)", line)
+                    if m:
+                        commands[m.group(1)] = m.group(2).strip()
+                continue
+            got = re.match(r"\d+< (a\d{4}) (OK|NO|BAD)\b ?(.*)", body)
+            if got:
+                answers[got.group(1)] = (got.group(2), got.group(3).strip())
+        return [(tag, cmd, *(answers.get(tag) or (None, ""))) for tag, cmd in sorted(commands.items())]
+
+
+#: NO answers that belong to a normal session: looking at, and copying into, a folder before mutt creates it.
+EXPECTED_NO = (
+    (re.compile(r"STATUS "), "[NONEXISTENT]"),
+    (re.compile(r"(UID )?COPY "), "[TRYCREATE]"),
+)
+
+
+def check_exchanges(mutt: Mutt, server: Any) -> list[str]:
+    """Every command mutt sent got a tagged answer, OK unless an expected NO; none was BAD."""
+    exchanges = mutt.exchanges()
+    assert exchanges, "mutt's debug log recorded no IMAP commands"
+    problems = []
+    for tag, command, status, text in exchanges:
+        if status is None:
+            if not command.startswith("LOGOUT"):
+                problems.append(f"{tag} {command}: no tagged answer")
+        elif status == "OK":
+            continue
+        elif status == "NO" and any(p.match(command) and text.startswith(code) for p, code in EXPECTED_NO):
+            continue
+        else:
+            problems.append(f"{tag} {command} -> {status} {text}")
+    assert not problems, "\n".join(problems)
+    log = server.log()
+    assert "Traceback" not in log and "SERVERBUG" not in log, log[-4000:]
+    # our server's debug log names each command it ran, by tag: it saw everything mutt sent
+    for tag, command, status, _ in exchanges:
+        name = command.split()[0].upper()
+        if command.upper().startswith("UID "):
+            name = "UID " + command.split()[1].upper()
+        assert re.search(rf": {tag} {re.escape(name)}\b", log), f"server log lacks {tag} {name}"
+    return [command for _, command, _, _ in exchanges]
+
+
+@pytest.fixture
+def mutt_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+def test_mutt_imaps_reads_flags_deletes_copies_and_sees_new_mail(server: Any, mutt_home: Path) -> None:
+    """A whole mutt session over implicit TLS leaves the server in the state the user asked for."""
+    for n in (1, 2, 3):
+        deliver(server, USER, f"mutt {n}", f"body of message {n}")
+    url = f"imaps://{USER.replace('@', '%40')}@127.0.0.1:{server.ports['imaps']}/"
+    mutt = Mutt(mutt_home, muttrc(mutt_home, url, starttls=False, idle=False, certificate=server.certificate))
+    try:
+        screen = mutt.index_wait("INBOX", 3)
+        assert all(f"mutt {n}" in screen for n in (1, 2, 3)), screen
+
+        # read message 1 in the pager, back to the index
+        mutt.jump(1)
+        mutt.term.send("Enter")
+        mutt.wait("body of message 1", "the pager")
+        mutt.term.send("i")
+        mutt.index_wait("INBOX", 3)
+
+        # flag message 2, delete message 3
+        mutt.jump(2)
+        mutt.term.send("F")
+        mutt.wait("Flag:1", "the flag in the status line")
+        mutt.jump(3)
+        mutt.term.send("d")
+        mutt.wait("Del:1", "the deletion in the status line")
+
+        # copy message 1 to a folder that doesn't exist yet (mutt creates it)
+        mutt.jump(1)
+        mutt.prompt("C", "Copy to mailbox", "=Saved/2026")
+        saved = eventually(lambda: server_view(server, USER, "Saved/2026"), lambda v: v is not None and "mutt 1" in v)
+        assert list(saved) == ["mutt 1"]
+
+        # sync: flags go to the server and the deleted message is expunged
+        mutt.term.send("$")
+        mutt.index_wait("INBOX", 2)
+        inbox = eventually(lambda: server_view(server, USER, "INBOX"), lambda v: v is not None and "mutt 3" not in v)
+        assert set(inbox) == {"mutt 1", "mutt 2"}
+        assert "\\Seen" in inbox["mutt 1"], inbox
+        assert "\\Flagged" in inbox["mutt 2"] and "\\Seen" not in inbox["mutt 2"], inbox
+        assert not any("\\Deleted" in flags for flags in inbox.values()), inbox
+
+        # change folder and back
+        mutt.prompt("c", "Open mailbox", "=Saved/2026")
+        screen = mutt.index_wait("Saved/2026", 1)
+        assert "mutt 1" in screen
+        mutt.prompt("c", "Open mailbox", "=INBOX")
+        mutt.index_wait("INBOX", 2)
+
+        # new mail arrives by SMTP while INBOX is open
+        deliver(server, USER, "mutt 4", "body of message 4")
+        screen = mutt.index_wait("INBOX", 3)
+        assert "mutt 4" in screen
+
+        mutt.quit()
+    finally:
+        mutt.close()
+    commands = check_exchanges(mutt, server)
+    sent = " | ".join(commands)
+    for expected in ("AUTHENTICATE", "SELECT \"INBOX\"", "UID FETCH", "UID STORE", "EXPUNGE", "CREATE \"Saved/2026\"", "UID COPY", "SELECT \"Saved/2026\""):
+        assert expected in sent, f"mutt never sent {expected}: {sent}"
+
+
+def test_mutt_starttls_with_idle_sees_new_mail(server: Any, mutt_home: Path) -> None:
+    """imap:// with STARTTLS required; IDLE pushes a new delivery to mutt's open INBOX."""
+    before = len(server_view(server, USER, "INBOX") or {})
+    deliver(server, USER, "starttls 1", "first")
+    url = f"imap://{USER.replace('@', '%40')}@127.0.0.1:{server.ports['imap']}/"
+    mutt = Mutt(mutt_home, muttrc(mutt_home, url, starttls=True, idle=True, certificate=server.certificate))
+    try:
+        screen = mutt.index_wait("INBOX", before + 1)
+        assert "starttls 1" in screen
+        # let mutt settle into IDLE before the delivery
+        deadline = time.monotonic() + 8
+        while not any(cmd.startswith("IDLE") for _, cmd, _, _ in mutt.exchanges()):
+            assert time.monotonic() < deadline, "mutt never entered IDLE"
+            time.sleep(0.1)
+        deliver(server, USER, "starttls 2", "second")
+        screen = mutt.index_wait("INBOX", before + 2)
+        assert "starttls 2" in screen
+        mutt.quit()
+    finally:
+        mutt.close()
+    commands = check_exchanges(mutt, server)
+    assert commands[0] == "STARTTLS" or "STARTTLS" in commands, commands
+    assert commands.index("STARTTLS") < min(i for i, c in enumerate(commands) if c.startswith(("AUTHENTICATE", "LOGIN")))
