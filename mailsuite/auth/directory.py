@@ -5,7 +5,10 @@ Implementation notes:
 - File: ``<data_root>/users.sqlite3`` (mode 0600: it holds password hashes),
   WAL journal so the server reads while the admin CLI writes from another
   process.  Every lookup is its own autocommit read, so CLI changes are seen
-  by the running server at the next lookup, without a restart or a cache.
+  by the running server at the next lookup, without a restart.  The server
+  remembers answers only while SQLite's ``data_version`` is unchanged
+  (:mod:`.lookup_cache`), which keeps that promise without a thread trip per
+  lookup.
 - Addresses are stored in normal form (:mod:`.addresses`); columns use
   ``COLLATE NOCASE``, so ``Alice@example.org`` and ``alice@example.org`` are
   one user, and lookups answer with the address as it was created.
@@ -37,6 +40,7 @@ from zope.interface import implementer
 
 from mailsuite.auth import hashing
 from mailsuite.auth.addresses import domain_of, normalise_address, normalise_domain
+from mailsuite.auth.lookup_cache import DataVersion, LookupCache
 from mailsuite.errors import InvalidName, NoSuchUser
 from mailsuite.interfaces import IUserDirectory, RecipientResolution, UserRecord
 
@@ -108,6 +112,9 @@ class SQLiteDirectory:
         self.pool = pool
         self._local = threading.local()
         self._create()
+        # The server (with a pool) remembers answers while the file is unchanged; the CLI asks every time.
+        self._version: DataVersion | None = DataVersion(str(self.path)) if pool is not None else None
+        self._answers = LookupCache(self._version, remember_errors=(NoSuchUser, InvalidName)) if self._version is not None else None
 
     # -- plumbing ----------------------------------------------------------
     def _create(self) -> None:
@@ -133,8 +140,17 @@ class SQLiteDirectory:
             return defer.maybeDeferred(f, *args)
         return threads.deferToThreadPool(self.reactor, self.pool, f, *args)
 
+    def _cached(self, kind: str, key: str, f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
+        if self._answers is None:
+            return self._run(f, *args)
+        return self._answers.lookup((kind, key), lambda: self._run(f, *args))
+
     def close(self) -> None:
         """Close this thread's connection (others close when their thread ends)."""
+        if self._version is not None:
+            self._version.close()
+            self._version = None
+            self._answers = None
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()
@@ -239,19 +255,19 @@ class SQLiteDirectory:
     # -- IUserDirectory --------------------------------------------------------
     def is_local_domain(self, domain: str) -> defer.Deferred[bool]:
         """True if mail for the domain is stored here."""
-        return self._run(self._is_local_domain, domain)
+        return self._cached("domain", domain, self._is_local_domain, domain)
 
     def resolve(self, address: str) -> defer.Deferred[RecipientResolution]:
         """Expand aliases and the catch-all; NoSuchUser for an unknown local address."""
-        return self._run(self._resolve, address)
+        return self._cached("resolve", address, self._resolve, address)
 
     def get_user(self, address: str) -> defer.Deferred[UserRecord | None]:
         """The user record, or None."""
-        return self._run(self.find_user, address)
+        return self._cached("user", address, self.find_user, address)
 
     def sender_addresses(self, user: str) -> defer.Deferred[frozenset[str]]:
         """The user's own address and aliases whose only target is the user."""
-        return self._run(self._sender_addresses, user)
+        return self._cached("senders", user, self._sender_addresses, user)
 
     def verify_password(self, address: str, password: str) -> defer.Deferred[bool]:
         """Check a password (slow hash, on the pool)."""

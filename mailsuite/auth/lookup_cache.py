@@ -1,0 +1,84 @@
+"""Remembered directory answers, valid exactly while the SQLite file is unchanged.
+
+Implementation notes:
+
+- Every RCPT asks the directory where an address goes, and every submission
+  MAIL asks which senders a user may use.  Each ask is a trip to a worker
+  thread and back (two thread switches, which under load cost more than the
+  query), so an SMTP transaction would pay it on every message.
+- Answers are kept with the database's ``PRAGMA data_version`` read when the
+  query was *started*.  SQLite changes that number whenever another
+  connection (the admin CLI in another process, or one of our own worker
+  threads' connections) commits, so an answer is reused only while the number
+  is unchanged: a user added or removed with the CLI is seen by the next
+  lookup, exactly as without the cache.  A commit that lands while a query
+  runs leaves the answer tagged with the older number, so it is never reused.
+- Reading ``data_version`` touches only SQLite's shared-memory WAL index, no
+  file data: a few microseconds, cheap enough for the reactor thread.
+- Errors that are answers (no such user) are remembered too; unexpected
+  failures are not.
+- The table is bounded: when full it is emptied (the working set refills it).
+"""
+
+from __future__ import annotations
+
+import copy
+import sqlite3
+from typing import Any, Callable, Hashable
+
+from twisted.internet import defer
+
+#: Most answers kept; beyond this the table starts over.
+MAX_ENTRIES = 8192
+
+
+class DataVersion:
+    """The database's change counter as seen from one private connection (reactor thread only)."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    def __call__(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._db.close()
+
+
+class LookupCache:
+    """Answers keyed by (kind, key), each valid while the database's version is the one it was read at."""
+
+    def __init__(self, version: Callable[[], int], remember_errors: tuple[type[BaseException], ...] = (), max_entries: int = MAX_ENTRIES) -> None:
+        self._version = version
+        self._remember_errors = remember_errors
+        self._max_entries = max_entries
+        self._answers: dict[Hashable, tuple[int, bool, Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, key: Hashable, query: Callable[[], defer.Deferred[Any]]) -> defer.Deferred[Any]:
+        """The remembered answer for ``key`` if the database has not changed since, else ``query()`` (and remember it)."""
+        version = self._version()
+        found = self._answers.get(key)
+        if found is not None and found[0] == version:
+            self.hits += 1
+            _, ok, value = found
+            return defer.succeed(value) if ok else defer.fail(copy.copy(value))
+        self.misses += 1
+
+        def remember(value: Any) -> Any:
+            self._store(key, version, True, value)
+            return value
+
+        def remember_error(failure: Any) -> Any:
+            if self._remember_errors and failure.check(*self._remember_errors):
+                self._store(key, version, False, failure.value)
+            return failure
+
+        return query().addCallbacks(remember, remember_error)
+
+    def _store(self, key: Hashable, version: int, ok: bool, value: Any) -> None:
+        if len(self._answers) >= self._max_entries:
+            self._answers.clear()
+        self._answers[key] = (version, ok, value)
