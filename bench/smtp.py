@@ -12,7 +12,9 @@ users.  Inbound SPF/DKIM/DMARC checks (mailsuite.mailauth) are off unless
 (".") to the 250, the longest and p99 NOOP round trip a separate probe
 process saw meanwhile (what another client feels), and the reactor's own lag:
 how late a 10 ms LoopingCall inside the server ran (a stall of the reactor
-thread shows up there directly, without the client side's scheduling).
+thread shows up there directly, without the client side's scheduling).  ``cpu ms/msg`` is the
+server process's user+system CPU time per accepted message: a figure that the
+machine's other load disturbs far less than the rate.
 
 ``--postfix`` runs the same load against a private Postfix instance
 (bench/peers/postfix.py) and prints its accepted and delivered rates with
@@ -129,6 +131,12 @@ async def run_level(port: int, clients: int, seconds: float, size: int) -> tuple
     deadline = time.monotonic() + seconds
     await asyncio.gather(*(client(port, deadline, size, i, latencies, counter) for i in range(clients)))
     return counter[0], latencies
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -250,7 +258,7 @@ def main() -> None:
         port = json.loads(ports_file.read_text())["smtp"]
         print(f"mailsuite SMTP benchmark: {args.size} byte messages, fsync on, {args.seconds:.0f}s per level, "
               f"inbound mail checks {'on' if args.mailauth else 'off'}, data in {data}")
-        print(f"{'clients':>7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13} {'lag max ms':>11} {'lag p99 ms':>11}")
+        print(f"{'clients':>7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13} {'lag max ms':>11} {'lag p99 ms':>11} {'cpu ms/msg':>10}")
         rates: list[float] = []
         lag_max: list[float] = []
         for level in [int(x) for x in args.clients.split(",")]:
@@ -260,9 +268,9 @@ def main() -> None:
             prober.start()
             time.sleep(0.2)
             child.send_signal(signal.SIGUSR1)  # start a fresh lag window
-            started = time.monotonic()
+            started, cpu_before = time.monotonic(), cpu_seconds(child.pid)
             count, latencies = asyncio.run(run_level(port, level, args.seconds, args.size))
-            elapsed = time.monotonic() - started
+            elapsed, cpu_used = time.monotonic() - started, cpu_seconds(child.pid) - cpu_before
             stats_file.unlink(missing_ok=True)
             child.send_signal(signal.SIGUSR1)
             stop.set()
@@ -275,7 +283,7 @@ def main() -> None:
             lag_max.append(lag["max"] * 1000)
             print(f"{level:>7} {count / elapsed:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} "
                   f"{result.get('max', float('nan')) * 1000:>13.1f} {result.get('p99', float('nan')) * 1000:>13.1f} "
-                  f"{lag['max'] * 1000:>11.1f} {lag['p99'] * 1000:>11.1f}", flush=True)
+                  f"{lag['max'] * 1000:>11.1f} {lag['p99'] * 1000:>11.1f} {cpu_used * 1000 / max(count, 1):>10.2f}", flush=True)
         stored = sum(len(os.listdir(data / "mail" / "example.test" / u.split("@")[0] / "new")) for u in USERS)
         print(f"messages on disk: {stored}")
         if args.compare_port:
