@@ -803,6 +803,13 @@ class MaildirFolder:
             records: list[str] = []
             state.sync(records)
             claimed = [] if self.read_only else state.claim_recent(records)
+            if claimed:
+                # The claim renamed files new/ -> cur/, so the next sync of any session would list
+                # both directories again (on a big folder, most of a SELECT's time): list them now,
+                # once the mtime clock has moved on, so the listing is remembered as settled.
+                state.wait_until_settled("cur")
+                state.wait_until_settled("new")
+                state.sync(records)
             state.commit(records)
             header = (state.uidvalidity, state.uidnext, state.highest_modseq, frozenset(state.keywords))
             in_new = frozenset(e.uid for e in state.entries.values() if e.where == "new") if self.read_only else frozenset()

@@ -13,8 +13,12 @@ Implementation notes:
   an end marker ``E <count>``: a truncated snapshot is detected, never trusted.
 - An optional ``L`` line/record saves the identities (inode, mtime) of new/
   and cur/ at their last listing when they had settled (mtime older than two
-  seconds); any later change to a directory changes its mtime, so while the
-  identities still match, a process (even a fresh one) may skip listing it.
+  seconds; on a local file system with nanosecond mtimes, older than the
+  coarse clock that stamps them, read before the stat); any later change to
+  a directory changes its mtime, so while the identities still match, a
+  process (even a fresh one) may skip listing it.  A session that claimed
+  \\Recent (renames new/ -> cur/) lists both once more right away, so the
+  next SELECT of a big folder lists nothing.
 - The log starts with ``mailsuite-log <generation>``; a log of another
   generation than the snapshot is stale (a compaction crashed between its two
   renames) and ignored.  Records set absolute values (``+`` add, ``=``
@@ -44,6 +48,7 @@ import fcntl
 import os
 import re
 import stat
+import sys
 import threading
 import time
 import zlib
@@ -62,8 +67,15 @@ LOCK_FILE = "mailsuite-state.lock"
 #: Compact the log into a new snapshot once it is this big (and bigger than half the snapshot).
 LOG_COMPACT_BYTES = 256 * 1024
 MAX_KEYWORDS = 26
-#: A directory whose mtime is older than this may be trusted not to have changed unseen (ns).
+#: A directory whose mtime is older than this may be trusted not to have changed unseen (ns);
+#: the rule for file systems with whole-second (or unknown) timestamps, as Dovecot's.
 SETTLE_NS = 2_000_000_000
+#: Linux's CLOCK_REALTIME_COARSE (Python names no constant): the clock local file systems stamp
+#: mtimes with (or finer, never coarser: multigrain timestamps).
+_COARSE_CLOCK = getattr(time, "CLOCK_REALTIME_COARSE", 5 if sys.platform.startswith("linux") else None)
+#: Local file systems with nanosecond timestamps from this machine's clock (not NFS/FUSE/SMB,
+#: whose mtimes come from another clock).
+_LOCAL_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs", "bcachefs"})
 
 _FLAG_LETTER = {flag.lower(): letter for letter, flag in SYSTEM_FLAGS.items()}
 _UTC = datetime.timezone.utc
@@ -154,6 +166,37 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def _coarse_ns() -> int | None:
+    """The coarse real-time clock that stamps file mtimes on Linux (None where there is none)."""
+    if _COARSE_CLOCK is None:
+        return None
+    try:
+        return time.clock_gettime_ns(_COARSE_CLOCK)
+    except OSError:
+        return None
+
+
+def fs_type(path: str) -> str | None:
+    """The type of the file system holding ``path`` (Linux /proc/self/mountinfo; None if unknown)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+        real = os.path.realpath(path)
+    except OSError:
+        return None
+    best, found = -1, None
+    for line in lines:
+        fields = line.split(" ")
+        try:
+            mount = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+            kind = fields[fields.index("-", 6) + 1]
+        except (IndexError, ValueError):
+            continue
+        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > best:
+            best, found = len(mount), kind
+    return found
+
+
 class CorruptState(Exception):
     """A snapshot file that cannot be trusted (truncated or malformed)."""
 
@@ -183,6 +226,9 @@ class FolderState:
         #: (new/, cur/) identities before the last full listing, when they had settled (see _list).
         self._listed: dict[str, tuple[int, int] | None] = {}
         self._listed_saved: dict[str, tuple[int, int] | None] = {}  # what the files say (L record)
+        #: True when mtimes here come from this machine's coarse clock in ns (see _settled).
+        self._fine_mtimes: bool | None = None
+        self._clock_before_stat: int | None = None  # coarse clock read just before the last _identity()
         self._snapshot: tuple[int, dict[int, MessageInfo]] | None = None
         #: UIDs changed since the cached snapshot was built (None: rebuild it whole).
         self._dirty: set[int] | None = None
@@ -567,6 +613,9 @@ class FolderState:
 
     # -- synchronising with the directory ---------------------------------------
     def _identity(self) -> dict[str, tuple[int, int]]:
+        if self._fine_mtimes is None:
+            self._fine_mtimes = _coarse_ns() is not None and fs_type(self.path) in _LOCAL_FS
+        self._clock_before_stat = _coarse_ns() if self._fine_mtimes else None
         ids = {}
         for where in ("new", "cur"):
             try:
@@ -583,9 +632,37 @@ class FolderState:
         directory's identity is taken *before* it is listed, and remembered
         only when its mtime was already SETTLE seconds old then; so a later
         change always gives a different mtime, even with coarse timestamps
-        (Dovecot's rule).
+        (Dovecot's rule).  On a local file system with nanosecond mtimes
+        "settled" means the coarse clock that stamps mtimes had already
+        passed the mtime before the directory was stat'ed (so any later change
+        gets a later mtime): a few milliseconds instead of two seconds.
         """
         return {where for where, identity in ids.items() if self._listed.get(where) == identity}
+
+    def _settled(self, mtime_ns: int, now_ns: int) -> bool:
+        """May a listing made after this mtime was seen be trusted until the mtime changes? (see _unchanged)"""
+        before = self._clock_before_stat
+        if before is not None and mtime_ns % 1_000_000_000:
+            return before > mtime_ns
+        return now_ns - mtime_ns > SETTLE_NS
+
+    def wait_until_settled(self, where: str, limit: float = 0.05) -> None:
+        """Sleep (at most ``limit`` s) until a listing of ``where`` made now could be remembered as settled.
+
+        Only useful on file systems with fine mtimes (milliseconds); elsewhere it returns at once.
+        """
+        if not self._fine_mtimes:
+            return
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                mtime = os.stat(os.path.join(self.path, where)).st_mtime_ns
+            except FileNotFoundError:
+                return
+            now = _coarse_ns()
+            if now is None or now > mtime or not mtime % 1_000_000_000:
+                return
+            time.sleep(0.001)
 
     def unchanged_since_listing(self) -> bool:
         """True when neither new/ nor cur/ needs listing again."""
@@ -609,7 +686,7 @@ class FolderState:
             except FileNotFoundError:
                 raise NoSuchFolder() from None
             if ids is not None:
-                self._listed[where] = ids[where] if now_ns - ids[where][1] > SETTLE_NS else None
+                self._listed[where] = ids[where] if self._settled(ids[where][1], now_ns) else None
         return out
 
     @staticmethod
@@ -646,7 +723,7 @@ class FolderState:
         unknown: list[tuple[str, str]] = []
         missing: list[int] = []
         for where in ("new", "cur"):
-            if where not in skip:
+            if where not in skip and known[where].keys() != listed[where]:  # equal: one C-speed pass
                 unknown += [(where, n) for n in listed[where] - known[where].keys()]
                 missing += [known[where][n] for n in known[where].keys() - listed[where]]
         modseq = self.highest_modseq + 1

@@ -579,3 +579,35 @@ def test_a_fresh_process_trusts_a_saved_settled_listing_only_while_nothing_chang
     again = make_store(tmp_path / "mail")
     folder = result(again.user_mailbox(ALICE).open_folder("INBOX", read_only=True))
     assert [m.uid for m in folder.messages()] == [1, 2, 3, 4]
+
+
+def test_a_select_that_claimed_new_mail_leaves_nothing_to_list_for_the_next(store, tmp_path, monkeypatch):
+    """After a SELECT moved new mail to cur/, the next SELECT needs no listing (big-folder SELECT speed),
+    and a rename by another program right after is still seen."""
+    for i in range(3):
+        deliver_bytes(store, ALICE, msg(i))
+    first = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    assert first.recent == {1, 2, 3}
+    inbox = tmp_path / "mail" / "example.test" / "alice"
+    state = store.state(str(inbox), str(inbox))
+    if not state._fine_mtimes:
+        pytest.skip("file system without local nanosecond mtimes: the two-second rule applies")
+    listings = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: (listings.append(str(path)), real_listdir(path))[1])
+    second = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    assert [m.uid for m in second.messages()] == [1, 2, 3]
+    assert not any(p.endswith(("/new", "/cur")) for p in listings)
+    name = sorted(real_listdir(inbox / "cur"))[0]
+    os.rename(inbox / "cur" / name, inbox / "cur" / (name.split(":2,")[0] + ":2,F"))  # mutt flags it
+    change = result(second.refresh())
+    assert [(m.uid, m.flags) for m in change.changed] == [(1, {"\\Flagged"})]
+
+
+def test_fs_type_names_the_file_system_of_a_path(tmp_path):
+    """The mount table lookup behind the settle rule finds a type for a real path."""
+    from mailsuite.store.state import fs_type
+
+    if not os.path.exists("/proc/self/mountinfo"):
+        pytest.skip("no /proc/self/mountinfo on this system")
+    assert fs_type(str(tmp_path))
