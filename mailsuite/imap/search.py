@@ -45,13 +45,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import datetime
 import email.utils
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
-from mailsuite.imap import mime
+from mailsuite.imap import mime, search_cache
 from mailsuite.imap.wire import ParseError, Reader, SequenceSet
 
 __all__ = [
@@ -141,20 +142,176 @@ class SearchMessage:
     message: Callable[[], bytes]
 
 
+#: Codecs (Python's canonical names) that turn every ASCII octet into the same ASCII character
+#: and keep no state, so ASCII text in them can be matched as bytes without decoding.
+#: Stateful or multi-byte ones (UTF-7, ISO-2022-*, HZ, UTF-16) are deliberately absent.
+_ASCII_SAFE = frozenset(
+    ["utf-8", "ascii", "koi8-r", "koi8-u", "cp437", "cp850", "mac-roman"]
+    + [f"iso8859-{n}" for n in range(1, 17) if n != 12]
+    + [f"cp{n}" for n in range(1250, 1259)]
+)
+_ascii_safe_names: dict[str, bool] = {}
+
+
+def _ascii_safe(codec: str) -> bool:
+    """Does ``codec`` decode ASCII octets to themselves (statelessly)?"""
+    known = _ascii_safe_names.get(codec)
+    if known is None:
+        try:
+            known = codecs.lookup(codec).name in _ASCII_SAFE
+        except LookupError:
+            known = False  # body_text falls back to UTF-8 then, which is safe, but stay simple
+        if len(_ascii_safe_names) < 1000:
+            _ascii_safe_names[codec] = known
+    return known
+
+
+#: ``charset=name`` as a whole Content-Type parameter: the raw pre-filter applies only when
+#: every occurrence of "charset" in a message reads like this with an ASCII-safe name.
+_CHARSET_PARAM = re.compile(rb'charset[ \t]*=[ \t]*"?([a-z0-9_.:+-]{1,40})"?[ \t]*(?=[;\r\n]|$)')
+
+# A text leaf of a message: (body start, body end, transfer encoding to undo or None, charset codec,
+# codec is ASCII-safe).  What mime.body_text() does to that part, without the Part tree.
+Leaf = tuple[int, int, Optional[bytes], str, bool]
+# The structure SEARCH keeps per message: header ranges (the message's and those of encapsulated
+# messages, as TEXT reads them) and the text leaves (as BODY reads them).
+Structure = tuple[tuple[tuple[int, int], ...], tuple[Leaf, ...]]
+
+
+def _leaf(part: mime.Part) -> Leaf:
+    encoding = (part.encoding or b"7bit").lower()
+    transfer = encoding if encoding in (b"base64", b"quoted-printable") else None  # else: octets as they are
+    codec = mime._charset_decoder(part.param(b"charset"))
+    return (part.body_start, part.end, transfer, codec, _ascii_safe(codec))
+
+
+def _header_range(part: mime.Part) -> tuple[int, int]:
+    # the octets mime's parser splits into Part.fields
+    return (part.start, min(part.body_start, part.start + mime.MAX_HEADER_PARSED))
+
+
+_PLAIN_CODEC = mime._charset_decoder(None)  # what body_text uses for text without a charset
+
+
+def simple_structure(data: bytes, lower: bytes | None = None) -> Structure | None:
+    """The structure of a message whose header has no Content-* field (one text/plain
+    us-ascii leaf, RFC 2045 5.2), found without a MIME parse; None for any other message.
+    ``lower``: ``data.lower()`` if the caller has it."""
+    body_start = mime._header_end(data, 0, len(data))  # where mime's parser ends the top-level header
+    header_end = min(body_start, mime.MAX_HEADER_PARSED)
+    if lower is not None:
+        if lower.find(b"content-", 0, header_end) >= 0:
+            return None
+    elif b"content-" in data[:header_end].lower():
+        return None
+    return (((0, header_end),), ((body_start, len(data), None, _PLAIN_CODEC, _ascii_safe(_PLAIN_CODEC)),))
+
+
+def message_structure(data: bytes) -> Structure:
+    """Header ranges and text leaves of a whole message, as mime.parse() sees them."""
+    simple = simple_structure(data)
+    if simple is not None:
+        return simple
+    root = mime.parse(data)
+    headers = [_header_range(root)]
+    headers.extend(_header_range(part.message) for _numbers, part in root.walk() if part.message is not None)
+    leaves = tuple(_leaf(part) for part in root.leaves() if part.media_type.lower() == b"text")
+    return (tuple(headers), leaves)
+
+
+def _structure_cost(structure: Structure) -> int:
+    return 120 + 40 * len(structure[0]) + 120 * len(structure[1])
+
+
+def leaf_text(data: bytes, leaf: Leaf) -> str:
+    """A text leaf as text, exactly as :func:`mime.body_text` decodes it."""
+    start, end, transfer, codec, _safe = leaf
+    raw = data[start:end]
+    if transfer is not None:
+        raw = mime._decode_transfer(raw, transfer)
+    try:
+        return raw.decode(codec, "replace")
+    except (LookupError, ValueError):
+        return raw.decode("utf-8", "replace")
+
+
+def raw_excludes(data: bytes, lower: bytes, needle_ascii: bytes | None, *, text: bool) -> bool:
+    """True when no text BODY (``text``: TEXT) searches in this message can contain the needle,
+    judged from the raw octets alone: an all-ASCII message with no base64 or quoted-printable
+    anywhere, only ASCII-safe charsets (and for TEXT no encoded word) decodes every part to a
+    substring of itself, and ASCII text case-folds like bytes.lower().  False means "maybe"."""
+    if not data.isascii():
+        return False  # Unicode case folding of non-ASCII text can produce ASCII letters
+    if b"base64" in lower or b"quoted-printable" in lower:
+        return False
+    if text and b"=?" in data:
+        return False
+    if b"charset" in lower:
+        names = _CHARSET_PARAM.findall(lower)
+        if len(names) != lower.count(b"charset"):
+            return False
+        for name in set(names):
+            if not _ascii_safe(mime._charset_decoder(name)):
+                return False
+    if needle_ascii is None:
+        return True  # a non-ASCII needle in all-ASCII text
+    if needle_ascii in lower:
+        return False
+    if text and needle_ascii in lower.replace(b"\r\n", b"").replace(b"\n", b""):
+        return False  # header fields are matched unfolded
+    return True
+
+
+_field_patterns: dict[str, re.Pattern[bytes]] = {}
+
+
+def _field_pattern(name: str) -> re.Pattern[bytes]:
+    """``name:`` at a line start and its continuation lines (in a header split at LF only)."""
+    pattern = _field_patterns.get(name)
+    if pattern is None:
+        pattern = re.compile(b"^" + re.escape(name.encode("latin-1")) + rb"[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.M | re.I)
+        if len(_field_patterns) < 256:
+            _field_patterns[name] = pattern
+    return pattern
+
+
+def _lf_fields(header: bytes) -> bytes | None:
+    """The part of a header block :func:`mime.split_fields` reads, if its lines end in LF or
+    CRLF only (then a regex finds a field as split_fields would); None if a bare CR is in it."""
+    if header.count(b"\r") != header.count(b"\r\n"):
+        return None
+    if header[:1] == b"\n" or header[:2] == b"\r\n":
+        return b""
+    crlf = header.find(b"\n\r\n")
+    lf = header.find(b"\n\n")
+    ends = [i for i in (crlf, lf) if i >= 0]
+    return header[: min(ends) + 1] if ends else header
+
+
 class _Context:
-    """Per-message caches so each file is read and each header parsed at most once."""
+    """Per-message caches so each file is read and each header parsed at most once;
+    ``facts`` (the shared :mod:`search_cache` entry) carries them across searches."""
 
-    __slots__ = ("msg", "last_seq", "last_uid", "_header", "_fields", "_message", "_bodies", "_text")
+    __slots__ = ("msg", "last_seq", "last_uid", "facts", "cache", "key", "_header", "_fields", "_lf_header", "_message",
+                 "_structure", "_lower", "_leaf_texts", "_header_texts")
 
-    def __init__(self, msg: SearchMessage, last_seq: int, last_uid: int) -> None:
+    def __init__(self, msg: SearchMessage, last_seq: int, last_uid: int,
+                 facts: search_cache.MessageFacts | None = None, cache: search_cache.SearchCache | None = None,
+                 key: Any = None) -> None:
         self.msg = msg
         self.last_seq = last_seq
         self.last_uid = last_uid
+        self.facts = facts  # the cached entry, if there was one
+        self.cache = cache
+        self.key = key  # the cache key (entries are created only to store something)
         self._header: bytes | None = None
         self._fields: dict[str, list[mime.Field]] | None = None
+        self._lf_header: Any = False  # not looked at yet
         self._message: bytes | None = None
-        self._bodies: list[str] | None = None
-        self._text: list[str] | None = None
+        self._structure: Structure | None = None
+        self._lower: Any = False  # not computed yet
+        self._leaf_texts: dict[int, str] | None = None
+        self._header_texts: list[str] | None = None
 
     def header(self) -> bytes:
         if self._header is None:
@@ -174,40 +331,190 @@ class _Context:
             self._fields = found
         return self._fields
 
-    def header_texts(self, name: str) -> list[str]:
-        return [_fold(decode_header_text(f.value)) for f in self.fields().get(name, [])]
+    def field_values(self, name: str) -> list[bytes]:
+        """The unfolded values of every field ``name`` (lower case), in order."""
+        if self._lf_header is False:
+            self._lf_header = _lf_fields(self.header()) if self._fields is None else None
+        if self._lf_header is not None:
+            return [mime.unfold(m.group(1)) for m in _field_pattern(name).finditer(self._lf_header)]
+        return [f.value for f in self.fields().get(name, ())]
+
+    def header_texts(self, name: str) -> tuple[str, ...]:
+        """The folded, decoded values of field ``name`` (empty: no such field)."""
+        facts = self.facts
+        if facts is not None:
+            texts = facts.fields.get(name)
+            if texts is not None:
+                return texts
+        texts = tuple(_fold(decode_header_text(value)) for value in self.field_values(name))
+        store = self._store()
+        if store is not None:
+            store.add_field(self.facts, name, texts)  # type: ignore[arg-type]
+        return texts
+
+    def _store(self) -> search_cache.SearchCache | None:
+        """The cache to remember a fact in (``self.facts`` made to exist), or None."""
+        cache = self.cache
+        if cache is None:
+            return None
+        if self.facts is None:
+            if self.key is None:
+                return None
+            self.facts = cache.facts(self.key)
+        return cache
+
+    def header_excludes(self, needle_ascii: bytes | None, spaced: bool) -> bool:
+        """True when no field value of the header block can contain the needle: an ASCII
+        block without encoded words decodes each value to a substring of itself, once its line
+        breaks are gone (only a needle with blanks can span a fold)."""
+        header = self.header()
+        if not header.isascii() or b"=?" in header:
+            return False
+        if needle_ascii is None:
+            return True
+        lower = header.lower()
+        if needle_ascii in lower:
+            return False
+        return not (spaced and needle_ascii in lower.replace(b"\r\n", b"").replace(b"\n", b"").replace(b"\r", b""))
+
+    def sent_day(self) -> datetime.date | None:
+        """The Date: header's own calendar day (None: no parsable Date:)."""
+        facts = self.facts
+        if facts is not None and facts.has_sent:
+            return facts.sent  # type: ignore[no-any-return]
+        day = _sent_day(self.field_values("date"))
+        store = self._store()
+        if store is not None:
+            store.set_sent(self.facts, day)  # type: ignore[arg-type]
+        return day
 
     def message(self) -> bytes:
         if self._message is None:
             self._message = self.msg.message()
         return self._message
 
+    def structure(self) -> Structure:
+        if self._structure is None:
+            facts = self.facts
+            if facts is not None and facts.structure is not None:
+                self._structure = facts.structure
+            else:
+                data = self.message()
+                simple = simple_structure(data)
+                if simple is not None:
+                    self._structure = simple
+                else:
+                    self._remember(message_structure(data))
+        return self._structure  # type: ignore[return-value]
+
+    def _remember(self, structure: Structure) -> None:
+        self._structure = structure
+        store = self._store()
+        if store is not None:
+            store.set_structure(self.facts, structure, _structure_cost(structure))  # type: ignore[arg-type]
+
+    def _text_of(self, index: int, leaf: Leaf) -> str:
+        if self._leaf_texts is None:
+            self._leaf_texts = {}
+        text = self._leaf_texts.get(index)
+        if text is None:
+            text = self._leaf_texts[index] = _fold(leaf_text(self.message(), leaf))
+        return text
+
     def bodies(self) -> list[str]:
         """Folded text of every text part (transfer encoding and charset undone)."""
-        if self._bodies is None:
+        return [self._text_of(i, leaf) for i, leaf in enumerate(self.structure()[1])]
+
+    def body_contains(self, needle: str, needle_ascii: bytes | None) -> bool:
+        """Does a text part contain ``needle`` (folded; ``needle_ascii`` its bytes if ASCII)?
+        Parts that need no decoding and are ASCII are matched as bytes."""
+        leaves = self.structure()[1]
+        data = self.message()
+        for i, leaf in enumerate(leaves):
+            if leaf[2] is None and leaf[4] and (self._leaf_texts is None or i not in self._leaf_texts):
+                lower = self.lower()
+                if lower is not None:
+                    # the whole message is ASCII
+                    if needle_ascii is not None and lower.find(needle_ascii, leaf[0], leaf[1]) >= 0:
+                        return True
+                    continue
+                chunk = data[leaf[0] : leaf[1]]
+                if chunk.isascii():
+                    # ASCII decodes to itself in an ASCII-safe codec, and folds like bytes.lower()
+                    if needle_ascii is not None and needle_ascii in chunk.lower():
+                        return True
+                    continue
+            if needle in self._text_of(i, leaf):
+                return True
+        return False
+
+    def excluded(self, needle_ascii: bytes | None, *, text: bool) -> bool:
+        """The raw pre-filter (:func:`raw_excludes`), tried only when the structure is unknown
+        and would take a MIME parse; a True answer spares that parse."""
+        if self._structure is not None:
+            return False
+        facts = self.facts
+        if facts is not None and facts.structure is not None:
+            self._structure = facts.structure
+            return False
+        data = self.message()
+        lower = self.lower()
+        simple = simple_structure(data, lower)
+        if simple is not None:
+            self._structure = simple  # as cheap to find again as to look up: not cached
+            return False
+        if lower is None:
+            return False  # not ASCII: no raw pre-filter
+        return raw_excludes(data, lower, needle_ascii, text=text)
+
+    def lower(self) -> bytes | None:
+        """The whole message lower-cased, if it is all ASCII (else None)."""
+        if self._lower is False:
             data = self.message()
-            root = mime.parse(data)
+            self._lower = data.lower() if data.isascii() else None
+        return self._lower  # type: ignore[return-value]
+
+    def header_texts_all(self) -> list[str]:
+        """Every header field (message and encapsulated messages), folded, for TEXT."""
+        if self._header_texts is None:
+            data = self.message()
             texts = []
-            for part in root.leaves():
-                if part.media_type.lower() == b"text":
-                    texts.append(_fold(mime.body_text(data, part)))
-            self._bodies = texts
-        return self._bodies
+            for start, end in self.structure()[0]:
+                for f in mime.split_fields(data[start:end]):
+                    texts.append(_fold(decode_header_text(unfolded_field(f.raw))))
+            self._header_texts = texts
+        return self._header_texts
+
+    def headers_contain(self, needle: str, needle_ascii: bytes | None) -> bool:
+        data = self.message()
+        if self._header_texts is None:
+            for start, end in self.structure()[0]:
+                block = data[start:end]
+                if block.isascii() and b"=?" not in block:
+                    # unfolded ASCII fields are substrings of the block without its line breaks
+                    if needle_ascii is not None and needle_ascii in block.lower().replace(b"\r\n", b"").replace(b"\n", b""):
+                        break
+                    continue
+                break
+            else:
+                return False
+        return any(needle in t for t in self.header_texts_all())
 
     def all_text(self) -> list[str]:
         """Headers (message and encapsulated messages) and bodies, for TEXT."""
-        if self._text is None:
-            data = self.message()
-            root = mime.parse(data)
-            texts = []
-            headers = [root.fields]
-            headers.extend(part.message.fields for _numbers, part in root.walk() if part.message is not None)
-            for fields in headers:
-                for f in fields:
-                    texts.append(_fold(decode_header_text(unfolded_field(f.raw))))
-            texts.extend(self.bodies())
-            self._text = texts
-        return self._text
+        return self.header_texts_all() + self.bodies()
+
+
+def _sent_day(values: list[bytes]) -> datetime.date | None:
+    if not values:
+        return None
+    parsed = email.utils.parsedate_tz(values[-1].decode("latin-1"))
+    if parsed is None:
+        return None
+    try:
+        return datetime.date(parsed[0], parsed[1], parsed[2])
+    except (ValueError, TypeError):
+        return None
 
 
 def unfolded_field(raw: bytes) -> bytes:
@@ -365,17 +672,12 @@ class SentDate(Key):
     needs = "header"
 
     def match(self, ctx: _Context) -> bool:
-        values = ctx.fields().get("date")
-        if not values:
-            return False
-        parsed = email.utils.parsedate_tz(values[-1].value.decode("latin-1"))
-        if parsed is None:
-            return False
-        try:
-            sent = datetime.date(parsed[0], parsed[1], parsed[2])
-        except (ValueError, TypeError):
-            return False
-        return _compare(sent, self.op, self.day)
+        sent = ctx.sent_day()
+        return sent is not None and _compare(sent, self.op, self.day)
+
+
+def _ascii_needle(needle: str) -> bytes | None:
+    return needle.encode("ascii") if needle.isascii() else None
 
 
 @dataclass
@@ -386,10 +688,24 @@ class HeaderContains(Key):
     needle: str  # folded
     needs = "header"
 
+    def __post_init__(self) -> None:
+        self._ascii = _ascii_needle(self.needle)
+        self._spaced = any(c in self.needle for c in " \t")
+
     def match(self, ctx: _Context) -> bool:
         if not self.needle:
-            return self.name in ctx.fields()
-        return any(self.needle in value for value in ctx.header_texts(self.name))
+            return bool(ctx.header_texts(self.name))
+        facts = ctx.facts
+        texts = facts.fields.get(self.name) if facts is not None else None
+        if texts is None:
+            if ctx.header_excludes(self._ascii, self._spaced):
+                return False
+            texts = ctx.header_texts(self.name)
+        needle = self.needle
+        for value in texts:
+            if needle in value:
+                return True
+        return False
 
 
 @dataclass
@@ -397,8 +713,13 @@ class BodyContains(Key):
     needle: str
     needs = "body"
 
+    def __post_init__(self) -> None:
+        self._ascii = _ascii_needle(self.needle)
+
     def match(self, ctx: _Context) -> bool:
-        return any(self.needle in text for text in ctx.bodies())
+        if ctx.excluded(self._ascii, text=False):
+            return False
+        return ctx.body_contains(self.needle, self._ascii)
 
 
 @dataclass
@@ -406,8 +727,13 @@ class TextContains(Key):
     needle: str
     needs = "body"
 
+    def __post_init__(self) -> None:
+        self._ascii = _ascii_needle(self.needle)
+
     def match(self, ctx: _Context) -> bool:
-        return any(self.needle in text for text in ctx.all_text())
+        if ctx.excluded(self._ascii, text=True):
+            return False
+        return ctx.body_contains(self.needle, self._ascii) or ctx.headers_contain(self.needle, self._ascii)
 
 
 @dataclass
@@ -629,8 +955,66 @@ def parse(args: Any, resolve: Callable[[Any, bool], Iterable[int]] | None = None
     return query
 
 
+#: Stands for "the Date: header's day" among field names (no field name contains a space).
+SENT = " sent"
+
+
+def header_fields_needed(key: Key) -> frozenset[str]:
+    """Lower-cased names of the header fields a key tree matches on (:data:`SENT` for SENT*)."""
+    if isinstance(key, HeaderContains):
+        return frozenset([key.name])
+    if isinstance(key, SentDate):
+        return frozenset([SENT])
+    if isinstance(key, AllOf):
+        return frozenset().union(*(header_fields_needed(k) for k in key.keys))
+    if isinstance(key, AnyOf):
+        return header_fields_needed(key.first) | header_fields_needed(key.second)
+    if isinstance(key, Not):
+        return header_fields_needed(key.key)
+    return frozenset()
+
+
+def facts_answer(facts: search_cache.MessageFacts | None, names: frozenset[str]) -> bool:
+    """Do the cached facts of a message answer every header key (``names``) without its header?"""
+    if facts is None:
+        return False
+    fields = facts.fields
+    for name in names:
+        if name == SENT:
+            if not facts.has_sent:
+                return False
+        elif name not in fields:
+            return False
+    return True
+
+
 def _never_read() -> bytes:  # pragma: no cover - meta keys never call it
     raise AssertionError("a meta-only search tried to read a message")
+
+
+class _StoredMessage:
+    """A candidate as :func:`evaluate` sees it: the :class:`SearchMessage` fields, octets read
+    through the store's opener (no per-message closures)."""
+
+    __slots__ = ("seq", "info", "recent", "_open", "_block")
+
+    def __init__(self, seq: int, info: Any, recent: bool, open_file: Callable[[], Any], block: bytes | None) -> None:
+        self.seq = seq
+        self.info = info
+        self.recent = recent
+        self._open = open_file
+        self._block = block
+
+    def header(self) -> bytes:
+        if self._block is not None:
+            return self._block
+        with self._open() as fp:
+            return mime.read_header(fp)
+
+    def message(self) -> bytes:
+        with self._open() as fp:
+            fp.seek(0)
+            return bytes(fp.read())
 
 
 def evaluate(
@@ -638,10 +1022,14 @@ def evaluate(
     candidates: Sequence[tuple[int, int, Any, bool]],
     opener: Callable[[int], Callable[[], Any]],
     headers: dict[int, bytes] | None = None,
+    cache: search_cache.SearchCache | None = None,
+    prefix: tuple[Any, ...] = (),
 ) -> list[tuple[int, int, int]]:
     """Drop-in for ``search_fallback.evaluate``: ``(seq, uid, modseq)`` of the matches among
     ``(seq, uid, info, recent)`` candidates; ``opener(uid)()`` opens the message file;
     ``headers`` may hold header blocks already read (by UID), used instead of the file.
+    With ``cache``, what is learnt of each message is shared under
+    ``prefix + (uid, info.key, info.size)`` (``prefix`` names the folder incarnation).
 
     Sequence sets must be bound (:meth:`Query.bind`) when candidates are a batch.
     A message that vanished meanwhile (open fails) does not match.
@@ -661,23 +1049,20 @@ def evaluate(
                 out.append((seq, uid, info.modseq))
         return out
     known = headers or {}
+    match = key.match
+    hits: list[Any] = []  # cache entries used, marked recently used in one go
     for seq, uid, info, recent in candidates:
-        open_file = opener(uid)
-
-        def header(open_file: Callable[[], Any] = open_file, block: bytes | None = known.get(uid)) -> bytes:
-            if block is not None:
-                return block
-            with open_file() as fp:
-                return mime.read_header(fp)
-
-        def whole(open_file: Callable[[], Any] = open_file) -> bytes:
-            with open_file() as fp:
-                fp.seek(0)
-                return bytes(fp.read())
-
-        ctx = _Context(SearchMessage(seq, info, recent, header, whole), last_seq, last_uid)
+        facts = None
+        if cache is not None:
+            message_key = prefix + (uid, info.key, info.size)
+            facts = cache.get_quiet(message_key)
+            if facts is not None:
+                hits.append(message_key)
+        else:
+            message_key = None
+        msg = _StoredMessage(seq, info, recent, opener(uid), known.get(uid))
         try:
-            if key.match(ctx):
+            if match(_Context(msg, last_seq, last_uid, facts, cache, message_key)):  # type: ignore[arg-type]
                 out.append((seq, uid, info.modseq))
         except OSError:
             continue
@@ -685,4 +1070,6 @@ def evaluate(
             if type(e).__name__ == "NoSuchMessage":
                 continue
             raise
+    if hits and cache is not None:
+        cache.touch(hits)
     return out

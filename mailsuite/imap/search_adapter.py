@@ -9,7 +9,11 @@ is answered ``NO [BADCHARSET (UTF-8 US-ASCII)]``.
 
 Searches that only look at flags, sizes, dates or UIDs run on the reactor
 thread from cached data; those that read headers or bodies run on a worker
-thread in batches, so the reactor keeps serving other sessions.
+thread in batches, so the reactor keeps serving other sessions.  What they
+learn of each message (decoded header values, the MIME structure) is kept in
+the shared :mod:`mailsuite.imap.search_cache`; header blocks are taken from
+:mod:`mailsuite.imap.header_cache` (a client's header FETCH fills it) only
+for messages whose facts are not cached yet.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from twisted.internet import threads
 
+from mailsuite.imap import header_cache, search_cache
 from mailsuite.imap import search as engine
 from mailsuite.imap.args import Arguments
 from mailsuite.imap.fetch import read_headers
@@ -54,18 +59,25 @@ async def search(server: Any, selected: Any, args: Arguments, *, uid: bool) -> b
     if criteria.key.needs == "meta":
         matches = engine.evaluate(criteria, candidates, opener)
     else:
+        cache = search_cache.CACHE
+        prefix = header_cache.folder_key(server, folder)
+        names = engine.header_fields_needed(criteria.key)
         matches = []
         pool = getattr(server.reactor, "getThreadPool", None)
         for start in range(0, len(candidates), BATCH):
             chunk = candidates[start : start + BATCH]
             headers = None
             if criteria.key.needs == "header":
-                # header blocks through the shared cache (a client's header FETCH filled it)
-                headers = await read_headers(server, folder, [c[1] for c in chunk])
+                # header blocks through the shared cache (a client's header FETCH filled it),
+                # only for messages whose decoded fields are not known yet
+                unknown = [c[1] for c in chunk if not engine.facts_answer(cache.peek(prefix + (c[1], c[2].key, c[2].size)), names)]
+                if unknown:
+                    headers = await read_headers(server, folder, unknown)
             if pool is None:
-                matches.extend(engine.evaluate(criteria, chunk, opener, headers))
+                matches.extend(engine.evaluate(criteria, chunk, opener, headers, cache, prefix))
             else:
-                matches.extend(await threads.deferToThreadPool(server.reactor, pool(), engine.evaluate, criteria, chunk, opener, headers))
+                matches.extend(await threads.deferToThreadPool(
+                    server.reactor, pool(), engine.evaluate, criteria, chunk, opener, headers, cache, prefix))
     numbers = [m[1] if uid else m[0] for m in matches]
     line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
     if criteria.uses_modseq and matches:

@@ -1,0 +1,158 @@
+"""A bounded, process-wide cache of what SEARCH learnt about each stored message.
+
+Why: a client searches the same folder again and again (every sync, every
+"quick filter" keystroke), and each SEARCH FROM/SUBJECT re-parsed every
+header block while each BODY search re-parsed every MIME structure.  A stored
+message never changes (only its flags and its file name do), so what a search
+derives from its octets can be kept for every session of the process:
+
+* ``fields``: per lower-cased header field name, the values as SEARCH matches
+  them (unfolded, RFC 2047-decoded, case-folded); an empty tuple says the
+  field is absent.
+* ``sent``: the Date: header's calendar day (``None``: none parsable).
+* ``structure``: where the header blocks and the text leaves of the message
+  are (byte offsets), with each leaf's transfer encoding and charset codec,
+  so BODY/TEXT need no MIME parse the next time.
+
+Keys name the message's identity: the folder incarnation (store root, user,
+folder, UIDVALIDITY), the UID, and the store's stable message key (the
+Maildir base name) and size, so an expunged message and a later one with the
+same content or UID never share an entry.
+
+Implementation notes:
+
+* Bounded by an estimate of the bytes held (:data:`MAX_BYTES`), least
+  recently used messages dropped first.
+* Used from the reactor thread and from worker threads (SEARCH evaluates on
+  the thread pool), so every change of the LRU happens under one lock; a
+  :class:`MessageFacts` handed out may be dropped from the cache meanwhile,
+  which only means its additions are not kept.
+* Values are derived deterministically from immutable octets: two threads
+  computing the same fact store equal values.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Hashable
+
+__all__ = ["MAX_BYTES", "MessageFacts", "SearchCache", "CACHE"]
+
+#: Estimated bytes of facts kept (least recently used messages dropped first).
+MAX_BYTES = 24 * 1024 * 1024
+#: Estimated cost of one entry before anything is learnt (key, object, dict).
+_ENTRY_COST = 400
+_UNSET: Any = object()
+
+
+class MessageFacts:
+    """What searches learnt about one message (see the module docstring)."""
+
+    __slots__ = ("key", "fields", "sent", "structure", "cost")
+
+    def __init__(self, key: Hashable = None) -> None:
+        self.key = key
+        self.fields: dict[str, tuple[str, ...]] = {}
+        self.sent: Any = _UNSET
+        self.structure: Any = None
+        self.cost = _ENTRY_COST
+
+    @property
+    def has_sent(self) -> bool:
+        return self.sent is not _UNSET
+
+
+def _texts_cost(texts: tuple[str, ...]) -> int:
+    return 80 + sum(64 + 2 * len(t) for t in texts)
+
+
+class SearchCache:
+    """LRU of :class:`MessageFacts` bounded by their estimated size; thread-safe."""
+
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[Hashable, MessageFacts] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def peek(self, key: Hashable) -> MessageFacts | None:
+        """The facts of ``key`` if known (marked recently used), else None."""
+        with self._lock:
+            facts = self._entries.get(key)
+            if facts is not None:
+                self._entries.move_to_end(key)
+            return facts
+
+    def get_quiet(self, key: Hashable) -> MessageFacts | None:
+        """The facts of ``key`` if known, without marking them used (no lock: a dict lookup
+        is atomic); call :meth:`touch` with the keys used afterwards."""
+        return self._entries.get(key)
+
+    def touch(self, keys: list[Hashable]) -> None:
+        """Mark entries recently used (those still kept)."""
+        with self._lock:
+            entries = self._entries
+            for key in keys:
+                if key in entries:
+                    entries.move_to_end(key)
+
+    def facts(self, key: Hashable) -> MessageFacts:
+        """The facts of ``key``, a new empty entry if none is kept."""
+        with self._lock:
+            facts = self._entries.get(key)
+            if facts is not None:
+                self._entries.move_to_end(key)
+                return facts
+            facts = self._entries[key] = MessageFacts(key)
+            self._grow(facts, facts.cost)
+            return facts
+
+    def add_field(self, facts: MessageFacts, name: str, texts: tuple[str, ...]) -> None:
+        """Remember the matchable values of header field ``name``."""
+        with self._lock:
+            if name in facts.fields:
+                return
+            facts.fields[name] = texts
+            cost = _texts_cost(texts) + len(name)
+            facts.cost += cost
+            self._grow(facts, cost)
+
+    def set_sent(self, facts: MessageFacts, day: Any) -> None:
+        """Remember the Date: header's day (or None)."""
+        with self._lock:
+            if facts.sent is _UNSET:
+                facts.sent = day
+                facts.cost += 64
+                self._grow(facts, 64)
+
+    def set_structure(self, facts: MessageFacts, structure: Any, cost: int) -> None:
+        """Remember the message's header and text-leaf offsets (``cost``: estimated bytes)."""
+        with self._lock:
+            if facts.structure is None:
+                facts.structure = structure
+                facts.cost += cost
+                self._grow(facts, cost)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.size = 0
+
+    def _grow(self, facts: MessageFacts, cost: int) -> None:
+        # callers hold the lock; facts already evicted are no longer counted
+        if self._entries.get(facts.key) is not facts:
+            return
+        self.size += cost
+        while self.size > self.max_bytes and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self.size -= dropped.cost
+        if not self._entries:
+            self.size = 0
+
+
+#: The process-wide cache every session's SEARCH shares.
+CACHE = SearchCache()
