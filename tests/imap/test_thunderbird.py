@@ -1,0 +1,335 @@
+"""Real Thunderbird (Debian's thunderbird, headless) against our IMAP server over implicit TLS.
+
+One Thunderbird start serves the whole module: a fresh profile with one IMAP
+account on 127.0.0.1:<imaps> (SSL/TLS, normal password, download of every
+folder for offline use), the self-signed server certificate accepted through
+a certificate override and the password put into the login manager over
+Marionette, so Thunderbird never prompts.  The tests then do what a user does
+(read, flag, delete, copy, move, create a folder, receive new mail) through
+Thunderbird's own folder and copy services and check the result twice: in
+Thunderbird's message database and with imaplib on the server.  The last test
+reads Thunderbird's IMAP log (MOZ_LOG=IMAP:5) and fails on any NO or BAD our
+server answered.
+
+The account does not check mail at startup by itself (a startup check would
+race the test putting the password in and open a password prompt); the test
+runs the same discovery and folder update instead.  Thunderbird missing is a
+failure, not a skip: CI installs it (.ci/run).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import smtplib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.thunderbird import SSL, Thunderbird, imap_account_prefs
+
+USER = "alice@example.test"
+PASSWORD = "correct horse battery"
+INBOX_SUBJECTS = [f"inbox {n}" for n in range(6)]
+WORK_SUBJECTS = ["work 0", "work 1"]
+
+
+def message(subject: str, body: str) -> bytes:
+    return (
+        f"From: Sender <sender@example.org>\r\nTo: {USER}\r\nSubject: {subject}\r\n"
+        f"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <{subject.replace(' ', '.')}@example.org>\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def imap(server: Any) -> imaplib.IMAP4_SSL:
+    client = imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=server.client_tls(), timeout=10)
+    client.login(USER, PASSWORD)
+    return client
+
+
+class ServerView:
+    """The server's side of the story, read with imaplib over one session (EXAMINE shows the current state)."""
+
+    def __init__(self, client: imaplib.IMAP4_SSL) -> None:
+        self.client = client
+
+    def folder(self, folder: str) -> dict[str, set[str]]:
+        """Subject -> flags of every message in ``folder``."""
+        typ, data = self.client.select(f'"{folder}"', readonly=True)
+        assert typ == "OK", (folder, data)
+        if data == [b"0"]:
+            return {}
+        typ, data = self.client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        out = {}
+        for item in data:
+            if isinstance(item, tuple):
+                flags = set(re.search(rb"FLAGS \(([^)]*)\)", item[0]).group(1).decode().split())
+                out[item[1].decode().split(":", 1)[1].strip()] = flags
+        return out
+
+    def body(self, folder: str, subject: str) -> bytes:
+        self.client.select(f'"{folder}"', readonly=True)
+        typ, data = self.client.search(None, "SUBJECT", f'"{subject}"')
+        typ, data = self.client.fetch(data[0].split()[0], "(BODY.PEEK[])")
+        return data[0][1]
+
+    def folders(self) -> list[str]:
+        return [line.decode() for line in self.client.list()[1]]
+
+    def subscribed(self) -> list[str]:
+        return [line.decode() for line in self.client.lsub()[1] if line]
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Poll ``check`` until it returns something true (Thunderbird sends flag changes in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def session(mailsuite_module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Thunderbird, ServerView]]:
+    """A server with mail in INBOX (by SMTP) and Work (by APPEND), and a synchronised Thunderbird."""
+    if Thunderbird.executable() is None:
+        pytest.fail("thunderbird is not installed: apt-get install thunderbird (see .ci/run)")
+    server = mailsuite_module_server(users={USER: PASSWORD})
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
+        for n, subject in enumerate(INBOX_SUBJECTS):
+            smtp.sendmail("sender@example.org", [USER], message(subject, f"body {n}"))
+    client = imap(server)
+    client.create("Work")
+    client.subscribe("Work")
+    client.append("Work", "(\\Seen)", None, message(WORK_SUBJECTS[0], "seen before"))
+    client.append("Work", None, None, message(WORK_SUBJECTS[1], "unseen"))
+
+    tb = Thunderbird(
+        tmp_path_factory.mktemp("thunderbird"),
+        imap_account_prefs(host="127.0.0.1", port=server.ports["imaps"], user=USER, socket_type=SSL, email=USER),
+    )
+    try:
+        tb.start()
+        certificate = "".join(line for line in server.certificate.read_text().splitlines() if not line.startswith("-----"))
+        tb.run(SETUP_JS, server.ports["imaps"], certificate, USER, PASSWORD)
+        yield server, tb, ServerView(client)
+    finally:
+        tb.stop()
+        client.logout()
+
+
+#: Accept the self-signed certificate for 127.0.0.1:<port> (what "Confirm Security Exception" stores),
+#: store the password, then discover folders and download every folder for offline use.
+SETUP_JS = r"""
+const [port, certificate, user, password] = arguments;
+const certdb = Cc["@mozilla.org/security/x509certdb;1"].getService(Ci.nsIX509CertDB);
+Cc["@mozilla.org/security/certoverride;1"].getService(Ci.nsICertOverrideService)
+  .rememberValidityOverride("127.0.0.1", port, {}, certdb.constructX509FromBase64(certificate), false);
+const login = Cc["@mozilla.org/login-manager/loginInfo;1"].createInstance(Ci.nsILoginInfo);
+login.init("imap://127.0.0.1", null, "imap://127.0.0.1", user, password, "", "");
+await Services.logins.addLoginAsync(login);
+let [listener, done] = urlDone();
+MailServices.imap.discoverAllFolders(root, listener, msgWindow);
+await done;
+// Like Thunderbird's own start-up: all folders at once, over its cached connections.
+await Promise.all(root.subFolders.map(async folder => {
+  let [listener, done] = urlDone();
+  folder.QueryInterface(Ci.nsIMsgImapMailFolder).updateFolderWithListener(msgWindow, listener);
+  await done;
+  [listener, done] = urlDone();
+  folder.downloadAllForOffline(listener, msgWindow);
+  await done;
+}));
+"""
+
+#: What Thunderbird's database holds: folder -> [{subject, read, flagged, offline, text}].
+STATE_JS = r"""
+const [withText] = arguments;
+const F = Ci.nsMsgMessageFlags;
+const out = {};
+for (const folder of root.subFolders) {
+  out[folder.name] = [...folder.messages].map(h => {
+    const entry = {subject: h.subject, read: !!(h.flags & F.Read), flagged: !!(h.flags & F.Marked),
+                   offline: folder.hasMsgOffline(h.messageKey)};
+    if (withText && entry.offline) {
+      const stream = folder.getMsgInputStream(h);
+      entry.text = NetUtil.readInputStreamToString(stream, h.offlineMessageSize);
+      stream.close();
+    }
+    return entry;
+  });
+}
+return out;
+"""
+
+#: Refresh the named folders from the server (what selecting a folder does).
+UPDATE_JS = r"""
+for (const name of arguments[0]) {
+  const [listener, done] = urlDone();
+  folderByName(name).QueryInterface(Ci.nsIMsgImapMailFolder).updateFolderWithListener(msgWindow, listener);
+  await done;
+}
+"""
+
+
+def tb_state(tb: Thunderbird, with_text: bool = False) -> dict[str, list[dict[str, Any]]]:
+    return tb.run("const {NetUtil} = ChromeUtils.importESModule('resource://gre/modules/NetUtil.sys.mjs');\n" + STATE_JS, with_text)
+
+
+def subjects(entries: list[dict[str, Any]]) -> list[str]:
+    return sorted(e["subject"] for e in entries)
+
+
+def test_thunderbird_lists_folders_and_downloads_every_message(session):
+    """Thunderbird sees every folder (special-use ones included) and holds an exact offline copy of each message."""
+    server, tb, view = session
+    state = tb_state(tb, with_text=True)
+    assert {"INBOX", "Work", "Sent", "Drafts", "Trash", "Junk", "Archive"} <= set(state)
+    assert subjects(state["INBOX"]) == INBOX_SUBJECTS
+    assert subjects(state["Work"]) == WORK_SUBJECTS
+    work = {e["subject"]: e for e in state["Work"]}
+    assert work["work 0"]["read"] and not work["work 1"]["read"]
+    for folder in ("INBOX", "Work"):
+        for entry in state[folder]:
+            assert entry["offline"], (folder, entry["subject"])
+            # The offline store prefixes Thunderbird's own X-Mozilla-Status lines; the rest is the server's bytes.
+            text = re.sub(r"^(X-Mozilla-[\w-]+: [^\n]*\n)+", "", entry["text"])
+            assert text.encode() == view.body(folder, entry["subject"])
+    special = tb.run(
+        """
+        const F = Ci.nsMsgFolderFlags;
+        return [["Trash", F.Trash], ["Sent", F.SentMail], ["Drafts", F.Drafts], ["Junk", F.Junk], ["Archive", F.Archive]]
+          .filter(([name, flag]) => !folderByName(name).getFlag(flag)).map(([name]) => name);
+        """
+    )
+    assert special == [], f"folders Thunderbird did not recognise as special: {special}"
+
+
+def test_read_and_flag_reach_the_server(session):
+    """Marking read and flagging in Thunderbird become \\Seen and \\Flagged on the server."""
+    server, tb, view = session
+    tb.run(
+        """
+        const inbox = folderByName("INBOX");
+        const find = s => [...inbox.messages].find(h => h.subject == s);
+        inbox.markMessagesRead([find("inbox 0")], true);
+        inbox.markMessagesFlagged([find("inbox 1")], true);
+        """
+    )
+
+    def changed() -> dict[str, set[str]] | None:
+        inbox = view.folder("INBOX")
+        return inbox if "\\Seen" in inbox["inbox 0"] and "\\Flagged" in inbox["inbox 1"] else None
+
+    inbox = eventually(changed, "\\Seen and \\Flagged on the server")
+    assert "\\Flagged" not in inbox["inbox 0"] and "\\Seen" not in inbox["inbox 1"]
+    assert all(not flags & {"\\Seen", "\\Flagged"} for s, flags in inbox.items() if s not in ("inbox 0", "inbox 1"))
+
+
+def test_delete_moves_to_trash(session):
+    """Delete (Thunderbird's default: move to Trash) leaves the message in Trash only."""
+    server, tb, view = session
+    tb.run(
+        """
+        const inbox = folderByName("INBOX");
+        const [listener, done] = copyDone();
+        inbox.deleteMessages([[...inbox.messages].find(h => h.subject == "inbox 2")], msgWindow, false, false, listener, false);
+        await done;
+        """
+    )
+    # Gone from INBOX (moved and expunged, not just marked \Deleted), present in Trash.
+    eventually(lambda: "inbox 2" not in view.folder("INBOX") and "inbox 2" in view.folder("Trash"), "the move to Trash")
+    tb.run(UPDATE_JS, ["INBOX", "Trash"])
+    state = tb_state(tb)
+    assert "inbox 2" not in subjects(state["INBOX"]) and "inbox 2" in subjects(state["Trash"])
+
+
+def test_copy_move_and_create_folder(session):
+    """A folder created in Thunderbird exists on the server; copy and move between folders land there too."""
+    server, tb, view = session
+    tb.run(
+        """
+        const inbox = folderByName("INBOX"), work = folderByName("Work");
+        const find = (folder, s) => [...folder.messages].find(h => h.subject == s);
+        let [listener, done] = copyDone();
+        MailServices.copy.copyMessages(work, [find(work, "work 1")], inbox, false, listener, msgWindow, false);
+        await done;
+        root.createSubfolder("Projects", msgWindow);
+        const projects = await waitFor(() => root.containsChildNamed("Projects") && folderByName("Projects"), "Projects");
+        [listener, done] = copyDone();
+        MailServices.copy.copyMessages(inbox, [find(inbox, "inbox 3")], projects, true, listener, msgWindow, false);
+        await done;
+        """
+    )
+    assert any(line.endswith(' "Projects"') for line in view.folders()), view.folders()
+    assert any(line.endswith(' "Projects"') for line in view.subscribed()), view.subscribed()  # Thunderbird subscribes it
+    eventually(lambda: set(view.folder("Projects")) == {"inbox 3"}, "the move to Projects")
+    inbox = eventually(lambda: (inbox := view.folder("INBOX")) and "work 1" in inbox and inbox, "the copy to INBOX")
+    assert "inbox 3" not in inbox
+    assert set(view.folder("Work")) == set(WORK_SUBJECTS)  # a copy leaves the original
+    tb.run(UPDATE_JS, ["INBOX", "Work", "Projects"])
+    state = tb_state(tb)
+    assert subjects(state["Projects"]) == ["inbox 3"]
+    assert subjects(state["Work"]) == WORK_SUBJECTS
+    assert "work 1" in subjects(state["INBOX"]) and "inbox 3" not in subjects(state["INBOX"])
+
+
+def test_new_mail_is_pushed_while_idle(session):
+    """Mail delivered by SMTP while Thunderbird waits in IDLE on INBOX reaches it with no check (RFC 2177)."""
+    server, tb, view = session
+    connection = eventually(lambda: tb.idling_in("INBOX"), "Thunderbird to IDLE on INBOX", timeout=30)
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
+        smtp.sendmail("sender@example.org", [USER], message("pushed", "new"))
+    tb.run('await waitFor(() => [...folderByName("INBOX").messages].some(h => h.subject == "pushed"), "pushed", 15000);')
+    # The server spoke first: after "+ idling" the next line on that connection is its untagged EXISTS.
+    lines = [(d, text) for c, _, d, text in tb.conversation() if c == connection]
+    idle_at = max(i for i, (d, text) in enumerate(lines) if d == "S" and text.startswith("+ "))
+    assert idle_at + 1 < len(lines) and re.fullmatch(r"\* \d+ EXISTS", lines[idle_at + 1][1]), lines[idle_at:idle_at + 3]
+
+
+def test_new_mail_shows_up(session):
+    """Mail delivered by SMTP while Thunderbird runs appears in its INBOX when it checks for new mail."""
+    server, tb, view = session
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
+        smtp.sendmail("sender@example.org", [USER], message("late arrival", "new"))
+    tb.run(
+        """
+        const [listener, done] = urlDone();
+        server.getNewMessages(folderByName("INBOX"), msgWindow, listener);
+        await done;
+        await waitFor(() => [...folderByName("INBOX").messages].some(h => h.subject == "late arrival"), "late arrival");
+        """
+    )
+
+
+def test_server_answered_no_command_with_no_or_bad(session):
+    """Every tagged response Thunderbird got was OK, no untagged NO/BAD, and no prompt window opened."""
+    server, tb, view = session
+    exchanges = tb.exchanges()
+    assert exchanges, "no IMAP traffic in Thunderbird's log"
+    failures = [f"{command!r} -> {response!r}" for command, response in exchanges if not re.match(r"\d+ OK\b", response)]
+    assert not failures, "\n".join(failures)
+    windows = tb.run("return [...Services.wm.getEnumerator(null)].map(w => w.document.documentElement.getAttribute('windowtype'))")
+    assert windows == ["mail:3pane"], windows
+
+
+def test_log_reading_catches_failures(tmp_path):
+    """The NO/BAD check above can fail: a BAD or untagged NO in Thunderbird's log is reported with its command."""
+    tb = Thunderbird(tmp_path, {})
+    prefix = "2026-01-01 00:00:00.000000 UTC - [Parent 1: IMAP]: I/IMAP 7f00aa:127.0.0.1:S-INBOX:"
+    (tmp_path / "imap.log.moz_log").write_text(
+        f"{prefix}SendData: 5 uid store 1 +Flags (\\Seen)\r\n\n"
+        f"{prefix}CreateNewLineFromSocket: 5 BAD Error in IMAP command STORE\n"
+        f"{prefix}CreateNewLineFromSocket: * NO [ALERT] disk full\n"
+        f"{prefix}SendData: 6 noop\n{prefix}CreateNewLineFromSocket: + idling\n"
+    )
+    assert tb.exchanges() == [
+        ("5 uid store 1 +Flags (\\Seen)", "5 BAD Error in IMAP command STORE"),
+        ("(untagged)", "* NO [ALERT] disk full"),
+    ]
+    assert tb.idling_in("INBOX") == "7f00aa" and tb.idling_in("Work") is None

@@ -1,0 +1,285 @@
+"""Drive a real Thunderbird (headless, fresh profile) against our IMAP server.
+
+A test writes a profile whose ``user.js`` configures one IMAP account, starts
+``thunderbird --headless --marionette`` on it and runs chrome-context
+JavaScript through :mod:`tests.support.marionette` (the password goes into
+the login manager that way, so Thunderbird never prompts).  Thunderbird's own
+IMAP log (``MOZ_LOG=IMAP:5``) is written to ``imap.log`` in the work folder,
+so a test can check every tagged response our server gave it.
+
+Nothing here reaches the network: updates, telemetry, add-on and
+account-provisioning look-ups are switched off in the profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.marionette import Marionette
+
+#: Preferences that keep a fresh profile quiet and offline: no update checks,
+#: telemetry, first-run pages, default-client question, add-on or provider look-ups.
+QUIET_PREFS: dict[str, Any] = {
+    "app.update.enabled": False,
+    "app.update.auto": False,
+    "app.update.checkInstallTime": False,
+    "app.update.disabledForTesting": True,
+    "app.update.staging.enabled": False,
+    "toolkit.telemetry.enabled": False,
+    "toolkit.telemetry.server": "",
+    "toolkit.telemetry.unified": False,
+    "toolkit.telemetry.archive.enabled": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "datareporting.healthreport.uploadEnabled": False,
+    "datareporting.policy.firstRunURL": "",
+    "browser.shell.checkDefaultBrowser": False,
+    "mail.shell.checkDefaultClient": False,
+    "mail.rights.override": True,
+    "mail.provider.enabled": False,
+    "mail.cloud_files.enabled": False,
+    "mailnews.start_page.enabled": False,
+    "mailnews.start_page.override_url": "",
+    "mail.inappnotifications.enabled": False,
+    "mail.inappnotifications.url": "",
+    "extensions.update.enabled": False,
+    "extensions.getAddons.cache.enabled": False,
+    "extensions.blocklist.enabled": False,
+    "extensions.systemAddon.update.enabled": False,
+    "services.settings.server": "http://127.0.0.1:9/",
+    "network.connectivity-service.enabled": False,
+    "network.captive-portal-service.enabled": False,
+    "network.dns.disablePrefetch": True,
+    "security.OCSP.enabled": 0,
+    "security.remote_settings.crlite_filters.enabled": False,
+    "security.remote_settings.intermediates.enabled": False,
+    "messenger.startup.action": 0,
+    "mail.spotlight.firstRunDone": True,
+    "mail.winsearch.firstRunDone": True,
+    "mailnews.database.global.indexer.enabled": False,
+    "calendar.timezone.local": "UTC",
+    "calendar.integration.notify": False,
+    "mail.biff.play_sound": False,
+    "mail.biff.show_alert": False,
+    "mail.e2ee.auto_enable": False,
+    "marionette.port": 0,  # any free port; Thunderbird writes it to <profile>/MarionetteActivePort
+}
+
+#: socketType values of mail.server.*.socketType.
+PLAIN, STARTTLS, SSL = 0, 2, 3
+
+
+def imap_account_prefs(*, host: str, port: int, user: str, socket_type: int, email: str) -> dict[str, Any]:
+    """One IMAP account (server1) plus the Local Folders account Thunderbird always wants."""
+    return {
+        "mail.accountmanager.accounts": "account1,account2",
+        "mail.accountmanager.defaultaccount": "account1",
+        "mail.accountmanager.localfoldersserver": "server2",
+        "mail.account.account1.identities": "id1",
+        "mail.account.account1.server": "server1",
+        "mail.account.account2.server": "server2",
+        "mail.identity.id1.fullName": "Test User",
+        "mail.identity.id1.useremail": email,
+        "mail.identity.id1.valid": True,
+        "mail.server.server1.type": "imap",
+        "mail.server.server1.name": "mailsuite",
+        "mail.server.server1.hostname": host,
+        "mail.server.server1.port": port,
+        "mail.server.server1.userName": user,
+        "mail.server.server1.socketType": socket_type,
+        "mail.server.server1.authMethod": 3,  # normal password (AUTHENTICATE PLAIN / LOGIN)
+        "mail.server.server1.directory-rel": "[ProfD]ImapMail/mailsuite",
+        # Offline use: every folder's messages are downloaded (File > Offline > Download).
+        "mail.server.server1.offline_download": True,
+        "mail.server.server1.autosync_offline_stores": True,
+        # The test itself logs in after it put the password into the login manager
+        # (a check at startup would race it and open a password prompt).
+        "mail.server.server1.login_at_startup": False,
+        "mail.server.server1.check_new_mail": False,
+        # Thunderbird logs its connections in one after the other; 3 instead of 5 saves two logins.
+        "mail.server.server1.max_cached_connections": 3,
+        "mail.server.server2.type": "none",
+        "mail.server.server2.hostname": "Local Folders",
+        "mail.server.server2.userName": "nobody",
+        "mail.server.server2.name": "Local Folders",
+        "mail.server.server2.directory-rel": "[ProfD]Mail/Local Folders",
+    }
+
+
+def render_user_js(prefs: dict[str, Any]) -> str:
+    """``user_pref(name, value);`` lines (JSON literals are valid JS literals)."""
+    return "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items())
+
+
+class Thunderbird:
+    """One headless Thunderbird process on a fresh profile under ``workdir``."""
+
+    def __init__(self, workdir: Path, prefs: dict[str, Any]) -> None:
+        self.workdir = workdir
+        self.profile = workdir / "profile"
+        self.imap_log = workdir / "imap.log"
+        self.output = workdir / "thunderbird.out"
+        self.profile.mkdir(parents=True)
+        (self.profile / "user.js").write_text(render_user_js({**QUIET_PREFS, **prefs}))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.marionette: Marionette | None = None
+
+    @staticmethod
+    def executable() -> str | None:
+        return shutil.which("thunderbird")
+
+    def start(self, timeout: float = 90.0) -> "Thunderbird":
+        """Start Thunderbird and open a chrome-context Marionette session."""
+        exe = self.executable()
+        if exe is None:
+            raise RuntimeError("thunderbird is not installed (Debian package: thunderbird)")
+        env = dict(os.environ)
+        env.update(
+            MOZ_HEADLESS="1",
+            MOZ_LOG="IMAP:5,timestamp,sync",
+            MOZ_LOG_FILE=str(self.imap_log),
+            MOZ_CRASHREPORTER_DISABLE="1",
+            MOZ_DISABLE_AUTO_SAFE_MODE="1",
+            HOME=str(self.workdir),  # no ~/.thunderbird profile list touched
+            TMPDIR=str(self.workdir),
+        )
+        env.pop("DISPLAY", None)
+        self.process = subprocess.Popen(
+            [exe, "--headless", "--marionette", "-remote-allow-system-access", "--no-remote", "-profile", str(self.profile)],
+            stdout=open(self.output, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            self.marionette = Marionette.connect(
+                "127.0.0.1", self.profile / "MarionetteActivePort", deadline, alive=lambda: self.process.poll() is None
+            )
+            self.marionette.start_session()
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def run(self, script: str, *args: Any, timeout: float = 60.0) -> Any:
+        """Run chrome JavaScript (a function body, may ``await``) and return its JSON result."""
+        assert self.marionette is not None
+        body = "return (async () => {\n" + JS_PRELUDE + "\n" + script + "\n})();"
+        return self.marionette.execute(body, list(args), timeout=timeout)
+
+    def stop(self) -> None:
+        """Quit through Marionette, then make sure the whole process group is gone."""
+        if self.marionette is not None:
+            self.marionette.quit()
+            self.marionette.close()
+            self.marionette = None
+        if self.process is None:
+            return
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        # Thunderbird's content/GPU helpers share its process group (start_new_session).
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    def log_lines(self) -> list[str]:
+        """Thunderbird's IMAP log lines (MOZ_LOG writes one file per process: ``imap.log*.moz_log``)."""
+        lines: list[str] = []
+        for path in sorted(self.workdir.glob("imap.log*")):
+            lines.extend(path.read_text(errors="replace").splitlines())
+        return lines
+
+    def exchanges(self) -> list[tuple[str, str]]:
+        """(command, status line) for every tagged response and every untagged NO/BAD Thunderbird read.
+
+        The log names each connection by an address, so a tag is matched to
+        the command sent with it on the same connection.
+        """
+        sent: dict[tuple[str, str], str] = {}
+        out: list[tuple[str, str]] = []
+        for connection, _state, direction, text in self.conversation():
+            if direction == "C":
+                tag = text.split(" ", 1)[0]
+                sent[(connection, tag)] = text
+            elif tagged := TAGGED.match(text):
+                out.append((sent.get((connection, tagged.group(1)), "?"), text))
+            elif UNTAGGED_FAILURE.match(text):
+                out.append(("(untagged)", text))
+        return out
+
+
+    def conversation(self) -> list[tuple[str, str, str, str]]:
+        """(connection, state, "C"|"S", text) for every line sent or read, in log order."""
+        out = []
+        for line in self.log_lines():
+            if match := LOG_IO.search(line):
+                connection, state, direction, text = match.groups()
+                out.append((connection, state, "C" if direction == "SendData" else "S", text.rstrip("\r\n")))
+        return out
+
+    def idling_in(self, folder: str) -> str | None:
+        """The connection waiting in IDLE with ``folder`` selected (its last line is ``+ idling``), if any."""
+        last: dict[str, tuple[str, str, str]] = {}
+        for connection, state, direction, text in self.conversation():
+            last[connection] = (state, direction, text)
+        for connection, (state, direction, text) in last.items():
+            if state == f"S-{folder}" and direction == "S" and text.startswith("+ "):
+                return connection
+        return None
+
+
+#: A line Thunderbird sent or read, as its IMAP log shows it: ``I/IMAP <connection>:<host>:<state>:SendData: ...``.
+LOG_IO = re.compile(r"I/IMAP ([0-9a-f]+):[^:]*:([^:]*):(SendData|CreateNewLineFromSocket): (.*)$")
+TAGGED = re.compile(r"(\d+) (?:OK|NO|BAD)\b")
+UNTAGGED_FAILURE = re.compile(r"\* (?:NO|BAD)\b")
+
+
+#: JavaScript helpers available to every :meth:`Thunderbird.run` script.
+JS_PRELUDE = r"""
+const urlDone = () => {
+  let listener;
+  const done = new Promise((resolve, reject) => {
+    listener = {
+      QueryInterface: ChromeUtils.generateQI(["nsIUrlListener"]),
+      OnStartRunningUrl() {},
+      OnStopRunningUrl(url, status) { status == 0 ? resolve(status) : reject(new Error(`${url && url.spec}: 0x${(status >>> 0).toString(16)}`)); },
+    };
+  });
+  return [listener, done];
+};
+const copyDone = () => {
+  let listener;
+  const done = new Promise((resolve, reject) => {
+    listener = {
+      QueryInterface: ChromeUtils.generateQI(["nsIMsgCopyServiceListener"]),
+      onStartCopy() {}, onProgress() {}, setMessageKey() {}, getMessageId() { return ""; },
+      onStopCopy(status) { status == 0 ? resolve(status) : reject(new Error(`copy failed 0x${(status >>> 0).toString(16)}`)); },
+    };
+  });
+  return [listener, done];
+};
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+const waitFor = async (test, what, ms = 20000) => {
+  const end = Date.now() + ms;
+  for (;;) {
+    const value = await test();
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+};
+const account = MailServices.accounts.defaultAccount;
+const server = account.incomingServer;
+const root = server.rootFolder;
+const msgWindow = window.msgWindow || null;
+const folderByName = name => root.getChildNamed(name);
+"""
