@@ -21,11 +21,15 @@ from __future__ import annotations
 import bisect
 from typing import Iterable, Sequence
 
+from mailsuite import interfaces
 from mailsuite.imap import wire
 from mailsuite.interfaces import FolderChange, MessageInfo
 
 #: The flags every folder accepts (RFC 3501 2.3.2); \Recent is never settable.
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+#: Keywords the store keeps in a Maildir flag letter rather than its keyword table
+#: ($Forwarded is Maildir's "passed"): always applicable, so always in FLAGS.
+LETTER_KEYWORDS = frozenset(f for f in interfaces.SYSTEM_FLAGS.values() if not f.startswith("\\"))
 
 
 _FLAG_LISTS: dict[tuple[frozenset[str], bool], bytes] = {}
@@ -85,9 +89,10 @@ class SelectedFolder:
         return sum(1 for uid in recent if uid in self.info)
 
     def keywords(self) -> frozenset[str]:
-        """Keywords known in the folder plus those on the messages of this view."""
+        """Keywords for the FLAGS response: the folder keyword table plus the letter-stored ones."""
         known = set(getattr(self.folder, "keywords", frozenset()))
-        return frozenset(known)
+        # a message may carry $Forwarded without the folder's keyword table naming it
+        return frozenset(known) | LETTER_KEYWORDS
 
     def first_unseen(self) -> int | None:
         """Sequence number of the first message without \\Seen (SELECT's [UNSEEN])."""

@@ -192,6 +192,8 @@ def test_k9_android_session(imap_server: Any, wires: Any) -> None:
     store = w.command("19", "UID STORE 1 +FLAGS.SILENT (\\Seen)").ok()
     assert not store.of("FETCH"), store.raw  # .SILENT: no FETCH echo (RFC 3501 6.4.6)
     w.command("20", "UID STORE 2 +FLAGS.SILENT (\\Flagged)").ok()
+    # forwarding message 1 sets $Forwarded (K-9's FORWARDED flag)
+    w.command("20.1", "UID STORE 1 +FLAGS.SILENT ($Forwarded)").ok()
     moved = w.command("21", 'UID MOVE 2 "Trash"').ok()
     copyuid = [u.code for u in moved.of("OK") if u.code and bytes(u.code[0]).upper() == b"COPYUID"]
     assert copyuid and text(copyuid[0][2]) == "2", moved.raw  # RFC 6851 4.3: COPYUID in an untagged OK
@@ -202,7 +204,7 @@ def test_k9_android_session(imap_server: Any, wires: Any) -> None:
     gone = w.command("24", "UID EXPUNGE 3").ok()
     assert [u.number for u in gone.of("EXPUNGE")] == [2]  # UID 3 was message 2 after the move
     left = fetch_uid_map(w.command("25", "UID FETCH 1:* (UID FLAGS)").ok())
-    assert sorted(left) == [1, 4] and "\\Seen" in flags_of(left[1])
+    assert sorted(left) == [1, 4] and {"\\Seen", "$Forwarded"} <= flags_of(left[1])
 
     # sending: APPEND to Sent with a synchronising literal, then find it by Message-ID
     sent = sample(9, "k9sent")
@@ -220,6 +222,12 @@ def test_k9_android_session(imap_server: Any, wires: Any) -> None:
     # another client sees the end state
     check = wires(imap_server.ports["imaps"], tls=imap_server.client_tls())
     check.command("a", f"LOGIN {quote(K9)} secret").ok()
+    # every flag a message carries is one the folder's FLAGS response names (RFC 3501 7.2.6)
+    selected = check.command("b", "EXAMINE INBOX").ok()
+    listed = set(names(selected.of("FLAGS")[0].values[0]))
+    carried = set().union(*(flags_of(v) for v in check.command("c", "FETCH 1:* (FLAGS)").ok().fetches().values()))
+    assert carried - {"\\Recent"} <= listed, (carried, listed)
+    check.command("d", "CLOSE").ok()
     status = {bytes(u.values[0]).decode(): dict(zip(names(u.values[1][::2]), u.values[1][1::2]))
               for f in ("INBOX", "Trash", "Archive", "Sent", "Drafts")
               for u in check.command("s", f"STATUS {quote(f)} (MESSAGES UNSEEN)").ok().of("STATUS")}
