@@ -20,11 +20,13 @@ Implementation notes:
 - A session's snapshot (``messages()``) changes only in ``refresh()`` and
   in the results of the session's own store/expunge/move, so sequence numbers
   kept by the IMAP layer stay valid between them.
-- ``\\Recent`` (RFC 3501 2.3.2): a read-write session claims the messages in
-  ``new/`` by moving them to ``cur/``; they are recent for it alone.  A
-  read-only session claims nothing and changes no flag; its ``recent`` is the
-  set still in ``new/``.  APPEND works on read-only handles too (the IMAP
-  layer appends through one so it never claims other sessions' \\Recent).
+- ``\\Recent`` (RFC 3501 2.3.2): a read-write session claims the unclaimed
+  messages (those in ``new/``, moved to ``cur/`` on the way, and every UID at
+  or above the state's ``first_recent``: APPENDed, COPYed and MOVEd messages
+  too); they are recent for it alone.  A read-only session claims nothing and
+  changes no flag; its ``recent`` is the unclaimed set.  APPEND works on
+  read-only handles too (the IMAP layer appends through one so it never
+  claims other sessions' \\Recent).
 - A session whose folder was deleted and re-created (UIDVALIDITY changed)
   fails with NoSuchFolder instead of touching the new folder's messages.
 - RENAME moves children along (RFC 3501 6.3.5) and may land on a
@@ -756,12 +758,11 @@ def _status(state: FolderState) -> FolderStatus:
     cached = state.status_cache
     if cached is not None and cached[0] == state.version:
         return cached[1]
-    messages = recent = unseen = size = 0
+    messages = unseen = size = 0
+    recent = len(state.unclaimed_recent())
     for entry in state.entries.values():
         messages += 1
         size += entry.size
-        if entry.where == "new":
-            recent += 1
         if "S" not in entry.suffix[3:]:
             unseen += 1
     status = FolderStatus(messages, recent, unseen, state.uidnext, state.uidvalidity, state.highest_modseq, size)
@@ -802,8 +803,9 @@ class MaildirFolder:
             self._check_same_folder()
             records: list[str] = []
             state.sync(records)
+            moving = not self.read_only and bool(state.in_new())
             claimed = [] if self.read_only else state.claim_recent(records)
-            if claimed:
+            if moving:
                 # The claim renamed files new/ -> cur/, so the next sync of any session would list
                 # both directories again (on a big folder, most of a SELECT's time): list them now,
                 # once the mtime clock has moved on, so the listing is remembered as settled.
@@ -812,7 +814,7 @@ class MaildirFolder:
                 state.sync(records)
             state.commit(records)
             header = (state.uidvalidity, state.uidnext, state.highest_modseq, frozenset(state.keywords))
-            in_new = frozenset(e.uid for e in state.entries.values() if e.where == "new") if self.read_only else frozenset()
+            in_new = frozenset(state.unclaimed_recent()) if self.read_only else frozenset()
             if state.version == self._version and not claimed:
                 return None, claimed, header, in_new, state.version
             return state.snapshot(), claimed, header, in_new, state.version

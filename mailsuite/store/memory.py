@@ -289,7 +289,7 @@ class MemoryMailbox:
                     user.folders.setdefault("/".join(parts[:i]), _Folder(self.store._uidvalidity()))
                 target = user.folders[new_name] = _Folder(self.store._uidvalidity())
                 for message in inbox.messages.values():
-                    target.add(message.data, _canonical_flags(message.flags, target.keywords), message.internal_date, recent=False)
+                    target.add(message.data, _canonical_flags(message.flags, target.keywords), message.internal_date, recent=True)
                 inbox.messages.clear()
                 inbox.pending_recent.clear()
                 inbox.highest_modseq += 1
@@ -354,7 +354,7 @@ class MemoryMailbox:
         self.store._limits(self.address).check(_usage(self._user), len(data))
         when = internal_date or datetime.datetime.now(datetime.timezone.utc)
         when = when.replace(microsecond=0)
-        uid = folder.add(data, _canonical_flags(flags, folder.keywords), when, recent=False)
+        uid = folder.add(data, _canonical_flags(flags, folder.keywords), when, recent=True)
         self.store._notify(folder)
         return uid
 
@@ -501,7 +501,7 @@ class MemoryFolder:
         _, dest = self.mailbox._folder(destination)
         messages = self._known(uids)
         self.mailbox.store._limits(self.mailbox.address).check(_usage(self.mailbox._user), sum(len(m.data) for m in messages), len(messages))
-        pairs = [(m.uid, dest.add(m.data, _canonical_flags(m.flags, dest.keywords), m.internal_date, recent=False)) for m in messages]
+        pairs = [(m.uid, dest.add(m.data, _canonical_flags(m.flags, dest.keywords), m.internal_date, recent=True)) for m in messages]
         if pairs:
             self.mailbox.store._notify(dest)
         return pairs

@@ -26,6 +26,14 @@ Implementation notes:
   idempotent.  A torn or corrupt tail (bad CRC, no newline) ends the log; the
   next writer truncates it before appending.  So a crash at any point leaves
   the previous state usable.
+- \\Recent (RFC 3501 2.3.2): a message is recent until the first read-write
+  session claims it.  Unclaimed are the messages still in new/ and every UID
+  at or above ``first_recent`` (so APPENDed and COPYed messages, filed in
+  cur/ with their flags, are recent too).  A claim sets ``first_recent`` to
+  UIDNEXT with the record ``= 0 <first_recent> c -``: an ``=`` record for UID
+  0, which no message has, so a reader of the older format skips it.  A
+  snapshot's log starts with that record; a state without it (written before
+  it existed) starts with ``first_recent`` = UIDNEXT.
 - UIDs are only ever assigned with the lock held, after re-reading the files,
   so two processes can never give one UID to two messages or reuse one: UIDNEXT
   only grows, and it is persisted (fsync) before any session learns the UIDs.
@@ -218,6 +226,9 @@ class FolderState:
         self.uidvalidity = 0
         self.uidnext = 1
         self.highest_modseq = 1
+        #: UIDs from here on are \\Recent, not yet claimed by a read-write session (see module notes).
+        self.first_recent = 1
+        self._needs_marker = False  # the files hold no first_recent marker: the next commit compacts
         self.keywords: list[str] = []
         self.entries: dict[int, Entry] = {}
         self.by_base: dict[str, int] = {}
@@ -304,6 +315,7 @@ class FolderState:
         self.uidvalidity = self._allocate_uidvalidity()
         self.uidnext = 1
         self.highest_modseq = 1
+        self.first_recent = 1
         self._write_snapshot()
 
     def _recover(self, reason: str) -> None:
@@ -340,6 +352,7 @@ class FolderState:
             raise CorruptState("missing keyword line")
         self._reset()
         self.generation, self.uidvalidity, self.uidnext, self.highest_modseq = generation, uidvalidity, uidnext, highest
+        self.first_recent = 0  # unknown until the log's marker (see _read_log)
         self.keywords = lines[1].split(" ")[1:]
         if listed_line:
             try:
@@ -370,6 +383,7 @@ class FolderState:
             self._log_valid = False
             self._log_ino = None
             self._log_offset = 0
+            self._default_first_recent()
             return
         with f:
             if from_start:
@@ -378,6 +392,7 @@ class FolderState:
                 self._log_offset = len(header)
                 self._log_ino = os.fstat(f.fileno()).st_ino
                 if not self._log_valid:
+                    self._default_first_recent()
                     return
             elif not self._log_valid:
                 return
@@ -400,8 +415,16 @@ class FolderState:
             changed = True
             pos = nl + 1
         self._log_offset += pos
+        if from_start:
+            self._default_first_recent()
         if changed:
             self.version += 1
+
+    def _default_first_recent(self) -> None:
+        """A state written before the \\Recent marker existed: only what is in new/ is recent."""
+        if not self.first_recent:
+            self.first_recent = self.uidnext
+            self._needs_marker = True
 
     def _apply(self, record: str) -> None:
         kind = record[:1]
@@ -414,6 +437,9 @@ class FolderState:
             self._put(Entry(uid, int(modseq_s), int(size_s), int(idate_s), "new" if where_c == "n" else "cur", "" if suffix == "-" else suffix, base))
         elif kind == "=":
             uid_s, modseq_s, where_c, suffix = record[2:].split(" ")
+            if uid_s == "0":  # the \\Recent marker (see module notes)
+                self.first_recent = max(self.first_recent, int(modseq_s))
+                return
             entry = self.entries.get(int(uid_s))
             if entry is not None:
                 entry.modseq = int(modseq_s)
@@ -457,8 +483,10 @@ class FolderState:
         """Write a full snapshot of the next generation, then an empty log for it."""
         self.generation += 1
         write_atomic(self._path(STATE_FILE), self._snapshot_bytes(), sync_dir=False)
-        header = f"mailsuite-log {self.generation}\n".encode()
+        marker = self.recent_record()
+        header = f"mailsuite-log {self.generation}\n{_crc(marker)} {marker}\n".encode()
         write_atomic(self._path(LOG_FILE), header, sync_dir=False)
+        self._needs_marker = False
         fsync_dir(self.path)
         st = os.stat(self._path(STATE_FILE))
         self._base_id = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -473,7 +501,7 @@ class FolderState:
             return
         self.version += 1
         data = "".join(f"{_crc(r)} {r}\n" for r in records).encode("utf-8")
-        if not self._log_valid or self._log_offset + len(data) > max(LOG_COMPACT_BYTES, (self._base_id[1] if self._base_id else 0) // 2):
+        if not self._log_valid or self._needs_marker or self._log_offset + len(data) > max(LOG_COMPACT_BYTES, (self._base_id[1] if self._base_id else 0) // 2):
             self._write_snapshot()
             return
         fd = os.open(self._path(LOG_FILE), os.O_WRONLY)
@@ -498,6 +526,10 @@ class FolderState:
             identity = self._listed.get(where)
             parts += ["-", "-"] if identity is None else [str(identity[0]), str(identity[1])]
         return " ".join(parts)
+
+    def recent_record(self) -> str:
+        """``= 0 <first_recent> c -``: the \\Recent marker, an ``=`` record for UID 0 (see module notes)."""
+        return f"= 0 {self.first_recent} c -"
 
     def header_record(self) -> str:
         return f"H {self.uidnext} {self.highest_modseq}"
@@ -801,23 +833,43 @@ class FolderState:
         records.append(f"= {entry.uid} {entry.modseq} {entry.where[0]} {entry.suffix or '-'}")
         return flags_changed
 
+    def in_new(self) -> list[int]:
+        """UIDs of the messages whose files are in new/."""
+        return list(self._known()["new"].values())
+
+    def unclaimed_recent(self) -> set[int]:
+        """UIDs no read-write session has claimed yet: in new/, or at or above ``first_recent``."""
+        entries = self.entries
+        pending = set(self._known()["new"].values())
+        if self.uidnext - self.first_recent < len(entries):
+            pending.update(u for u in range(self.first_recent, self.uidnext) if u in entries)
+        else:
+            pending.update(u for u in entries if u >= self.first_recent)
+        return pending
+
     def claim_recent(self, records: list[str]) -> list[int]:
-        """Move every message still in new/ to cur/: they are \\Recent for the caller's session only."""
-        claimed = []
+        """Claim every unclaimed message (\\Recent for the caller's session only); move new/ ones to cur/.
+
+        RFC 3501 2.3.2: the first session to see a new message gets it as
+        \\Recent.  Messages still in new/ are moved to cur/ (the Maildir way
+        of saying a reader has seen them); ``first_recent`` moves to UIDNEXT.
+        """
+        claimed = self.unclaimed_recent()
         for uid in list(self._known()["new"].values()):
             entry = self.entries[uid]
             suffix = entry.suffix or ":2,"
             try:
                 os.rename(os.path.join(self.path, entry.filename), os.path.join(self.path, "cur", entry.base + suffix))
             except FileNotFoundError:
-                continue  # another process moved it; the next sync notices
+                continue  # another program moved it (still this session's to claim); the next sync finds it
             self._move(entry, "cur", suffix)
             records.append(f"= {entry.uid} {entry.modseq} c {suffix}")
-            claimed.append(entry.uid)
+        if self.first_recent != self.uidnext:
+            self.first_recent = self.uidnext
+            records.append(self.recent_record())
         if claimed:
-            claimed.sort()
             self.version += 1
-        return claimed
+        return sorted(claimed)
 
     def set_suffix(self, entry: Entry, suffix: str, modseq: int, records: list[str]) -> bool:
         """Rename a message file to carry new flags (moving it to cur/); False if it vanished."""

@@ -98,15 +98,16 @@ CHILD = textwrap.dedent(
         os._exit(9)
 
     mode = sys.argv[2]
+    store = MaildirStore(sys.argv[1], runner=InlineRunner(), clock=task.Clock())
+    out = []
+    store.user_mailbox("alice@example.test").open_folder("INBOX").addBoth(out.append)
+    folder = out[0]
+    # die in the flag change's write (the open may have written too: a settled listing's L record)
     if mode == "log":
         state._write_all = half_then_die
     else:
         state.LOG_COMPACT_BYTES = 0
         state.write_atomic = half_snapshot_then_die
-    store = MaildirStore(sys.argv[1], runner=InlineRunner(), clock=task.Clock())
-    out = []
-    store.user_mailbox("alice@example.test").open_folder("INBOX").addBoth(out.append)
-    folder = out[0]
     folder.store_flags([2, 3], ["\\\\Flagged", "Crash"], "add").addBoth(out.append)
     print("not reached", out, file=sys.stderr)
     sys.exit(1)

@@ -195,7 +195,7 @@ def test_append_with_flags_and_internal_date(any_store):
     assert first.flags == {"\\Seen", "$Label1"}
     assert first.internal_date == when
     assert first.size == len(msg("sent"))
-    assert folder.recent == frozenset()
+    assert folder.recent == {1, 2}  # RFC 3501 2.3.2: recent for the first session that sees them
     with pytest.raises(NoSuchFolder):
         result(mailbox.append("Nope", IncomingMessage.from_bytes(msg(1))))
 
@@ -611,3 +611,72 @@ def test_fs_type_names_the_file_system_of_a_path(tmp_path):
     if not os.path.exists("/proc/self/mountinfo"):
         pytest.skip("no /proc/self/mountinfo on this system")
     assert fs_type(str(tmp_path))
+
+
+def test_appended_and_copied_messages_are_recent_for_the_next_session_only(any_store):
+    """RFC 3501 2.3.2: an APPENDed (or COPYed) message is \\Recent for the first read-write session
+    that sees it; EXAMINE shows it recent without claiming it; STATUS RECENT counts it until claimed."""
+    mailbox = any_store.user_mailbox(ALICE)
+    deliver_bytes(any_store, ALICE, msg(0))
+    watcher = result(mailbox.open_folder("INBOX"))  # claims the delivery
+    assert watcher.recent == {1}
+    appender = result(mailbox.open_folder("INBOX", read_only=True))
+    assert result(appender.append(IncomingMessage.from_bytes(msg(1)), ["\\Seen"])) == 2
+    assert result(mailbox.append("INBOX", IncomingMessage.from_bytes(msg(2)))) == 3
+    assert result(mailbox.status("INBOX")).recent == 2
+    examine = result(mailbox.open_folder("INBOX", read_only=True))
+    assert examine.recent == {2, 3}
+    assert result(mailbox.status("INBOX")).recent == 2  # EXAMINE cleared nothing
+    change = result(watcher.refresh())
+    assert [m.uid for m in change.added] == [2, 3]
+    assert watcher.recent == {1, 2, 3}
+    assert result(mailbox.status("INBOX")).recent == 0
+    assert result(mailbox.open_folder("INBOX")).recent == frozenset()
+    result(examine.refresh())
+    assert examine.recent == frozenset()
+    result(watcher.copy([2], "Archive"))
+    archive = result(mailbox.open_folder("Archive"))
+    assert archive.recent == {1}
+    assert [m.flags for m in archive.messages()] == [{"\\Seen"}]
+    assert result(mailbox.open_folder("Archive")).recent == frozenset()
+
+
+def test_recent_claims_survive_a_restart_and_reach_other_processes(store, tmp_path):
+    """The claim is in the state files: a fresh process neither re-offers claimed messages nor loses unclaimed ones."""
+    mailbox = store.user_mailbox(ALICE)
+    result(mailbox.append("INBOX", IncomingMessage.from_bytes(msg(1))))
+    assert result(mailbox.open_folder("INBOX")).recent == {1}
+    result(mailbox.append("INBOX", IncomingMessage.from_bytes(msg(2))))
+    other = make_store(tmp_path / "mail").user_mailbox(ALICE)
+    assert result(other.status("INBOX")).recent == 1
+    assert result(other.open_folder("INBOX")).recent == {2}
+    assert result(mailbox.open_folder("INBOX")).recent == frozenset()
+
+
+def test_state_written_before_the_recent_marker_is_read_and_migrated(store, tmp_path):
+    """A state without the \\Recent marker (older mailsuite) keeps its UIDs; only new/ is recent; the
+    first change rewrites it with the marker, which an older reader skips (an = record for UID 0)."""
+    from mailsuite.store.state import LOG_FILE, STATE_FILE
+
+    mailbox = store.user_mailbox(ALICE)
+    deliver_bytes(store, ALICE, msg(1))
+    result(mailbox.open_folder("INBOX"))  # claims UID 1 (cur/)
+    deliver_bytes(store, ALICE, msg(2))
+    result(mailbox.status("INBOX"))  # UID 2, still in new/
+    inbox = tmp_path / "mail" / "example.test" / "alice"
+    log_lines = (inbox / LOG_FILE).read_text().splitlines()
+    assert " = 0 " in log_lines[1]  # a snapshot's log starts with the marker
+    assert any(line.endswith(" = 0 2 c -") for line in log_lines)  # the claim moved it on
+    # what an older version wrote: the same snapshot, a log without any marker record
+    legacy = [line for line in log_lines if " = 0 " not in line]
+    (inbox / LOG_FILE).write_text("".join(f"{line}\n" for line in legacy))
+    fresh = make_store(tmp_path / "mail")
+    state = fresh.state(str(inbox), str(inbox))
+    with state.locked():
+        assert state.first_recent == state.uidnext == 3
+        assert sorted(state.entries) == [1, 2]
+    examine = result(fresh.user_mailbox(ALICE).open_folder("INBOX", read_only=True))
+    assert examine.recent == {2}
+    assert result(fresh.user_mailbox(ALICE).open_folder("INBOX")).recent == {2}
+    text = (inbox / STATE_FILE).read_text()
+    assert " = 0 3 c -" in (inbox / LOG_FILE).read_text() and text.startswith("mailsuite-state 1 ")
