@@ -2,8 +2,9 @@
 
 What a user does: open INBOX over imaps:// (and imap:// with STARTTLS), read a
 message, flag one, delete one and sync, copy one to a folder mutt creates,
-change folder and back, and see new mail delivered by SMTP appear while the
-mailbox is open.  The server's state is checked with imaplib; mutt's own IMAP
+change folder and back, browse the folder list, see new mail delivered by
+SMTP appear while the mailbox is open, and send a message (our submission
+port, STARTTLS and AUTH) whose copy mutt APPENDs to Sent.  The server's state is checked with imaplib; mutt's own IMAP
 debug log (``-d 2``) records every command it sent and every tagged answer,
 and the test requires a tagged OK for each one except the few NO answers
 that are part of the normal flow (a missing folder before mutt creates it).
@@ -91,7 +92,7 @@ def eventually(probe: Callable[[], Any], check: Callable[[Any], bool], timeout: 
         time.sleep(0.1)
 
 
-def muttrc(home: Path, url: str, *, starttls: bool, idle: bool, certificate: Path) -> Path:
+def muttrc(home: Path, url: str, *, starttls: bool, idle: bool, certificate: Path, submission: int) -> Path:
     """A user's muttrc: trust exactly the test server's certificate, no caches, quick mail checks."""
     trusted = home / "trusted.pem"
     trusted.write_bytes(certificate.read_bytes())
@@ -116,10 +117,17 @@ set confirmcreate=no
 set confirmappend=no
 set delete=yes
 set move=no
-set record=""
+set record="+Sent"
 set postponed="+Drafts"
+set from="{USER}"
+set realname="Mutt User"
+set smtp_url="smtp://{USER.replace('@', '%40')}@127.0.0.1:{submission}/"
+set smtp_pass="{PASSWORD}"
+set editor="true"
+set abort_unmodified=no
 set beep=no
 set wait_key=no
+set sleep_time=0
 """)
     return rc
 
@@ -155,7 +163,8 @@ class Mutt:
         self.term.send("Enter")
 
     def prompt(self, key: str, question: str, answer: str) -> None:
-        self.term.send(key)
+        if key:
+            self.term.send(key)
         self.term.wait_for(question, what=question)
         self.term.send("C-u")  # clear mutt's suggestion
         self.term.type(answer)
@@ -233,11 +242,11 @@ def mutt_home(tmp_path: Path) -> Path:
 
 
 def test_mutt_imaps_reads_flags_deletes_copies_and_sees_new_mail(server: Any, mutt_home: Path) -> None:
-    """A whole mutt session over implicit TLS leaves the server in the state the user asked for."""
+    """A whole mutt session over implicit TLS leaves the server in the state the user asked for, with no error."""
     for n in (1, 2, 3):
         deliver(server, USER, f"mutt {n}", f"body of message {n}")
     url = f"imaps://{USER.replace('@', '%40')}@127.0.0.1:{server.ports['imaps']}/"
-    mutt = Mutt(mutt_home, muttrc(mutt_home, url, starttls=False, idle=False, certificate=server.certificate))
+    mutt = Mutt(mutt_home, muttrc(mutt_home, url, starttls=False, idle=False, certificate=server.certificate, submission=server.ports["submission"]))
     try:
         screen = mutt.index_wait("INBOX", 3)
         assert all(f"mutt {n}" in screen for n in (1, 2, 3)), screen
@@ -279,17 +288,35 @@ def test_mutt_imaps_reads_flags_deletes_copies_and_sees_new_mail(server: Any, mu
         mutt.prompt("c", "Open mailbox", "=INBOX")
         mutt.index_wait("INBOX", 2)
 
+        # the folder browser lists the folders (LIST), including the one mutt created
+        mutt.term.send("c")
+        mutt.term.wait_for("Open mailbox", what="the mailbox prompt")
+        mutt.term.send("?")
+        screen = mutt.wait(lambda s: "Trash" in s and "Saved" in s and "Sent" in s, "the folder browser")
+        mutt.term.send("q")
+        mutt.index_wait("INBOX", 2)
+
         # new mail arrives by SMTP while INBOX is open
         deliver(server, USER, "mutt 4", "body of message 4")
         screen = mutt.index_wait("INBOX", 3)
         assert "mutt 4" in screen
+
+        # write a message to ourselves: mutt submits it over SMTP (STARTTLS, AUTH) and APPENDs a copy to Sent
+        mutt.prompt("m", "To:", USER)
+        mutt.prompt("", "Subject:", "mutt 5")
+        mutt.wait("y:Send", "the compose menu")
+        mutt.term.send("y")
+        screen = mutt.index_wait("INBOX", 4)
+        assert "mutt 5" in screen
+        sent = eventually(lambda: server_view(server, USER, "Sent"), lambda v: v is not None and "mutt 5" in v)
+        assert "\\Seen" in sent["mutt 5"], sent
 
         mutt.quit()
     finally:
         mutt.close()
     commands = check_exchanges(mutt, server)
     sent = " | ".join(commands)
-    for expected in ("AUTHENTICATE", "SELECT \"INBOX\"", "UID FETCH", "UID STORE", "EXPUNGE", "CREATE \"Saved/2026\"", "UID COPY", "SELECT \"Saved/2026\""):
+    for expected in ("AUTHENTICATE", "SELECT \"INBOX\"", "UID FETCH", "UID STORE", "EXPUNGE", "CREATE \"Saved/2026\"", "UID COPY", "SELECT \"Saved/2026\"", "LIST ", "APPEND \"Sent\""):
         assert expected in sent, f"mutt never sent {expected}: {sent}"
 
 
@@ -298,7 +325,7 @@ def test_mutt_starttls_with_idle_sees_new_mail(server: Any, mutt_home: Path) -> 
     before = len(server_view(server, USER, "INBOX") or {})
     deliver(server, USER, "starttls 1", "first")
     url = f"imap://{USER.replace('@', '%40')}@127.0.0.1:{server.ports['imap']}/"
-    mutt = Mutt(mutt_home, muttrc(mutt_home, url, starttls=True, idle=True, certificate=server.certificate))
+    mutt = Mutt(mutt_home, muttrc(mutt_home, url, starttls=True, idle=True, certificate=server.certificate, submission=server.ports["submission"]))
     try:
         screen = mutt.index_wait("INBOX", before + 1)
         assert "starttls 1" in screen
