@@ -154,13 +154,16 @@ def serve(config_path: str, stats_path: str) -> None:
     import signal
 
     from twisted.internet import reactor, task
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
     from mailsuite.config import load
     from mailsuite.service import build
 
-    # log to the child's stdout (server.log) as twistd would, so logging costs are in the figures
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    # log to the child's stdout (server.log) as the systemd unit's twistd does (--logger mailsuite.logs.observer),
+    # so logging costs are in the figures
+    from mailsuite.logs import LineObserver
+
+    globalLogBeginner.beginLoggingTo([LineObserver(sys.stdout)], redirectStandardIO=False)
     root = build(load(config_path), reactor)
     lags: list[float] = []
     last = [time.perf_counter()]

@@ -17,10 +17,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m mailsuite.testing.runner CONFIG\n")
         return 2
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
     from mailsuite.config import load
     from mailsuite.errors import ConfigError
+    from mailsuite.logs import LineObserver
     from mailsuite.service import build
 
     try:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         sys.stderr.write(f"mailsuite: configuration error: {e}\n")
         return 2
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([LineObserver(sys.stdout)], redirectStandardIO=False)
     root = build(config, reactor)
     reactor.callWhenRunning(root.startService)
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
