@@ -47,6 +47,9 @@ def render_config(data_root: Path, overrides: dict[str, Any] | None = None) -> s
 class ServerProcess:
     """A running `twistd -n mailsuite` and what a test needs to talk to it."""
 
+    #: Extra twistd options before the plugin name (e.g. ``("--logger", "mailsuite.logs.observer")``).
+    twistd_options: tuple[str, ...] = ()
+
     def __init__(self, tmp_path: Path, overrides: dict[str, Any] | None = None) -> None:
         self.tmp_path = tmp_path
         self.data_root = tmp_path / "data"
@@ -65,7 +68,7 @@ class ServerProcess:
             ports_file.unlink()
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "mailsuite", "--config", str(self.config_path)],
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", *self.twistd_options, "mailsuite", "--config", str(self.config_path)],
             cwd=self.tmp_path,
             stdout=log,
             stderr=subprocess.STDOUT,
