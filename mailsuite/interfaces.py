@@ -67,6 +67,8 @@ class FolderInfo:
     subscribed: bool = False
     has_children: bool = False
     selectable: bool = True
+    # False: a subscription to a name that is no folder (RFC 3501 6.3.9 keeps it; RFC 5258 \NonExistent)
+    exists: bool = True
 
 
 @dataclass(frozen=True)
