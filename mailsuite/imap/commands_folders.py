@@ -321,7 +321,8 @@ async def _list(server: Any, args: Arguments, verb: str) -> None:
         return
 
     folders = await server.mailbox.list_folders()
-    tree = _Tree(folders)
+    # subscriptions to names that are no folder only count as subscriptions (LSUB, \NonExistent)
+    tree = _Tree([f for f in folders if getattr(f, "exists", True)])
     subscribed = {f.name for f in folders if f.subscribed}
     regexes = [pattern_regex(reference, p) for p in patterns]
 
