@@ -4,7 +4,8 @@ One Thunderbird start serves the whole module: a fresh profile with one IMAP
 account on 127.0.0.1:<imaps> (SSL/TLS, normal password, download of every
 folder for offline use), the self-signed server certificate accepted through
 a certificate override and the password put into the login manager over
-Marionette, so Thunderbird never prompts.  The tests then do what a user does
+Marionette, so Thunderbird never prompts.  A second account (another user)
+uses port 143 with STARTTLS.  The tests then do what a user does
 (read, flag, delete, copy, move, create a folder, receive new mail) through
 Thunderbird's own folder and copy services and check the result twice: in
 Thunderbird's message database and with imaplib on the server.  The last test
@@ -28,24 +29,27 @@ from typing import Any
 
 import pytest
 
-from tests.support.thunderbird import SSL, Thunderbird, imap_account_prefs
+from tests.support.thunderbird import SSL, STARTTLS, ImapAccount, Thunderbird, imap_account_prefs
 
 USER = "alice@example.test"
 PASSWORD = "correct horse battery"
+#: A second account, on port 143 with STARTTLS (the first uses implicit TLS).
+BOB = "bob@example.test"
+BOB_PASSWORD = "bob's own password"
 INBOX_SUBJECTS = [f"inbox {n}" for n in range(6)]
 WORK_SUBJECTS = ["work 0", "work 1"]
 
 
-def message(subject: str, body: str) -> bytes:
+def message(subject: str, body: str, to: str = USER) -> bytes:
     return (
-        f"From: Sender <sender@example.org>\r\nTo: {USER}\r\nSubject: {subject}\r\n"
+        f"From: Sender <sender@example.org>\r\nTo: {to}\r\nSubject: {subject}\r\n"
         f"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <{subject.replace(' ', '.')}@example.org>\r\n\r\n{body}\r\n"
     ).encode()
 
 
-def imap(server: Any) -> imaplib.IMAP4_SSL:
+def imap(server: Any, user: str = USER, password: str = PASSWORD) -> imaplib.IMAP4_SSL:
     client = imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=server.client_tls(), timeout=10)
-    client.login(USER, PASSWORD)
+    client.login(user, password)
     return client
 
 
@@ -99,10 +103,12 @@ def session(mailsuite_module_server: Any, tmp_path_factory: pytest.TempPathFacto
     """A server with mail in INBOX (by SMTP) and Work (by APPEND), and a synchronised Thunderbird."""
     if Thunderbird.executable() is None:
         pytest.fail("thunderbird is not installed: apt-get install thunderbird (see .ci/run)")
-    server = mailsuite_module_server(users={USER: PASSWORD})
+    server = mailsuite_module_server(users={USER: PASSWORD, BOB: BOB_PASSWORD})
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
         for n, subject in enumerate(INBOX_SUBJECTS):
             smtp.sendmail("sender@example.org", [USER], message(subject, f"body {n}"))
+        for subject in ("for bob 0", "for bob 1"):
+            smtp.sendmail("sender@example.org", [BOB], message(subject, "hi bob", to=BOB))
     client = imap(server)
     client.create("Work")
     client.subscribe("Work")
@@ -111,28 +117,38 @@ def session(mailsuite_module_server: Any, tmp_path_factory: pytest.TempPathFacto
 
     tb = Thunderbird(
         tmp_path_factory.mktemp("thunderbird"),
-        imap_account_prefs(host="127.0.0.1", port=server.ports["imaps"], user=USER, socket_type=SSL, email=USER),
+        imap_account_prefs(
+            ImapAccount("127.0.0.1", server.ports["imaps"], USER, SSL, USER),
+            ImapAccount("127.0.0.1", server.ports["imap"], BOB, STARTTLS, BOB),
+        ),
     )
     try:
         tb.start()
         certificate = "".join(line for line in server.certificate.read_text().splitlines() if not line.startswith("-----"))
-        tb.run(SETUP_JS, server.ports["imaps"], certificate, USER, PASSWORD)
+        tb.run(LOGINS_JS, certificate, [[server.ports["imaps"], USER, PASSWORD], [server.ports["imap"], BOB, BOB_PASSWORD]])
+        tb.run(SYNC_JS)
         yield server, tb, ServerView(client)
     finally:
         tb.stop()
         client.logout()
 
 
-#: Accept the self-signed certificate for 127.0.0.1:<port> (what "Confirm Security Exception" stores),
-#: store the password, then discover folders and download every folder for offline use.
-SETUP_JS = r"""
-const [port, certificate, user, password] = arguments;
+#: For each [port, user, password]: accept the self-signed certificate for 127.0.0.1:<port> (what
+#: "Confirm Security Exception" stores) and save the password (what "Use Password Manager" stores).
+LOGINS_JS = r"""
+const [certificate, accounts] = arguments;
 const certdb = Cc["@mozilla.org/security/x509certdb;1"].getService(Ci.nsIX509CertDB);
-Cc["@mozilla.org/security/certoverride;1"].getService(Ci.nsICertOverrideService)
-  .rememberValidityOverride("127.0.0.1", port, {}, certdb.constructX509FromBase64(certificate), false);
-const login = Cc["@mozilla.org/login-manager/loginInfo;1"].createInstance(Ci.nsILoginInfo);
-login.init("imap://127.0.0.1", null, "imap://127.0.0.1", user, password, "", "");
-await Services.logins.addLoginAsync(login);
+const overrides = Cc["@mozilla.org/security/certoverride;1"].getService(Ci.nsICertOverrideService);
+for (const [port, user, password] of accounts) {
+  overrides.rememberValidityOverride("127.0.0.1", port, {}, certdb.constructX509FromBase64(certificate), false);
+  const login = Cc["@mozilla.org/login-manager/loginInfo;1"].createInstance(Ci.nsILoginInfo);
+  login.init("imap://127.0.0.1", null, "imap://127.0.0.1", user, password, "", "");
+  await Services.logins.addLoginAsync(login);
+}
+"""
+
+#: Discover the default account's folders and download every folder for offline use.
+SYNC_JS = r"""
 let [listener, done] = urlDone();
 MailServices.imap.discoverAllFolders(root, listener, msgWindow);
 await done;
@@ -305,6 +321,43 @@ def test_new_mail_shows_up(session):
         await waitFor(() => [...folderByName("INBOX").messages].some(h => h.subject == "late arrival"), "late arrival");
         """
     )
+
+
+def test_starttls_account(session):
+    """A second account on port 143 upgrades with STARTTLS before it logs in, syncs INBOX and marks a message read."""
+    server, tb, view = session
+    seen = tb.run(
+        """
+        const bob = serverOf(arguments[0]);
+        let [listener, done] = urlDone();
+        MailServices.imap.discoverAllFolders(bob.rootFolder, listener, msgWindow);
+        await done;
+        const inbox = folderByName("INBOX", arguments[0]);
+        [listener, done] = urlDone();
+        inbox.QueryInterface(Ci.nsIMsgImapMailFolder).updateFolderWithListener(msgWindow, listener);
+        await done;
+        inbox.markMessagesRead([[...inbox.messages].find(h => h.subject == "for bob 1")], true);
+        return [...inbox.messages].map(h => h.subject).sort();
+        """,
+        BOB,
+    )
+    assert seen == ["for bob 0", "for bob 1"]
+    bob = ServerView(imap(server, BOB, BOB_PASSWORD))
+    try:
+        eventually(lambda: "\\Seen" in bob.folder("INBOX")["for bob 1"], "\\Seen for bob")
+        assert "\\Seen" not in bob.folder("INBOX")["for bob 0"]
+    finally:
+        bob.client.logout()
+    # Thunderbird's plain connection: STARTTLS answered OK, and no login command went out before it.
+    conversation = tb.conversation()
+    starttls = [i for i, (_, _, d, text) in enumerate(conversation) if d == "C" and text.lower().endswith(" starttls")]
+    assert starttls, "Thunderbird never sent STARTTLS"
+    connection = conversation[starttls[0]][0]
+    mine = [(d, text) for c, _, d, text in conversation[: starttls[0]] if c == connection]
+    greeting = max(i for i, (d, text) in enumerate(mine) if d == "S" and text.startswith("* OK"))  # this connection's start
+    assert "LOGINDISABLED" in mine[greeting][1]  # RFC 3501 6.2.3: no LOGIN before TLS on 143
+    before = [text.lower() for d, text in mine[greeting:] if d == "C"]
+    assert not any("login" in text or "authenticate" in text for text in before), before
 
 
 def test_server_answered_no_command_with_no_or_bad(session):

@@ -13,6 +13,7 @@ account-provisioning look-ups are switched off in the profile.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -76,41 +77,61 @@ QUIET_PREFS: dict[str, Any] = {
 PLAIN, STARTTLS, SSL = 0, 2, 3
 
 
-def imap_account_prefs(*, host: str, port: int, user: str, socket_type: int, email: str) -> dict[str, Any]:
-    """One IMAP account (server1) plus the Local Folders account Thunderbird always wants."""
-    return {
-        "mail.accountmanager.accounts": "account1,account2",
+@dataclasses.dataclass(frozen=True)
+class ImapAccount:
+    """One IMAP account as a user would set it up (Account Settings > Server Settings)."""
+
+    host: str
+    port: int
+    user: str
+    socket_type: int
+    email: str
+
+
+def imap_account_prefs(*accounts: ImapAccount) -> dict[str, Any]:
+    """The IMAP accounts (server1...) plus the Local Folders account Thunderbird always wants.
+
+    The first account is the default one.
+    """
+    local = len(accounts) + 1
+    prefs: dict[str, Any] = {
+        "mail.accountmanager.accounts": ",".join(f"account{n}" for n in range(1, local + 1)),
         "mail.accountmanager.defaultaccount": "account1",
-        "mail.accountmanager.localfoldersserver": "server2",
-        "mail.account.account1.identities": "id1",
-        "mail.account.account1.server": "server1",
-        "mail.account.account2.server": "server2",
-        "mail.identity.id1.fullName": "Test User",
-        "mail.identity.id1.useremail": email,
-        "mail.identity.id1.valid": True,
-        "mail.server.server1.type": "imap",
-        "mail.server.server1.name": "mailsuite",
-        "mail.server.server1.hostname": host,
-        "mail.server.server1.port": port,
-        "mail.server.server1.userName": user,
-        "mail.server.server1.socketType": socket_type,
-        "mail.server.server1.authMethod": 3,  # normal password (AUTHENTICATE PLAIN / LOGIN)
-        "mail.server.server1.directory-rel": "[ProfD]ImapMail/mailsuite",
-        # Offline use: every folder's messages are downloaded (File > Offline > Download).
-        "mail.server.server1.offline_download": True,
-        "mail.server.server1.autosync_offline_stores": True,
-        # The test itself logs in after it put the password into the login manager
-        # (a check at startup would race it and open a password prompt).
-        "mail.server.server1.login_at_startup": False,
-        "mail.server.server1.check_new_mail": False,
-        # Thunderbird logs its connections in one after the other; 3 instead of 5 saves two logins.
-        "mail.server.server1.max_cached_connections": 3,
-        "mail.server.server2.type": "none",
-        "mail.server.server2.hostname": "Local Folders",
-        "mail.server.server2.userName": "nobody",
-        "mail.server.server2.name": "Local Folders",
-        "mail.server.server2.directory-rel": "[ProfD]Mail/Local Folders",
+        "mail.accountmanager.localfoldersserver": f"server{local}",
+        f"mail.account.account{local}.server": f"server{local}",
+        f"mail.server.server{local}.type": "none",
+        f"mail.server.server{local}.hostname": "Local Folders",
+        f"mail.server.server{local}.userName": "nobody",
+        f"mail.server.server{local}.name": "Local Folders",
+        f"mail.server.server{local}.directory-rel": "[ProfD]Mail/Local Folders",
     }
+    for n, account in enumerate(accounts, 1):
+        server = f"mail.server.server{n}."
+        prefs.update({
+            f"mail.account.account{n}.identities": f"id{n}",
+            f"mail.account.account{n}.server": f"server{n}",
+            f"mail.identity.id{n}.fullName": "Test User",
+            f"mail.identity.id{n}.useremail": account.email,
+            f"mail.identity.id{n}.valid": True,
+            server + "type": "imap",
+            server + "name": account.user,
+            server + "hostname": account.host,
+            server + "port": account.port,
+            server + "userName": account.user,
+            server + "socketType": account.socket_type,
+            server + "authMethod": 3,  # normal password (AUTHENTICATE PLAIN / LOGIN)
+            server + "directory-rel": f"[ProfD]ImapMail/account{n}",
+            # Offline use: every folder's messages are downloaded (File > Offline > Download).
+            server + "offline_download": True,
+            server + "autosync_offline_stores": True,
+            # The test itself logs in after it put the password into the login manager
+            # (a check at startup would race it and open a password prompt).
+            server + "login_at_startup": False,
+            server + "check_new_mail": False,
+            # Thunderbird logs its connections in one after the other; 3 instead of 5 saves two logins.
+            server + "max_cached_connections": 3,
+        })
+    return prefs
 
 
 def render_user_js(prefs: dict[str, Any]) -> str:
@@ -277,9 +298,10 @@ const waitFor = async (test, what, ms = 20000) => {
     await sleep(50);
   }
 };
-const account = MailServices.accounts.defaultAccount;
-const server = account.incomingServer;
-const root = server.rootFolder;
 const msgWindow = window.msgWindow || null;
-const folderByName = name => root.getChildNamed(name);
+const serverOf = user => MailServices.accounts.accounts.map(a => a.incomingServer).find(s => s.username == user);
+// The default account's server and root folder; folderByName(name, user) reaches another account's.
+const server = MailServices.accounts.defaultAccount.incomingServer;
+const root = server.rootFolder;
+const folderByName = (name, user) => (user ? serverOf(user).rootFolder : root).getChildNamed(name);
 """
