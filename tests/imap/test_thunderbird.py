@@ -6,7 +6,8 @@ folder for offline use), the self-signed server certificate accepted through
 a certificate override and the password put into the login manager over
 Marionette, so Thunderbird never prompts.  A second account (another user)
 uses port 143 with STARTTLS.  The tests then do what a user does
-(read, flag, delete, copy, move, create a folder, receive new mail) through
+(read, flag, delete, copy, move, create and rename a folder, save a draft,
+empty Trash, receive new mail while idling) through
 Thunderbird's own folder and copy services and check the result twice: in
 Thunderbird's message database and with imaplib on the server.  The last test
 reads Thunderbird's IMAP log (MOZ_LOG=IMAP:5) and fails on any NO or BAD our
@@ -135,8 +136,15 @@ def session(mailsuite_module_server: Any, tmp_path_factory: pytest.TempPathFacto
 
 #: For each [port, user, password]: accept the self-signed certificate for 127.0.0.1:<port> (what
 #: "Confirm Security Exception" stores) and save the password (what "Use Password Manager" stores).
+#: Every alert Thunderbird would show the user (server errors, [ALERT] texts, certificate errors) is recorded.
 LOGINS_JS = r"""
 const [certificate, accounts] = arguments;
+window.mailsuiteAlerts = [];
+MailServices.mailSession.addUserFeedbackListener({
+  QueryInterface: ChromeUtils.generateQI(["nsIMsgUserFeedbackListener"]),
+  onAlert(message) { window.mailsuiteAlerts.push(String(message)); return true; },
+  onCertError(securityInfo, url) { window.mailsuiteAlerts.push(`certificate error for ${url && url.spec}`); return true; },
+});
 const certdb = Cc["@mozilla.org/security/x509certdb;1"].getService(Ci.nsIX509CertDB);
 const overrides = Cc["@mozilla.org/security/certoverride;1"].getService(Ci.nsICertOverrideService);
 for (const [port, user, password] of accounts) {
@@ -295,6 +303,36 @@ def test_copy_move_and_create_folder(session):
     assert "work 1" in subjects(state["INBOX"]) and "inbox 3" not in subjects(state["INBOX"])
 
 
+def test_draft_rename_and_empty_trash(session, tmp_path):
+    """Saving a draft (APPEND with flags), renaming a folder and emptying Trash (STORE \\Deleted + EXPUNGE)."""
+    server, tb, view = session
+    draft = tmp_path / "draft.eml"
+    draft.write_bytes(message("my draft", "not sent yet"))
+    tb.run(
+        """
+        const file = Cc["@mozilla.org/file/local;1"].createInstance(Ci.nsIFile);
+        file.initWithPath(arguments[0]);
+        let [listener, done] = copyDone();
+        MailServices.copy.copyFileMessage(file, folderByName("Drafts"), null, true, Ci.nsMsgMessageFlags.Read, "", listener, msgWindow);
+        await done;
+        folderByName("Projects").rename("Projects 2024", msgWindow);
+        await waitFor(() => root.containsChildNamed("Projects 2024"), "the renamed folder");
+        const trash = folderByName("Trash");
+        [listener, done] = urlDone();
+        trash.emptyTrash(listener);
+        await done;
+        """,
+        str(draft),
+    )
+    drafts = eventually(lambda: view.folder("Drafts"), "the draft on the server")
+    assert drafts == {"my draft": {"\\Seen", "\\Draft"}}
+    assert view.body("Drafts", "my draft").replace(b"\r\n", b"\n") == draft.read_bytes().replace(b"\r\n", b"\n")
+    folders = view.folders()
+    assert any(line.endswith(' "Projects 2024"') for line in folders) and not any(line.endswith(' "Projects"') for line in folders)
+    assert set(view.folder("Projects 2024")) == {"inbox 3"}
+    eventually(lambda: view.folder("Trash") == {}, "an empty Trash")
+
+
 def test_new_mail_is_pushed_while_idle(session):
     """Mail delivered by SMTP while Thunderbird waits in IDLE on INBOX reaches it with no check (RFC 2177)."""
     server, tb, view = session
@@ -369,6 +407,8 @@ def test_server_answered_no_command_with_no_or_bad(session):
     assert not failures, "\n".join(failures)
     windows = tb.run("return [...Services.wm.getEnumerator(null)].map(w => w.document.documentElement.getAttribute('windowtype'))")
     assert windows == ["mail:3pane"], windows
+    assert tb.run("return window.mailsuiteAlerts") == []
+    assert "Traceback" not in server.log() and "SERVERBUG" not in server.log()
 
 
 def test_log_reading_catches_failures(tmp_path):
