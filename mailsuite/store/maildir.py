@@ -489,13 +489,15 @@ class UserMailbox:
                 every.add("/".join(parts[:i]))
         parents = {"/".join(n.split("/")[:-1]) for n in every if "/" in n}
         out = []
-        for name in sorted(every, key=lambda n: (n != "INBOX", n)):
+        # RFC 3501 6.3.9: a subscription outlives its folder; RFC 5258 lists it as \\NonExistent
+        for name in sorted(every | subscribed, key=lambda n: (n != "INBOX", n)):
             out.append(FolderInfo(
                 name=name,
-                special_use=names.DEFAULT_FOLDERS.get(name),
+                special_use=names.DEFAULT_FOLDERS.get(name) if name in real else None,
                 subscribed=name in subscribed,
                 has_children=name in parents,
                 selectable=name in real,
+                exists=name in every,
             ))
         return out
 

@@ -240,9 +240,9 @@ class MemoryMailbox:
                 parts = name.split("/")
                 every.update("/".join(parts[:i]) for i in range(1, len(parts)))
             parents = {n.rsplit("/", 1)[0] for n in every if "/" in n}
-            return [
-                FolderInfo(n, names.DEFAULT_FOLDERS.get(n), n in user.subscriptions, n in parents, n in real)
-                for n in sorted(every, key=lambda n: (n != "INBOX", n))
+            return [  # subscriptions to names that are no folder too (RFC 3501 6.3.9, RFC 5258 \\NonExistent)
+                FolderInfo(n, names.DEFAULT_FOLDERS.get(n) if n in real else None, n in user.subscriptions, n in parents, n in real, n in every)
+                for n in sorted(every | set(user.subscriptions), key=lambda n: (n != "INBOX", n))
             ]
 
         return _call(work)

@@ -680,3 +680,27 @@ def test_state_written_before_the_recent_marker_is_read_and_migrated(store, tmp_
     assert result(fresh.user_mailbox(ALICE).open_folder("INBOX")).recent == {2}
     text = (inbox / STATE_FILE).read_text()
     assert " = 0 3 c -" in (inbox / LOG_FILE).read_text() and text.startswith("mailsuite-state 1 ")
+
+
+def test_subscribed_names_that_are_no_folder_are_listed_as_not_existing(any_store):
+    """RFC 3501 6.3.9: a subscription outlives its folder, so LSUB (and LIST (SUBSCRIBED), RFC 5258
+    \\NonExistent) still name it; a plain listing can tell it apart (exists=False)."""
+    mailbox = any_store.user_mailbox(ALICE)
+    result(mailbox.create_folder("Old"))
+    result(mailbox.set_subscribed("Old", True))
+    result(mailbox.set_subscribed("Ghost/Child", True))
+    result(mailbox.delete_folder("Old"))
+    result(mailbox.delete_folder("Junk"))  # subscribed by default
+    folders = result(mailbox.list_folders())
+    names = {f.name: f for f in folders}
+    for name in ("Old", "Ghost/Child", "Junk"):
+        info = names[name]
+        assert (info.subscribed, info.exists, info.selectable, info.has_children, info.special_use) == (True, False, False, False, None), name
+    assert "Ghost" not in names  # no folder, no subscription: not even a parent
+    assert all(f.exists for f in folders if f.name not in ("Old", "Ghost/Child", "Junk"))
+    assert folders[0].name == "INBOX"
+    result(mailbox.set_subscribed("Old", False))
+    assert "Old" not in {f.name for f in result(mailbox.list_folders())}
+    result(mailbox.create_folder("Junk"))
+    junk = {f.name: f for f in result(mailbox.list_folders())}["Junk"]
+    assert junk.exists and junk.selectable and junk.subscribed and junk.special_use == "\\Junk"
