@@ -60,6 +60,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailsuite import errors
 from mailsuite.imap import dispatch
 from mailsuite.imap.dispatch import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, CommandSpec
 from mailsuite.imap.responses import ANSWERED, Response, failure_response
@@ -581,9 +582,27 @@ class IMAPServer(Protocol, TimeoutMixin):
         if selected is None:
             return
         self.dirty = False
-        change = await selected.folder.refresh()
+        try:
+            change = await selected.folder.refresh()
+        except errors.NoSuchFolder:
+            if self.selected is selected:
+                self.selected_vanished()
+            return
         if self.selected is selected:
             selected.apply(change)
+
+    def selected_vanished(self) -> None:
+        """The selected folder was deleted or renamed (here or by another session): BYE and close.
+
+        Its sequence numbers and UIDs mean nothing any more and RFC 3501 has
+        no response that leaves the selected state, so, as other servers do,
+        the session ends with an untagged BYE (RFC 3501 7.1.5) and the client
+        reconnects and lists the folders again.
+        """
+        self.log.info("{cid}: selected folder is gone; closing", cid=self.cid)
+        self.write(b"* BYE The selected mailbox was deleted or renamed.\r\n")
+        self.close_selected()
+        self.disconnect()
 
     async def announce(self, *, expunge_ok: bool, force: bool = False) -> None:
         """Send the untagged responses owed for changes (RFC 3501 7.3, 7.4.1)."""

@@ -366,3 +366,43 @@ def test_apple_mail_session(imap_server: Any, wires: Any) -> None:
     w.command("7.3", "UNSELECT").ok()
     assert w.command("7.4", "LOGOUT").ok().of("BYE")
     other.command("o7", "LOGOUT").ok()
+
+
+# ---------------------------------------------------------------------------
+# Two clients on one account: a folder deleted under an open session
+# ---------------------------------------------------------------------------
+def test_folder_deleted_under_a_phone_that_has_it_open(imap_server: Any, wires: Any) -> None:
+    """The phone (K-9) idles in a folder the desktop deletes: it gets BYE, never a hang or SERVERBUG, and reconnects cleanly."""
+    user = "twoclients@example.test"
+    phone = wires(imap_server.ports["imaps"], tls=imap_server.client_tls())
+    phone.command("1", f"AUTHENTICATE PLAIN {login_plain(user)}").ok()
+    phone.command("2", 'CREATE "Projects"').ok()
+    phone.command("3", 'APPEND "Projects" ', sample(1, "project"), "").ok()
+    assert phone.command("4", 'SELECT "Projects"').ok().of("EXISTS")[0].number == 1
+    phone.send(b"5 IDLE\r\n")
+    phone.continuation()
+
+    desktop = wires(imap_server.ports["imaps"], tls=imap_server.client_tls())
+    desktop.command("d1", f"LOGIN {quote(user)} secret").ok()
+    desktop.command("d2", 'DELETE "Projects"').ok()
+
+    # the idling phone is told (or learns at its next poll) and the connection ends
+    got: list[Any] = []
+    try:
+        got = phone.wait_untagged(lambda u: u.kind == "BYE", timeout=3)
+    except AssertionError:
+        phone.send(b"DONE\r\n")
+        phone.finish("5")
+        got = phone.command("6", "NOOP").of("BYE")
+    assert [u for u in got if u.kind == "BYE"], got
+    with pytest.raises((ConnectionError, OSError)):
+        for _ in range(10):
+            phone.command("7", "NOOP")
+    # reconnecting works and the folder is gone
+    again = wires(imap_server.ports["imaps"], tls=imap_server.client_tls())
+    again.command("1", f"AUTHENTICATE PLAIN {login_plain(user)}").ok()
+    listed = {bytes(u.values[2]).decode() for u in again.command("2", 'LIST "" "*"').ok().of("LIST")}
+    assert "Projects" not in listed and "INBOX" in listed
+    assert again.command("3", 'SELECT "Projects"').status == "NO"
+    log = imap_server.log()
+    assert "Traceback" not in log and "SERVERBUG" not in log, log[-3000:]

@@ -311,6 +311,7 @@ class Wire:
         if tls is not None:
             self.sock = tls.wrap_socket(self.sock, server_hostname="mail.example.test")
         self.buffer = b""
+        self.closed = False
         self.timeout = timeout
         self.transcript: list[bytes] = []
         self.greeting = parse_untagged(self.read_response())
@@ -420,6 +421,9 @@ class Wire:
                     out.append(parse_untagged(self.read_response()))
             except (socket.timeout, TimeoutError):
                 break
+            except ConnectionError:
+                self.closed = True  # what came before the close (a BYE) is still returned
+                break
             finally:
                 self.sock.settimeout(self.timeout)
         return out
@@ -432,6 +436,8 @@ class Wire:
             seen += self.read_untagged(min(0.2, deadline - time.monotonic()))
             if any(predicate(u) for u in seen):
                 return seen
+            if self.closed:
+                break
         raise AssertionError(f"no matching untagged response within {timeout}s; got {[u.raw for u in seen]}")
 
     def close(self) -> None:
