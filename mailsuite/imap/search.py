@@ -20,7 +20,9 @@ Public API:
 * ``matches(query, message, *, last_seq, last_uid) -> bool``.
 * Compatibility with ``search_fallback`` (the server's stand-in):
   ``parse(args, resolve) -> Query`` (``args`` has ``data``/``pos``) and
-  ``evaluate(query, candidates, opener) -> [(seq, uid, modseq)]``.
+  ``evaluate(query, candidates, opener, headers=None, cache=None, prefix=()) -> [(seq, uid, modseq)]``;
+  with ``cache`` (:mod:`mailsuite.imap.search_cache`) what is learnt of each
+  message is shared across searches and sessions.
 
 Implementation notes:
 
@@ -39,6 +41,28 @@ Implementation notes:
   time and timezone"); a message without a parsable Date: never matches
   those keys.
 * ``$`` (SEARCHRES) is not supported and is a ParseError.
+
+Speed without changing an answer (tests/imap/test_search_cache.py compares
+every shortcut with a full decode):
+
+* Decoded, folded header values and the Date: day are cached per message
+  (:mod:`search_cache`, keyed by folder incarnation, UID, Maildir name and
+  size); so is the MIME structure (header ranges, text leaves with their
+  transfer encoding and codec) of messages that needed a parse.  A message
+  without any Content-* header field is one text/plain us-ascii leaf and
+  needs no parse at all.
+* A field is found by a regex when the header's lines end in LF or CRLF only
+  (as :func:`mime.split_fields` would split them; a bare CR takes the
+  split_fields path).
+* A text part with no transfer encoding to undo, an ASCII-safe stateless
+  codec and only ASCII octets is matched as bytes (ASCII case-folds like
+  ``bytes.lower()``).
+* Negative pre-filters from raw octets, only where decoding cannot create the
+  needle: a header block that is ASCII without encoded words, for header
+  keys; a whole message that is ASCII with no base64/quoted-printable, only
+  readable ASCII-safe charsets and (TEXT) no encoded words, for BODY/TEXT.
+  Non-ASCII octets are never pre-filtered: Unicode case folding maps some of
+  them to ASCII letters (KELVIN SIGN to "k", LONG S to "s").
 """
 
 from __future__ import annotations
@@ -421,10 +445,6 @@ class _Context:
             text = self._leaf_texts[index] = _fold(leaf_text(self.message(), leaf))
         return text
 
-    def bodies(self) -> list[str]:
-        """Folded text of every text part (transfer encoding and charset undone)."""
-        return [self._text_of(i, leaf) for i, leaf in enumerate(self.structure()[1])]
-
     def body_contains(self, needle: str, needle_ascii: bytes | None) -> bool:
         """Does a text part contain ``needle`` (folded; ``needle_ascii`` its bytes if ASCII)?
         Parts that need no decoding and are ASCII are matched as bytes."""
@@ -499,10 +519,6 @@ class _Context:
             else:
                 return False
         return any(needle in t for t in self.header_texts_all())
-
-    def all_text(self) -> list[str]:
-        """Headers (message and encapsulated messages) and bodies, for TEXT."""
-        return self.header_texts_all() + self.bodies()
 
 
 def _sent_day(values: list[bytes]) -> datetime.date | None:

@@ -24,9 +24,13 @@ Implementation notes:
 * Bounded by an estimate of the bytes held (:data:`MAX_BYTES`), least
   recently used messages dropped first.
 * Used from the reactor thread and from worker threads (SEARCH evaluates on
-  the thread pool), so every change of the LRU happens under one lock; a
-  :class:`MessageFacts` handed out may be dropped from the cache meanwhile,
-  which only means its additions are not kept.
+  the thread pool), so every change of the LRU and of a :class:`MessageFacts`
+  happens under one lock; :meth:`SearchCache.get_quiet` reads without it (a
+  dict lookup is atomic) and the reader marks its hits with one
+  :meth:`SearchCache.touch` per batch.  Facts handed out may be dropped from
+  the cache meanwhile, which only means additions to them are not kept.
+* Only messages a search actually had to decode get an entry (a raw
+  pre-filter that rules a message out stores nothing).
 * Values are derived deterministically from immutable octets: two threads
   computing the same fact store equal values.
 """
