@@ -80,6 +80,12 @@ def server_view(server: Any, user: str, folder: str) -> dict[str, set[str]] | No
         client.logout()
 
 
+def index_flags(screen: str, subject: str) -> str:
+    """The status-flag column (%Z) of the index row showing ``subject`` ("" if no such row)."""
+    m = re.search(rf"^\s*\d+ (.{{3}}) .*{re.escape(subject)}\s*$", screen, re.M)
+    return m.group(1) if m else ""
+
+
 def eventually(probe: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 5.0) -> Any:
     """Poll the server until ``check(probe())`` holds; the last value is in the failure message."""
     deadline = time.monotonic() + timeout
@@ -320,8 +326,8 @@ def test_mutt_imaps_reads_flags_deletes_copies_and_sees_new_mail(server: Any, mu
         assert expected in sent, f"mutt never sent {expected}: {sent}"
 
 
-def test_mutt_starttls_with_idle_sees_new_mail(server: Any, mutt_home: Path) -> None:
-    """imap:// with STARTTLS required; IDLE pushes a new delivery to mutt's open INBOX."""
+def test_mutt_starttls_with_idle_follows_other_clients(server: Any, mutt_home: Path) -> None:
+    """imap:// with STARTTLS required; IDLE pushes a new delivery, a flag change and an expunge to mutt's open INBOX."""
     before = len(server_view(server, USER, "INBOX") or {})
     deliver(server, USER, "starttls 1", "first")
     url = f"imap://{USER.replace('@', '%40')}@127.0.0.1:{server.ports['imap']}/"
@@ -337,6 +343,21 @@ def test_mutt_starttls_with_idle_sees_new_mail(server: Any, mutt_home: Path) -> 
         deliver(server, USER, "starttls 2", "second")
         screen = mutt.index_wait("INBOX", before + 2)
         assert "starttls 2" in screen
+
+        # another client flags one message and expunges another: mutt's open index follows
+        other = imap(server, USER)
+        try:
+            other.select("INBOX")
+            one = other.search(None, "SUBJECT", '"starttls 1"')[1][0].decode()
+            two = other.search(None, "SUBJECT", '"starttls 2"')[1][0].decode()
+            assert other.store(one, "+FLAGS", "(\\Flagged)")[0] == "OK"
+            mutt.wait(lambda s: "!" in index_flags(s, "starttls 1"), "the flag set elsewhere")
+            assert other.store(two, "+FLAGS", "(\\Deleted)")[0] == "OK"
+            assert other.expunge()[0] == "OK"
+        finally:
+            other.logout()
+        screen = mutt.index_wait("INBOX", before + 1)
+        assert "starttls 2" not in screen and "!" in index_flags(screen, "starttls 1")
         mutt.quit()
     finally:
         mutt.close()
