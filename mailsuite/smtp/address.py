@@ -183,6 +183,11 @@ def parse_path(text: str, *, utf8: bool, allow_null: bool) -> tuple[Mailbox | No
 
 
 def _closing_bracket(text: str) -> int:
+    if '"' not in text:  # the common case: no quoted local part, so the first '>' closes
+        end = text.find(">", 1)
+        if end >= 0:
+            return end
+        raise AddressError("missing closing '>'")
     in_quotes = False
     i = 1
     while i < len(text):

@@ -26,6 +26,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mailsuite.errors import MailError, QuotaExceeded, TemporaryFailure
 from mailsuite.interfaces import Delivery, Envelope
@@ -67,7 +68,13 @@ async def hand_off(store: Any, queue: Any, message: Any, tx: Transaction) -> Non
     if tx.remote:
         envelope = Envelope(sender=tx.sender, recipients=tuple(tx.remote), smtputf8=tx.smtputf8, body_8bit=tx.body_8bit)
         waits.append(defer.maybeDeferred(queue.enqueue, envelope, message, tx.trace))
-    outcomes = await defer.DeferredList(waits, consumeErrors=True)
+    if len(waits) == 1:  # the common case, without DeferredList's bookkeeping
+        try:
+            outcomes: list[tuple[bool, Any]] = [(True, await waits[0])]
+        except Exception:
+            outcomes = [(False, Failure())]
+    else:
+        outcomes = await defer.DeferredList(waits, consumeErrors=True)
     done: list[str] = []
     failed: list[tuple[str, BaseException]] = []
     index = 0

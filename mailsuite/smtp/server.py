@@ -73,7 +73,6 @@ MAX_BUFFERED = 256 * 1024
 #: RFC 5321 6.3: more Received fields than this is a mail loop.
 MAX_HOPS = 100
 
-_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 _HELO_NAME = re.compile(r"[A-Za-z0-9._\-\[\]:]{1,255}\Z")
 _BDAT_ARGS = re.compile(r"([0-9]{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
 _session_ids = itertools.count(1)
@@ -169,6 +168,7 @@ class SMTPSession(Protocol):
         self._paused = False  # socket reading paused because too much input waits
         self._write_paused = False  # the transport's buffer is full: the client is not reading
         self._timer: Any = None
+        self._deadline = 0.0  # the idle timeout expires at this clock time
         self._line_handler: Callable[[bytes], Any] | None = None  # AUTH continuation
         self._decoder: DataDecoder | None = None
         self._bdat_remaining = 0
@@ -231,15 +231,24 @@ class SMTPSession(Protocol):
 
     # -- timers ----------------------------------------------------------------
     def _touch(self) -> None:
+        # Only the deadline moves on activity: rescheduling the timer for every
+        # read would cost a heap operation each time; _timed_out re-arms itself
+        # when it fires before the deadline.
         timeout = self.s.data_timeout if self._mode in (DATA, BDAT) else self.s.timeout
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(timeout)
-        else:
+        self._deadline = self.s.clock.seconds() + timeout
+        timer = self._timer
+        if timer is None or not timer.active():
             self._timer = self.s.clock.callLater(timeout, self._timed_out)
+        elif timer.getTime() > self._deadline:  # a shorter timeout now applies
+            timer.reset(timeout)
 
     def _timed_out(self) -> None:
         self._timer = None
         if self._mode == CLOSED:
+            return
+        remaining = self._deadline - self.s.clock.seconds()
+        if remaining > 0:
+            self._timer = self.s.clock.callLater(remaining, self._timed_out)
             return
         if self._write_paused:  # the client neither sends nor reads: it cannot hear a 421 either
             self.log.info("[{session}] {ip} stopped reading replies; connection aborted", session=self.session_id, ip=self.ip)
@@ -748,7 +757,7 @@ class SMTPSession(Protocol):
         if tx is not None and tx.message is not None:
             if tx.results_filter is not None:
                 chunk = tx.results_filter.feed_bytes(chunk)
-            if not tx.body_8bit and _EIGHT_BIT.search(chunk):
+            if not tx.body_8bit and not chunk.isascii():
                 tx.body_8bit = True  # 8-bit data without BODY=8BITMIME: tell the queue anyway
             tx.message.write(chunk)
             tx.scanner.feed(chunk)

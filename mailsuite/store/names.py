@@ -35,6 +35,8 @@ MAX_DEPTH = 16
 
 
 def _has_control(text: str) -> bool:
+    if text.isascii():  # the common case, without a per-character loop
+        return not text.isprintable()  # for ASCII exactly the controls 0x00-0x1F and 0x7F
     return any(ord(c) < 0x20 or ord(c) == 0x7F or unicodedata.category(c) in ("Cc", "Cs") for c in text)
 
 

@@ -415,6 +415,16 @@ def test_timeouts(tmp_path: Path) -> None:
     assert not s.closed
     world.clock.advance(41)
     assert s.codes(s.take()) == ["421 4.4.2"] and s.closed
+    # after a message the command timeout applies again, not the longer DATA one
+    s = world.session()
+    envelope(s)
+    s.cmd("DATA")
+    world.clock.advance(90)
+    assert s.codes(s.send(b"Subject: late\r\n\r\nbody\r\n.\r\n")) == ["250 2.0.0"]
+    world.clock.advance(29)
+    assert not s.closed
+    world.clock.advance(2)
+    assert s.codes(s.take()) == ["421 4.4.2"] and s.closed
 
 
 def test_unexpected_error_is_logged_and_answered_451(world: World) -> None:
