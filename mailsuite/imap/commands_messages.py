@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from mailsuite import errors
 from mailsuite.imap import fetch as fetch_
 from mailsuite.imap import search_adapter
 from mailsuite.imap.args import Arguments, ParseError
@@ -197,7 +198,15 @@ async def _copy(server: Any, args: Arguments, *, uid: bool, move: bool) -> Respo
         await server.mailbox.status(destination)
         return Response("OK", f"{'MOVE' if move else 'COPY'} completed.")
     folder = selected.folder
-    pairs = await (folder.move(uids, destination) if move else folder.copy(uids, destination))
+    try:
+        pairs = await (folder.move(uids, destination) if move else folder.copy(uids, destination))
+    except errors.NoSuchFolder:
+        # [TRYCREATE] is for a missing target (RFC 3501 6.4.7); if the target
+        # exists it is the selected folder that went away: the announce after
+        # this command ends the session with BYE.
+        await server.mailbox.status(destination)
+        server.dirty = True
+        raise no("The selected mailbox was deleted or renamed.", "NONEXISTENT") from None
     if destination == folder.name:
         server.dirty = True
     code = None

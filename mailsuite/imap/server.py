@@ -602,7 +602,10 @@ class IMAPServer(Protocol, TimeoutMixin):
         self.log.info("{cid}: selected folder is gone; closing", cid=self.cid)
         self.write(b"* BYE The selected mailbox was deleted or renamed.\r\n")
         self.close_selected()
-        self.disconnect()
+        if self._line_hook is not None:
+            self.disconnect()  # IDLE: no tagged answer is due before DONE
+        else:
+            self.logging_out = True  # the running command's tagged answer goes out, then the close
 
     async def announce(self, *, expunge_ok: bool, force: bool = False) -> None:
         """Send the untagged responses owed for changes (RFC 3501 7.3, 7.4.1)."""

@@ -406,3 +406,21 @@ def test_folder_deleted_under_a_phone_that_has_it_open(imap_server: Any, wires: 
     assert again.command("3", 'SELECT "Projects"').status == "NO"
     log = imap_server.log()
     assert "Traceback" not in log and "SERVERBUG" not in log, log[-3000:]
+
+
+def test_move_out_of_a_folder_deleted_elsewhere_is_not_trycreate(imap_server: Any, wires: Any) -> None:
+    """A MOVE from a folder another client deleted names the real problem (not [TRYCREATE] for an existing Trash), then BYE."""
+    user = "twoclients2@example.test"
+    phone = wires(imap_server.ports["imaps"], tls=imap_server.client_tls())
+    phone.command("1", f"LOGIN {quote(user)} \"p\\\"w\\\\d\"").ok()  # a quoted password with escapes
+    phone.command("2", 'CREATE "Old"').ok()
+    phone.command("3", 'APPEND "Old" ', sample(1, "old"), "").ok()
+    phone.command("4", 'SELECT "Old"').ok()
+    desktop = wires(imap_server.ports["imaps"], tls=imap_server.client_tls())
+    desktop.command("d1", f"LOGIN {quote(user)} secret").ok()
+    desktop.command("d2", 'DELETE "Old"').ok()
+    moved = phone.command("5", 'UID MOVE 1 "Trash"')
+    assert moved.status == "NO" and moved.code and bytes(moved.code[0]) != b"TRYCREATE", moved.raw
+    assert moved.of("BYE"), moved.raw
+    trash = desktop.command("d3", 'STATUS "Trash" (MESSAGES)').ok().of("STATUS")[0].values[1]
+    assert trash == [b"MESSAGES", 0]
