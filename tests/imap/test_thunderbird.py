@@ -13,9 +13,12 @@ Thunderbird's message database and with imaplib on the server.  The last test
 reads Thunderbird's IMAP log (MOZ_LOG=IMAP:5) and fails on any NO or BAD our
 server answered.
 
-The account does not check mail at startup by itself (a startup check would
-race the test putting the password in and open a password prompt); the test
-runs the same discovery and folder update instead.  Thunderbird missing is a
+Thunderbird starts twice: the first start only stores what a user confirms
+once in dialogs (certificate exception, saved password) and has mail checks
+off, because without a stored password the start-up check would open a
+password prompt; the second start checks INBOX at startup by itself and the
+fixture waits for that before it updates the other folders (Thunderbird's
+background sync would get there too, only some seconds later).  Thunderbird missing is a
 failure, not a skip: CI installs it (.ci/run).
 """
 
@@ -116,17 +119,24 @@ def session(mailsuite_module_server: Any, tmp_path_factory: pytest.TempPathFacto
     client.append("Work", "(\\Seen)", None, message(WORK_SUBJECTS[0], "seen before"))
     client.append("Work", None, None, message(WORK_SUBJECTS[1], "unseen"))
 
-    tb = Thunderbird(
-        tmp_path_factory.mktemp("thunderbird"),
-        imap_account_prefs(
-            ImapAccount("127.0.0.1", server.ports["imaps"], USER, SSL, USER),
-            ImapAccount("127.0.0.1", server.ports["imap"], BOB, STARTTLS, BOB),
-        ),
+    accounts = (
+        ImapAccount("127.0.0.1", server.ports["imaps"], USER, SSL, USER),
+        # Another host name, so Thunderbird's log (which names the host, not the user) tells the accounts apart.
+        ImapAccount("localhost", server.ports["imap"], BOB, STARTTLS, BOB),
     )
+    tb = Thunderbird(tmp_path_factory.mktemp("thunderbird"), imap_account_prefs(*accounts, check_at_startup=False))
     try:
+        # First start: what the user confirms in dialogs once (certificate exception, "remember password").
         tb.start()
         certificate = "".join(line for line in server.certificate.read_text().splitlines() if not line.startswith("-----"))
-        tb.run(LOGINS_JS, certificate, [[server.ports["imaps"], USER, PASSWORD], [server.ports["imap"], BOB, BOB_PASSWORD]])
+        tb.run(LOGINS_JS, certificate, [[a.host, a.port, a.user, p] for a, p in zip(accounts, (PASSWORD, BOB_PASSWORD))])
+        tb.stop()
+        assert not tb.exchanges(), "the first start must not talk to the server"
+        # Every later start: Thunderbird logs in and checks INBOX at startup by itself.
+        tb.set_prefs(imap_account_prefs(*accounts))
+        tb.start()
+        tb.run(ALERTS_JS)
+        tb.run(STARTUP_CHECK_JS, INBOX_SUBJECTS)
         tb.run(SYNC_JS)
         yield server, tb, ServerView(client)
     finally:
@@ -134,23 +144,37 @@ def session(mailsuite_module_server: Any, tmp_path_factory: pytest.TempPathFacto
         client.logout()
 
 
-#: For each [port, user, password]: accept the self-signed certificate for 127.0.0.1:<port> (what
-#: "Confirm Security Exception" stores) and save the password (what "Use Password Manager" stores).
-#: Every alert Thunderbird would show the user (server errors, [ALERT] texts, certificate errors) is recorded.
-LOGINS_JS = r"""
-const [certificate, accounts] = arguments;
+#: Record every alert Thunderbird would show the user (server errors, [ALERT] texts, certificate errors).
+ALERTS_JS = r"""
 window.mailsuiteAlerts = [];
 MailServices.mailSession.addUserFeedbackListener({
   QueryInterface: ChromeUtils.generateQI(["nsIMsgUserFeedbackListener"]),
   onAlert(message) { window.mailsuiteAlerts.push(String(message)); return true; },
   onCertError(securityInfo, url) { window.mailsuiteAlerts.push(`certificate error for ${url && url.spec}`); return true; },
 });
+"""
+
+#: Wait for the start-up check: INBOX lists the given subjects, every message downloaded for offline use.
+STARTUP_CHECK_JS = r"""
+const expected = JSON.stringify([...arguments[0]].sort());
+await waitFor(() => {
+  const inbox = folderByName("INBOX");
+  if (!inbox) return false;
+  const messages = [...inbox.messages];
+  return JSON.stringify(messages.map(h => h.subject).sort()) == expected && messages.every(h => inbox.hasMsgOffline(h.messageKey));
+}, "the start-up check of INBOX", 30000);
+"""
+
+#: For each [host, port, user, password]: accept the self-signed certificate for host:port (what
+#: "Confirm Security Exception" stores) and save the password (what "Use Password Manager" stores).
+LOGINS_JS = r"""
+const [certificate, accounts] = arguments;
 const certdb = Cc["@mozilla.org/security/x509certdb;1"].getService(Ci.nsIX509CertDB);
 const overrides = Cc["@mozilla.org/security/certoverride;1"].getService(Ci.nsICertOverrideService);
-for (const [port, user, password] of accounts) {
-  overrides.rememberValidityOverride("127.0.0.1", port, {}, certdb.constructX509FromBase64(certificate), false);
+for (const [host, port, user, password] of accounts) {
+  overrides.rememberValidityOverride(host, port, {}, certdb.constructX509FromBase64(certificate), false);
   const login = Cc["@mozilla.org/login-manager/loginInfo;1"].createInstance(Ci.nsILoginInfo);
-  login.init("imap://127.0.0.1", null, "imap://127.0.0.1", user, password, "", "");
+  login.init(`imap://${host}`, null, `imap://${host}`, user, password, "", "");
   await Services.logins.addLoginAsync(login);
 }
 """
@@ -336,7 +360,7 @@ def test_draft_rename_and_empty_trash(session, tmp_path):
 def test_new_mail_is_pushed_while_idle(session):
     """Mail delivered by SMTP while Thunderbird waits in IDLE on INBOX reaches it with no check (RFC 2177)."""
     server, tb, view = session
-    connection = eventually(lambda: tb.idling_in("INBOX"), "Thunderbird to IDLE on INBOX", timeout=30)
+    connection = eventually(lambda: tb.idling_in("INBOX", "127.0.0.1"), "Thunderbird to IDLE on INBOX", timeout=30)
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
         smtp.sendmail("sender@example.org", [USER], message("pushed", "new"))
     tb.run('await waitFor(() => [...folderByName("INBOX").messages].some(h => h.subject == "pushed"), "pushed", 15000);')
@@ -425,4 +449,5 @@ def test_log_reading_catches_failures(tmp_path):
         ("5 uid store 1 +Flags (\\Seen)", "5 BAD Error in IMAP command STORE"),
         ("(untagged)", "* NO [ALERT] disk full"),
     ]
-    assert tb.idling_in("INBOX") == "7f00aa" and tb.idling_in("Work") is None
+    assert tb.idling_in("INBOX", "127.0.0.1") == "7f00aa:127.0.0.1"
+    assert tb.idling_in("INBOX", "localhost") is None and tb.idling_in("Work", "127.0.0.1") is None

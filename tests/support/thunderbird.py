@@ -88,10 +88,12 @@ class ImapAccount:
     email: str
 
 
-def imap_account_prefs(*accounts: ImapAccount) -> dict[str, Any]:
+def imap_account_prefs(*accounts: ImapAccount, check_at_startup: bool = True) -> dict[str, Any]:
     """The IMAP accounts (server1...) plus the Local Folders account Thunderbird always wants.
 
-    The first account is the default one.
+    The first account is the default one.  ``check_at_startup=False`` is for
+    a first start that only stores passwords: without a stored password the
+    start-up check would open a password prompt.
     """
     local = len(accounts) + 1
     prefs: dict[str, Any] = {
@@ -124,10 +126,9 @@ def imap_account_prefs(*accounts: ImapAccount) -> dict[str, Any]:
             # Offline use: every folder's messages are downloaded (File > Offline > Download).
             server + "offline_download": True,
             server + "autosync_offline_stores": True,
-            # The test itself logs in after it put the password into the login manager
-            # (a check at startup would race it and open a password prompt).
-            server + "login_at_startup": False,
-            server + "check_new_mail": False,
+            # "Check for new messages at startup" and "every 10 minutes" (Thunderbird's defaults).
+            server + "login_at_startup": check_at_startup,
+            server + "check_new_mail": check_at_startup,
             # Thunderbird logs its connections in one after the other; 3 instead of 5 saves two logins.
             server + "max_cached_connections": 3,
         })
@@ -148,9 +149,13 @@ class Thunderbird:
         self.imap_log = workdir / "imap.log"
         self.output = workdir / "thunderbird.out"
         self.profile.mkdir(parents=True)
-        (self.profile / "user.js").write_text(render_user_js({**QUIET_PREFS, **prefs}))
+        self.set_prefs(prefs)
         self.process: subprocess.Popen[bytes] | None = None
         self.marionette: Marionette | None = None
+
+    def set_prefs(self, prefs: dict[str, Any]) -> None:
+        """(Re)write the profile's user.js; Thunderbird reads it at its next start."""
+        (self.profile / "user.js").write_text(render_user_js({**QUIET_PREFS, **prefs}))
 
     @staticmethod
     def executable() -> str | None:
@@ -172,6 +177,7 @@ class Thunderbird:
             TMPDIR=str(self.workdir),
         )
         env.pop("DISPLAY", None)
+        (self.profile / "MarionetteActivePort").unlink(missing_ok=True)  # a restart must not read the old port
         self.process = subprocess.Popen(
             [exe, "--headless", "--marionette", "-remote-allow-system-access", "--no-remote", "-profile", str(self.profile)],
             stdout=open(self.output, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -202,7 +208,7 @@ class Thunderbird:
         if self.process is None:
             return
         try:
-            self.process.wait(15)
+            self.process.wait(30)  # a clean exit writes logins.json and cert_override.txt
         except subprocess.TimeoutExpired:
             pass
         # Thunderbird's content/GPU helpers share its process group (start_new_session).
@@ -239,7 +245,10 @@ class Thunderbird:
 
 
     def conversation(self) -> list[tuple[str, str, str, str]]:
-        """(connection, state, "C"|"S", text) for every line sent or read, in log order."""
+        """(connection, state, "C"|"S", text) for every line sent or read, in log order.
+
+        A connection is ``<address of Thunderbird's protocol object>:<server host name>``.
+        """
         out = []
         for line in self.log_lines():
             if match := LOG_IO.search(line):
@@ -247,19 +256,19 @@ class Thunderbird:
                 out.append((connection, state, "C" if direction == "SendData" else "S", text.rstrip("\r\n")))
         return out
 
-    def idling_in(self, folder: str) -> str | None:
-        """The connection waiting in IDLE with ``folder`` selected (its last line is ``+ idling``), if any."""
+    def idling_in(self, folder: str, host: str) -> str | None:
+        """The connection to ``host`` waiting in IDLE with ``folder`` selected (last line ``+ ...``), if any."""
         last: dict[str, tuple[str, str, str]] = {}
         for connection, state, direction, text in self.conversation():
             last[connection] = (state, direction, text)
         for connection, (state, direction, text) in last.items():
-            if state == f"S-{folder}" and direction == "S" and text.startswith("+ "):
+            if connection.endswith(f":{host}") and state == f"S-{folder}" and direction == "S" and text.startswith("+ "):
                 return connection
         return None
 
 
 #: A line Thunderbird sent or read, as its IMAP log shows it: ``I/IMAP <connection>:<host>:<state>:SendData: ...``.
-LOG_IO = re.compile(r"I/IMAP ([0-9a-f]+):[^:]*:([^:]*):(SendData|CreateNewLineFromSocket): (.*)$")
+LOG_IO = re.compile(r"I/IMAP ([0-9a-f]+:[^:]*):([^:]*):(SendData|CreateNewLineFromSocket): (.*)$")
 TAGGED = re.compile(r"(\d+) (?:OK|NO|BAD)\b")
 UNTAGGED_FAILURE = re.compile(r"\* (?:NO|BAD)\b")
 
