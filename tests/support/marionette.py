@@ -1,8 +1,9 @@
 """A minimal Marionette client: enough to run chrome-context JavaScript in Thunderbird.
 
-Why our own: the only PyPI client (marionette_driver) pins old mozbase
-packages; the protocol we need is four commands.  Marionette (Gecko's remote
-protocol, enabled with ``--marionette``) frames every message as
+Why our own: we need five commands of a small framed-JSON protocol, not a
+dependency (Mozilla's marionette_driver and its mozbase packages) for them.
+Marionette (Gecko's remote protocol, enabled with ``--marionette``) frames
+every message as
 ``<decimal length>:<JSON>``.  The server speaks first with
 ``{"applicationType": "gecko", "marionetteProtocol": 3}``; a command is
 ``[0, id, name, params]`` and its answer ``[1, id, error, result]`` where

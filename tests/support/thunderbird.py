@@ -1,11 +1,12 @@
 """Drive a real Thunderbird (headless, fresh profile) against our IMAP server.
 
-A test writes a profile whose ``user.js`` configures one IMAP account, starts
+A test writes a profile whose ``user.js`` configures its IMAP accounts, starts
 ``thunderbird --headless --marionette`` on it and runs chrome-context
 JavaScript through :mod:`tests.support.marionette` (the password goes into
 the login manager that way, so Thunderbird never prompts).  Thunderbird's own
-IMAP log (``MOZ_LOG=IMAP:5``) is written to ``imap.log`` in the work folder,
-so a test can check every tagged response our server gave it.
+IMAP log (``MOZ_LOG=IMAP:5``) is written to ``imap.log*.moz_log`` in the work
+folder (each start overwrites it), so a test can check every response our
+server gave it.
 
 Nothing here reaches the network: updates, telemetry, add-on and
 account-provisioning look-ups are switched off in the profile.
@@ -22,7 +23,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tests.support.marionette import Marionette
 
@@ -152,6 +153,7 @@ class Thunderbird:
         self.set_prefs(prefs)
         self.process: subprocess.Popen[bytes] | None = None
         self.marionette: Marionette | None = None
+        self._output: IO[bytes] | None = None
 
     def set_prefs(self, prefs: dict[str, Any]) -> None:
         """(Re)write the profile's user.js; Thunderbird reads it at its next start."""
@@ -178,9 +180,10 @@ class Thunderbird:
         )
         env.pop("DISPLAY", None)
         (self.profile / "MarionetteActivePort").unlink(missing_ok=True)  # a restart must not read the old port
+        self._output = open(self.output, "ab")
         self.process = subprocess.Popen(
             [exe, "--headless", "--marionette", "-remote-allow-system-access", "--no-remote", "-profile", str(self.profile)],
-            stdout=open(self.output, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=self._output, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         try:
@@ -217,6 +220,10 @@ class Thunderbird:
         except ProcessLookupError:
             pass
         self.process.wait()
+        self.process = None
+        if self._output is not None:
+            self._output.close()
+            self._output = None
 
     def log_lines(self) -> list[str]:
         """Thunderbird's IMAP log lines (MOZ_LOG writes one file per process: ``imap.log*.moz_log``)."""
@@ -242,7 +249,6 @@ class Thunderbird:
             elif UNTAGGED_FAILURE.match(text):
                 out.append(("(untagged)", text))
         return out
-
 
     def conversation(self) -> list[tuple[str, str, str, str]]:
         """(connection, state, "C"|"S", text) for every line sent or read, in log order.
