@@ -13,6 +13,7 @@ mutt missing is a failure, not a skip: CI installs it (.ci/run).
 
 from __future__ import annotations
 
+import concurrent.futures
 import imaplib
 import re
 import shutil
@@ -26,6 +27,7 @@ import pytest
 from tests.support.tmux import TmuxScreen
 
 USER = "mutt@example.test"
+USER2 = "mutt-idle@example.test"  # the second test's own account, so the tests may run in any order
 PASSWORD = "mutt pass 1"
 
 #: mutt's debug log: one entry per line that starts with a timestamp.
@@ -38,7 +40,11 @@ _ERROR_LINE = re.compile(r"error|fail|unable|could not|couldn't|doesn't exist|no
 def server(mailsuite_module_server: Any) -> Any:
     if shutil.which("mutt") is None or shutil.which("tmux") is None:
         pytest.fail("mutt and tmux must be installed (Debian packages mutt, tmux; .ci/run installs them)")
-    return mailsuite_module_server(users={USER: PASSWORD})
+    server = mailsuite_module_server()
+    # the admin CLI, one process per user, side by side (each takes a couple of seconds to start)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda user: server.add_user(user, PASSWORD), (USER, USER2)))
+    return server
 
 
 def deliver(server: Any, to: str, subject: str, body: str) -> None:
@@ -98,7 +104,7 @@ def eventually(probe: Callable[[], Any], check: Callable[[Any], bool], timeout: 
         time.sleep(0.1)
 
 
-def muttrc(home: Path, url: str, *, starttls: bool, idle: bool, certificate: Path, submission: int) -> Path:
+def muttrc(home: Path, user: str, url: str, *, starttls: bool, idle: bool, certificate: Path, submission: int) -> Path:
     """A user's muttrc: trust exactly the test server's certificate, no caches, quick mail checks."""
     trusted = home / "trusted.pem"
     trusted.write_bytes(certificate.read_bytes())
@@ -125,9 +131,9 @@ set delete=yes
 set move=no
 set record="+Sent"
 set postponed="+Drafts"
-set from="{USER}"
+set from="{user}"
 set realname="Mutt User"
-set smtp_url="smtp://{USER.replace('@', '%40')}@127.0.0.1:{submission}/"
+set smtp_url="smtp://{user.replace('@', '%40')}@127.0.0.1:{submission}/"
 set smtp_pass="{PASSWORD}"
 set editor="true"
 set abort_unmodified=no
@@ -252,7 +258,7 @@ def test_mutt_imaps_reads_flags_deletes_copies_and_sees_new_mail(server: Any, mu
     for n in (1, 2, 3):
         deliver(server, USER, f"mutt {n}", f"body of message {n}")
     url = f"imaps://{USER.replace('@', '%40')}@127.0.0.1:{server.ports['imaps']}/"
-    mutt = Mutt(mutt_home, muttrc(mutt_home, url, starttls=False, idle=False, certificate=server.certificate, submission=server.ports["submission"]))
+    mutt = Mutt(mutt_home, muttrc(mutt_home, USER, url, starttls=False, idle=False, certificate=server.certificate, submission=server.ports["submission"]))
     try:
         screen = mutt.index_wait("INBOX", 3)
         assert all(f"mutt {n}" in screen for n in (1, 2, 3)), screen
@@ -328,10 +334,10 @@ def test_mutt_imaps_reads_flags_deletes_copies_and_sees_new_mail(server: Any, mu
 
 def test_mutt_starttls_with_idle_follows_other_clients(server: Any, mutt_home: Path) -> None:
     """imap:// with STARTTLS required; IDLE pushes a new delivery, a flag change and an expunge to mutt's open INBOX."""
-    before = len(server_view(server, USER, "INBOX") or {})
-    deliver(server, USER, "starttls 1", "first")
-    url = f"imap://{USER.replace('@', '%40')}@127.0.0.1:{server.ports['imap']}/"
-    mutt = Mutt(mutt_home, muttrc(mutt_home, url, starttls=True, idle=True, certificate=server.certificate, submission=server.ports["submission"]))
+    before = len(server_view(server, USER2, "INBOX") or {})
+    deliver(server, USER2, "starttls 1", "first")
+    url = f"imap://{USER2.replace('@', '%40')}@127.0.0.1:{server.ports['imap']}/"
+    mutt = Mutt(mutt_home, muttrc(mutt_home, USER2, url, starttls=True, idle=True, certificate=server.certificate, submission=server.ports["submission"]))
     try:
         screen = mutt.index_wait("INBOX", before + 1)
         assert "starttls 1" in screen
@@ -340,12 +346,12 @@ def test_mutt_starttls_with_idle_follows_other_clients(server: Any, mutt_home: P
         while not any(cmd.startswith("IDLE") for _, cmd, _, _ in mutt.exchanges()):
             assert time.monotonic() < deadline, "mutt never entered IDLE"
             time.sleep(0.1)
-        deliver(server, USER, "starttls 2", "second")
+        deliver(server, USER2, "starttls 2", "second")
         screen = mutt.index_wait("INBOX", before + 2)
         assert "starttls 2" in screen
 
         # another client flags one message and expunges another: mutt's open index follows
-        other = imap(server, USER)
+        other = imap(server, USER2)
         try:
             other.select("INBOX")
             one = other.search(None, "SUBJECT", '"starttls 1"')[1][0].decode()
