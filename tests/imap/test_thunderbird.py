@@ -1,25 +1,24 @@
-"""Real Thunderbird (Debian's thunderbird, headless) against our IMAP server over implicit TLS.
+"""Real Thunderbird (Debian's thunderbird, headless) against our IMAP server: IMAPS and STARTTLS.
 
-One Thunderbird start serves the whole module: a fresh profile with one IMAP
-account on 127.0.0.1:<imaps> (SSL/TLS, normal password, download of every
-folder for offline use), the self-signed server certificate accepted through
-a certificate override and the password put into the login manager over
-Marionette, so Thunderbird never prompts.  A second account (another user)
-uses port 143 with STARTTLS.  The tests then do what a user does
-(read, flag, delete, copy, move, create and rename a folder, save a draft,
-empty Trash, receive new mail while idling) through
-Thunderbird's own folder and copy services and check the result twice: in
-Thunderbird's message database and with imaplib on the server.  The last test
-reads Thunderbird's IMAP log (MOZ_LOG=IMAP:5) and fails on any NO or BAD our
-server answered.
+The profile is fresh and has two accounts: alice on 127.0.0.1:<imaps> (SSL/TLS)
+and bob on localhost:<imap> (STARTTLS), normal password, every folder
+downloaded for offline use, check for new mail at startup.  Thunderbird starts
+twice on it, as for a user: the first start only stores what a user confirms
+once in dialogs (the exception for the self-signed certificate, the saved
+password; put in over Marionette), with mail checks off because without a
+stored password the start-up check would open a password prompt.  The second
+start checks INBOX at startup by itself; the fixture waits for that, then
+updates and downloads the other folders (Thunderbird's background sync would
+get there too, some seconds later).
 
-Thunderbird starts twice: the first start only stores what a user confirms
-once in dialogs (certificate exception, saved password) and has mail checks
-off, because without a stored password the start-up check would open a
-password prompt; the second start checks INBOX at startup by itself and the
-fixture waits for that before it updates the other folders (Thunderbird's
-background sync would get there too, only some seconds later).  Thunderbird missing is a
-failure, not a skip: CI installs it (.ci/run).
+One test then does what a user does (read, flag, delete, copy, move, create
+and rename a folder, save a draft, empty Trash, receive new mail while idling
+and on a check, use the STARTTLS account) through Thunderbird's own folder and
+copy services, and checks each result twice: in Thunderbird's message database
+and with imaplib on the server.  The last step reads Thunderbird's IMAP log
+(MOZ_LOG=IMAP:5) and fails on any NO or BAD our server answered, on any alert
+Thunderbird would have shown, and on a traceback in the server log.
+Thunderbird missing is a failure, not a skip: CI installs it (.ci/run).
 """
 
 from __future__ import annotations
@@ -233,9 +232,8 @@ def subjects(entries: list[dict[str, Any]]) -> list[str]:
     return sorted(e["subject"] for e in entries)
 
 
-def test_thunderbird_lists_folders_and_downloads_every_message(session):
+def step_folders_and_offline_copies(server: Any, tb: Thunderbird, view: ServerView) -> None:
     """Thunderbird sees every folder (special-use ones included) and holds an exact offline copy of each message."""
-    server, tb, view = session
     state = tb_state(tb, with_text=True)
     assert {"INBOX", "Work", "Sent", "Drafts", "Trash", "Junk", "Archive"} <= set(state)
     assert subjects(state["INBOX"]) == INBOX_SUBJECTS
@@ -258,9 +256,8 @@ def test_thunderbird_lists_folders_and_downloads_every_message(session):
     assert special == [], f"folders Thunderbird did not recognise as special: {special}"
 
 
-def test_read_and_flag_reach_the_server(session):
+def step_read_and_flag_reach_the_server(server: Any, tb: Thunderbird, view: ServerView) -> None:
     """Marking read and flagging in Thunderbird become \\Seen and \\Flagged on the server."""
-    server, tb, view = session
     tb.run(
         """
         const inbox = folderByName("INBOX");
@@ -279,9 +276,8 @@ def test_read_and_flag_reach_the_server(session):
     assert all(not flags & {"\\Seen", "\\Flagged"} for s, flags in inbox.items() if s not in ("inbox 0", "inbox 1"))
 
 
-def test_delete_moves_to_trash(session):
+def step_delete_moves_to_trash(server: Any, tb: Thunderbird, view: ServerView) -> None:
     """Delete (Thunderbird's default: move to Trash) leaves the message in Trash only."""
-    server, tb, view = session
     tb.run(
         """
         const inbox = folderByName("INBOX");
@@ -297,9 +293,8 @@ def test_delete_moves_to_trash(session):
     assert "inbox 2" not in subjects(state["INBOX"]) and "inbox 2" in subjects(state["Trash"])
 
 
-def test_copy_move_and_create_folder(session):
+def step_copy_move_and_create_folder(server: Any, tb: Thunderbird, view: ServerView) -> None:
     """A folder created in Thunderbird exists on the server; copy and move between folders land there too."""
-    server, tb, view = session
     tb.run(
         """
         const inbox = folderByName("INBOX"), work = folderByName("Work");
@@ -327,10 +322,9 @@ def test_copy_move_and_create_folder(session):
     assert "work 1" in subjects(state["INBOX"]) and "inbox 3" not in subjects(state["INBOX"])
 
 
-def test_draft_rename_and_empty_trash(session, tmp_path):
+def step_draft_rename_and_empty_trash(server: Any, tb: Thunderbird, view: ServerView) -> None:
     """Saving a draft (APPEND with flags), renaming a folder and emptying Trash (STORE \\Deleted + EXPUNGE)."""
-    server, tb, view = session
-    draft = tmp_path / "draft.eml"
+    draft = tb.workdir / "draft.eml"
     draft.write_bytes(message("my draft", "not sent yet"))
     tb.run(
         """
@@ -357,9 +351,8 @@ def test_draft_rename_and_empty_trash(session, tmp_path):
     eventually(lambda: view.folder("Trash") == {}, "an empty Trash")
 
 
-def test_new_mail_is_pushed_while_idle(session):
+def step_new_mail_is_pushed_while_idle(server: Any, tb: Thunderbird, view: ServerView) -> None:
     """Mail delivered by SMTP while Thunderbird waits in IDLE on INBOX reaches it with no check (RFC 2177)."""
-    server, tb, view = session
     connection = eventually(lambda: tb.idling_in("INBOX", "127.0.0.1"), "Thunderbird to IDLE on INBOX", timeout=30)
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
         smtp.sendmail("sender@example.org", [USER], message("pushed", "new"))
@@ -370,9 +363,8 @@ def test_new_mail_is_pushed_while_idle(session):
     assert idle_at + 1 < len(lines) and re.fullmatch(r"\* \d+ EXISTS", lines[idle_at + 1][1]), lines[idle_at:idle_at + 3]
 
 
-def test_new_mail_shows_up(session):
+def step_new_mail_shows_up(server: Any, tb: Thunderbird, view: ServerView) -> None:
     """Mail delivered by SMTP while Thunderbird runs appears in its INBOX when it checks for new mail."""
-    server, tb, view = session
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
         smtp.sendmail("sender@example.org", [USER], message("late arrival", "new"))
     tb.run(
@@ -385,9 +377,8 @@ def test_new_mail_shows_up(session):
     )
 
 
-def test_starttls_account(session):
+def step_starttls_account(server: Any, tb: Thunderbird, view: ServerView) -> None:
     """A second account on port 143 upgrades with STARTTLS before it logs in, syncs INBOX and marks a message read."""
-    server, tb, view = session
     seen = tb.run(
         """
         const bob = serverOf(arguments[0]);
@@ -422,9 +413,8 @@ def test_starttls_account(session):
     assert not any("login" in text or "authenticate" in text for text in before), before
 
 
-def test_server_answered_no_command_with_no_or_bad(session):
+def step_no_error_anywhere(server: Any, tb: Thunderbird, view: ServerView) -> None:
     """Every tagged response Thunderbird got was OK, no untagged NO/BAD, and no prompt window opened."""
-    server, tb, view = session
     exchanges = tb.exchanges()
     assert exchanges, "no IMAP traffic in Thunderbird's log"
     failures = [f"{command!r} -> {response!r}" for command, response in exchanges if not re.match(r"\d+ OK\b", response)]
@@ -433,6 +423,24 @@ def test_server_answered_no_command_with_no_or_bad(session):
     assert windows == ["mail:3pane"], windows
     assert tb.run("return window.mailsuiteAlerts") == []
     assert "Traceback" not in server.log() and "SERVERBUG" not in server.log()
+
+
+def test_thunderbird_session(session):
+    """One Thunderbird start, the steps of a user's session in order (each step builds on the last).
+
+    One test rather than one per step: pytest-xdist may hand a module's tests
+    to different workers, and each would start its own Thunderbird.
+    """
+    server, tb, view = session
+    step_folders_and_offline_copies(server, tb, view)
+    step_read_and_flag_reach_the_server(server, tb, view)
+    step_delete_moves_to_trash(server, tb, view)
+    step_copy_move_and_create_folder(server, tb, view)
+    step_draft_rename_and_empty_trash(server, tb, view)
+    step_new_mail_is_pushed_while_idle(server, tb, view)
+    step_new_mail_shows_up(server, tb, view)
+    step_starttls_account(server, tb, view)
+    step_no_error_anywhere(server, tb, view)
 
 
 def test_log_reading_catches_failures(tmp_path):
