@@ -69,9 +69,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import codecs
 import datetime
 import email.utils
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -1008,18 +1010,74 @@ def _never_read() -> bytes:  # pragma: no cover - meta keys never call it
     raise AssertionError("a meta-only search tried to read a message")
 
 
+def _required_header_key(key: Key) -> HeaderContains | None:
+    """A header substring key that must hold for ``key`` to hold (itself, or a member of an AND)."""
+    if isinstance(key, HeaderContains):
+        return key if key.needle else None
+    if isinstance(key, AllOf):
+        for k in key.keys:
+            if isinstance(k, HeaderContains) and k.needle:
+                return k
+    return None
+
+
+def _batch_excluded(key: Key, candidates: Sequence[tuple[int, int, Any, bool]], known: dict[int, bytes],
+                    cache: search_cache.SearchCache | None, prefix: tuple[Any, ...]) -> set[int]:
+    """UIDs of a batch whose header blocks rule ``key`` out, found with one scan of all the
+    blocks joined instead of one call per message (the per-message rule of
+    :meth:`_Context.header_excludes`; needles with blanks, which may span a fold, are left to it)."""
+    required = _required_header_key(key)
+    if required is None or required._spaced:
+        return set()
+    uids = []
+    blocks = []
+    for _seq, uid, info, _recent in candidates:
+        block = known.get(uid)
+        if block is None:
+            continue
+        if cache is not None:
+            facts = cache.get_quiet(prefix + (uid, info.key, info.size))
+            if facts is not None and required.name in facts.fields:
+                continue  # answered from the cache anyway
+        uids.append(uid)
+        blocks.append(block)
+    if not blocks:
+        return set()
+    joined = b"\0".join(blocks)  # a hit across a separator only makes a message a candidate
+    if joined.isascii() and b"=?" not in joined:
+        plain = None  # every block is
+    else:
+        plain = [b.isascii() and b"=?" not in b for b in blocks]
+    needle = required._ascii
+    hit = [False] * len(blocks)
+    if needle is not None:
+        lower = joined.lower()
+        starts = list(itertools.accumulate((len(b) + 1 for b in blocks[:-1]), initial=0))
+        pos = lower.find(needle)
+        while pos >= 0:
+            index = bisect.bisect_right(starts, pos) - 1
+            hit[index] = True
+            following = index + 1
+            if following >= len(starts):
+                break
+            pos = lower.find(needle, starts[following])
+    return {uid for i, uid in enumerate(uids) if not hit[i] and (plain is None or plain[i])}
+
+
 class _StoredMessage:
     """A candidate as :func:`evaluate` sees it: the :class:`SearchMessage` fields, octets read
     through the store's opener (no per-message closures)."""
 
-    __slots__ = ("seq", "info", "recent", "_open", "_block")
+    __slots__ = ("seq", "info", "recent", "_open", "_block", "_read")
 
-    def __init__(self, seq: int, info: Any, recent: bool, open_file: Callable[[], Any], block: bytes | None) -> None:
+    def __init__(self, seq: int, info: Any, recent: bool, open_file: Callable[[], Any], block: bytes | None,
+                 read: Callable[[int], bytes] | None) -> None:
         self.seq = seq
         self.info = info
         self.recent = recent
         self._open = open_file
         self._block = block
+        self._read = read
 
     def header(self) -> bytes:
         if self._block is not None:
@@ -1028,6 +1086,8 @@ class _StoredMessage:
             return mime.read_header(fp)
 
     def message(self) -> bytes:
+        if self._read is not None:
+            return self._read(self.info.uid)
         with self._open() as fp:
             fp.seek(0)
             return bytes(fp.read())
@@ -1040,12 +1100,14 @@ def evaluate(
     headers: dict[int, bytes] | None = None,
     cache: search_cache.SearchCache | None = None,
     prefix: tuple[Any, ...] = (),
+    reader: Callable[[int], bytes] | None = None,
 ) -> list[tuple[int, int, int]]:
     """Drop-in for ``search_fallback.evaluate``: ``(seq, uid, modseq)`` of the matches among
     ``(seq, uid, info, recent)`` candidates; ``opener(uid)()`` opens the message file;
     ``headers`` may hold header blocks already read (by UID), used instead of the file.
     With ``cache``, what is learnt of each message is shared under
     ``prefix + (uid, info.key, info.size)`` (``prefix`` names the folder incarnation).
+    ``reader(uid)``, if given, returns a whole message (cheaper than the opener for BODY/TEXT).
 
     Sequence sets must be bound (:meth:`Query.bind`) when candidates are a batch.
     A message that vanished meanwhile (open fails) does not match.
@@ -1067,7 +1129,10 @@ def evaluate(
     known = headers or {}
     match = key.match
     hits: list[Any] = []  # cache entries used, marked recently used in one go
+    excluded = _batch_excluded(key, candidates, known, cache, prefix) if known else ()
     for seq, uid, info, recent in candidates:
+        if uid in excluded:
+            continue
         facts = None
         if cache is not None:
             message_key = prefix + (uid, info.key, info.size)
@@ -1076,7 +1141,7 @@ def evaluate(
                 hits.append(message_key)
         else:
             message_key = None
-        msg = _StoredMessage(seq, info, recent, opener(uid), known.get(uid))
+        msg = _StoredMessage(seq, info, recent, opener(uid), known.get(uid), reader)
         try:
             if match(_Context(msg, last_seq, last_uid, facts, cache, message_key)):  # type: ignore[arg-type]
                 out.append((seq, uid, info.modseq))

@@ -77,25 +77,35 @@ def info(uid: int, data: bytes, key: str | None = None) -> MessageInfo:
     return MessageInfo(uid, frozenset(), len(data), datetime.datetime(2024, 1, 1, tzinfo=UTC), 1, key or f"m{uid}")
 
 
-def run(messages: list[bytes], query: bytes, cache: SearchCache | None, prefix: tuple = ("t",)) -> list[int]:
-    """UIDs matching ``query`` through search.evaluate (the server's path), files as BytesIO."""
+def run(messages: list[bytes], query: bytes, cache: SearchCache | None, prefix: tuple = ("t",), *,
+        blocks: bool = False, reader: bool = False) -> list[int]:
+    """UIDs matching ``query`` through search.evaluate (the server's path), files as BytesIO;
+    ``blocks``: header blocks handed in as the server's header cache does; ``reader``: whole
+    messages through a reader function as Maildir's read_message does."""
     candidates = [(i + 1, i + 1, info(i + 1, m), False) for i, m in enumerate(messages)]
 
     def opener(uid: int):
         return lambda: io.BytesIO(messages[uid - 1])
 
+    headers = {i + 1: mime.read_header(io.BytesIO(m)) for i, m in enumerate(messages)} if blocks else None
+    read = (lambda uid: messages[uid - 1]) if reader else None
     q = parse_search(query)
-    return [uid for _seq, uid, _modseq in search.evaluate(q, candidates, opener, None, cache, prefix)]
+    return [uid for _seq, uid, _modseq in search.evaluate(q, candidates, opener, headers, cache, prefix, read)]
 
 
 def check(messages: list[bytes], kind: str, needle: str, name: str = "") -> list[int]:
-    """Cold cache, warm cache and no cache all agree with the reference; returns the UIDs."""
+    """Cold cache, warm cache and no cache, with and without header blocks handed in, all agree
+    with the reference; returns the UIDs."""
     expected = [i + 1 for i, m in enumerate(messages) if ref_match(m, kind, needle, name)]
     query = criteria(kind, needle, name)
     cache = SearchCache()
     assert run(messages, query, None) == expected, (kind, needle, "no cache")
-    assert run(messages, query, cache) == expected, (kind, needle, "cold")
+    assert run(messages, query, None, blocks=True, reader=True) == expected, (kind, needle, "no cache, blocks")
+    assert run(messages, query, cache, blocks=True) == expected, (kind, needle, "cold, blocks")
     assert run(messages, query, cache) == expected, (kind, needle, "warm")
+    other = SearchCache()
+    assert run(messages, query, other, reader=True) == expected, (kind, needle, "cold")
+    assert run(messages, query, other, blocks=True) == expected, (kind, needle, "warm, blocks")
     return expected
 
 
