@@ -39,6 +39,8 @@ Invariants this module keeps:
   unexpected ones logged with their traceback and answered ``NO [SERVERBUG]``.
 * Pending folder changes (other sessions, deliveries) are announced before
   a command's tagged response, EXPUNGEs only where RFC 3501 7.4.1 allows.
+  A selected folder that was deleted or renamed ends the session with
+  ``* BYE`` (after the running command's tagged answer; at once in IDLE).
 * After STARTTLS anything the client pipelined in plaintext is discarded
   (the CVE-2011-0411 class of injection).
 * Output is written in batches under the transport's flow control (the
