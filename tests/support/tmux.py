@@ -4,8 +4,9 @@ Why tmux: a curses program needs a real terminal and draws with escape
 sequences; tmux gives it one and hands back the rendered screen as plain text
 (``capture-pane``), so a test can wait for what a user would see instead of
 sleeping.  Each :class:`TmuxScreen` runs its own tmux server on a private
-socket (``-L``) with no user configuration, and :meth:`TmuxScreen.close` kills
-that server (and with it the program) by its own socket, never others.
+socket (``-S``, in a temporary directory) with no user configuration, and
+:meth:`TmuxScreen.close` kills that server (and with it the program) by its
+own socket, never others, and removes the socket.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
-import uuid
 from typing import Callable, Mapping, Sequence
 
 #: Printed in the pane when the program ends, so a test can see its exit status.
@@ -32,7 +33,8 @@ class TmuxScreen:
         if tmux is None:
             raise RuntimeError("tmux is not installed (Debian package tmux)")
         self.tmux = tmux
-        self.socket = f"mailsuite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._socket_dir = tempfile.mkdtemp(prefix="mailsuite-tmux-")
+        self.socket = os.path.join(self._socket_dir, "socket")
         environment = dict(env if env is not None else os.environ)
         environment.pop("TMUX", None)
         self._env = environment
@@ -42,7 +44,7 @@ class TmuxScreen:
                   "sh", "-c", script, cwd=cwd)
 
     def _run(self, *args: str, cwd: str | None = None) -> str:
-        result = subprocess.run([self.tmux, "-L", self.socket, *args], capture_output=True, text=True,
+        result = subprocess.run([self.tmux, "-S", self.socket, *args], capture_output=True, text=True,
                                 env=self._env, cwd=cwd, timeout=10)
         if result.returncode != 0:
             raise RuntimeError(f"tmux {' '.join(args[:2])} failed: {result.stderr.strip()}")
@@ -90,4 +92,5 @@ class TmuxScreen:
 
     def close(self) -> None:
         """Kill this tmux server (and the program in it)."""
-        subprocess.run([self.tmux, "-L", self.socket, "kill-server"], capture_output=True, env=self._env, timeout=10)
+        subprocess.run([self.tmux, "-S", self.socket, "kill-server"], capture_output=True, env=self._env, timeout=10)
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
