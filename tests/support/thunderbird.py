@@ -87,6 +87,8 @@ class ImapAccount:
     user: str
     socket_type: int
     email: str
+    #: Account Settings > Advanced > "Use CONDSTORE" (off by default in Thunderbird).
+    condstore: bool = False
 
 
 def imap_account_prefs(*accounts: ImapAccount, check_at_startup: bool = True) -> dict[str, Any]:
@@ -132,6 +134,7 @@ def imap_account_prefs(*accounts: ImapAccount, check_at_startup: bool = True) ->
             server + "check_new_mail": check_at_startup,
             # Thunderbird logs its connections in one after the other; 3 instead of 5 saves two logins.
             server + "max_cached_connections": 3,
+            server + "use_condstore": account.condstore,
         })
     return prefs
 
