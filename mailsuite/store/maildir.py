@@ -1129,7 +1129,8 @@ class MaildirFolder:
             except FileNotFoundError:
                 raise NoSuchMessage() from None
         try:
-            want = self._infos[uid].size + 1 if uid in self._infos else 65536
+            info = self._infos.get(uid)  # one lookup: the reactor thread may refresh meanwhile
+            want = info.size + 1 if info is not None else 65536
             data = os.read(fd, want)
             if len(data) < want:
                 return data  # a regular file reads short only at its end
