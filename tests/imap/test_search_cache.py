@@ -480,3 +480,30 @@ def test_expunged_message_and_new_one_with_same_content(tmp_path: Path) -> None:
     assert c.send("r UID SEARCH TEXT body\r\n") == b"* SEARCH\r\nr OK UID SEARCH completed.\r\n"
     assert c.send(b"s UID SEARCH CHARSET UTF-8 SUBJECT {5}\r\n") == b"+ OK\r\n"
     assert c.send("köln\r\n".encode("utf-8")) == b"* SEARCH\r\ns OK UID SEARCH completed.\r\n"
+
+
+def test_maildir_read_message_reads_what_open_message_does(tmp_path: Path) -> None:
+    """Maildir's read_message (SEARCH's whole-message reader) returns the stored octets for small
+    and large messages, after a flag change renamed the file, and refuses an expunged message;
+    a BODY search finds a word at the very end of a 200 KB message."""
+    from mailsuite.errors import NoSuchMessage
+
+    h = Harness(tmp_path)
+    big = b"Subject: big\r\n\r\n" + b"filler line\r\n" * 16000 + b"last word ENDMARK\r\n"
+    h.deliver(ALICE, PLAIN)
+    h.deliver(ALICE, big)
+    c = h.connect(ALICE)
+    c.send("s SELECT INBOX\r\n")
+    c.send("a STORE 1 +FLAGS (\\Seen)\r\n")  # renames the file (cur/...:2,S)
+    assert c.send("b SEARCH BODY endmark\r\n") == b"* SEARCH 2\r\nb OK SEARCH completed.\r\n"
+    opened: list = []
+    h.store.user_mailbox(ALICE).open_folder("INBOX").addCallback(opened.append)
+    folder = opened[0]
+    for uid, expected in ((1, PLAIN), (2, big)):
+        with folder.open_message(uid) as fp:
+            assert fp.read() == expected
+        assert folder.read_message(uid) == expected
+    c.send("c STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
+    c.send("d EXPUNGE\r\n")
+    with pytest.raises(NoSuchMessage):
+        folder.read_message(1)
