@@ -697,7 +697,7 @@ class FolderState:
             time.sleep(0.001)
 
     def unchanged_since_listing(self) -> bool:
-        """True when neither new/ nor cur/ needs listing again."""
+        """True when neither new/ nor cur/ needs listing again (lock held, like every identity check)."""
         return len(self._unchanged(self._identity())) == 2
 
     def _list(self, ids: dict[str, tuple[int, int]] | None = None, skip: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
