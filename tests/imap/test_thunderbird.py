@@ -12,8 +12,9 @@ updates and downloads the other folders (Thunderbird's background sync would
 get there too, some seconds later).
 
 One test then does what a user does (read, flag, delete, copy, move, create
-and rename a folder, save a draft, empty Trash, receive new mail while idling
-and on a check, use the STARTTLS account) through Thunderbird's own folder and
+and rename a folder, save a draft, empty Trash, make a sub-folder and one with
+a non-ASCII name, delete a folder, receive new mail while idling and on a
+check, use the STARTTLS account) through Thunderbird's own folder and
 copy services, and checks each result twice: in Thunderbird's message database
 and with imaplib on the server.  The last step reads Thunderbird's IMAP log
 (MOZ_LOG=IMAP:5) and fails on any NO or BAD our server answered, on any alert
@@ -351,6 +352,41 @@ def step_draft_rename_and_empty_trash(server: Any, tb: Thunderbird, view: Server
     eventually(lambda: view.folder("Trash") == {}, "an empty Trash")
 
 
+def step_folder_tree(server: Any, tb: Thunderbird, view: ServerView) -> None:
+    """Sub-folders, a non-ASCII folder name (modified UTF-7, RFC 3501 5.1.3) and deleting a folder (into Trash)."""
+    tb.run(
+        """
+        folderByName("Work").createSubfolder("2024", msgWindow);
+        const sub = await waitFor(() => folderByName("Work").containsChildNamed("2024") && folderByName("Work").getChildNamed("2024"), "Work/2024");
+        root.createSubfolder("Réunions été", msgWindow);
+        const accented = await waitFor(() => root.containsChildNamed("Réunions été") && folderByName("Réunions été"), "accented");
+        const inbox = folderByName("INBOX");
+        let [listener, done] = copyDone();
+        MailServices.copy.copyMessages(inbox, [[...inbox.messages].find(h => h.subject == "inbox 4")], accented, false, listener, msgWindow, false);
+        await done;
+        [listener, done] = copyDone();
+        MailServices.copy.copyMessages(inbox, [[...inbox.messages].find(h => h.subject == "inbox 4")], sub, false, listener, msgWindow, false);
+        await done;
+        root.createSubfolder("Doomed", msgWindow);
+        const doomed = await waitFor(() => root.containsChildNamed("Doomed") && folderByName("Doomed"), "Doomed");
+        [listener, done] = copyDone();
+        MailServices.copy.copyFolder(doomed, folderByName("Trash"), true, listener, msgWindow);
+        await done;
+        await waitFor(() => !root.containsChildNamed("Doomed"), "Doomed gone");
+        """
+    )
+    accented = "R&AOk-unions &AOk-t&AOk-"  # "Réunions été" in modified UTF-7
+
+    def listed() -> dict[str, str]:
+        return {line.rsplit(' "/" ', 1)[1].strip('"'): line for line in view.folders()}
+
+    folders = eventually(lambda: (f := listed()) and "Trash/Doomed" in f and "Doomed" not in f and f, "Doomed moved into Trash")
+    assert "Work/2024" in folders and "\\HasChildren" in folders["Work"]
+    assert accented in folders, folders
+    assert set(view.folder("Work/2024")) == {"inbox 4"}
+    assert set(view.folder(accented)) == {"inbox 4"}
+
+
 def step_new_mail_is_pushed_while_idle(server: Any, tb: Thunderbird, view: ServerView) -> None:
     """Mail delivered by SMTP while Thunderbird waits in IDLE on INBOX reaches it with no check (RFC 2177)."""
     connection = eventually(lambda: tb.idling_in("INBOX", "127.0.0.1"), "Thunderbird to IDLE on INBOX", timeout=30)
@@ -437,6 +473,7 @@ def test_thunderbird_session(session):
     step_delete_moves_to_trash(server, tb, view)
     step_copy_move_and_create_folder(server, tb, view)
     step_draft_rename_and_empty_trash(server, tb, view)
+    step_folder_tree(server, tb, view)
     step_new_mail_is_pushed_while_idle(server, tb, view)
     step_new_mail_shows_up(server, tb, view)
     step_starttls_account(server, tb, view)
