@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application import service
-from twisted.python.threadpool import ThreadPool
 
 from mailsuite.auth.directory import SQLiteDirectory
 from mailsuite.auth.login import Authenticator
@@ -28,6 +27,7 @@ from mailsuite.auth.portal import make_portal
 from mailsuite.auth.throttle import LoginThrottle
 from mailsuite.config import Config, default_config_path
 from mailsuite.errors import ConfigError
+from mailsuite.threads import LeanThreadPool
 
 #: Password hashing is CPU- and memory-bound (argon2id: 64 MiB each).
 AUTH_THREADS = max(2, min(4, os.cpu_count() or 2))
@@ -48,7 +48,7 @@ class AuthService(service.Service):
 
     name = "auth"
 
-    def __init__(self, pool: ThreadPool) -> None:
+    def __init__(self, pool: LeanThreadPool) -> None:
         self.pool = pool
 
     def startService(self) -> None:
@@ -92,7 +92,7 @@ def ensure_demo_user(directory: SQLiteDirectory, config: Config) -> str | None:
 def open_auth(context: Any) -> AuthService:
     """Set context.directory, .throttle, .portal and .authenticator."""
     config = context.config
-    pool = ThreadPool(minthreads=0, maxthreads=AUTH_THREADS, name="mailsuite-auth")
+    pool = LeanThreadPool(AUTH_THREADS, name="mailsuite-auth")
     try:
         directory = open_directory(config, reactor=context.reactor, pool=pool)
         ensure_demo_user(directory, config)

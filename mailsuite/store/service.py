@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
-from twisted.python.threadpool import ThreadPool
 
 from mailsuite.store.maildir import MaildirStore, Runner
 from mailsuite.store.quota import QuotaLimits
+from mailsuite.threads import LeanThreadPool
 
 #: Worker threads for disk work.  A delivery spends nearly all its time waiting
 #: in fsync (file, then directory), and the filesystem's journal commits
@@ -31,7 +31,7 @@ class StoreService(service.Service):
 
     name = "store"
 
-    def __init__(self, store: MaildirStore, pool: ThreadPool) -> None:
+    def __init__(self, store: MaildirStore, pool: LeanThreadPool) -> None:
         self.store = store
         self.pool = pool
 
@@ -50,7 +50,7 @@ class StoreService(service.Service):
 def open_store(context: Any) -> StoreService:
     """Set ``context.store`` to the Maildir store of the configured data root."""
     config = context.config
-    pool = ThreadPool(minthreads=0, maxthreads=STORE_THREADS, name="mailsuite-store")
+    pool = LeanThreadPool(STORE_THREADS, name="mailsuite-store")
     store = MaildirStore(
         config.data_path / "mail",
         runner=Runner(context.reactor, pool),

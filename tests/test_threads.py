@@ -1,0 +1,81 @@
+"""mailsuite.threads.LeanThreadPool: what deferToThreadPool and the services rely on."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any
+
+from twisted.internet.threads import deferToThreadPool
+
+from mailsuite.threads import LeanThreadPool
+
+
+class QueueReactor:
+    """Just enough reactor for deferToThreadPool: callFromThread queues calls for the test thread."""
+
+    def __init__(self) -> None:
+        self.calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
+        self.calls.put((f, args, kw))
+
+    def result(self, d: Any, timeout: float = 10.0) -> Any:
+        box: list[Any] = []
+        d.addBoth(box.append)
+        deadline = time.monotonic() + timeout
+        while not box:
+            f, args, kw = self.calls.get(timeout=max(0.01, deadline - time.monotonic()))
+            f(*args, **kw)
+        return box[0]
+
+
+def test_results_and_errors_come_back_through_deferreds() -> None:
+    reactor, pool = QueueReactor(), LeanThreadPool(4, name="t")
+    pool.start()
+    try:
+        assert reactor.result(deferToThreadPool(reactor, pool, lambda a, b=0: a + b, 2, b=3)) == 5
+        failure = reactor.result(deferToThreadPool(reactor, pool, lambda: 1 / 0))
+        assert failure.check(ZeroDivisionError)
+        assert reactor.result(deferToThreadPool(reactor, pool, threading.current_thread)).name.startswith("t-")
+    finally:
+        pool.stop()
+
+
+def test_never_more_threads_than_max_and_every_job_runs() -> None:
+    reactor, pool = QueueReactor(), LeanThreadPool(3, name="t")
+    pool.start()
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def job(i: int) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return i
+
+    try:
+        deferreds = [deferToThreadPool(reactor, pool, job, i) for i in range(20)]
+        assert [reactor.result(d) for d in deferreds] == list(range(20))
+        assert peak[0] == 3
+        assert len(pool._threads) == 3
+        # threads are reused: a later burst starts none
+        assert [reactor.result(deferToThreadPool(reactor, pool, job, i)) for i in range(5)] == list(range(5))
+        assert len(pool._threads) == 3
+    finally:
+        pool.stop()
+
+
+def test_stop_finishes_queued_jobs_and_ends_the_threads() -> None:
+    pool = LeanThreadPool(2, name="t")
+    pool.start()
+    done: list[int] = []
+    for i in range(10):
+        pool.callInThread(lambda i=i: (time.sleep(0.005), done.append(i)))
+    threads = list(pool._threads)
+    pool.stop()
+    assert sorted(done) == list(range(10))
+    assert not pool.started and all(not t.is_alive() for t in threads)
