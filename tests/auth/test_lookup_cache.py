@@ -98,13 +98,35 @@ def test_data_version_moves_when_another_connection_commits(tmp_path: Any) -> No
     admin = SQLiteDirectory(path, extra_domains=["example.test"])  # the CLI's kind: no pool, no cache
     version = DataVersion(str(path))
     try:
+        assert version.uses_shared_memory, "the directory is in WAL mode: the version comes from the WAL index, no system call"
         before = version()
         assert version() == before
+        admin.find_user("nobody@example.test")  # reads change nothing
+        assert version() == before
         admin.add_user("new@example.test", "a long password here")
-        assert version() != before
+        after_add = version()
+        assert after_add != before
+        admin.set_quota("new@example.test", 1000, None)
+        assert version() != after_add
     finally:
         version.close()
         admin.close()
+
+
+def test_data_version_without_a_wal_index_asks_sqlite(tmp_path: Any) -> None:
+    """A database in another journal mode has no -shm file: PRAGMA data_version still tells changes."""
+    path = tmp_path / "plain.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (x)")
+    version = DataVersion(str(path))
+    try:
+        assert not version.uses_shared_memory
+        before = version()
+        writer.execute("INSERT INTO t VALUES (1)")
+        assert version() != before
+    finally:
+        version.close()
+        writer.close()
 
 
 def test_cli_changes_apply_to_the_next_rcpt(mailsuite_server: Any) -> None:
