@@ -20,7 +20,8 @@ Public API:
 * ``matches(query, message, *, last_seq, last_uid) -> bool``.
 * Compatibility with ``search_fallback`` (the server's stand-in):
   ``parse(args, resolve) -> Query`` (``args`` has ``data``/``pos``) and
-  ``evaluate(query, candidates, opener, headers=None, cache=None, prefix=()) -> [(seq, uid, modseq)]``;
+  ``evaluate(query, candidates, opener, headers=None, cache=None, folder=None, reader=None)
+  -> [(seq, uid, modseq)]``;
   with ``cache`` (:mod:`mailsuite.imap.search_cache`) what is learnt of each
   message is shared across searches and sessions.
 
@@ -1022,7 +1023,7 @@ def _required_header_key(key: Key) -> HeaderContains | None:
 
 
 def _batch_excluded(key: Key, candidates: Sequence[tuple[int, int, Any, bool]], known: dict[int, bytes],
-                    cache: search_cache.SearchCache | None, prefix: tuple[Any, ...]) -> set[int]:
+                    cache: search_cache.SearchCache | None, folder: Any) -> set[int]:
     """UIDs of a batch whose header blocks rule ``key`` out, found with one scan of all the
     blocks joined instead of one call per message (the per-message rule of
     :meth:`_Context.header_excludes`; needles with blanks, which may span a fold, are left to it)."""
@@ -1036,7 +1037,7 @@ def _batch_excluded(key: Key, candidates: Sequence[tuple[int, int, Any, bool]], 
         if block is None:
             continue
         if cache is not None:
-            facts = cache.get_quiet(prefix + (uid, info.key, info.size))
+            facts = cache.get_quiet((folder, uid, info.key, info.size))
             if facts is not None and required.name in facts.fields:
                 continue  # answered from the cache anyway
         uids.append(uid)
@@ -1099,14 +1100,15 @@ def evaluate(
     opener: Callable[[int], Callable[[], Any]],
     headers: dict[int, bytes] | None = None,
     cache: search_cache.SearchCache | None = None,
-    prefix: tuple[Any, ...] = (),
+    folder: Any = None,
     reader: Callable[[int], bytes] | None = None,
 ) -> list[tuple[int, int, int]]:
     """Drop-in for ``search_fallback.evaluate``: ``(seq, uid, modseq)`` of the matches among
     ``(seq, uid, info, recent)`` candidates; ``opener(uid)()`` opens the message file;
     ``headers`` may hold header blocks already read (by UID), used instead of the file.
     With ``cache``, what is learnt of each message is shared under
-    ``prefix + (uid, info.key, info.size)`` (``prefix`` names the folder incarnation).
+    ``(folder, uid, info.key, info.size)`` (``folder``: the folder incarnation's
+    :meth:`~search_cache.SearchCache.folder_id`).
     ``reader(uid)``, if given, returns a whole message (cheaper than the opener for BODY/TEXT).
 
     Sequence sets must be bound (:meth:`Query.bind`) when candidates are a batch.
@@ -1129,13 +1131,13 @@ def evaluate(
     known = headers or {}
     match = key.match
     hits: list[Any] = []  # cache entries used, marked recently used in one go
-    excluded = _batch_excluded(key, candidates, known, cache, prefix) if known else ()
+    excluded = _batch_excluded(key, candidates, known, cache, folder) if known else ()
     for seq, uid, info, recent in candidates:
         if uid in excluded:
             continue
         facts = None
         if cache is not None:
-            message_key = prefix + (uid, info.key, info.size)
+            message_key = (folder, uid, info.key, info.size)
             facts = cache.get_quiet(message_key)
             if facts is not None:
                 hits.append(message_key)

@@ -60,7 +60,7 @@ async def search(server: Any, selected: Any, args: Arguments, *, uid: bool) -> b
         matches = engine.evaluate(criteria, candidates, opener)
     else:
         cache = search_cache.CACHE
-        prefix = header_cache.folder_key(server, folder)
+        folder_id = cache.folder_id(header_cache.folder_key(server, folder))
         names = engine.header_fields_needed(criteria.key)
         # whole messages in one read where the store offers it (Maildir), else through open_message
         reader = getattr(folder, "read_message", None)
@@ -72,14 +72,19 @@ async def search(server: Any, selected: Any, args: Arguments, *, uid: bool) -> b
             if criteria.key.needs == "header":
                 # header blocks through the shared cache (a client's header FETCH filled it),
                 # only for messages whose decoded fields are not known yet
-                unknown = [c[1] for c in chunk if not engine.facts_answer(cache.get_quiet(prefix + (c[1], c[2].key, c[2].size)), names)]
+                if cache.knows_folder(folder_id):
+                    get = cache.get_quiet
+                    answer = engine.facts_answer
+                    unknown = [c[1] for c in chunk if not answer(get((folder_id, c[1], c[2].key, c[2].size)), names)]
+                else:
+                    unknown = [c[1] for c in chunk]  # nothing learnt about this folder yet
                 if unknown:
                     headers = await read_headers(server, folder, unknown)
             if pool is None:
-                matches.extend(engine.evaluate(criteria, chunk, opener, headers, cache, prefix, reader))
+                matches.extend(engine.evaluate(criteria, chunk, opener, headers, cache, folder_id, reader))
             else:
                 matches.extend(await threads.deferToThreadPool(
-                    server.reactor, pool(), engine.evaluate, criteria, chunk, opener, headers, cache, prefix, reader))
+                    server.reactor, pool(), engine.evaluate, criteria, chunk, opener, headers, cache, folder_id, reader))
     numbers = [m[1] if uid else m[0] for m in matches]
     line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
     if criteria.uses_modseq and matches:

@@ -15,9 +15,10 @@ derives from its octets can be kept for every session of the process:
   so BODY/TEXT need no MIME parse the next time.
 
 Keys name the message's identity: the folder incarnation (store root, user,
-folder, UIDVALIDITY), the UID, and the store's stable message key (the
-Maildir base name) and size, so an expunged message and a later one with the
-same content or UID never share an entry.
+folder, UIDVALIDITY, as a small number from :meth:`SearchCache.folder_id`),
+the UID, and the store's stable message key (the Maildir base name) and
+size, so an expunged message and a later one with the same content or UID
+never share an entry.  A key's first element names its folder.
 
 Implementation notes:
 
@@ -37,6 +38,7 @@ Implementation notes:
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from typing import Any, Hashable
@@ -47,6 +49,8 @@ __all__ = ["MAX_BYTES", "MessageFacts", "SearchCache", "CACHE"]
 MAX_BYTES = 24 * 1024 * 1024
 #: Estimated cost of one entry before anything is learnt (key, object, dict).
 _ENTRY_COST = 400
+#: Folder incarnations numbered before the numbering starts afresh (old entries then age out).
+MAX_FOLDERS = 100_000
 _UNSET: Any = object()
 
 
@@ -79,6 +83,23 @@ class SearchCache:
         self.size = 0
         self._entries: OrderedDict[Hashable, MessageFacts] = OrderedDict()
         self._lock = threading.Lock()
+        self._folder_ids: dict[Hashable, int] = {}
+        self._numbers = itertools.count(1)
+        self._per_folder: dict[Hashable, int] = {}
+
+    def folder_id(self, incarnation: Hashable) -> int:
+        """A small number standing for a folder incarnation in keys (cheap to hash)."""
+        with self._lock:
+            number = self._folder_ids.get(incarnation)
+            if number is None:
+                if len(self._folder_ids) >= MAX_FOLDERS:
+                    self._folder_ids.clear()
+                number = self._folder_ids[incarnation] = next(self._numbers)
+            return number
+
+    def knows_folder(self, folder: Hashable) -> bool:
+        """Are any facts kept for messages of ``folder`` (a key's first element)?"""
+        return self._per_folder.get(folder, 0) > 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -112,6 +133,8 @@ class SearchCache:
                 self._entries.move_to_end(key)
                 return facts
             facts = self._entries[key] = MessageFacts(key)
+            folder = _folder_of(key)
+            self._per_folder[folder] = self._per_folder.get(folder, 0) + 1
             self._grow(facts, facts.cost)
             return facts
 
@@ -144,6 +167,7 @@ class SearchCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._per_folder.clear()
             self.size = 0
 
     def _grow(self, facts: MessageFacts, cost: int) -> None:
@@ -152,10 +176,20 @@ class SearchCache:
             return
         self.size += cost
         while self.size > self.max_bytes and self._entries:
-            _, dropped = self._entries.popitem(last=False)
+            key, dropped = self._entries.popitem(last=False)
             self.size -= dropped.cost
+            folder = _folder_of(key)
+            left = self._per_folder.get(folder, 1) - 1
+            if left > 0:
+                self._per_folder[folder] = left
+            else:
+                self._per_folder.pop(folder, None)
         if not self._entries:
             self.size = 0
+
+
+def _folder_of(key: Hashable) -> Hashable:
+    return key[0] if isinstance(key, tuple) and key else None
 
 
 #: The process-wide cache every session's SEARCH shares.

@@ -77,7 +77,7 @@ def info(uid: int, data: bytes, key: str | None = None) -> MessageInfo:
     return MessageInfo(uid, frozenset(), len(data), datetime.datetime(2024, 1, 1, tzinfo=UTC), 1, key or f"m{uid}")
 
 
-def run(messages: list[bytes], query: bytes, cache: SearchCache | None, prefix: tuple = ("t",), *,
+def run(messages: list[bytes], query: bytes, cache: SearchCache | None, folder: object = "t", *,
         blocks: bool = False, reader: bool = False) -> list[int]:
     """UIDs matching ``query`` through search.evaluate (the server's path), files as BytesIO;
     ``blocks``: header blocks handed in as the server's header cache does; ``reader``: whole
@@ -90,7 +90,7 @@ def run(messages: list[bytes], query: bytes, cache: SearchCache | None, prefix: 
     headers = {i + 1: mime.read_header(io.BytesIO(m)) for i, m in enumerate(messages)} if blocks else None
     read = (lambda uid: messages[uid - 1]) if reader else None
     q = parse_search(query)
-    return [uid for _seq, uid, _modseq in search.evaluate(q, candidates, opener, headers, cache, prefix, read)]
+    return [uid for _seq, uid, _modseq in search.evaluate(q, candidates, opener, headers, cache, folder, read)]
 
 
 def check(messages: list[bytes], kind: str, needle: str, name: str = "") -> list[int]:
@@ -365,11 +365,11 @@ def test_warm_header_search_reads_no_file() -> None:
         return open_file
 
     q = parse_search(query)
-    assert [m[1] for m in search.evaluate(q, candidates, refuse, None, cache, ("t",))] == [1]
-    assert [m[1] for m in search.evaluate(parse_search(criteria("HEADER", "köln", "subject")), candidates, refuse, None, cache, ("t",))] == [2]
+    assert [m[1] for m in search.evaluate(q, candidates, refuse, None, cache, "t")] == [1]
+    assert [m[1] for m in search.evaluate(parse_search(criteria("HEADER", "köln", "subject")), candidates, refuse, None, cache, "t")] == [2]
     # another folder incarnation (new UIDVALIDITY) shares nothing: it must read
     with pytest.raises(AssertionError):
-        search.evaluate(q, candidates, refuse, None, cache, ("t2",))
+        search.evaluate(q, candidates, refuse, None, cache, "t2")
 
 
 def test_a_message_with_the_same_uid_but_other_identity_is_not_confused() -> None:
@@ -383,7 +383,7 @@ def test_a_message_with_the_same_uid_but_other_identity_is_not_confused() -> Non
     assert len(twin) == len(ENCODED_WORD_HEADER)
     candidates = [(1, 1, info(1, twin, key="another-name"), False)]
     q = parse_search(query)
-    assert search.evaluate(q, candidates, lambda uid: (lambda: io.BytesIO(twin)), None, cache, ("t",)) == []
+    assert search.evaluate(q, candidates, lambda uid: (lambda: io.BytesIO(twin)), None, cache, "t") == []
 
 
 def test_cache_is_bounded_lru() -> None:
@@ -398,6 +398,22 @@ def test_cache_is_bounded_lru() -> None:
     assert cache.peek(("k", 0)) is not None
     assert cache.peek(("k", 1)) is None
     assert 0 < len(cache) < 200
+    assert cache.knows_folder("k") and not cache.knows_folder("other")
+
+
+def test_folder_ids_and_per_folder_counts() -> None:
+    """Each folder incarnation gets its own number; once its last entry is evicted the cache
+    no longer claims to know the folder (SEARCH then skips looking its messages up)."""
+    cache = SearchCache(max_bytes=10_000)
+    a = cache.folder_id(("/root", "alice", "INBOX", 1))
+    b = cache.folder_id(("/root", "alice", "INBOX", 2))  # re-created: new UIDVALIDITY
+    assert a != b and cache.folder_id(("/root", "alice", "INBOX", 1)) == a
+    cache.add_field(cache.facts((a, 1, "k1", 10)), "from", ("x",))
+    assert cache.knows_folder(a) and not cache.knows_folder(b)
+    for uid in range(100):
+        cache.add_field(cache.facts((b, uid, f"k{uid}", 10)), "from", ("y" * 20,))
+    assert not cache.knows_folder(a)  # evicted
+    assert sum(cache._per_folder.values()) == len(cache)
 
 
 def test_cache_under_concurrent_threads() -> None:
@@ -417,6 +433,7 @@ def test_cache_under_concurrent_threads() -> None:
         t.join()
     assert cache.size == sum(f.cost for f in cache._entries.values())
     assert cache.size <= cache.max_bytes
+    assert cache._per_folder == {"k": len(cache)}
 
 
 # ---------------------------------------------------------------------------
