@@ -1,8 +1,9 @@
 """Real Thunderbird (Debian's thunderbird, headless) against our IMAP server: IMAPS and STARTTLS.
 
-The profile is fresh and has two accounts: alice on 127.0.0.1:<imaps> (SSL/TLS)
-and bob on localhost:<imap> (STARTTLS), normal password, every folder
-downloaded for offline use, check for new mail at startup.  Thunderbird starts
+The profile is fresh and has two accounts, both with normal password and
+check for new mail at startup: alice on 127.0.0.1:<imaps> (SSL/TLS, every
+folder downloaded for offline use) and bob on localhost:<imap> (STARTTLS,
+messages fetched when read).  Thunderbird starts
 twice on it, as for a user: the first start only stores what a user confirms
 once in dialogs (the exception for the self-signed certificate, the saved
 password; put in over Marionette), with mail checks off because without a
@@ -29,6 +30,7 @@ import re
 import smtplib
 import time
 from collections.abc import Callable, Iterator
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -49,6 +51,19 @@ def message(subject: str, body: str, to: str = USER) -> bytes:
         f"From: Sender <sender@example.org>\r\nTo: {to}\r\nSubject: {subject}\r\n"
         f"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <{subject.replace(' ', '.')}@example.org>\r\n\r\n{body}\r\n"
     ).encode()
+
+
+def with_attachment() -> bytes:
+    """A 160 KB multipart/mixed message: text and HTML alternatives, a binary and a CSV attachment."""
+    m = EmailMessage()
+    m["From"] = "Sender <sender@example.org>"
+    m["To"] = BOB
+    m["Subject"] = "report attached"
+    m.set_content("Hello Bob,\n\nthe report is attached.\n")
+    m.add_alternative("<p>Hello Bob,</p><p>the report is attached.</p>", subtype="html")
+    m.add_attachment(bytes(range(256)) * 400, maintype="application", subtype="octet-stream", filename="report.bin")
+    m.add_attachment("col1,col2\n" * 2000, subtype="csv", filename="data.csv")
+    return m.as_bytes().replace(b"\n", b"\r\n")
 
 
 def imap(server: Any, user: str = USER, password: str = PASSWORD) -> imaplib.IMAP4_SSL:
@@ -113,6 +128,7 @@ def session(mailsuite_module_server: Any, tmp_path_factory: pytest.TempPathFacto
             smtp.sendmail("sender@example.org", [USER], message(subject, f"body {n}"))
         for subject in ("for bob 0", "for bob 1"):
             smtp.sendmail("sender@example.org", [BOB], message(subject, "hi bob", to=BOB))
+        smtp.sendmail("sender@example.org", [BOB], with_attachment())
     client = imap(server)
     client.create("Work")
     client.subscribe("Work")
@@ -122,7 +138,7 @@ def session(mailsuite_module_server: Any, tmp_path_factory: pytest.TempPathFacto
     accounts = (
         ImapAccount("127.0.0.1", server.ports["imaps"], USER, SSL, USER),
         # Another host name, so Thunderbird's log (which names the host, not the user) tells the accounts apart.
-        ImapAccount("localhost", server.ports["imap"], BOB, STARTTLS, BOB),
+        ImapAccount("localhost", server.ports["imap"], BOB, STARTTLS, BOB, offline=False),
     )
     tb = Thunderbird(tmp_path_factory.mktemp("thunderbird"), imap_account_prefs(*accounts, check_at_startup=False))
     try:
@@ -414,7 +430,8 @@ def step_new_mail_shows_up(server: Any, tb: Thunderbird, view: ServerView) -> No
 
 
 def step_starttls_account(server: Any, tb: Thunderbird, view: ServerView) -> None:
-    """A second account on port 143 upgrades with STARTTLS before it logs in, syncs INBOX and marks a message read."""
+    """A second account on port 143 upgrades with STARTTLS before it logs in, syncs INBOX, reads a
+    message with attachments that is not kept offline and marks a message read."""
     seen = tb.run(
         """
         const bob = serverOf(arguments[0]);
@@ -426,11 +443,20 @@ def step_starttls_account(server: Any, tb: Thunderbird, view: ServerView) -> Non
         inbox.QueryInterface(Ci.nsIMsgImapMailFolder).updateFolderWithListener(msgWindow, listener);
         await done;
         inbox.markMessagesRead([[...inbox.messages].find(h => h.subject == "for bob 1")], true);
-        return [...inbox.messages].map(h => h.subject).sort();
+        // Not kept offline: reading a message fetches it now (in 64 KiB BODY.PEEK[]<offset.length> chunks).
+        const big = [...inbox.messages].find(h => h.subject == "report attached");
+        const {MsgHdrToMimeMessage} = ChromeUtils.importESModule("resource:///modules/gloda/MimeMessage.sys.mjs");
+        const attachments = await new Promise((resolve, reject) => MsgHdrToMimeMessage(big, null, (hdr, mime) =>
+          mime ? resolve(mime.allUserAttachments.map(a => [a.name, a.contentType, a.size])) : reject(new Error("not parsed")), true));
+        return [[...inbox.messages].map(h => h.subject).sort(), attachments];
         """,
         BOB,
     )
-    assert seen == ["for bob 0", "for bob 1"]
+    seen, attachments = seen
+    assert seen == ["for bob 0", "for bob 1", "report attached"]
+    assert attachments == [["report.bin", "application/octet-stream", 102400], ["data.csv", "text/csv", 20000]]
+    fetches = [text for c, _, d, text in tb.conversation() if c.endswith(":localhost") and d == "C" and "BODY.PEEK[]<" in text]
+    assert len(fetches) >= 2, fetches  # the 160 KB message came in several partial FETCHes
     bob = ServerView(imap(server, BOB, BOB_PASSWORD))
     try:
         eventually(lambda: "\\Seen" in bob.folder("INBOX")["for bob 1"], "\\Seen for bob")

@@ -89,6 +89,8 @@ class ImapAccount:
     email: str
     #: Account Settings > Advanced > "Use CONDSTORE" (off by default in Thunderbird).
     condstore: bool = False
+    #: Keep every folder's messages for offline use (Account Settings > Synchronization & Storage).
+    offline: bool = True
 
 
 def imap_account_prefs(*accounts: ImapAccount, check_at_startup: bool = True) -> dict[str, Any]:
@@ -127,8 +129,8 @@ def imap_account_prefs(*accounts: ImapAccount, check_at_startup: bool = True) ->
             server + "authMethod": 3,  # normal password (AUTHENTICATE PLAIN / LOGIN)
             server + "directory-rel": f"[ProfD]ImapMail/account{n}",
             # Offline use: every folder's messages are downloaded (File > Offline > Download).
-            server + "offline_download": True,
-            server + "autosync_offline_stores": True,
+            server + "offline_download": account.offline,
+            server + "autosync_offline_stores": account.offline,
             # "Check for new messages at startup" and "every 10 minutes" (Thunderbird's defaults).
             server + "login_at_startup": check_at_startup,
             server + "check_new_mail": check_at_startup,
