@@ -524,3 +524,31 @@ def test_maildir_read_message_reads_what_open_message_does(tmp_path: Path) -> No
     c.send("d EXPUNGE\r\n")
     with pytest.raises(NoSuchMessage):
         folder.read_message(1)
+
+
+def test_sent_dates_cold_and_warm() -> None:
+    """SENTON/SENTBEFORE/SENTSINCE from the cached Date: day equal the day parsed from the header."""
+    import email.utils
+
+    messages = [
+        b"Date: Sun, 10 Mar 2024 23:30:00 -0800\r\nSubject: a\r\n\r\nx\r\n",
+        b"Subject: no date\r\n\r\nx\r\n",
+        b"Date: garbage\r\n\r\nx\r\n",
+        b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nDate: Tue, 12 Mar 2024 00:00:00 +0000\r\n\r\nx\r\n",  # the last one counts
+        b"date :\r\n 11 Mar 2024 08:00:00 +0100\r\n\r\nx\r\n",  # folded, odd spacing
+    ]
+
+    def day(data: bytes) -> datetime.date | None:
+        values = [f.value for f in mime.split_fields(mime.read_header(io.BytesIO(data))) if f.name == "date"]
+        parsed = email.utils.parsedate_tz(values[-1].decode("latin-1")) if values else None
+        return datetime.date(*parsed[:3]) if parsed else None
+
+    wanted = datetime.date(2024, 3, 11)
+    for op, test in (("SENTON", lambda d: d == wanted), ("SENTBEFORE", lambda d: d < wanted), ("SENTSINCE", lambda d: d >= wanted)):
+        expected = [i + 1 for i, m in enumerate(messages) if day(m) is not None and test(day(m))]
+        cache = SearchCache()
+        query = b"%s 11-Mar-2024" % op.encode()
+        assert run(messages, query, None) == expected
+        assert run(messages, query, cache, blocks=True) == expected
+        assert run(messages, query, cache) == expected
+    assert expected == [4, 5]  # SENTSINCE
