@@ -896,9 +896,9 @@ class Reader:
             word = self.atom().upper()
             if word == "CHANGEDSINCE" and changed is None:
                 self.space()
+                # RFC 7162's grammar says 1 or more, but Thunderbird's first CONDSTORE sync sends 0
+                # (meaning "everything"), as Dovecot accepts: every message's MODSEQ is above 0.
                 changed = self.number64()
-                if changed == 0:
-                    raise ParseError("CHANGEDSINCE must be non-zero")
             elif word == "VANISHED" and not vanished:
                 vanished = True
             else:

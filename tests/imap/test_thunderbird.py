@@ -136,7 +136,7 @@ def session(mailsuite_module_server: Any, tmp_path_factory: pytest.TempPathFacto
     client.append("Work", None, None, message(WORK_SUBJECTS[1], "unseen"))
 
     accounts = (
-        ImapAccount("127.0.0.1", server.ports["imaps"], USER, SSL, USER),
+        ImapAccount("127.0.0.1", server.ports["imaps"], USER, SSL, USER, condstore=True),
         # Another host name, so Thunderbird's log (which names the host, not the user) tells the accounts apart.
         ImapAccount("localhost", server.ports["imap"], BOB, STARTTLS, BOB, offline=False),
     )

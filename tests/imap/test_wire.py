@@ -276,11 +276,16 @@ def test_fetch_macros_and_items() -> None:
     assert req.changed_since == 12345
 
 
+def test_changedsince_zero_means_everything() -> None:
+    """Thunderbird's first CONDSTORE sync sends CHANGEDSINCE 0; RFC 7162's grammar wants 1+, Dovecot accepts it, so do we."""
+    assert wire.parse_fetch_attributes(b"(FLAGS) (CHANGEDSINCE 0)").changed_since == 0
+
+
 @pytest.mark.parametrize(
     "bad",
     [b"", b"()", b"(FLAGS", b"BODY[MIME]", b"BODY[1.]", b"BODY[0]", b"BODY[HEADER.FIELDS ()]", b"BODY[HEADER.FIELDS]",
      b"BODY[1]<5>", b"BODY[1]<1.0>", b"BINARY[HEADER]", b"RFC822.BOGUS", b"BODY.PEEK", b"ALL FLAGS", b"(ALL)",
-     b"FLAGS (CHANGEDSINCE 0)", b"FLAGS (VANISHED)", b"FLAGS (CHANGEDSINCE x)", b"BODY[TEXT"],
+     b"FLAGS (VANISHED)", b"FLAGS (CHANGEDSINCE x)", b"BODY[TEXT"],
 )
 def test_fetch_errors(bad: bytes) -> None:
     """Malformed fetch items are BAD."""
