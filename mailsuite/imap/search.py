@@ -218,6 +218,7 @@ def _header_range(part: mime.Part) -> tuple[int, int]:
 
 
 _PLAIN_CODEC = mime._charset_decoder(None)  # what body_text uses for text without a charset
+_PLAIN_SAFE = _ascii_safe(_PLAIN_CODEC)
 
 
 def simple_structure(data: bytes, lower: bytes | None = None) -> Structure | None:
@@ -231,7 +232,7 @@ def simple_structure(data: bytes, lower: bytes | None = None) -> Structure | Non
             return None
     elif b"content-" in data[:header_end].lower():
         return None
-    return (((0, header_end),), ((body_start, len(data), None, _PLAIN_CODEC, _ascii_safe(_PLAIN_CODEC)),))
+    return (((0, header_end),), ((body_start, len(data), None, _PLAIN_CODEC, _PLAIN_SAFE),))
 
 
 def message_structure(data: bytes) -> Structure:
@@ -490,6 +491,20 @@ class _Context:
             return False  # not ASCII: no raw pre-filter
         return raw_excludes(data, lower, needle_ascii, text=text)
 
+    def plain_ascii_body(self) -> int | None:
+        """Where the body starts if the message is all ASCII and has no Content-* header field
+        (one text/plain us-ascii part from there to the end, :func:`simple_structure`), else None.
+        A shortcut for BODY taken before any structure is known."""
+        if not _PLAIN_SAFE or self._structure is not None or (self.facts is not None and self.facts.structure is not None):
+            return None
+        lower = self.lower()
+        if lower is None:
+            return None
+        body_start = mime._header_end(lower, 0, len(lower))  # the same offsets as in the octets
+        if lower.find(b"content-", 0, min(body_start, mime.MAX_HEADER_PARSED)) >= 0:
+            return None
+        return body_start
+
     def lower(self) -> bytes | None:
         """The whole message lower-cased, if it is all ASCII (else None)."""
         if self._lower is False:
@@ -736,6 +751,10 @@ class BodyContains(Key):
         self._ascii = _ascii_needle(self.needle)
 
     def match(self, ctx: _Context) -> bool:
+        start = ctx.plain_ascii_body()
+        if start is not None:
+            # the common plain message: one ASCII us-ascii text part, matched as bytes
+            return self._ascii is not None and ctx.lower().find(self._ascii, start) >= 0  # type: ignore[union-attr]
         if ctx.excluded(self._ascii, text=False):
             return False
         return ctx.body_contains(self.needle, self._ascii)
