@@ -17,8 +17,10 @@ server process's user+system CPU time per accepted message: a figure that the
 machine's other load disturbs far less than the rate.
 
 ``--postfix`` runs the same load against a private Postfix instance
-(bench/peers/postfix.py) and prints its accepted and delivered rates with
-mailsuite's ratio to each.  ``--compare-port PORT`` runs the same load (no probe, no lag figure)
+(bench/peers/postfix.py), alternating with mailsuite level by level (and
+round by round with ``--rounds N``) so that both see the same machine, and
+prints mailsuite's ratio to Postfix's delivered rate, then the median ratio
+per level.  ``--compare-port PORT`` runs the same load (no probe, no lag figure)
 against another SMTP server already listening on 127.0.0.1:PORT that accepts
 mail for user0..user9@example.test, e.g. a private Postfix instance
 (``postfix -c DIR start`` with ``inet_interfaces = 127.0.0.1``, an smtpd line
@@ -45,6 +47,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -186,31 +189,27 @@ def serve(config_path: str, stats_path: str) -> None:
     reactor.run()
 
 
-def compare_with_postfix(base: Path, args: Any, rates: list[float]) -> dict[int, float]:
-    """The same load against Postfix (bench/peers/postfix.py): accepted and delivered msg/s, and mailsuite's ratio.
-
-    mailsuite's 250 comes after the Maildir fsync, Postfix's after its queue
-    fsync; the fair comparison is with Postfix's delivered rate (until the
-    messages are in the Maildirs), the accepted rate is printed too.
-    """
+def postfix_peer(base: Path) -> Any:
+    """A started private Postfix (bench/peers/postfix.py) as a context manager, or None (reason printed) when unavailable."""
     from bench.peers.postfix import PostfixPeer, postfix_available
 
     why_not = postfix_available()
     if why_not is not None:
         print(f"postfix: {why_not}")
-        return {}
-    delivered: dict[int, float] = {}
-    levels = [int(x) for x in args.clients.split(",")]
-    with PostfixPeer(base / "postfix", None, "example.test", USERS) as peer:
-        print(f"postfix on 127.0.0.1:{peer.port}, same load:")
-        print(f"{'clients':>7} {'accepted/s':>10} {'delivered/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'mailsuite/delivered':>19} {'mailsuite/accepted':>18}")
-        for level, ours in zip(levels, rates):
-            figures = peer.measure(lambda port, level=level: asyncio.run(run_level(port, level, args.seconds, args.size)))
-            _, latencies = figures.result
-            print(f"{level:>7} {figures.accepted_per_s:>10.1f} {figures.delivered_per_s:>11.1f} {pct(latencies, 0.5) * 1000:>8.1f} "
-                  f"{pct(latencies, 0.99) * 1000:>8.1f} {ours / figures.delivered_per_s:>19.2f} {ours / figures.accepted_per_s:>18.2f}", flush=True)
-            delivered[level] = figures.delivered_per_s
-    return delivered
+        return None
+    return PostfixPeer(base / "postfix", None, "example.test", USERS)
+
+
+def measure_postfix(peer: Any, level: int, args: Any) -> tuple[float, float, list[float]]:
+    """The same load against Postfix: (accepted/s, delivered/s, latencies).
+
+    mailsuite's 250 comes after the Maildir fsync, Postfix's after its queue
+    fsync; the fair comparison is with Postfix's delivered rate (until the
+    messages are in the Maildirs), the accepted rate is printed too.
+    """
+    figures = peer.measure(lambda port: asyncio.run(run_level(port, level, args.seconds, args.size)))
+    _, latencies = figures.result
+    return figures.accepted_per_s, figures.delivered_per_s, latencies
 
 
 def main() -> None:
@@ -221,6 +220,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each concurrency level")
     parser.add_argument("--clients", default="1,10,50", help="comma-separated concurrency levels")
     parser.add_argument("--size", type=int, default=10240, help="message size in bytes")
+    parser.add_argument("--rounds", type=int, default=1, help="measure each level this many times (alternating with Postfix)")
     parser.add_argument("--postfix", action="store_true", help="also run the same load against a private Postfix instance (bench/peers/postfix.py)")
     parser.add_argument("--compare-port", type=int, default=0, help="also load another SMTP server on 127.0.0.1:PORT (e.g. Postfix)")
     parser.add_argument("--mailauth", action="store_true", help="keep inbound SPF/DKIM/DMARC checks on (they query DNS for the sender's domain)")
@@ -261,52 +261,73 @@ def main() -> None:
         port = json.loads(ports_file.read_text())["smtp"]
         print(f"mailsuite SMTP benchmark: {args.size} byte messages, fsync on, {args.seconds:.0f}s per level, "
               f"inbound mail checks {'on' if args.mailauth else 'off'}, data in {data}")
-        print(f"{'clients':>7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13} {'lag max ms':>11} {'lag p99 ms':>11} {'cpu ms/msg':>10}")
-        rates: list[float] = []
-        lag_max: list[float] = []
-        for level in [int(x) for x in args.clients.split(",")]:
-            stop = multiprocessing.Event()
-            result = multiprocessing.Manager().dict()
-            prober = multiprocessing.Process(target=probe, args=(port, stop, result))
-            prober.start()
-            time.sleep(0.2)
-            child.send_signal(signal.SIGUSR1)  # start a fresh lag window
-            started, cpu_before = time.monotonic(), cpu_seconds(child.pid)
-            count, latencies = asyncio.run(run_level(port, level, args.seconds, args.size))
-            elapsed, cpu_used = time.monotonic() - started, cpu_seconds(child.pid) - cpu_before
-            stats_file.unlink(missing_ok=True)
-            child.send_signal(signal.SIGUSR1)
-            stop.set()
-            prober.join()
-            while not stats_file.exists():
-                time.sleep(0.01)
-            time.sleep(0.05)
-            lag = json.loads(stats_file.read_text())
-            rates.append(count / elapsed)
-            lag_max.append(lag["max"] * 1000)
-            print(f"{level:>7} {count / elapsed:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} "
-                  f"{result.get('max', float('nan')) * 1000:>13.1f} {result.get('p99', float('nan')) * 1000:>13.1f} "
-                  f"{lag['max'] * 1000:>11.1f} {lag['p99'] * 1000:>11.1f} {cpu_used * 1000 / max(count, 1):>10.2f}", flush=True)
+        print(f"{'clients':>7} {'server':>9} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13} "
+              f"{'lag max ms':>11} {'lag p99 ms':>11} {'cpu ms/msg':>10} {'ratio':>6}")
+        levels = [int(x) for x in args.clients.split(",")]
+        rates: dict[int, list[float]] = {level: [] for level in levels}
+        lag_max: dict[int, float] = {level: 0.0 for level in levels}
+        postfix: dict[int, list[float]] = {level: [] for level in levels}
+        peer_manager = postfix_peer(base) if args.postfix else None
+        peer = peer_manager.__enter__() if peer_manager is not None else None
+        try:
+            # mailsuite and Postfix alternate, level by level and round by round, so both see the same machine
+            for level in levels:
+                for _ in range(args.rounds):
+                    stop = multiprocessing.Event()
+                    result = multiprocessing.Manager().dict()
+                    prober = multiprocessing.Process(target=probe, args=(port, stop, result))
+                    prober.start()
+                    time.sleep(0.2)
+                    child.send_signal(signal.SIGUSR1)  # start a fresh lag window
+                    started, cpu_before = time.monotonic(), cpu_seconds(child.pid)
+                    count, latencies = asyncio.run(run_level(port, level, args.seconds, args.size))
+                    elapsed, cpu_used = time.monotonic() - started, cpu_seconds(child.pid) - cpu_before
+                    stats_file.unlink(missing_ok=True)
+                    child.send_signal(signal.SIGUSR1)
+                    stop.set()
+                    prober.join()
+                    while not stats_file.exists():
+                        time.sleep(0.01)
+                    time.sleep(0.05)
+                    lag = json.loads(stats_file.read_text())
+                    rate = count / elapsed
+                    rates[level].append(rate)
+                    lag_max[level] = max(lag_max[level], lag["max"] * 1000)
+                    print(f"{level:>7} {'mailsuite':>9} {rate:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} "
+                          f"{result.get('max', float('nan')) * 1000:>13.1f} {result.get('p99', float('nan')) * 1000:>13.1f} "
+                          f"{lag['max'] * 1000:>11.1f} {lag['p99'] * 1000:>11.1f} {cpu_used * 1000 / max(count, 1):>10.2f}", flush=True)
+                    if peer is not None:
+                        accepted, delivered, their_latencies = measure_postfix(peer, level, args)
+                        postfix[level].append(delivered)
+                        print(f"{level:>7} {'postfix':>9} {delivered:>8.1f} {pct(their_latencies, 0.5) * 1000:>8.1f} {pct(their_latencies, 0.99) * 1000:>8.1f} "
+                              f"{'':>13} {'':>13} {'':>11} {'':>11} {'':>10} {rate / delivered:>6.2f}   (accepted {accepted:.1f}/s)", flush=True)
+        finally:
+            if peer_manager is not None:
+                peer_manager.__exit__(None, None, None)
+        if peer is not None:
+            print("median ratio mailsuite / postfix (delivered), per level:")
+            for level in levels:
+                ratios = sorted(ours / theirs for ours, theirs in zip(rates[level], postfix[level]))
+                print(f"{level:>7} clients: {statistics.median(ratios):.2f}  (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+        elif shutil.which("postfix") or os.path.exists("/usr/sbin/postfix"):
+            print("postfix is installed: --postfix runs the same load against a private instance")
         stored = sum(len(os.listdir(data / "mail" / "example.test" / u.split("@")[0] / "new")) for u in USERS)
         print(f"messages on disk: {stored}")
         if args.compare_port:
             print(f"same load against 127.0.0.1:{args.compare_port}:")
             print(f"{'clients':>7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7}")
-            for level, ours in zip([int(x) for x in args.clients.split(",")], rates):
+            for level in levels:
+                ours = statistics.median(rates[level])
                 started = time.monotonic()
                 count, latencies = asyncio.run(run_level(args.compare_port, level, args.seconds, args.size))
                 rate = count / (time.monotonic() - started)
                 print(f"{level:>7} {rate:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} {ours / rate:>7.2f}", flush=True)
-        postfix: dict[int, float] = {}
-        if args.postfix:
-            postfix = compare_with_postfix(base, args, rates)
-        elif shutil.which("postfix") or os.path.exists("/usr/sbin/postfix"):
-            print("postfix is installed: --postfix runs the same load against a private instance")
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        for level, rate, lag_ms in zip([int(x) for x in args.clients.split(",")], rates, lag_max):
-            record("smtp", f"{level} clients, {args.size // 1024} KiB, in Maildir before 250", rate, "msg/s",
-                   peer="postfix (delivered)" if level in postfix else None, peer_value=postfix.get(level))
-            record("smtp", f"{level} clients, worst reactor lag", lag_ms, "ms", higher_is_better=False)
+        for level in levels:
+            record("smtp", f"{level} clients, {args.size // 1024} KiB, in Maildir before 250", statistics.median(rates[level]), "msg/s",
+                   peer="postfix (delivered)" if postfix[level] else None,
+                   peer_value=statistics.median(postfix[level]) if postfix[level] else None)
+            record("smtp", f"{level} clients, worst reactor lag", lag_max[level], "ms", higher_is_better=False)
     finally:
         child.send_signal(signal.SIGTERM)
         try:
