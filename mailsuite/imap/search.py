@@ -235,11 +235,51 @@ def simple_structure(data: bytes, lower: bytes | None = None) -> Structure | Non
     return (((0, header_end),), ((body_start, len(data), None, _PLAIN_CODEC, _PLAIN_SAFE),))
 
 
+def single_part_structure(data: bytes) -> Structure | None:
+    """The structure of a message that is not multipart nor message/rfc822, read from its
+    Content-Type and Content-Transfer-Encoding fields alone (found by regex as in header
+    SEARCH) instead of a MIME parse; None when a parse is needed (a multipart, an encapsulated
+    message, a header with a bare CR)."""
+    body_start = mime._header_end(data, 0, len(data))
+    header_end = min(body_start, mime.MAX_HEADER_PARSED)
+    lines = _lf_fields(data[:header_end])
+    if lines is None:
+        return None
+    # mime's parser reads the first Content-Type and the first Content-Transfer-Encoding
+    ctype = _field_pattern("content-type").search(lines)
+    part = mime.Part(0, body_start, len(data), [])
+    if ctype is not None:
+        parsed = mime._content_type(mime.unfold(ctype.group(1)))
+        if parsed is not None:
+            part.media_type, part.subtype, part.params = parsed
+    major = part.media_type.lower()
+    if major == b"multipart" and part.param(b"boundary"):
+        return None
+    if major == b"message" and part.subtype.lower() == b"rfc822":
+        return None
+    headers = ((0, header_end),)
+    if major != b"text":
+        return (headers, ())
+    cte = _field_pattern("content-transfer-encoding").search(lines)
+    encoding = mime._single_token(mime.unfold(cte.group(1))) if cte is not None else None
+    transfer = (encoding or b"7bit").lower()
+    codec = mime._charset_decoder(part.param(b"charset"))
+    leaf = (body_start, len(data), transfer if transfer in (b"base64", b"quoted-printable") else None, codec, _ascii_safe(codec))
+    return (headers, (leaf,))
+
+
 def message_structure(data: bytes) -> Structure:
     """Header ranges and text leaves of a whole message, as mime.parse() sees them."""
     simple = simple_structure(data)
+    if simple is None:
+        simple = single_part_structure(data)
     if simple is not None:
         return simple
+    return parsed_structure(data)
+
+
+def parsed_structure(data: bytes) -> Structure:
+    """The structure from a full MIME parse (what the shortcuts above must agree with)."""
     root = mime.parse(data)
     headers = [_header_range(root)]
     headers.extend(_header_range(part.message) for _numbers, part in root.walk() if part.message is not None)

@@ -345,6 +345,21 @@ def test_random_messages_match_the_reference(messages: list[bytes], needle: str,
     check(messages, kind, needle.casefold() if len(needle) > 3 else needle, name if kind == "HEADER" else "")
 
 
+@settings(max_examples=150, deadline=None)
+@given(message(), st.sampled_from([b"", b"Content-Type: text/plain; charset*=''utf-7\r\n", b"content-type : TEXT/html ;\r\n charset=\"latin1\"\r\n",
+                                   b"Content-Type: garbage\r\n", b"Content-Type: multipart/mixed\r\n", b"CONTENT-TRANSFER-ENCODING: (c) Base64 \r\n",
+                                   b"Content-Type: image/png\r\nContent-Type: text/plain\r\n", b"X: y\rContent-Type: text/html\r\n"]))
+def test_structure_shortcuts_equal_the_parse(data: bytes, extra: bytes) -> None:
+    """The structure read from the Content-* fields alone (or their absence) equals the full
+    MIME parse whenever a shortcut answers."""
+    data = extra + data
+    full = search.parsed_structure(data)
+    for shortcut in (search.simple_structure, search.single_part_structure):
+        found = shortcut(data)
+        assert found is None or found == full, shortcut.__name__
+    assert search.message_structure(data) == full
+
+
 # ---------------------------------------------------------------------------
 # The cache itself
 # ---------------------------------------------------------------------------
