@@ -13,6 +13,7 @@ Every syntax error raises :class:`ParseError` (wire's), answered ``BAD``.
 
 from __future__ import annotations
 
+from mailsuite import errors
 from mailsuite.imap import wire
 from mailsuite.imap.wire import FetchAttribute as FetchAtt
 from mailsuite.imap.wire import ParseError
@@ -54,8 +55,24 @@ class Arguments(wire.Reader):
         return self.nstring()
 
     def mailbox(self, *, allow_utf8: bool = False) -> str:  # type: ignore[override]
-        """A mailbox name, decoded, with ``INBOX/...`` normalised too."""
-        return normalise_mailbox(super().mailbox(allow_utf8=allow_utf8))
+        """A mailbox name, decoded, with ``INBOX/...`` normalised too.
+
+        A well-formed astring that is not valid modified UTF-7 is a name no
+        mailbox can have: ``NO [CANNOT]``, not ``BAD`` (RFC 3501 5.1.3 is a
+        naming rule; the command's syntax is fine).
+        """
+        try:
+            return normalise_mailbox(super().mailbox(allow_utf8=allow_utf8))
+        except wire.MailboxNameError as e:
+            raise errors.InvalidName(str(e)) from None
+
+    def list_pattern(self, *, allow_utf8: bool = False) -> str | None:
+        """A LIST/LSUB reference or pattern; ``None`` when it is not valid modified
+        UTF-7, so it matches no mailbox (the command still succeeds, as in Dovecot)."""
+        try:
+            return self.list_mailbox(allow_utf8=allow_utf8)
+        except wire.MailboxNameError:
+            return None
 
     def paren_atoms(self) -> list[str]:
         """``(A B C)``: a parenthesised list of atoms (SELECT parameters, STATUS items, LIST options)."""

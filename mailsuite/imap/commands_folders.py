@@ -281,19 +281,21 @@ async def _list(server: Any, args: Arguments, verb: str) -> None:
         if "RECURSIVEMATCH" in selection and not ({"SUBSCRIBED"} & set(selection)):
             raise bad("RECURSIVEMATCH needs another selection option")
         args.space()
-    reference = args.list_mailbox() if args.peek() != 0x28 else ""
+    # A reference or pattern that is not valid modified UTF-7 names no mailbox: it
+    # matches nothing and the command still succeeds (RFC 3501 5.1.3 is a naming rule).
+    reference = args.list_pattern() if args.peek() != 0x28 else ""
     args.space()
-    patterns: list[str]
+    given: list[str | None]
     if verb == "LIST" and args.peek() == 0x28:
         extended = True
         args.pos += 1
-        patterns = []
+        given = []
         while not args.accept(b")"):
-            if patterns:
+            if given:
                 args.space()
-            patterns.append(args.list_mailbox())
+            given.append(args.list_pattern())
     else:
-        patterns = [args.list_mailbox()]
+        given = [args.list_pattern()]
     returns: list[str] = []
     status_items: list[str] = []
     if verb == "LIST" and args.maybe_space():
@@ -313,6 +315,9 @@ async def _list(server: Any, args: Arguments, verb: str) -> None:
                 raise bad(f"Unknown LIST return option {opt}")
             returns.append(opt)
     args.end()
+    patterns = [p for p in given if p is not None]
+    if reference is None or not patterns:
+        return
 
     if verb == "LIST" and patterns == [""]:
         # RFC 3501 6.3.8: the hierarchy delimiter and root

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence, Union
 
 __all__ = [
-    "ParseError", "Atom", "Quoted", "Literal", "Value", "SequenceSet", "FetchAttribute",
+    "ParseError", "MailboxNameError", "Atom", "Quoted", "Literal", "Value", "SequenceSet", "FetchAttribute",
     "FetchRequest", "StoreRequest", "Command", "Reader",
     "quoted", "literal", "literal8", "binary_literal", "string", "nstring", "astring", "format_list", "format_flags",
     "format_internaldate", "parse_internaldate", "encode_mailbox_name", "decode_mailbox_name",
@@ -67,6 +67,15 @@ __all__ = [
 
 class ParseError(ValueError):
     """The client's command does not follow the grammar; the text goes into ``BAD``."""
+
+
+class MailboxNameError(ParseError):
+    """A well-formed astring that is no valid mailbox name (bad modified UTF-7).
+
+    RFC 3501 5.1.3 makes modified UTF-7 a naming convention, not grammar: the
+    command is well-formed, so callers answer ``NO`` (a LIST pattern simply
+    matches nothing), as Dovecot does; uncaught it is still a ``BAD``.
+    """
 
 
 # ---------------------------------------------------------------------------
@@ -284,7 +293,7 @@ _B64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 def decode_mailbox_name(raw: bytes | str, *, allow_utf8: bool = False) -> str:
     """Modified UTF-7 to text, strictly (RFC 3501 5.1.3).
 
-    Rejected with :class:`ParseError`: octets outside printable ASCII, an
+    Rejected with :class:`MailboxNameError`: octets outside printable ASCII, an
     unterminated or empty-but-not-``&-`` shift, characters outside the
     modified base64 alphabet, leftover bits, broken UTF-16 (lone
     surrogates), printable ASCII encoded in base64, and two adjacent base64
@@ -294,13 +303,13 @@ def decode_mailbox_name(raw: bytes | str, *, allow_utf8: bool = False) -> str:
     data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
     if any(c >= 0x80 for c in data):
         if not allow_utf8:
-            raise ParseError("Mailbox name is not valid modified UTF-7 (8-bit octets)")
+            raise MailboxNameError("Mailbox name is not valid modified UTF-7 (8-bit octets)")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise ParseError("Mailbox name is not valid UTF-8") from None
+            raise MailboxNameError("Mailbox name is not valid UTF-8") from None
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-            raise ParseError("Mailbox name contains control characters")
+            raise MailboxNameError("Mailbox name contains control characters")
         return text
     out: list[str] = []
     i = 0
@@ -309,7 +318,7 @@ def decode_mailbox_name(raw: bytes | str, *, allow_utf8: bool = False) -> str:
     while i < n:
         c = data[i]
         if c < 0x20 or c > 0x7E:
-            raise ParseError("Mailbox name contains control characters")
+            raise MailboxNameError("Mailbox name contains control characters")
         if c != 0x26:  # "&"
             out.append(chr(c))
             i += 1
@@ -317,7 +326,7 @@ def decode_mailbox_name(raw: bytes | str, *, allow_utf8: bool = False) -> str:
             continue
         end = data.find(b"-", i + 1)
         if end < 0:
-            raise ParseError("Mailbox name has an unterminated modified UTF-7 shift")
+            raise MailboxNameError("Mailbox name has an unterminated modified UTF-7 shift")
         chunk = data[i + 1 : end]
         i = end + 1
         if not chunk:
@@ -325,23 +334,23 @@ def decode_mailbox_name(raw: bytes | str, *, allow_utf8: bool = False) -> str:
             last_was_b64 = False
             continue
         if last_was_b64:
-            raise ParseError("Mailbox name has adjacent modified UTF-7 shifts")
+            raise MailboxNameError("Mailbox name has adjacent modified UTF-7 shifts")
         if any(b not in _B64_CHARS for b in chunk) or len(chunk) % 4 == 1:
-            raise ParseError("Mailbox name has invalid modified base64")
+            raise MailboxNameError("Mailbox name has invalid modified base64")
         padded = chunk.replace(b",", b"/") + b"=" * (-len(chunk) % 4)
         try:
             octets = base64.b64decode(padded, validate=True)
         except (binascii.Error, ValueError):
-            raise ParseError("Mailbox name has invalid modified base64") from None
+            raise MailboxNameError("Mailbox name has invalid modified base64") from None
         # leftover bits must be zero and no extra characters: re-encode and compare
         if base64.b64encode(octets).rstrip(b"=").replace(b"/", b",") != chunk or len(octets) % 2:
-            raise ParseError("Mailbox name has invalid modified base64 padding")
+            raise MailboxNameError("Mailbox name has invalid modified base64 padding")
         try:
             text = octets.decode("utf-16-be")
         except UnicodeDecodeError:
-            raise ParseError("Mailbox name has invalid UTF-16 in modified UTF-7") from None
+            raise MailboxNameError("Mailbox name has invalid UTF-16 in modified UTF-7") from None
         if any(0x20 <= ord(ch) <= 0x7E for ch in text):
-            raise ParseError("Mailbox name encodes printable ASCII in modified UTF-7")
+            raise MailboxNameError("Mailbox name encodes printable ASCII in modified UTF-7")
         out.append(text)
         last_was_b64 = True
     return "".join(out)
@@ -584,6 +593,15 @@ class Reader:
             return True
         return False
 
+    def at_literal(self) -> bool:
+        """A literal starts here: ``{`` or BINARY's ``~{`` (RFC 3516 4.2).
+
+        A lone ``~`` is an ordinary ATOM-CHAR (RFC 3501 9), so ``~foo`` is a
+        mailbox name, not a broken literal8.
+        """
+        c = self.peek()
+        return c == 0x7B or (c == 0x7E and self.data[self.pos + 1 : self.pos + 2] == b"{")
+
     def expect(self, text: bytes) -> None:
         if not self.accept(text):
             raise ParseError(f"Expected {text.decode('ascii', 'replace')}")
@@ -677,14 +695,13 @@ class Reader:
         c = self.peek()
         if c == 0x22:
             return self.quoted()
-        if c in (0x7B, 0x7E):
+        if self.at_literal():
             return self.literal()
         raise ParseError("Missing argument" if c is None else "Expected a string")
 
     def astring(self) -> bytes:
         """astring = 1*ASTRING-CHAR / string."""
-        c = self.peek()
-        if c in (0x22, 0x7B, 0x7E):
+        if self.peek() == 0x22 or self.at_literal():
             return self.string()
         raw = self._run(_ASTRING_CHARS)
         if not raw:
@@ -693,7 +710,7 @@ class Reader:
 
     def nstring(self) -> bytes | None:
         """nstring = string / NIL."""
-        if self.peek() not in (0x22, 0x7B, 0x7E):
+        if self.peek() != 0x22 and not self.at_literal():
             word = self.atom()
             if word.upper() != "NIL":
                 raise ParseError("Expected a string or NIL")
@@ -717,8 +734,7 @@ class Reader:
 
     def list_mailbox(self, *, allow_utf8: bool = False) -> str:
         """list-mailbox: list-chars (``%`` and ``*`` allowed) or a string, decoded."""
-        c = self.peek()
-        if c in (0x22, 0x7B, 0x7E):
+        if self.peek() == 0x22 or self.at_literal():
             raw = self.string()
         else:
             raw = self._run(_LIST_CHARS)
@@ -740,7 +756,7 @@ class Reader:
             return self.value_list()
         if c == 0x22:
             return self.quoted()
-        if c in (0x7B, 0x7E):
+        if self.at_literal():
             return self.literal()
         start = self.pos
         raw = self._run((_ATOM_CHARS | {ord("*"), ord("%")}) - {ord("[")})
