@@ -235,6 +235,48 @@ def simple_structure(data: bytes, lower: bytes | None = None) -> Structure | Non
     return (((0, header_end),), ((body_start, len(data), None, _PLAIN_CODEC, _PLAIN_SAFE),))
 
 
+_MEMO_SIZE = 2048
+_content_types: dict[bytes | None, tuple[str, str, bool]] = {}
+_transfers: dict[bytes, bytes | None] = {}
+
+
+def _memo(table: dict[Any, Any], key: Any, compute: Callable[[Any], Any]) -> Any:
+    """``compute(key)`` remembered in a small table (a folder's messages repeat a handful of
+    Content-Type and Content-Transfer-Encoding values; mime's lexer is pure Python)."""
+    try:
+        return table[key]
+    except KeyError:
+        pass
+    value = compute(key)
+    if len(table) >= _MEMO_SIZE:
+        table.clear()
+    table[key] = value
+    return value
+
+
+def _content_kind(value: bytes | None) -> tuple[str, str, bool]:
+    """What a top-level Content-Type value (None: absent) makes of a message, as mime's parser
+    sees it: ("parse", "", False) for a multipart with a boundary or a message/rfc822, ("other",
+    "", False) for a non-text leaf, ("text", codec, ASCII-safe) for a text leaf."""
+    part = mime.Part(0, 0, 0, [])
+    parsed = mime._content_type(value) if value is not None else None
+    if parsed is not None:
+        part.media_type, part.subtype, part.params = parsed[0], parsed[1], list(parsed[2])
+    major = part.media_type.lower()
+    if (major == b"multipart" and part.param(b"boundary")) or (major == b"message" and part.subtype.lower() == b"rfc822"):
+        return ("parse", "", False)
+    if major != b"text":
+        return ("other", "", False)
+    codec = mime._charset_decoder(part.param(b"charset"))
+    return ("text", codec, _ascii_safe(codec))
+
+
+def _transfer(value: bytes) -> bytes | None:
+    """The transfer encoding to undo for a Content-Transfer-Encoding value (None: as is)."""
+    encoding = (mime._single_token(value) or b"7bit").lower()
+    return encoding if encoding in (b"base64", b"quoted-printable") else None
+
+
 def single_part_structure(data: bytes) -> Structure | None:
     """The structure of a message that is not multipart nor message/rfc822, read from its
     Content-Type and Content-Transfer-Encoding fields alone (found by regex as in header
@@ -247,25 +289,15 @@ def single_part_structure(data: bytes) -> Structure | None:
         return None
     # mime's parser reads the first Content-Type and the first Content-Transfer-Encoding
     ctype = _field_pattern("content-type").search(lines)
-    part = mime.Part(0, body_start, len(data), [])
-    if ctype is not None:
-        parsed = mime._content_type(mime.unfold(ctype.group(1)))
-        if parsed is not None:
-            part.media_type, part.subtype, part.params = parsed
-    major = part.media_type.lower()
-    if major == b"multipart" and part.param(b"boundary"):
-        return None
-    if major == b"message" and part.subtype.lower() == b"rfc822":
+    kind, codec, safe = _memo(_content_types, mime.unfold(ctype.group(1)) if ctype is not None else None, _content_kind)
+    if kind == "parse":
         return None
     headers = ((0, header_end),)
-    if major != b"text":
+    if kind == "other":
         return (headers, ())
     cte = _field_pattern("content-transfer-encoding").search(lines)
-    encoding = mime._single_token(mime.unfold(cte.group(1))) if cte is not None else None
-    transfer = (encoding or b"7bit").lower()
-    codec = mime._charset_decoder(part.param(b"charset"))
-    leaf = (body_start, len(data), transfer if transfer in (b"base64", b"quoted-printable") else None, codec, _ascii_safe(codec))
-    return (headers, (leaf,))
+    transfer = _memo(_transfers, mime.unfold(cte.group(1)), _transfer) if cte is not None else None
+    return (headers, ((body_start, len(data), transfer, codec, safe),))
 
 
 def message_structure(data: bytes) -> Structure:
@@ -361,7 +393,7 @@ class _Context:
     ``facts`` (the shared :mod:`search_cache` entry) carries them across searches."""
 
     __slots__ = ("msg", "last_seq", "last_uid", "facts", "cache", "key", "_header", "_fields", "_lf_header", "_message",
-                 "_structure", "_lower", "_leaf_texts", "_header_texts")
+                 "_structure", "_simple", "_lower", "_leaf_texts", "_header_texts")
 
     def __init__(self, msg: SearchMessage, last_seq: int, last_uid: int,
                  facts: search_cache.MessageFacts | None = None, cache: search_cache.SearchCache | None = None,
@@ -377,6 +409,7 @@ class _Context:
         self._lf_header: Any = False  # not looked at yet
         self._message: bytes | None = None
         self._structure: Structure | None = None
+        self._simple: Any = None  # False once simple_structure() is known to say None
         self._lower: Any = False  # not computed yet
         self._leaf_texts: dict[int, str] | None = None
         self._header_texts: list[str] | None = None
@@ -468,11 +501,12 @@ class _Context:
                 self._structure = facts.structure
             else:
                 data = self.message()
-                simple = simple_structure(data)
+                simple = simple_structure(data) if self._simple is not False else None
                 if simple is not None:
-                    self._structure = simple
+                    self._structure = simple  # as cheap to find again as to look up: not cached
                 else:
-                    self._remember(message_structure(data))
+                    single = single_part_structure(data)
+                    self._remember(single if single is not None else parsed_structure(data))
         return self._structure  # type: ignore[return-value]
 
     def _remember(self, structure: Structure) -> None:
@@ -523,9 +557,14 @@ class _Context:
             return False
         data = self.message()
         lower = self.lower()
-        simple = simple_structure(data, lower)
+        simple = simple_structure(data, lower) if self._simple is not False else None
         if simple is not None:
             self._structure = simple  # as cheap to find again as to look up: not cached
+            return False
+        self._simple = False
+        single = single_part_structure(data)
+        if single is not None:
+            self._remember(single)
             return False
         if lower is None:
             return False  # not ASCII: no raw pre-filter
@@ -542,6 +581,7 @@ class _Context:
             return None
         body_start = mime._header_end(lower, 0, len(lower))  # the same offsets as in the octets
         if lower.find(b"content-", 0, min(body_start, mime.MAX_HEADER_PARSED)) >= 0:
+            self._simple = False  # simple_structure would say None too
             return None
         return body_start
 
