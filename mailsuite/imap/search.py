@@ -49,9 +49,11 @@ every shortcut with a full decode):
 * Decoded, folded header values and the Date: day are cached per message
   (:mod:`search_cache`, keyed by folder incarnation, UID, Maildir name and
   size); so is the MIME structure (header ranges, text leaves with their
-  transfer encoding and codec) of messages that needed a parse.  A message
-  without any Content-* header field is one text/plain us-ascii leaf and
-  needs no parse at all.
+  transfer encoding and codec) of messages that needed work to find it.  A
+  message without any Content-* header field is one text/plain us-ascii leaf;
+  a single-part one is read from its first Content-Type and
+  Content-Transfer-Encoding fields; only multiparts and message/rfc822 take a
+  full :func:`mime.parse`.
 * A field is found by a regex when the header's lines end in LF or CRLF only
   (as :func:`mime.split_fields` would split them; a bare CR takes the
   split_fields path).
