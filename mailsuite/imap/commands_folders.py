@@ -344,7 +344,10 @@ async def _list(server: Any, args: Arguments, verb: str) -> None:
                 continue
             extra = b""
             if name not in subscribed:
-                child_subscribed = any(s.startswith(name + SEPARATOR) for s in subscribed)
+                # RFC 5258 3.3 rule 2B: a parent that fails the selection is listed only for
+                # a matching descendant the patterns do not list themselves (3.5: no
+                # redundant CHILDINFO).
+                child_subscribed = any(s.startswith(name + SEPARATOR) and not matches(s) for s in subscribed)
                 if not child_subscribed:
                     continue
                 extra = b' ("CHILDINFO" ("SUBSCRIBED"))'
