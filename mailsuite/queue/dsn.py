@@ -5,6 +5,10 @@ reply quoted verbatim in Diagnostic-Code), and which message it was (the
 original header block attached as text/rfc822-headers, RFC 6522).  The DSN
 itself goes out with a null reverse-path so it can never bounce back
 (RFC 5321 4.5.5); the caller never makes one for a null-sender message.
+For an internationalized message (SMTPUTF8, or UTF-8 in its header or an
+address) the report uses RFC 6533's types, whose fields may carry UTF-8:
+multipart/report; report-type=global-delivery-status with
+message/global-delivery-status and message/global-headers.
 """
 
 from __future__ import annotations
@@ -54,8 +58,18 @@ def build_dsn(
     reports: Sequence[RecipientReport],
     original_headers: bytes,
     retry_until: float | None = None,
+    utf8: bool = False,
 ) -> bytes:
-    """The whole DSN message (CRLF line ends), ready to be queued or stored."""
+    """The whole DSN message (CRLF line ends), ready to be queued or stored.
+
+    ``utf8``: the original was an SMTPUTF8 transaction; non-ASCII headers or
+    addresses switch to the RFC 6533 types as well.
+    """
+    utf8 = utf8 or not original_headers.isascii() or not all(r.address.isascii() for r in reports)
+    report_type, status_type, headers_type = (
+        ("global-delivery-status", "message/global-delivery-status", "message/global-headers") if utf8
+        else ("delivery-status", "message/delivery-status", "text/rfc822-headers")
+    )
     boundary = f"=_mailsuite_dsn_{secrets.token_hex(12)}"
     delayed = all(r.action == "delayed" for r in reports)
     subject = "Delayed Mail (still being retried)" if delayed else "Undelivered Mail Returned to Sender"
@@ -67,7 +81,7 @@ def build_dsn(
         f"Message-ID: <{queue_id}.{secrets.token_hex(4)}.dsn@{reporting_mta}>",
         "Auto-Submitted: auto-replied",  # RFC 3834 5
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        f'Content-Type: multipart/report; report-type={report_type}; boundary="{boundary}"',
         "",
         "This is a MIME-formatted message.",
         "",
@@ -87,7 +101,7 @@ def build_dsn(
     for r in reports:
         where = f" ({r.remote_mta} said{' in reply to ' + r.stage if r.stage else ''})" if r.remote_mta else (f" ({r.stage})" if r.stage else "")
         lines.append(f"<{r.address}>{where}: {_clean(r.diagnostic)}")
-    lines += ["", "The headers of your message are attached.", "", f"--{boundary}", "Content-Type: message/delivery-status", ""]
+    lines += ["", "The headers of your message are attached.", "", f"--{boundary}", f"Content-Type: {status_type}", ""]
     # RFC 3464 2.2: per-message fields, a blank line, then one block per recipient.
     lines += [f"Reporting-MTA: dns; {reporting_mta}", f"X-Mailsuite-Queue-ID: {queue_id}", f"Arrival-Date: {_date(arrival)}"]
     for r in reports:
@@ -98,7 +112,7 @@ def build_dsn(
         lines.append(f"Last-Attempt-Date: {_date(now)}")
         if r.action == "delayed" and retry_until:
             lines.append(f"Will-Retry-Until: {_date(retry_until)}")
-    lines += ["", f"--{boundary}", "Content-Type: text/rfc822-headers", ""]
+    lines += ["", f"--{boundary}", f"Content-Type: {headers_type}", ""]
     head = "\r\n".join(lines).encode("utf-8") + b"\r\n"
     headers = original_headers.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n").rstrip(b"\r\n") + b"\r\n"
     tail = f"\r\n--{boundary}--\r\n".encode()

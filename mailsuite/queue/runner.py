@@ -336,7 +336,7 @@ class RelayQueue(service.Service):
 
     async def _bounce(self, entry: QueueEntry, header: bytes, reports: list[RecipientReport], retry_until: float | None = None) -> None:
         data = build_dsn(reporting_mta=self.config.hostname, sender=entry.sender, queue_id=entry.id, arrival=entry.arrival, now=time.time(),
-                         reports=reports, original_headers=header, retry_until=retry_until)
+                         reports=reports, original_headers=header, retry_until=retry_until, utf8=entry.smtputf8)
         dsn_id = await self._enqueue_bytes("", [entry.sender], data)
         self.log.info("[{qid}] DSN ({action}) for {count} recipient(s) queued as {dsn} to <{sender}>", qid=entry.id, action=reports[0].action,
                       count=len(reports), dsn=dsn_id, sender=entry.sender)

@@ -26,7 +26,7 @@ async def test_message_reaches_the_mx_with_all_recipients_in_one_transaction(mak
 
 
 def _dsns(h, address=SENDER):
-    return [m for m in h.inbox(address) if b"report-type=delivery-status" in m]
+    return [m for m in h.inbox(address) if b"report-type=delivery-status" in m or b"report-type=global-delivery-status" in m]
 
 
 @pytest_twisted.ensureDeferred
@@ -183,6 +183,10 @@ async def test_smtputf8_message_to_a_server_without_it_bounces_5_6_7(make_queue,
     await h.settle()
     (dsn,) = _dsns(h)
     assert b"Status: 5.6.7" in dsn and sink.messages == []
+    # RFC 6533: the report on an internationalized message uses the global types
+    assert b"report-type=global-delivery-status" in dsn
+    assert b"Content-Type: message/global-delivery-status\r\n" in dsn and b"Content-Type: message/global-headers\r\n" in dsn
+    assert b"Final-Recipient: utf-8; j\xc3\xbcrgen@remote.test" in dsn
 
 
 @pytest_twisted.ensureDeferred
