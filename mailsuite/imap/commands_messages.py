@@ -201,10 +201,18 @@ async def _copy(server: Any, args: Arguments, *, uid: bool, move: bool) -> Respo
     try:
         pairs = await (folder.move(uids, destination) if move else folder.copy(uids, destination))
     except errors.NoSuchFolder:
-        # [TRYCREATE] is for a missing target (RFC 3501 6.4.7); if the target
-        # exists it is the selected folder that went away: the announce after
-        # this command ends the session with BYE.
-        await server.mailbox.status(destination)
+        # [TRYCREATE] is for a missing target (RFC 3501 6.4.7).  Ask about the
+        # selected folder, not the target: another session may create the target
+        # meanwhile (imaptest's stress run did), which must not turn this into
+        # "the selected mailbox was deleted".  If that one is gone (or was
+        # re-created: new UIDVALIDITY) the announce after this command ends the
+        # session with BYE.
+        try:
+            current = await server.mailbox.status(folder.name)
+        except errors.NoSuchFolder:
+            current = None
+        if current is not None and current.uidvalidity == folder.uidvalidity:
+            raise no("Mailbox doesn't exist", "TRYCREATE") from None
         server.dirty = True
         raise no("The selected mailbox was deleted or renamed.", "NONEXISTENT") from None
     if destination == folder.name:
