@@ -75,6 +75,10 @@ LOCK_FILE = "mailsuite-state.lock"
 #: Compact the log into a new snapshot once it is this big (and bigger than half the snapshot).
 LOG_COMPACT_BYTES = 256 * 1024
 MAX_KEYWORDS = 26
+#: A sync or claim touching more messages than this writes a new snapshot instead of one log
+#: record per message (the log would be compacted right away anyway; formatting and CRC-ing
+#: 100,000 records first was a large part of a big folder's first SELECT).
+BULK_RECORDS = 1000
 #: A directory whose mtime is older than this may be trusted not to have changed unseen (ns);
 #: the rule for file systems with whole-second (or unknown) timestamps, as Dovecot's.
 SETTLE_NS = 2_000_000_000
@@ -157,6 +161,15 @@ def _date(idate: int) -> datetime.datetime:
             _dates.clear()
         d = _dates[idate] = datetime.datetime.fromtimestamp(idate, _UTC)
     return d
+
+
+def _utf8(name: str) -> bool:
+    """Can this file name be recorded (no undecodable bytes, which listdir gives as surrogates)?"""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _letters(suffix: str) -> str:
@@ -248,6 +261,9 @@ class FolderState:
         self._log_offset = 0
         self._log_valid = False
         self._flag_cache: dict[str, frozenset[str]] = {}
+        #: Changes made in memory that no record describes (a bulk sync or claim): the next commit
+        #: writes a whole snapshot.  Cleared by a snapshot write or a reload from the files.
+        self._compact_next = False
         self.version = 0  # bumped on every in-memory change (cheap change detection)
         self.status_cache: tuple[int, Any] | None = None  # (version, FolderStatus) kept by the store
 
@@ -306,6 +322,7 @@ class FolderState:
         self._dirty = None
         self.keywords = []
         self._flag_cache = {}
+        self._compact_next = False
         self.version += 1
 
     def _create(self) -> None:
@@ -474,7 +491,7 @@ class FolderState:
     def _snapshot_bytes(self) -> bytes:
         lines = [f"mailsuite-state 1 {self.generation} {self.uidvalidity} {self.uidnext} {self.highest_modseq}", " ".join(["K", *self.keywords]), self.listed_record()]
         self._listed_saved = dict(self._listed)
-        lines.extend(entry.line() for entry in self.entries.values())
+        lines.extend([f"{e.uid} {e.modseq} {e.size} {e.idate} {e.where[0]} {e.suffix or '-'} {e.base}" for e in self.entries.values()])  # Entry.line, inlined
         lines.append(f"E {len(self.entries)}")
         lines.append("")
         return "\n".join(lines).encode("utf-8")
@@ -487,6 +504,7 @@ class FolderState:
         header = f"mailsuite-log {self.generation}\n{_crc(marker)} {marker}\n".encode()
         write_atomic(self._path(LOG_FILE), header, sync_dir=False)
         self._needs_marker = False
+        self._compact_next = False
         fsync_dir(self.path)
         st = os.stat(self._path(STATE_FILE))
         self._base_id = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -500,8 +518,13 @@ class FolderState:
         if not records:
             return
         self.version += 1
+        limit = max(LOG_COMPACT_BYTES, (self._base_id[1] if self._base_id else 0) // 2)
+        # size estimate first (9 bytes of CRC and a newline per record): no CRCs for a log about to be compacted
+        if self._compact_next or not self._log_valid or self._needs_marker or self._log_offset + sum(map(len, records)) + 10 * len(records) > limit:
+            self._write_snapshot()
+            return
         data = "".join(f"{_crc(r)} {r}\n" for r in records).encode("utf-8")
-        if not self._log_valid or self._needs_marker or self._log_offset + len(data) > max(LOG_COMPACT_BYTES, (self._base_id[1] if self._base_id else 0) // 2):
+        if self._log_offset + len(data) > limit:  # non-ASCII names made it bigger than estimated
             self._write_snapshot()
             return
         fd = os.open(self._path(LOG_FILE), os.O_WRONLY)
@@ -591,8 +614,8 @@ class FolderState:
         if cached is not None and cached[0] == self.version:
             return cached[1]
         info = self.info
-        if cached is None or self._dirty is None:
-            result = {uid: info(entry) for uid, entry in self.entries.items()}
+        if cached is None or self._dirty is None or len(self._dirty) > len(self.entries) // 4:
+            result = self._all_infos()
         else:  # copy the last snapshot (C speed) and patch what changed; new UIDs go last, in order
             result = dict(cached[1])
             entries = self.entries
@@ -604,6 +627,30 @@ class FolderState:
                     result[uid] = info(entry)
         self._dirty = set()
         self._snapshot = (self.version, result)
+        return result
+
+    def _all_infos(self) -> dict[int, MessageInfo]:
+        """UID -> MessageInfo of every entry, building the missing ones (``info``, inlined: a big
+        folder's first SELECT builds 100,000 of them)."""
+        result: dict[int, MessageInfo] = {}
+        flag_cache = self._flag_cache
+        flags_of = self.flags_of
+        dates = _dates
+        new = object.__new__
+        cls = MessageInfo
+        for uid, entry in self.entries.items():
+            info = entry.info
+            if info is None:
+                suffix = entry.suffix
+                flags = flag_cache.get(suffix)
+                if flags is None:
+                    flags = flags_of(suffix)
+                idate = dates.get(entry.idate)
+                if idate is None:
+                    idate = _date(entry.idate)
+                info = entry.info = new(cls)
+                info.__dict__.update(uid=uid, flags=flags, size=entry.size, internal_date=idate, modseq=entry.modseq, key=entry.base)
+            result[uid] = info
         return result
 
     # -- indexes -----------------------------------------------------------------
@@ -722,19 +769,25 @@ class FolderState:
         return out
 
     @staticmethod
-    def _locate(unknown: list[tuple[str, str]]) -> dict[str, tuple[str, str]]:
-        """base -> (where, suffix) for file names the index does not know (cur/ wins over new/)."""
+    def _locate(unknown: dict[str, list[str]]) -> dict[str, tuple[str, str]]:
+        """base -> (where, suffix) for file names (per subdirectory) the index does not know (cur/ wins over new/)."""
         located: dict[str, tuple[str, str]] = {}
-        for where, name in unknown:
-            if name[0] == "." or "\n" in name:
+        for where in ("new", "cur"):
+            names = unknown.get(where)
+            if not names:
                 continue
-            try:
-                name.encode("utf-8")
-            except UnicodeEncodeError:
-                continue  # not UTF-8 (undecodable bytes): cannot be recorded; left alone
-            base, suffix = split_name(name)
-            if where == "cur" or base not in located:
-                located[base] = (where, suffix)
+            joined = "/".join(names)  # no file name holds "/": whole-list checks at C speed
+            if "\n" in joined or not joined.isascii():
+                names = [n for n in names if "\n" not in n and _utf8(n)]  # others cannot be recorded; left alone
+            if ":2," not in joined:  # no info suffix anywhere (a delivery's new/): each name is its base
+                located.update(dict.fromkeys([n for n in names if n[0] != "."], (where, "")))
+                continue
+            for name in names:
+                if name[0] == ".":
+                    continue
+                base, suffix = split_name(name)
+                if where == "cur" or base not in located:
+                    located[base] = (where, suffix)
         return located
 
     def sync(self, records: list[str], *, extra: list[str] | None = None) -> list[int]:
@@ -752,19 +805,18 @@ class FolderState:
             return []
         known = self._known()
         listed = self._list(ids, skip)
-        unknown: list[tuple[str, str]] = []
+        unknown: dict[str, list[str]] = {}
         missing: list[int] = []
         for where in ("new", "cur"):
             if where not in skip and known[where].keys() != listed[where]:  # equal: one C-speed pass
-                unknown += [(where, n) for n in listed[where] - known[where].keys()]
-                missing += [known[where][n] for n in known[where].keys() - listed[where]]
+                index = known[where]
+                unknown[where] = list(listed[where] - index.keys())
+                missing += [index[n] for n in index.keys() - listed[where]]
         modseq = self.highest_modseq + 1
         bumped = False
         located = self._locate(unknown) if unknown else {}
-        for base in list(located):
-            uid = self.by_base.get(base)
-            if uid is None:
-                continue
+        for base in located.keys() & self.by_base.keys():  # known messages under another name
+            uid = self.by_base[base]
             entry = self.entries[uid]
             seen = located.pop(base)
             if entry.base + entry.suffix in listed[entry.where]:
@@ -777,7 +829,7 @@ class FolderState:
             # readdir may skip an entry renamed during the listing: look again before expunging
             again = self._list()
             known = self._known()
-            relisted = self._locate([("new", n) for n in again["new"] - known["new"].keys()] + [("cur", n) for n in again["cur"] - known["cur"].keys()])
+            relisted = self._locate({where: list(again[where] - known[where].keys()) for where in ("new", "cur")})
             for entry in gone:
                 if entry.base + entry.suffix in again[entry.where]:
                     continue
@@ -789,35 +841,48 @@ class FolderState:
                 records.append(f"- {entry.uid}")
                 bumped = True
         extra = extra or []
-        extra_set = set(extra)
+        order = {base: i for i, base in enumerate(extra)}
         prefix = {"new": os.path.join(self.path, "new", ""), "cur": os.path.join(self.path, "cur", "")}
-        found: list[tuple[int, str, os.stat_result]] = []
+        found: list[tuple[int, int, int, str, os.stat_result]] = []
+        do_stat, is_regular = os.stat, stat.S_ISREG
         for base, (where, suffix) in located.items():
             try:
-                st = os.stat(prefix[where] + base + suffix)
+                st = do_stat(prefix[where] + base + suffix)
             except FileNotFoundError:
                 continue  # moved or deleted meanwhile; the next sync sees it
-            if stat.S_ISREG(st.st_mode):
-                found.append((0 if base not in extra_set else 1, base, st))
+            if is_regular(st.st_mode):
+                i = order.get(base)
+                found.append((0, 0, st.st_mtime_ns, base, st) if i is None else (1, i, 0, base, st))
         # UIDs in arrival order: by mtime, then name; APPEND/COPY results last and in the caller's order
-        order = {base: i for i, base in enumerate(extra)}
-        found.sort(key=lambda t: (t[0], order.get(t[1], 0), t[2].st_mtime_ns, t[1]))
-        for _, base, st in found:
+        # (plain tuple order, compared in C; the base names are unique, so stat results are never compared)
+        found.sort()
+        bulk = len(found) > BULK_RECORDS
+        size_field = _SIZE_FIELD.search
+        uid = self.uidnext
+        for _, _, _, base, st in found:
             where, suffix = located[base]
-            size = size_from_base(base)
-            if size is None:  # written by another program: make its line ends CRLF like ours
+            m = size_field(base)
+            if m is None:  # written by another program: make its line ends CRLF like ours
                 try:
                     st = normalize_line_ends(prefix[where] + base + suffix, os.path.join(self.path, "tmp")) or st
                 except FileNotFoundError:
                     continue
-            entry = Entry(self.uidnext, modseq, st.st_size if size is None else size, int(st.st_mtime), where, suffix, base)
-            self.uidnext += 1
+                size = st.st_size
+            else:
+                size = int(m.group(1))
+            entry = Entry(uid, modseq, size, int(st.st_mtime), where, suffix, base)
+            uid += 1
             self._put(entry)
-            records.append("+ " + entry.line())
+            if not bulk:
+                records.append("+ " + entry.line())
+        if uid != self.uidnext:
+            self.uidnext = uid
             bumped = True
+            if bulk:
+                self._compact_next = True  # no "+" records: the commit writes a snapshot
         if bumped:
             self.highest_modseq = modseq
-        if records:
+        if records or bumped:
             records.append(self.header_record())
             self.version += 1
         if self._listed != self._listed_saved and (records or any(self._listed.values())):
@@ -855,15 +920,25 @@ class FolderState:
         of saying a reader has seen them); ``first_recent`` moves to UIDNEXT.
         """
         claimed = self.unclaimed_recent()
-        for uid in list(self._known()["new"].values()):
-            entry = self.entries[uid]
+        moving = list(self._known()["new"].items())
+        bulk = len(moving) > BULK_RECORDS
+        source, target = os.path.join(self.path, "new", ""), os.path.join(self.path, "cur", "")
+        rename, entries = os.rename, self.entries
+        moved = False
+        for name, uid in moving:
+            entry = entries[uid]
             suffix = entry.suffix or ":2,"
             try:
-                os.rename(os.path.join(self.path, entry.filename), os.path.join(self.path, "cur", entry.base + suffix))
+                rename(source + name, target + entry.base + suffix)
             except FileNotFoundError:
                 continue  # another program moved it (still this session's to claim); the next sync finds it
             self._move(entry, "cur", suffix)
-            records.append(f"= {entry.uid} {entry.modseq} c {suffix}")
+            moved = True
+            if not bulk:
+                records.append(f"= {entry.uid} {entry.modseq} c {suffix}")
+        if bulk and moved:
+            self._compact_next = True  # no "=" records: the commit writes a snapshot
+            records.append(self.header_record())
         if self.first_recent != self.uidnext:
             self.first_recent = self.uidnext
             records.append(self.recent_record())
