@@ -19,7 +19,8 @@ Implementation notes:
   FLAGS are included in those messages' responses.  EXAMINE never changes it.
 * A message expunged by another process meanwhile still has a sequence
   number here; its cached items are returned, items needing its content are
-  skipped and the command ends ``NO [EXPUNGEISSUED]`` (RFC 2180 4.1.3, RFC 5530).
+  skipped and the command ends ``OK [EXPUNGEISSUED]``, or ``NO [EXPUNGEISSUED]``
+  if no requested message was left to answer (RFC 2180 4.1.3, RFC 5530).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
         # RFC 7162 3.2: once enabled, every FETCH reporting a flag change carries MODSEQ
         atts = [*atts, FetchAtt("MODSEQ")]
     recent = selected.recent()
-    expunge_issued = False
+    expunge_issued = 0  # messages skipped because their content is gone
     batch: list[bytes] = []
     batch_size = 0
     server.start_streaming()
@@ -120,7 +121,7 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
                 continue
             gone = uid in selected.vanished
             if gone and needs - {"meta"}:
-                expunge_issued = True
+                expunge_issued += 1
                 continue
             header: bytes | None = None
             fp: BinaryIO | None = None
@@ -132,7 +133,7 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
                     if header is None:
                         raise errors.NoSuchMessage()
             except errors.NoSuchMessage:
-                expunge_issued = True
+                expunge_issued += 1
                 continue
             try:
                 parts: list[bytes] = []
@@ -175,8 +176,14 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
             server.write(b"".join(batch))
     finally:
         server.stop_streaming()
-    if expunge_issued:
+    if expunge_issued and expunge_issued == len(uids):
+        # RFC 2180 4.1.3: nothing left to answer: only a tagged NO
         return Response("NO", "Some messages were expunged before they could be fetched.", "EXPUNGEISSUED")
+    if expunge_issued:
+        # The rest was answered: OK with RFC 5530's EXPUNGEISSUED (the client learns the
+        # EXPUNGEs at its next NOOP), as Dovecot does.  A NO here makes clients treat a
+        # whole header download as failed because another session expunged one message.
+        return Response("OK", "FETCH completed; some messages were expunged meanwhile.", "EXPUNGEISSUED")
     return None
 
 

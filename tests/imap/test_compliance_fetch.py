@@ -1,0 +1,52 @@
+"""FETCH racing an EXPUNGE from another session (RFC 2180 4.1, RFC 5530), two live sessions over TCP."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.imap.conftest import sample
+from tests.imap.test_compliance_syntax import RawClient
+
+
+@pytest.fixture
+def pair(imap_server, request):
+    """Two raw clients of one user with three messages in INBOX, both with INBOX selected."""
+    user = request.node.name.replace("_", "-")[:40] + "@example.test"
+    for n in (1, 2, 3):
+        imap_server.writer.deliver(user, sample(n, "race"))
+    clients = [RawClient(imap_server.ports["imap"]) for _ in range(2)]
+    for client in clients:
+        client.ok(f"LOGIN {user} secret")
+        client.ok("SELECT INBOX")
+    yield clients
+    for client in clients:
+        client.close()
+
+
+def test_fetch_answers_the_rest_with_ok_when_another_session_expunged_one(pair):
+    """A body FETCH over a range in which another session expunged one message answers the
+    others and ends OK [EXPUNGEISSUED], not NO: clients (and Dovecot's imaptest) take a
+    tagged NO as the whole FETCH failing.  No EXPUNGE is sent during the FETCH (RFC 3501 7.4.1)."""
+    reader, expunger = pair
+    expunger.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    expunger.ok("EXPUNGE")
+
+    untagged, done = reader.command("FETCH 1:3 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert done.startswith(b"OK [EXPUNGEISSUED]"), done
+    fetched = [line.split(b" ")[1] for line in untagged if b" FETCH " in line]
+    assert fetched == [b"1", b"3"], untagged
+    assert not any(line.endswith(b" EXPUNGE") for line in untagged), untagged
+
+    untagged, done = reader.command("FETCH 1:3 BODY.PEEK[]")
+    assert done.startswith(b"OK [EXPUNGEISSUED]"), done
+    assert b"body 3" in b"\n".join(untagged) and b"body 2" not in b"\n".join(untagged)
+
+    # only the expunged message asked for: nothing to answer, a tagged NO (RFC 2180 4.1.3)
+    untagged, done = reader.command("FETCH 2 BODY.PEEK[]")
+    assert done.startswith(b"NO [EXPUNGEISSUED]"), done
+
+    # the next command that may report it does (RFC 3501 7.4.1), and the numbers shift
+    untagged = reader.ok("NOOP")
+    assert b"* 2 EXPUNGE" in untagged, untagged
+    untagged, done = reader.command("FETCH 1:2 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+    assert done.startswith(b"OK") and b"EXPUNGEISSUED" not in done, done
