@@ -155,6 +155,29 @@ def _fold(text: str) -> str:
     return text.casefold()
 
 
+#: RFC 3501 6.4.4: FROM, TO, CC and BCC look in the envelope structure's address fields.
+ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc"})
+_BLANKS = re.compile(rb"[ \t\r\n]+")
+
+
+def address_texts(value: bytes) -> list[str]:
+    """The addresses of an address field as the envelope has them (RFC 3501 6.4.4): comments
+    dropped, quoting and the blanks around '@' undone, ``name <mailbox@host>`` or ``mailbox@host``;
+    group markers give nothing.  Matched besides the field's own text, so that
+    ``FROM user@domain.org`` finds ``<user (a comment)@ domain.org>``."""
+    out = []
+    try:
+        addresses = mime.parse_addresses(value)
+    except Exception:  # a header no parser can read still has its own text to match
+        return out
+    for name, _route, mailbox, host in addresses:
+        if mailbox is None or host is None:
+            continue
+        address = decode_header_text(mailbox + b"@" + host)
+        out.append(f"{decode_header_text(name)} <{address}>" if name else address)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # The message as keys see it
 # ---------------------------------------------------------------------------
@@ -455,6 +478,21 @@ class _Context:
             store.add_field(self.facts, name, texts)  # type: ignore[arg-type]
         return texts
 
+    def envelope_texts(self, name: str) -> tuple[str, ...]:
+        """The folded envelope forms (:func:`address_texts`) of address field ``name``, cached
+        beside the field's own text under their own key (HEADER FROM matches only the text)."""
+        key = name + "\0envelope"
+        facts = self.facts
+        if facts is not None:
+            texts = facts.fields.get(key)
+            if texts is not None:
+                return texts
+        texts = tuple(_fold(text) for value in self.field_values(name) for text in address_texts(value))
+        store = self._store()
+        if store is not None:
+            store.add_field(self.facts, key, texts)  # type: ignore[arg-type]
+        return texts
+
     def _store(self) -> search_cache.SearchCache | None:
         """The cache to remember a fact in (``self.facts`` made to exist), or None."""
         cache = self.cache
@@ -466,10 +504,13 @@ class _Context:
             self.facts = cache.facts(self.key)
         return cache
 
-    def header_excludes(self, needle_ascii: bytes | None, spaced: bool) -> bool:
+    def header_excludes(self, needle_ascii: bytes | None, spaced: bool, address: bool = False) -> bool:
         """True when no field value of the header block can contain the needle: an ASCII
         block without encoded words decodes each value to a substring of itself, once its line
-        breaks are gone (only a needle with blanks can span a fold)."""
+        breaks are gone (only a needle with blanks can span a fold).  For an address key the
+        envelope form counts too (:func:`address_texts`): without comments, quoted strings or
+        escapes it is the block's tokens in order, so it can hold the needle only if the block
+        does once every blank is gone from both."""
         header = self.header()
         if not header.isascii() or b"=?" in header:
             return False
@@ -478,7 +519,13 @@ class _Context:
         lower = header.lower()
         if needle_ascii in lower:
             return False
-        return not (spaced and needle_ascii in lower.replace(b"\r\n", b"").replace(b"\n", b"").replace(b"\r", b""))
+        if spaced and needle_ascii in lower.replace(b"\r\n", b"").replace(b"\n", b"").replace(b"\r", b""):
+            return False
+        if address:
+            if b"(" in lower or b'"' in lower or b"\\" in lower:
+                return False
+            return _BLANKS.sub(b"", needle_ascii) not in _BLANKS.sub(b"", lower)
+        return True
 
     def sent_day(self) -> datetime.date | None:
         """The Date: header's own calendar day (None: no parsable Date:)."""
@@ -802,11 +849,13 @@ class HeaderContains(Key):
 
     name: str  # lower-case field name
     needle: str  # folded
+    address: bool = False  # FROM/TO/CC/BCC (not HEADER): the envelope's address form counts too
     needs = "header"
 
     def __post_init__(self) -> None:
         self._ascii = _ascii_needle(self.needle)
         self._spaced = any(c in self.needle for c in " \t")
+        self._address = self.address
 
     def match(self, ctx: _Context) -> bool:
         if not self.needle:
@@ -814,14 +863,27 @@ class HeaderContains(Key):
         facts = ctx.facts
         texts = facts.fields.get(self.name) if facts is not None else None
         if texts is None:
-            if ctx.header_excludes(self._ascii, self._spaced):
+            if ctx.header_excludes(self._ascii, self._spaced, self._address):
                 return False
             texts = ctx.header_texts(self.name)
         needle = self.needle
         for value in texts:
             if needle in value:
                 return True
+        if self._address and any(self._envelope_may_hold(value) for value in texts):
+            for value in ctx.envelope_texts(self.name):
+                if needle in value:
+                    return True
         return False
+
+    def _envelope_may_hold(self, text: str) -> bool:
+        """Could the envelope form of a field whose text is ``text`` contain the needle?  Without
+        comments it is the text's tokens with quoting and blanks dropped, so only if the needle,
+        blanks dropped too, is in the text with those dropped (spares the address parse)."""
+        if "(" in text:
+            return True
+        squeezed = "".join(text.replace('"', "").replace("\\", "").split())
+        return "".join(self.needle.split()) in squeezed
 
 
 @dataclass
@@ -1001,7 +1063,8 @@ class _Parser:
         if word in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             return SentDate(word[4:], r.date())
         if word in _HEADER_KEYS:
-            return HeaderContains(_HEADER_KEYS[word], self.text())
+            field = _HEADER_KEYS[word]
+            return HeaderContains(field, self.text(), address=field in ADDRESS_FIELDS)
         if word == "HEADER":
             name = r.astring()
             if not name or any(ch <= 0x20 or ch >= 0x7F or ch == 0x3A for ch in name):
@@ -1113,12 +1176,14 @@ def _never_read() -> bytes:  # pragma: no cover - meta keys never call it
 
 
 def _required_header_key(key: Key) -> HeaderContains | None:
-    """A header substring key that must hold for ``key`` to hold (itself, or a member of an AND)."""
+    """A header substring key that must hold for ``key`` to hold (itself, or a member of an AND).
+
+    Address keys are left to the per-message rule, which also tries their envelope form."""
     if isinstance(key, HeaderContains):
-        return key if key.needle else None
+        return key if key.needle and not key._address else None
     if isinstance(key, AllOf):
         for k in key.keys:
-            if isinstance(k, HeaderContains) and k.needle:
+            if isinstance(k, HeaderContains) and k.needle and not k._address:
                 return k
     return None
 
