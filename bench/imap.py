@@ -24,6 +24,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,31 @@ class Client:
         self.sock.close()
 
 
+class Prober(threading.Thread):
+    """Another client sending NOOPs while a long command runs: is the server still answering?"""
+
+    def __init__(self, port: int, user: str) -> None:
+        super().__init__(daemon=True)
+        self.client = Client(port)
+        self.client.command(f"LOGIN {user} bench")
+        self.running = True
+        self.latencies: list[float] = []
+
+    def run(self) -> None:
+        while self.running:
+            t = time.perf_counter()
+            self.client.command("NOOP")
+            self.latencies.append(time.perf_counter() - t)
+            time.sleep(0.01)
+
+    def stop(self) -> tuple[int, float]:
+        """(NOOPs answered, slowest answer in seconds)."""
+        self.running = False
+        self.join()
+        self.client.close()
+        return len(self.latencies), max(self.latencies, default=0.0)
+
+
 def fill(maildir: Path, count: int, prefix: str) -> None:
     """Write ``count`` small messages into new/ (tmp/ then rename)."""
     for i in range(count):
@@ -120,9 +146,12 @@ def run_load(port: int, big_user: str, small_user: str, pid: int | None) -> dict
     fig: dict[str, Any] = {}
     c = Client(port)
     c.command(f"LOGIN {big_user} bench")
+    prober = Prober(port, small_user)
+    prober.start()
     t = time.perf_counter()
     c.command("SELECT INBOX")
     fig["select_first_s"] = time.perf_counter() - t
+    fig["probe_count"], fig["probe_max_s"] = prober.stop()
     c.command("CLOSE")
     t = time.perf_counter()
     c.command("SELECT INBOX")
@@ -250,6 +279,7 @@ def main() -> None:
         fig = run_load(ports["imap"], big, small, pid)
         print("mailsuite IMAP (plain TCP, loopback):")
         print(f"  SELECT of {args.messages} messages: first {fig['select_first_s']:.2f} s (store assigns UIDs to new files), again {fig['select_s']:.2f} s")
+        print(f"    meanwhile another client's NOOPs: {fig['probe_count']} answered, slowest {fig['probe_max_s'] * 1000:.0f} ms")
         print(f"  FETCH 1:* (UID FLAGS RFC822.SIZE) on {args.messages}: first byte {fig['fetch_first_s'] * 1000:.0f} ms, "
               f"complete {fig['fetch_s']:.2f} s ({fig['fetch_bytes'] / 1e6:.1f} MB); server RSS {fig['fetch_rss_before_mb']:.0f} MB before, peak {fig['fetch_rss_peak_mb']:.0f} MB")
         print(f"  UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)]) on {args.small}: first byte {fig['headers_first_s'] * 1000:.0f} ms, complete {fig['headers_s']:.2f} s")
@@ -269,6 +299,7 @@ def main() -> None:
             if other:
                 print("Dovecot IMAP (its own fresh copy of the same Maildirs, plain TCP, loopback):")
                 print(f"  SELECT: first {other['select_first_s']:.2f} s (builds its index), again {other['select_s']:.2f} s")
+                print(f"    meanwhile another client's NOOPs: {other['probe_count']} answered, slowest {other['probe_max_s'] * 1000:.0f} ms")
                 print(f"  FETCH 1:* (UID FLAGS RFC822.SIZE): first byte {other['fetch_first_s'] * 1000:.0f} ms, complete {other['fetch_s']:.2f} s")
                 print(f"  UID FETCH headers: complete {other['headers_s']:.2f} s")
                 if "search_s" in other:
