@@ -804,8 +804,8 @@ class MaildirFolder:
         with state.locked():
             self._check_same_folder()
             records: list[str] = []
-            state.sync(records)
-            moving = not self.read_only and bool(state.in_new())
+            state.sync(records, claim=not self.read_only)  # read-write: new files go to cur/ on the way
+            moving = not self.read_only and bool(state.moved_new or state.in_new())
             claimed = [] if self.read_only else state.claim_recent(records)
             if moving:
                 # The claim renamed files new/ -> cur/, so the next sync of any session would list

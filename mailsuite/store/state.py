@@ -34,6 +34,13 @@ Implementation notes:
   0, which no message has, so a reader of the older format skips it.  A
   snapshot's log starts with that record; a state without it (written before
   it existed) starts with ``first_recent`` = UIDNEXT.
+- A read-write session's sync moves the files it finds in new/ to cur/ as it
+  gives them UIDs (``sync(claim=True)``); they stay \\Recent because their
+  UIDs are at or above ``first_recent``, which the claim then advances.  A
+  sync or claim touching more than ``BULK_RECORDS`` messages writes one
+  snapshot instead of a log record per message (a crash before it leaves the
+  previous state: the moved files are found in cur/ and get UIDs again, still
+  unclaimed).  Bulk work pauses Python's cyclic collector (``paused_gc``).
 - UIDs are only ever assigned with the lock held, after re-reading the files,
   so two processes can never give one UID to two messages or reuse one: UIDNEXT
   only grows, and it is persisted (fsync) before any session learns the UIDs.
@@ -300,6 +307,7 @@ class FolderState:
         #: Changes made in memory that no record describes (a bulk sync or claim): the next commit
         #: writes a whole snapshot.  Cleared by a snapshot write or a reload from the files.
         self._compact_next = False
+        self.moved_new = 0  # files the last sync(claim=True) moved from new/ to cur/
         self.version = 0  # bumped on every in-memory change (cheap change detection)
         self.status_cache: tuple[int, Any] | None = None  # (version, FolderStatus) kept by the store
 
@@ -828,15 +836,20 @@ class FolderState:
                     located[base] = (where, suffix)
         return located
 
-    def sync(self, records: list[str], *, extra: list[str] | None = None) -> list[int]:
+    def sync(self, records: list[str], *, extra: list[str] | None = None, claim: bool = False) -> list[int]:
         """Reconcile the state with the directory: new files get UIDs, renames new MODSEQs, gone files leave.
 
         Appends the records to persist to ``records`` (the caller commits).
         ``extra`` names base names that must get UIDs last and in this order
         (APPEND, COPY); their UIDs are returned in that order.  Known file
         names are compared as sets, so an unchanged folder costs two
-        listdir() calls and no per-message Python work.
+        listdir() calls and no per-message Python work.  With ``claim`` (a
+        read-write session about to call :meth:`claim_recent`), files found
+        in new/ are moved to cur/ on the way (one pass instead of two; they
+        stay \\Recent: their UIDs are at or above ``first_recent``);
+        ``moved_new`` says how many.
         """
+        self.moved_new = 0
         ids = self._identity()
         skip = self._unchanged(ids)
         if not extra and len(skip) == 2:
@@ -880,7 +893,7 @@ class FolderState:
                 bumped = True
         extra = extra or []
         with paused_gc(len(located) > BULK_RECORDS):
-            bumped |= self._add_found(located, extra, modseq, records)
+            bumped |= self._add_found(located, extra, modseq, records, claim)
         if bumped:
             self.highest_modseq = modseq
         if records or bumped:
@@ -891,8 +904,14 @@ class FolderState:
             self._listed_saved = dict(self._listed)
         return [self.by_base[b] for b in extra if b in self.by_base]
 
-    def _add_found(self, located: dict[str, tuple[str, str]], extra: list[str], modseq: int, records: list[str]) -> bool:
-        """Give UIDs to the located files no entry knows (sync's second half); True if any got one."""
+    def _add_found(self, located: dict[str, tuple[str, str]], extra: list[str], modseq: int, records: list[str], claim: bool) -> bool:
+        """Give UIDs to the located files no entry knows (sync's second half); True if any got one.
+
+        With ``claim``, a file in new/ is renamed into cur/ before it gets its UID; one that
+        vanished meanwhile gets none now (the next sync finds it where the other program put it).
+        A crash after the rename and before the commit leaves it in cur/ without a UID: the next
+        sync gives it one at or above ``first_recent``, still unclaimed.
+        """
         order = {base: i for i, base in enumerate(extra)}
         prefix = {"new": os.path.join(self.path, "new", ""), "cur": os.path.join(self.path, "cur", "")}
         # (sort key, base, size, mtime): no stat results kept (100,000 more objects for the collector)
@@ -919,6 +938,7 @@ class FolderState:
         bulk = len(found) > BULK_RECORDS
         size_field = _SIZE_FIELD.search
         uid = self.uidnext
+        rename, new_prefix, cur_prefix = os.rename, prefix["new"], prefix["cur"]
         for _, base, size, mtime in found:
             where, suffix = located[base]
             m = size_field(base)
@@ -931,6 +951,13 @@ class FolderState:
                     size, mtime = rewritten.st_size, int(rewritten.st_mtime)
             else:
                 size = int(m.group(1))
+            if claim and where == "new":
+                try:
+                    rename(new_prefix + base + suffix, cur_prefix + base + (suffix or ":2,"))
+                except FileNotFoundError:
+                    continue
+                where, suffix = "cur", suffix or ":2,"
+                self.moved_new += 1
             entry = Entry(uid, modseq, size, mtime, where, suffix, base)
             uid += 1
             self._put(entry)
