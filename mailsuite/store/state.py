@@ -939,6 +939,7 @@ class FolderState:
         size_field = _SIZE_FIELD.search
         uid = self.uidnext
         rename, new_prefix, cur_prefix = os.rename, prefix["new"], prefix["cur"]
+        entries, by_base, names, dirty = self.entries, self.by_base, self._known(), self._dirty
         for _, base, size, mtime in found:
             where, suffix = located[base]
             m = size_field(base)
@@ -959,8 +960,12 @@ class FolderState:
                 where, suffix = "cur", suffix or ":2,"
                 self.moved_new += 1
             entry = Entry(uid, modseq, size, mtime, where, suffix, base)
+            entries[uid] = entry
+            by_base[base] = uid
+            names[where][base + suffix] = uid  # _put, inlined
+            if dirty is not None:
+                dirty.add(uid)
             uid += 1
-            self._put(entry)
             if not bulk:
                 records.append("+ " + entry.line())
         if uid == self.uidnext:
