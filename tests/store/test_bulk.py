@@ -147,3 +147,45 @@ def test_a_crash_during_a_bulk_first_select_leaves_a_usable_state(tmp_path: Path
     assert _view(mail)[0] == after_validity
     uid = result(make_store(mail).user_mailbox(ALICE).append("INBOX", IncomingMessage.from_bytes(b"Subject: new\r\n\r\nx\r\n")))
     assert uid > max(m[0] for m in seen)
+
+
+def test_paused_gc_nests_and_restores_the_collector():
+    """Bulk work pauses the cyclic collector; the last pause out turns it back on, never one that was off."""
+    import gc
+
+    from mailsuite.store.state import paused_gc
+
+    assert gc.isenabled()
+    with paused_gc():
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+        with paused_gc(False):
+            assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_new_files_get_uids_by_mtime_then_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk: bool):
+    """Arrival order: older files first; files with the same mtime (coarse clocks) in name order."""
+    if bulk:
+        monkeypatch.setattr(state_module, "BULK_RECORDS", 2)
+    store = make_store(tmp_path / "mail")
+    store.ensure_user(store.user_root(ALICE))
+    inbox = Path(store.user_root(ALICE))
+    stamps = {"c": 1700000005, "a": 1700000005, "e": 1700000001, "b": 1700000005, "d": 1700000009}
+    for name, stamp in stamps.items():
+        body = b"Subject: %s\r\n\r\nx\r\n" % name.encode()
+        path = inbox / "new" / f"{name}.host,S={len(body)}"
+        path.write_bytes(body)
+        os.utime(path, (stamp, stamp))
+    folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
+    assert [m.key.split(".")[0] for m in folder.messages()] == ["e", "a", "b", "c", "d"]
+    assert [m.uid for m in folder.messages()] == [1, 2, 3, 4, 5]
