@@ -935,22 +935,13 @@ class _AddressParser:
         self.add(name, route, local, domain)
 
     def local_part(self) -> tuple[bytes | None, bytes | None]:
-        out = b""
-        comment = None
-        seen = False
-        while self.i < len(self.tokens):
-            kind, text, _space = self.tokens[self.i]
-            if kind == "comment":
-                comment = text
-            elif kind in ("atom", "qs", "."):
-                out += text
-                seen = True
-            else:
-                break
-            self.i += 1
-        return (out if seen else None), comment
+        return self._run_of(("atom", "qs", "."))
 
     def domain(self) -> tuple[bytes | None, bytes | None]:
+        return self._run_of(("atom", ".", "dl"))
+
+    def _run_of(self, kinds: tuple[str, ...]) -> tuple[bytes | None, bytes | None]:
+        """The text of the tokens of ``kinds`` from here (None if there are none) and the last comment among them."""
         out = b""
         comment = None
         seen = False
@@ -958,7 +949,7 @@ class _AddressParser:
             kind, text, _space = self.tokens[self.i]
             if kind == "comment":
                 comment = text
-            elif kind in ("atom", ".", "dl"):
+            elif kind in kinds:
                 out += text
                 seen = True
             else:
