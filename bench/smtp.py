@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import record  # noqa: E402
-from mailsuite.testing.process import render_toml  # noqa: E402
+from mailsuite.testing.process import render_toml, wait_for_ports  # noqa: E402
 
 USERS = [f"user{i}@example.test" for i in range(10)]
 
@@ -252,13 +252,7 @@ def main() -> None:
     log = open(base / "server.log", "ab")
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(config), str(stats_file)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
     try:
-        ports_file = data / "run" / "ports.json"
-        deadline = time.monotonic() + 30
-        while not ports_file.exists():
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start:\n" + (base / "server.log").read_text())
-            time.sleep(0.05)
-        port = json.loads(ports_file.read_text())["smtp"]
+        port = wait_for_ports(child, data, 30, lambda: (base / "server.log").read_text(), poll=0.05)["smtp"]
         print(f"mailsuite SMTP benchmark: {args.size} byte messages, fsync on, {args.seconds:.0f}s per level, "
               f"inbound mail checks {'on' if args.mailauth else 'off'}, data in {data}")
         print(f"{'clients':>7} {'server':>9} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13} "

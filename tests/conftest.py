@@ -9,19 +9,17 @@ through the real admin CLI.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from mailsuite.testing.process import render_toml
+from mailsuite.testing.process import NotReady, clear_ports, render_toml, wait_for_ports
 
 pytest_plugins = ["pytester"]
 
@@ -63,9 +61,7 @@ class ServerProcess:
     # -- lifecycle -------------------------------------------------------
     def start(self, timeout: float = 20.0) -> "ServerProcess":
         """Start the server and wait until every listener is bound."""
-        ports_file = self.data_root / "run" / "ports.json"
-        if ports_file.exists():
-            ports_file.unlink()
+        clear_ports(self.data_root)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", *self.twistd_options, "mailsuite", "--config", str(self.config_path)],
@@ -74,15 +70,11 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             env=self.env(),
         )
-        deadline = time.monotonic() + timeout
-        while not ports_file.exists():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mailsuite exited with {self.process.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"mailsuite did not become ready:\n{self.log()}")
-            time.sleep(0.02)
-        self.ports = json.loads(ports_file.read_text())
+        try:
+            self.ports = wait_for_ports(self.process, self.data_root, timeout, self.log)
+        except NotReady:
+            self.stop()
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 
 def toml_value(value: Any) -> str:
@@ -44,6 +44,39 @@ def render_toml(settings: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class NotReady(RuntimeError):
+    """The server exited, or did not bind its listeners in time; the message carries its log."""
+
+
+def ports_path(data_root: Path) -> Path:
+    """Where the server announces its bound ports (written last at start-up, see mailsuite.service)."""
+    return data_root / "run" / "ports.json"
+
+
+def clear_ports(data_root: Path) -> None:
+    """Remove a previous run's ports file, so that only the new server's can signal readiness."""
+    ports_path(data_root).unlink(missing_ok=True)
+
+
+def wait_for_ports(process: subprocess.Popen[bytes], data_root: Path, timeout: float, log: Callable[[], str], poll: float = 0.02) -> dict[str, int]:
+    """Listener name -> port, once the server has written ``<data_root>/run/ports.json``.
+
+    The server writes that file only when every listener is bound, so it is the
+    one ready signal for every way of starting a server as a child process
+    (this module, the test fixtures, benchmarks).  Raises :class:`NotReady`
+    with the server's log if it exits or ``timeout`` seconds pass first.
+    """
+    ports_file = ports_path(data_root)
+    deadline = time.monotonic() + timeout
+    while not ports_file.exists():
+        if process.poll() is not None:
+            raise NotReady(f"mailsuite exited with {process.returncode}:\n{log()}")
+        if time.monotonic() > deadline:
+            raise NotReady(f"mailsuite did not become ready in {timeout}s:\n{log()}")
+        time.sleep(poll)
+    return dict(json.loads(ports_file.read_text()))
+
+
 class ChildServer:
     """Runs ``python -m mailsuite.testing.runner CONFIG`` and waits for its ports."""
 
@@ -59,23 +92,17 @@ class ChildServer:
 
     def start(self, timeout: float = 20.0) -> dict[str, int]:
         """Start the child and return listener name -> bound port once all are listening."""
-        ports_file = self.data_root / "run" / "ports.json"
-        if ports_file.exists():
-            ports_file.unlink()
+        clear_ports(self.data_root)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mailsuite.testing.runner", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.config_path.parent),
             )
-        deadline = time.monotonic() + timeout
-        while not ports_file.exists():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mailsuite exited with {self.process.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"mailsuite did not become ready in {timeout}s:\n{self.log()}")
-            time.sleep(0.01)
-        self.ports = json.loads(ports_file.read_text())
+        try:
+            self.ports = wait_for_ports(self.process, self.data_root, timeout, self.log, poll=0.01)
+        except NotReady:
+            self.stop()
+            raise
         return self.ports
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:

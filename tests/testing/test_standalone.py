@@ -6,12 +6,11 @@ import json
 import smtplib
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 from mailsuite.config import LISTENER_NAMES
-from mailsuite.testing.process import render_toml
+from mailsuite.testing.process import render_toml, wait_for_ports
 
 
 def test_twistd_capture_switch(tmp_path: Path) -> None:
@@ -22,18 +21,12 @@ def test_twistd_capture_switch(tmp_path: Path) -> None:
         settings[f"{name}.port"] = 0
     config = tmp_path / "dev.toml"
     config.write_text(render_toml(settings))
-    ports_file = tmp_path / "data" / "run" / "ports.json"
     server = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "mailsuite", "--config", str(config), "--capture"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not ports_file.exists():
-            assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
-            assert time.monotonic() < deadline, "capture server did not start"
-            time.sleep(0.05)
-        ports = json.loads(ports_file.read_text())
+        ports = wait_for_ports(server, tmp_path / "data", 30, lambda: server.stdout.read().decode() if server.stdout else "", poll=0.05)
         with smtplib.SMTP("127.0.0.1", ports["smtp"]) as client:
             client.sendmail("dev@app.example", ["anyone@anywhere.example"], b"Subject: captured\r\n\r\nbody\r\n")
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/api/wait?count=1&timeout=10") as response:
