@@ -46,6 +46,7 @@ from zope.interface import implementer
 
 from mailsuite.config import Config
 from mailsuite.errors import ConfigError
+from mailsuite.store.durable import write_atomic
 
 #: TLS 1.2 suites: ECDHE key exchange (forward secrecy) with AEAD ciphers only.
 TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
@@ -102,20 +103,8 @@ def generate_self_signed(cert_path: Path, key_path: Path, hostname: str, *, days
     )
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    _write_atomically(key_path, key_pem, 0o600)
-    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(key_path, key_pem, mode=0o600)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
 def load_server_context(cert_path: Path, key_path: Path, file: str = "<config>") -> SSL.Context:

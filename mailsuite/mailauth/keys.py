@@ -22,7 +22,6 @@ Implementation notes:
 from __future__ import annotations
 
 import base64
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twisted.logger import Logger
 
 from mailsuite.errors import InvalidName
+from mailsuite.store.durable import write_atomic
 
 #: RFC 6376 3.1: a selector is one or more DNS labels.
 _SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -137,25 +137,9 @@ def generate_key(key_dir: Path, domain: str, selector: str, algorithm: str = "rs
     pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
                                     serialization.NoEncryption())
     key = _from_private(domain, selector, private_key)
-    _write_atomic(path, pem, 0o600)
-    _write_atomic(path.with_suffix(".txt"), (key.zone_line() + "\n").encode("ascii"), 0o644)
+    write_atomic(path, pem, mode=0o600)
+    write_atomic(path.with_suffix(".txt"), (key.zone_line() + "\n").encode("ascii"), mode=0o644)
     return key, path
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class KeyStore:

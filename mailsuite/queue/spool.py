@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from mailsuite.store.durable import fsync_dir
+
 #: Recipient states.
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -99,14 +101,6 @@ def valid_id(queue_id: str) -> bool:
     return 8 <= len(queue_id) <= 40 and all(c in "0123456789abcdef" for c in queue_id)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Spool:
     """The ``<data_root>/queue`` directory."""
 
@@ -174,7 +168,7 @@ class Spool:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp_msg, self.message_path(entry.id))
-        _fsync_dir(self.messages)
+        fsync_dir(self.messages)
         entry.size = size
         self.save(entry)
         return entry
@@ -187,7 +181,7 @@ class Spool:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.envelope_path(entry.id))
-        _fsync_dir(self.envelopes)
+        fsync_dir(self.envelopes)
 
     def remove(self, queue_id: str) -> bool:
         """Delete an entry: envelope first (that takes it out of the queue), then the message."""
@@ -195,7 +189,7 @@ class Spool:
             os.unlink(self.envelope_path(queue_id))
         except FileNotFoundError:
             return False
-        _fsync_dir(self.envelopes)
+        fsync_dir(self.envelopes)
         try:
             os.unlink(self.message_path(queue_id))
         except FileNotFoundError:

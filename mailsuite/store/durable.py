@@ -43,7 +43,7 @@ def unique_name(size: int | None = None) -> str:
     return name
 
 
-def fsync_dir(path: str) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     """fsync a directory so the entries created/renamed in it survive a crash."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -52,16 +52,19 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes, *, sync_dir: bool = True) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, sync_dir: bool = True, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data``: a crash leaves the old content or the new, never a mix.
 
-    Written to a unique temporary name in the same directory, fsynced,
-    renamed over the target, then the directory is fsynced.
+    Written to a unique temporary name in the same directory with exactly
+    ``mode`` (whatever the umask), fsynced, renamed over the target, then the
+    directory is fsynced.
     """
+    path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             n = os.write(fd, view)
