@@ -117,11 +117,6 @@ def _letters_equal(a: str, b: str) -> bool:
     return sorted(a[3:] if a else "") == sorted(b[3:] if b else "")
 
 
-#: How long a user's quota limits, once looked up, are reused (seconds), and for how many users.
-QUOTA_CACHE_SECONDS = 5.0
-QUOTA_CACHE_ENTRIES = 10_000
-
-
 @implementer(IMessageStore)
 class MaildirStore:
     """Every user's Maildir under one root directory."""
@@ -152,7 +147,6 @@ class MaildirStore:
         self._ready_users: set[str] = set()
         self._pop3_locks: dict[str, object] = {}
         self._tmp_checked: dict[str, float] = {}
-        self._quota_cache: dict[str, tuple[float, QuotaLimits]] = {}
         os.makedirs(self.root, exist_ok=True)
 
     # -- paths and shared state ------------------------------------------------
@@ -216,29 +210,21 @@ class MaildirStore:
     def quota_limits(self, address: str) -> defer.Deferred[QuotaLimits]:
         """The user's limits: the directory's per-user override, else the configured default.
 
-        A lookup is remembered for QUOTA_CACHE_SECONDS: one SMTP transaction asks at RCPT and
-        again at delivery, and each ask is a trip to the directory's worker thread.  A quota
-        changed with the admin CLI therefore applies within a few seconds, not instantly.
+        Asked at RCPT and again at delivery; the server's directory answers
+        repeated asks from memory while its database is unchanged
+        (mailsuite.auth.lookup_cache), so a quota changed with the CLI applies
+        to the next message.
         """
         default = self.default_quota
         if self.directory is None or not hasattr(self.directory, "get_user"):
             return defer.succeed(default)
-        now = self.clock.seconds()
-        cached = self._quota_cache.get(address)
-        if cached is not None and now - cached[0] < QUOTA_CACHE_SECONDS:
-            return defer.succeed(cached[1])
 
         def limits(record: Any) -> QuotaLimits:
             if record is None:
-                found = default
-            else:
-                qb = getattr(record, "quota_bytes", None)
-                qm = getattr(record, "quota_messages", None)
-                found = QuotaLimits(default.bytes if qb is None else qb, default.messages if qm is None else qm)
-            if len(self._quota_cache) >= QUOTA_CACHE_ENTRIES:
-                self._quota_cache.clear()
-            self._quota_cache[address] = (now, found)
-            return found
+                return default
+            qb = getattr(record, "quota_bytes", None)
+            qm = getattr(record, "quota_messages", None)
+            return QuotaLimits(default.bytes if qb is None else qb, default.messages if qm is None else qm)
 
         def failed(failure: Any) -> QuotaLimits:
             self.log.failure("quota lookup for {address} failed; using the default", failure, address=address)

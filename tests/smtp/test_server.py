@@ -330,6 +330,25 @@ def test_limit_replies_over_tcp(server: Any) -> None:
         server.cli("user", "quota", CAROL, "--quota", "0")
 
 
+def test_quota_change_applies_to_the_next_message(server: Any) -> None:
+    """A quota set or lifted with the CLI while the server runs decides the very next RCPT."""
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as c:
+        c.ehlo("c")
+
+        def rcpt() -> int:
+            c.rset()
+            c.mail("l@remote.test", ["SIZE=1000"])
+            return c.rcpt(CAROL)[0]
+
+        assert rcpt() == 250
+        server.cli("user", "quota", CAROL, "--quota", "1")
+        try:
+            assert rcpt() == 552
+        finally:
+            server.cli("user", "quota", CAROL, "--quota", "0")
+        assert rcpt() == 250
+
+
 def test_connection_cap_timeout_and_throttle_over_tcp(mailsuite_server: Any) -> None:
     """Over connections_per_ip: 421 4.7.0; an idle client hears 421 4.4.2; repeated bad passwords end with 454 4.7.0 and a close."""
     srv = mailsuite_server({"limits.connections_per_ip": 2, "limits.smtp_timeout": 2.0, "auth.free_failures": 1, "auth.max_failures": 2,
