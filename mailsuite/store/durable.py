@@ -140,9 +140,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def write_file(path: str, chunks_source: BinaryIO, prefix: bytes = b"") -> int:
-    """Create ``path`` exclusively, write prefix + the reader's bytes, fsync; returns the size."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def write_file(path: str, chunks_source: BinaryIO, prefix: bytes = b"", *, fd: int | None = None) -> int:
+    """Create ``path`` exclusively, write prefix + the reader's bytes, fsync; returns the size.
+
+    ``fd``: ``path`` already exists, empty, and is open for writing (a spare
+    file, mailsuite.store.spares); it is filled instead of creating one.  On
+    failure ``path`` is removed either way.
+    """
+    if fd is None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     size = 0
     try:
         if prefix:

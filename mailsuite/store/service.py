@@ -8,12 +8,14 @@ configured default quota and the user directory for per-user overrides, sets
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application import service
 
 from mailsuite.store.maildir import MaildirStore, Runner
 from mailsuite.store.quota import QuotaLimits
+from mailsuite.store.spares import SPARE_DIRNAME, SparePool
 from mailsuite.threads import LeanThreadPool
 
 #: Worker threads for disk work.  A delivery spends nearly all its time waiting
@@ -25,26 +27,39 @@ from mailsuite.threads import LeanThreadPool
 #: the same rate), so the pool is sized for a few dozen deliveries in flight.
 STORE_THREADS = 24
 
+#: Empty files kept ready for deliveries (mailsuite.store.spares): more than
+#: the deliveries that can be in flight at once, so a burst rarely finds none.
+SPARE_FILES = 32
+
 
 class StoreService(service.Service):
     """Starts the store's thread pool with the server and stops pool and watcher with it."""
 
     name = "store"
 
-    def __init__(self, store: MaildirStore, pool: LeanThreadPool) -> None:
+    def __init__(self, store: MaildirStore, pool: LeanThreadPool, spares: SparePool | None = None) -> None:
         self.store = store
         self.pool = pool
+        self.spares = spares
 
     def startService(self) -> None:
         super().startService()
         self.pool.start()
         self.store.runner.run(self.store.clean_incoming)
+        if self.spares is not None:
+            # deliveries create their own files until the pool is filled
+            self.store.spares = self.spares
+            self.store.runner.run(self.spares.start).addErrback(
+                lambda f: self.store.log.failure("spare message files unavailable", f))
 
     def stopService(self) -> Any:
         super().stopService()
         self.store.close()
         if self.pool.started:
             self.pool.stop()
+        if self.spares is not None:
+            self.store.spares = None
+            self.spares.stop()
 
 
 def open_store(context: Any) -> StoreService:
@@ -59,7 +74,7 @@ def open_store(context: Any) -> StoreService:
         directory=_DirectoryRef(context),
     )
     context.store = store
-    return StoreService(store, pool)
+    return StoreService(store, pool, SparePool(os.path.join(store.root, SPARE_DIRNAME), SPARE_FILES))
 
 
 class _DirectoryRef:

@@ -79,3 +79,31 @@ def test_quota_applies_to_append_and_copy(tmp_path: Path):
     folder = result(mailbox.open_folder("INBOX"))
     with pytest.raises(QuotaExceeded):
         result(folder.copy([1], "Archive"))
+
+
+def test_the_server_keeps_spare_files_ready_and_removes_them_at_stop(tmp_path: Path):
+    """Started with the server: the pool is full, a delivery takes a spare; stopping leaves no spare behind."""
+    import os
+
+    from mailsuite.store.service import SPARE_FILES
+
+    config = parse(f'data_root = "{tmp_path}"\n')
+    context = ServerContext(config=config, reactor=task.Clock())
+    context.directory = Directory()
+    service = open_store(context)
+    store = context.store
+    store.runner = InlineRunner()
+    service.startService()
+    spare_dir = tmp_path / "mail" / ".spare"
+    try:
+        before = set(os.listdir(spare_dir))
+        assert len(before) == SPARE_FILES
+        message = IncomingMessage.from_bytes(b"Subject: x\r\n\r\nbody\r\n")
+        (delivered,) = result(store.deliver(message, [Delivery("u@example.test", "INBOX", b"")]))
+        assert delivered.error is None
+        assert len(before - set(os.listdir(spare_dir))) == 1
+        new = tmp_path / "mail" / "example.test" / "u" / "new"
+        assert [(new / n).read_bytes() for n in os.listdir(new)] == [b"Subject: x\r\n\r\nbody\r\n"]
+    finally:
+        service.stopService()
+    assert os.listdir(spare_dir) == [] and store.spares is None
