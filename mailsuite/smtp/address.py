@@ -229,6 +229,16 @@ class PathArgument:
     params: dict[str, str | None]
 
 
+# The path nearly every client sends: an ASCII dot-atom local part and an LDH
+# domain, no quotes, no source route, no address literal.  For these the
+# general parser's answer is exactly the two groups (tests compare both on
+# edge cases); the lengths are checked after the match.
+_SIMPLE_PATH = re.compile(
+    rf"<([{_ATEXT_ASCII}]+(?:\.[{_ATEXT_ASCII}]+)*)@"
+    r"([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)>"
+)
+
+
 def parse_command_argument(arg: str, prefix: str, *, utf8: bool | None, allow_null: bool) -> PathArgument:
     """Parse ``FROM:<path> params`` (``prefix`` "FROM:" or "TO:"), case-insensitive prefix.
 
@@ -238,6 +248,18 @@ def parse_command_argument(arg: str, prefix: str, *, utf8: bool | None, allow_nu
     if arg[: len(prefix)].upper() != prefix:
         raise AddressError(f"syntax: expected {prefix}<address>")
     rest = arg[len(prefix) :].lstrip(" ")
+    simple = _SIMPLE_PATH.match(rest)
+    if simple is not None:
+        local, domain = simple.group(1, 2)
+        if len(local) <= 64 and len(domain) <= 255 and len(local) + len(domain) < 254:
+            param_text = rest[simple.end() :]
+            if param_text and not param_text.startswith(" "):
+                raise AddressError("parameters must be separated by a space")
+            return PathArgument(Mailbox(local, domain), parse_parameters(param_text) if param_text else {})
+    return _parse_general(rest, utf8=utf8, allow_null=allow_null)
+
+
+def _parse_general(rest: str, *, utf8: bool | None, allow_null: bool) -> PathArgument:
     # parameters follow the path; look at them first to learn whether SMTPUTF8 applies
     if rest.startswith("<"):
         try:

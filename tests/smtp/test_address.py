@@ -107,3 +107,44 @@ def test_arbitrary_text_parses_or_raises_address_error(text: str) -> None:
     address = arg.mailbox.address
     if not arg.mailbox.local.startswith('"'):
         assert not any(c in address for c in " \r\n\t\x00")
+
+
+def _both(arg: str, prefix: str, utf8: bool | None) -> tuple[object, object]:
+    """(fast-path answer, general parser's answer): a value or the AddressError text."""
+    from mailsuite.smtp.address import _parse_general
+
+    answers = []
+    for parse in (lambda: parse_command_argument(arg, prefix, utf8=utf8, allow_null=True),
+                  lambda: _parse_general(arg[len(prefix):].lstrip(" "), utf8=utf8, allow_null=True)):
+        try:
+            answers.append(parse())
+        except AddressError as e:
+            answers.append(f"error: {e.reason}")
+    return answers[0], answers[1]
+
+
+@pytest.mark.parametrize("path", [
+    "<a@b>", "<" + "a" * 64 + "@example.test>", "<" + "a" * 65 + "@example.test>",
+    "<user@" + "a" * 63 + ".test>", "<user@" + "a" * 64 + ".test>",
+    "<" + "a" * 64 + "@" + ".".join(["b" * 62, "b" * 62, "b" * 63]) + ">",  # inner of 254 octets: the longest
+    "<" + "a" * 64 + "@" + ".".join(["b" * 62, "b" * 62, "b" * 62, "c"]) + ">",  # 255: too long
+    "<user@a-b.test>", "<user@-ab.test>", "<user@ab-.test>", "<user@a..test>", "<user@.test>", "<user@test.>",
+    "<a.b.c@x.y>", "<.a@x>", "<a.@x>", "<a..b@x>", "<{weird}+'tag'@x.test>", "<user@x.test>SIZE=1",
+    "<user@x.test> SIZE=1 BODY=8BITMIME", "<user@x.test>  ", "<user@x.test> X=\x01", "<user@x.test> SIZE=1 size=2",
+    '<"quoted"@x.test>', "<@r.test:user@x.test>", "<user@[192.0.2.1]>", "<jöran@x.test> SMTPUTF8", "<user@x_y.test>",
+])
+def test_common_path_shortcut_answers_as_the_general_parser(path: str) -> None:
+    """MAIL/RCPT take a shortcut for plain ASCII addresses; its answer (value or refusal) is the full grammar's."""
+    for prefix in ("FROM:", "TO:"):
+        fast, general = _both(prefix + path, prefix, utf8=None if prefix == "FROM:" else False)
+        assert fast == general
+
+
+@settings(max_examples=200, deadline=None)
+@given(local=st.lists(atom, min_size=1, max_size=12), domain=st.lists(label, min_size=1, max_size=30),
+       params=st.sampled_from(["", " SIZE=10", " BODY=7BIT SMTPUTF8", "SIZE=1", " =x"]))
+def test_generated_paths_answer_as_the_general_parser(local: list[str], domain: list[str], params: str) -> None:
+    """Generated addresses of every length around the limits: shortcut and general parser agree."""
+    arg = "FROM:<" + ".".join(local) + "@" + ".".join(domain) + ">" + params
+    fast, general = _both(arg, "FROM:", utf8=None)
+    assert fast == general

@@ -41,3 +41,13 @@ def test_ids_are_unique() -> None:
 
     ids = [new_id() for _ in range(10000)]
     assert len(set(ids)) == len(ids) and all(i.isalnum() for i in ids)
+
+
+def test_date_text_is_the_rfc5322_date_of_each_second() -> None:
+    """The cached date text changes with the second and equals email.utils.formatdate's."""
+    import email.utils
+
+    from mailsuite.smtp.headers import date_text
+
+    for when in (1_795_000_000.2, 1_795_000_000.9, 1_795_000_001.0, 1_000_000_000.5, 1_795_000_001.5):
+        assert date_text(when) == email.utils.formatdate(when, localtime=False)

@@ -254,6 +254,31 @@ def test_replies_wait_for_slow_commands(world: World) -> None:
     assert s.codes(s.take()) == ["250 2.1.5"]
 
 
+def test_commands_that_fail_now_or_after_waiting_get_their_error_and_the_session_goes_on(world: World) -> None:
+    """A refusal raised at once, or after a Deferred fired, is the reply; an unexpected error is a 451; later commands run."""
+    from twisted.internet import defer
+
+    from mailsuite.errors import QuotaExceeded
+
+    pending: list[defer.Deferred[None]] = []
+    real = world.store.check_quota
+    world.store.check_quota = lambda a, n: pending.append(defer.Deferred()) or pending[-1]  # type: ignore[method-assign]
+    s = world.session()
+    envelope(s, rcpts=())
+    assert s.cmd("RCPT TO:<alice@example.test>") == b""
+    pending[0].errback(QuotaExceeded())
+    assert s.codes(s.take()) == ["552 5.2.2"]
+    assert s.cmd("RCPT TO:<bob@example.test>") == b""
+    pending[1].errback(RuntimeError("disk on fire"))
+    assert s.codes(s.take()) == ["451 4.3.0"]
+    world.store.check_quota = lambda a, n: (_ for _ in ()).throw(RuntimeError("at once"))  # type: ignore[method-assign]
+    assert s.codes(s.cmd("RCPT TO:<bob@example.test>")) == ["451 4.3.0"]
+    world.store.check_quota = real  # type: ignore[method-assign]
+    assert s.codes(s.cmd("RCPT TO:<bob@example.test>")) == ["250 2.1.5"]
+    assert s.codes(s.send(b"DATA\r\nhello\r\n.\r\n")) == ["354", "250 2.0.0"]
+    assert world.inbox(BOB)
+
+
 @pytest.mark.parametrize("seq", [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r"])
 def test_smuggling_refused(world: World, seq: bytes) -> None:
     """A lax end marker neither ends the data nor starts a second message; the whole message is refused."""
