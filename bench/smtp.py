@@ -18,7 +18,8 @@ machine's other load disturbs far less than the rate.
 
 ``--postfix`` runs the same load against a private Postfix instance
 (bench/peers/postfix.py), alternating with mailsuite level by level (and
-round by round with ``--rounds N``) so that both see the same machine, and
+round by round with ``--rounds N``, swapping who goes first each round) so
+that both see the same machine, and
 prints mailsuite's ratio to Postfix's delivered rate, then the median ratio
 per level.  ``--compare-port PORT`` runs the same load (no probe, no lag figure)
 against another SMTP server already listening on 127.0.0.1:PORT that accepts
@@ -256,7 +257,7 @@ def main() -> None:
         print(f"mailsuite SMTP benchmark: {args.size} byte messages, fsync on, {args.seconds:.0f}s per level, "
               f"inbound mail checks {'on' if args.mailauth else 'off'}, data in {data}")
         print(f"{'clients':>7} {'server':>9} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13} "
-              f"{'lag max ms':>11} {'lag p99 ms':>11} {'cpu ms/msg':>10} {'ratio':>6}")
+              f"{'lag max ms':>11} {'lag p99 ms':>11} {'cpu ms/msg':>10}")
         levels = [int(x) for x in args.clients.split(",")]
         rates: dict[int, list[float]] = {level: [] for level in levels}
         lag_max: dict[int, float] = {level: 0.0 for level in levels}
@@ -265,36 +266,53 @@ def main() -> None:
         peer = peer_manager.__enter__() if peer_manager is not None else None
         try:
             # mailsuite and Postfix alternate, level by level and round by round, so both see the same machine
+            def run_ours(level: int) -> float:
+                stop = multiprocessing.Event()
+                result = multiprocessing.Manager().dict()
+                prober = multiprocessing.Process(target=probe, args=(port, stop, result))
+                prober.start()
+                time.sleep(0.2)
+                child.send_signal(signal.SIGUSR1)  # start a fresh lag window
+                started, cpu_before = time.monotonic(), cpu_seconds(child.pid)
+                count, latencies = asyncio.run(run_level(port, level, args.seconds, args.size))
+                elapsed, cpu_used = time.monotonic() - started, cpu_seconds(child.pid) - cpu_before
+                stats_file.unlink(missing_ok=True)
+                child.send_signal(signal.SIGUSR1)
+                stop.set()
+                prober.join()
+                while not stats_file.exists():
+                    time.sleep(0.01)
+                time.sleep(0.05)
+                lag = json.loads(stats_file.read_text())
+                rate = count / elapsed
+                rates[level].append(rate)
+                lag_max[level] = max(lag_max[level], lag["max"] * 1000)
+                print(f"{level:>7} {'mailsuite':>9} {rate:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} "
+                      f"{result.get('max', float('nan')) * 1000:>13.1f} {result.get('p99', float('nan')) * 1000:>13.1f} "
+                      f"{lag['max'] * 1000:>11.1f} {lag['p99'] * 1000:>11.1f} {cpu_used * 1000 / max(count, 1):>10.2f}", flush=True)
+                return rate
+
+            def run_theirs(level: int) -> float:
+                accepted, delivered, their_latencies = measure_postfix(peer, level, args)
+                postfix[level].append(delivered)
+                print(f"{level:>7} {'postfix':>9} {delivered:>8.1f} {pct(their_latencies, 0.5) * 1000:>8.1f} {pct(their_latencies, 0.99) * 1000:>8.1f} "
+                      f"{'':>13} {'':>13} {'':>11} {'':>11} {'':>10}   (accepted {accepted:.1f}/s)", flush=True)
+                return delivered
+
+            # mailsuite and Postfix alternate, level by level and round by round, so both see the same
+            # machine; who goes first swaps every round, so neither always runs after the other's load
             for level in levels:
-                for _ in range(args.rounds):
-                    stop = multiprocessing.Event()
-                    result = multiprocessing.Manager().dict()
-                    prober = multiprocessing.Process(target=probe, args=(port, stop, result))
-                    prober.start()
-                    time.sleep(0.2)
-                    child.send_signal(signal.SIGUSR1)  # start a fresh lag window
-                    started, cpu_before = time.monotonic(), cpu_seconds(child.pid)
-                    count, latencies = asyncio.run(run_level(port, level, args.seconds, args.size))
-                    elapsed, cpu_used = time.monotonic() - started, cpu_seconds(child.pid) - cpu_before
-                    stats_file.unlink(missing_ok=True)
-                    child.send_signal(signal.SIGUSR1)
-                    stop.set()
-                    prober.join()
-                    while not stats_file.exists():
-                        time.sleep(0.01)
-                    time.sleep(0.05)
-                    lag = json.loads(stats_file.read_text())
-                    rate = count / elapsed
-                    rates[level].append(rate)
-                    lag_max[level] = max(lag_max[level], lag["max"] * 1000)
-                    print(f"{level:>7} {'mailsuite':>9} {rate:>8.1f} {pct(latencies, 0.5) * 1000:>8.1f} {pct(latencies, 0.99) * 1000:>8.1f} "
-                          f"{result.get('max', float('nan')) * 1000:>13.1f} {result.get('p99', float('nan')) * 1000:>13.1f} "
-                          f"{lag['max'] * 1000:>11.1f} {lag['p99'] * 1000:>11.1f} {cpu_used * 1000 / max(count, 1):>10.2f}", flush=True)
-                    if peer is not None:
-                        accepted, delivered, their_latencies = measure_postfix(peer, level, args)
-                        postfix[level].append(delivered)
-                        print(f"{level:>7} {'postfix':>9} {delivered:>8.1f} {pct(their_latencies, 0.5) * 1000:>8.1f} {pct(their_latencies, 0.99) * 1000:>8.1f} "
-                              f"{'':>13} {'':>13} {'':>11} {'':>11} {'':>10} {rate / delivered:>6.2f}   (accepted {accepted:.1f}/s)", flush=True)
+                for round_index in range(args.rounds):
+                    if peer is None:
+                        run_ours(level)
+                    elif round_index % 2 == 0:
+                        ours = run_ours(level)
+                        theirs = run_theirs(level)
+                        print(f"{'':>7} {'ratio':>9} {ours / theirs:>8.2f}", flush=True)
+                    else:
+                        theirs = run_theirs(level)
+                        ours = run_ours(level)
+                        print(f"{'':>7} {'ratio':>9} {ours / theirs:>8.2f}", flush=True)
         finally:
             if peer_manager is not None:
                 peer_manager.__exit__(None, None, None)
