@@ -17,7 +17,9 @@ Implementation notes:
   atomic).  When a mailbox is on another file system the rename fails with
   EXDEV and the delivery falls back to the mailbox's own ``tmp/``.
 - ``take`` never waits: an empty pool means the delivery creates its file as
-  before.  Each take wakes the filler thread, which tops the pool up.
+  before.  Each take wakes the filler thread, which tops the pool up while
+  the delivery waits for its fsyncs (the creation needs CPU, the delivery
+  does not then).
 - A spare is only used if it is still an empty regular file (``open_spare``
   checks with fstat); anything else is left alone and the delivery creates
   its own file.
