@@ -17,6 +17,8 @@ Implementation notes:
 - A job's exception is handed to the callback as a Failure; an exception in
   the callback itself is logged (it is Twisted's deferToThreadPool callback,
   which only schedules work on the reactor).
+- A job may leave work for after its result (:func:`after_result`): the
+  same thread does it once the result is on its way to the reactor.
 """
 
 from __future__ import annotations
@@ -29,6 +31,22 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 _STOP = object()
+_job = threading.local()  # .after: callables to run once the current job's result is handed back
+
+
+def after_result(work: Callable[[], Any]) -> None:
+    """Run ``work`` in this pool thread after the current job's result has been handed back.
+
+    For housekeeping a job makes necessary but its caller need not wait for
+    (mailsuite.store.spares refills the file a delivery used): it runs in the
+    thread that is already awake, while the reactor thread takes the result.
+    Outside a pool job (the CLI's inline runner, tests) it runs at once.
+    """
+    pending = getattr(_job, "after", None)
+    if pending is None:
+        work()
+    else:
+        pending.append(work)
 
 
 class LeanThreadPool:
@@ -75,10 +93,13 @@ class LeanThreadPool:
             if job is _STOP:
                 return
             on_result, func, args, kw = job
+            after: list[Callable[[], Any]] = []
+            _job.after = after
             try:
                 result, ok = func(*args, **kw), True
             except BaseException:
                 result, ok = Failure(), False
+            _job.after = None
             if on_result is not None:
                 try:
                     on_result(ok, result)
@@ -87,6 +108,12 @@ class LeanThreadPool:
             elif not ok:
                 self.log.failure("thread pool {pool}: job failed", result, pool=self.name)
             del job, on_result, func, args, kw, result
+            for work in after:
+                try:
+                    work()
+                except BaseException:
+                    self.log.failure("thread pool {pool}: work after a job failed", pool=self.name)
+            del after
             with self._lock:
                 self._idle += 1
 

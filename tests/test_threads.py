@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.internet.threads import deferToThreadPool
 
-from mailsuite.threads import LeanThreadPool
+from mailsuite.threads import LeanThreadPool, after_result
 
 
 class QueueReactor:
@@ -79,3 +79,27 @@ def test_stop_finishes_queued_jobs_and_ends_the_threads() -> None:
     pool.stop()
     assert sorted(done) == list(range(10))
     assert not pool.started and all(not t.is_alive() for t in threads)
+
+
+def test_work_left_for_after_the_result_runs_in_the_same_thread_once_the_result_is_handed_back() -> None:
+    """after_result: the caller gets the result first; the work runs after, in the job's thread; a failure there is logged, not raised."""
+    pool = LeanThreadPool(2, "t")
+    pool.start()
+    events: list[tuple[str, object]] = []
+    done = threading.Event()
+
+    def job() -> str:
+        after_result(lambda: events.append(("after", threading.get_ident())))
+        after_result(lambda: 1 / 0)
+        after_result(done.set)
+        events.append(("job", threading.get_ident()))
+        return "result"
+
+    pool.callInThreadWithCallback(lambda ok, value: events.append(("result", value)), job)
+    assert done.wait(5)
+    pool.stop()
+    assert [e[0] for e in events] == ["job", "result", "after"]
+    assert events[0][1] == events[2][1] and events[1][1] == "result"
+    ran: list[int] = []
+    after_result(lambda: ran.append(1))  # outside a pool job: at once
+    assert ran == [1]

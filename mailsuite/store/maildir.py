@@ -82,6 +82,7 @@ from mailsuite.store.spares import SparePool, open_spare
 from mailsuite.store.quota import QuotaLimits, UsageCounter
 from mailsuite.store.state import Entry, FolderState, allocate_uidvalidity
 from mailsuite.store.watch import FolderWatcher
+from mailsuite.threads import after_result
 
 _CANONICAL_FLAGS = {flag.lower(): flag for flag in SYSTEM_FLAGS.values()}
 
@@ -358,6 +359,8 @@ class MaildirStore:
                     touched.add(folder_dir)
                 except OSError as e:
                     results[i].error = TemporaryFailure(f"Local storage error: {e.strerror or e}")
+        if self.spares is not None:
+            after_result(self.spares.fill)
         return results, touched
 
     def _take_spare(self) -> tuple[str, int | None]:

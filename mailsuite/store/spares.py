@@ -7,8 +7,8 @@ Implementation notes:
   reading each one's deletion time, so with mail being deleted (expunges,
   another program's queue) one create cost 0.45-0.65 ms here, measured with
   strace in the SMTP benchmark, a sixth of the time between the end of DATA
-  and the 250.  The delivery took that time on its critical path; now a
-  background thread pays it between deliveries.
+  and the 250.  The delivery paid that time while its client waited; now it
+  is paid after the 250 is on its way.
 - The files live in one directory of the store (``<mail root>/.spare``, a
   name no domain can have), on the same file system as the mailboxes.  A
   delivery takes one, writes and fsyncs the message into it and renames it
@@ -17,12 +17,12 @@ Implementation notes:
   atomic).  When a mailbox is on another file system the rename fails with
   EXDEV and the delivery falls back to the mailbox's own ``tmp/``.
 - ``take`` never waits: an empty pool means the delivery creates its file as
-  before.  Each take wakes the filler thread, which tops the pool up while
-  the delivery waits for its fsyncs (the creation needs CPU, the delivery
-  does not then).
-- A spare is only used if it is still an empty regular file (``open_spare``
-  checks with fstat); anything else is left alone and the delivery creates
-  its own file.
+  before.  After each delivery the store thread that did it tops the pool up
+  (mailsuite.threads.after_result), once the result is on its way to the
+  reactor: no extra thread to wake, nothing added to the client's wait.
+- A spare is only used if it is still an empty regular file with one name
+  (``open_spare`` checks with fstat); anything else is left alone and the
+  delivery creates its own file.
 - Leftovers of a stopped or crashed server are removed when the pool starts;
   ``stop`` removes the unused ones.
 """
@@ -51,34 +51,28 @@ class SparePool:
         self.size = size
         self._ready: list[str] = []
         self._lock = threading.Lock()
-        self._wanted = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._stopped = True
 
     def start(self) -> None:
-        """Remove leftovers, fill the pool and start the filler thread (blocking: the fill creates files)."""
+        """Remove leftovers and fill the pool (blocking: it creates files)."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         for entry in os.scandir(self.directory):
             try:
                 os.unlink(entry.path)
             except OSError:
                 pass
-        self._stopping = False
+        self._stopped = False
         self.fill()
-        self._thread = threading.Thread(target=self._run, name="mailsuite-spares", daemon=True)
-        self._thread.start()
 
     def take(self) -> str | None:
         """The path of a ready empty file, now the caller's; None when the pool is empty."""
         with self._lock:
-            path = self._ready.pop() if self._ready else None
-        self._wanted.set()
-        return path
+            return self._ready.pop() if self._ready else None
 
     def fill(self) -> int:
         """Create files until the pool is full; returns how many were made (blocking)."""
         made = 0
-        while not self._stopping:
+        while not self._stopped:
             with self._lock:
                 if len(self._ready) >= self.size:
                     break
@@ -93,21 +87,9 @@ class SparePool:
             made += 1
         return made
 
-    def _run(self) -> None:
-        while True:
-            self._wanted.wait()
-            self._wanted.clear()
-            if self._stopping:
-                return
-            self.fill()
-
     def stop(self) -> None:
-        """End the filler thread and remove the unused spares (blocking)."""
-        self._stopping = True
-        self._wanted.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Remove the unused spares; later fills do nothing (blocking; call once no delivery runs)."""
+        self._stopped = True
         with self._lock:
             unused, self._ready = self._ready, []
         for path in unused:

@@ -47,8 +47,8 @@ def test_start_removes_leftovers_and_fills(tmp_path: Path) -> None:
     assert os.listdir(directory) == []
 
 
-def test_take_hands_out_each_file_once_and_the_pool_refills(tmp_path: Path) -> None:
-    """Concurrent takers never get the same file; the filler thread tops the pool up after takes."""
+def test_take_hands_out_each_file_once_and_fill_tops_the_pool_up(tmp_path: Path) -> None:
+    """Concurrent takers never get the same file; an empty pool answers None; fill() makes up what was taken."""
     pool = SparePool(str(tmp_path / "spare"), 8)
     pool.start()
     try:
@@ -67,14 +67,12 @@ def test_take_hands_out_each_file_once_and_the_pool_refills(tmp_path: Path) -> N
         for t in threads:
             t.join()
         got = [p for p in taken if p is not None]
-        assert len(got) == len(set(got)) >= 8
-        for _ in range(200):  # the filler thread runs on its own: wait for it (at most 2 s)
-            if len(_spares_on_disk(pool) - set(got)) == 8:
-                break
-            threading.Event().wait(0.01)
+        assert len(got) == len(set(got)) == 8 and taken.count(None) == 8
+        assert pool.fill() == 8
         assert len(_spares_on_disk(pool) - set(got)) == 8
     finally:
         pool.stop()
+    assert pool.fill() == 0  # a stopped pool makes nothing
 
 
 def test_open_spare_refuses_anything_but_an_empty_regular_file(tmp_path: Path) -> None:
