@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet import defer, task
@@ -41,14 +42,19 @@ def test_open_store_uses_data_root_and_quota_defaults(tmp_path: Path):
     assert service.pool.started is False  # started with the server, not at build time
 
 
-def _store(tmp_path: Path, **quota: int) -> MaildirStore:
+def _opened(tmp_path: Path, **quota: int) -> tuple[Any, MaildirStore]:
+    """(store service, store) as the server opens them, with disk work run synchronously for the test."""
     config = parse(f'data_root = "{tmp_path}"\n[quota]\n' + "".join(f"{k} = {v}\n" for k, v in quota.items()))
     context = ServerContext(config=config, reactor=task.Clock())
     context.directory = Directory()
-    open_store(context)
+    service = open_store(context)
     store = context.store
-    store.runner = InlineRunner()  # run disk work synchronously for this test
-    return store
+    store.runner = InlineRunner()
+    return service, store
+
+
+def _store(tmp_path: Path, **quota: int) -> MaildirStore:
+    return _opened(tmp_path, **quota)[1]
 
 
 def test_quota_default_and_per_user_override(tmp_path: Path):
@@ -87,12 +93,7 @@ def test_the_server_keeps_spare_files_ready_and_removes_them_at_stop(tmp_path: P
 
     from mailsuite.store.service import SPARE_FILES
 
-    config = parse(f'data_root = "{tmp_path}"\n')
-    context = ServerContext(config=config, reactor=task.Clock())
-    context.directory = Directory()
-    service = open_store(context)
-    store = context.store
-    store.runner = InlineRunner()
+    service, store = _opened(tmp_path)
     service.startService()
     spare_dir = tmp_path / "mail" / ".spare"
     try:

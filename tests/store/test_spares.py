@@ -18,8 +18,8 @@ ALICE = "alice@example.test"
 BOB = "bob@example.test"
 
 
-def _pool(store, size: int = 4) -> SparePool:
-    pool = SparePool(os.path.join(store.root, ".spare"), size)
+def _pool(store, size: int = 4, directory: str | None = None) -> SparePool:
+    pool = SparePool(directory or os.path.join(store.root, ".spare"), size)
     pool.start()
     store.spares = pool
     return pool
@@ -151,9 +151,7 @@ def test_spares_on_another_file_system_are_copied_into_the_mailbox_tmp(tmp_path:
         pytest.skip("needs /dev/shm on a file system other than the test directory's")
     store = make_store(tmp_path / "mail")
     spare_dir = tempfile.mkdtemp(dir=shm)
-    pool = SparePool(spare_dir, 2)
-    pool.start()
-    store.spares = pool
+    pool = _pool(store, 2, spare_dir)
     try:
         before = _spares_on_disk(pool)
         deliver_bytes(store, ALICE, msg(5), prefix=b"X-Test: 1\r\n")
@@ -170,9 +168,7 @@ def test_spares_on_another_file_system_are_copied_into_the_mailbox_tmp(tmp_path:
 def test_empty_pool_falls_back_to_the_mailbox_tmp(tmp_path: Path) -> None:
     """With every spare taken, a delivery creates its file in the mailbox's tmp/ as before."""
     store = make_store(tmp_path / "mail")
-    pool = SparePool(str(tmp_path / "mail" / ".spare"), 0)
-    pool.start()
-    store.spares = pool
+    pool = _pool(store, 0)
     try:
         deliver_bytes(store, ALICE, msg(4))
         new = tmp_path / "mail" / "example.test" / "alice" / "new"
