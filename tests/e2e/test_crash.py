@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from mailsuite.store.service import SPARE_FILES
+
 USERS = {f"crash{i}@example.test": f"pw-crash-{i}-secret" for i in range(4)}
 CLIENTS = 20
 BODY_LINES = 200  # about 10 KiB per message
@@ -125,6 +127,8 @@ def crash_and_check(mailsuite_server: Any, rounds: int, seed: int) -> None:
     assert len(load.accepted) > rounds * 5, "the load barely ran: the test would prove nothing"
     print(f"accepted {len(load.accepted)} messages across {rounds} SIGKILLs")
     server.stop()
+    spares = server.data_root / "mail" / ".spare"
+    assert not list(spares.iterdir()), "a clean stop removes the unused spare files"
     server.start()  # a clean start over whatever the last kill left behind
     expected: dict[str, Counter[str]] = {address: Counter() for address in USERS}
     for token, recipients in load.accepted.items():
@@ -139,6 +143,8 @@ def crash_and_check(mailsuite_server: Any, rounds: int, seed: int) -> None:
         assert uids == sorted(set(uids)), "UIDs must be unique and ascending"
         assert not uids or uidnext > uids[-1], "UIDNEXT must be above every UID"
         assert pop3_count(server, address) == len(uids)
+    ready = list(spares.iterdir())
+    assert 0 < len(ready) <= SPARE_FILES and all(p.stat().st_size == 0 for p in ready), "spares: only empty files, at most a pool's worth"
 
 
 def test_sigkill_under_load_loses_nothing(mailsuite_server: Any) -> None:
