@@ -52,6 +52,7 @@ class SparePool:
         self._ready: list[str] = []
         self._lock = threading.Lock()
         self._stopped = True
+        self._failing = False
 
     def start(self) -> None:
         """Remove leftovers and fill the pool (blocking: it creates files)."""
@@ -80,8 +81,11 @@ class SparePool:
             try:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
             except OSError as e:
-                self.log.warn("cannot make a spare message file in {directory}: {error}", directory=self.directory, error=e.strerror or e)
+                if not self._failing:  # once per failing stretch (a full disk would log it per message)
+                    self.log.warn("cannot make a spare message file in {directory}: {error}", directory=self.directory, error=e.strerror or e)
+                self._failing = True
                 break
+            self._failing = False
             with self._lock:
                 self._ready.append(path)
             made += 1

@@ -175,3 +175,26 @@ def test_empty_pool_falls_back_to_the_mailbox_tmp(tmp_path: Path) -> None:
         assert [(new / n).read_bytes() for n in os.listdir(new)] == [msg(4)]
     finally:
         pool.stop()
+
+
+def test_a_pool_that_cannot_make_files_says_so_once_and_deliveries_go_on(tmp_path: Path) -> None:
+    """Spare directory gone (or disk full): one warning for the whole stretch, and every delivery still succeeds."""
+    from twisted.logger import globalLogPublisher
+
+    store = make_store(tmp_path / "mail")
+    pool = _pool(store, 2)
+    warnings: list[dict] = []
+    observer = warnings.append
+    globalLogPublisher.addObserver(observer)
+    try:
+        for path in _spares_on_disk(pool):
+            os.unlink(path)
+        os.rmdir(pool.directory)
+        for n in range(4):
+            deliver_bytes(store, ALICE, msg(n))
+        new = tmp_path / "mail" / "example.test" / "alice" / "new"
+        assert len(os.listdir(new)) == 4
+        assert len([e for e in warnings if "spare message file" in e.get("log_format", "")]) == 1
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        pool.stop()
