@@ -38,6 +38,7 @@ Implementation notes:
 
 from __future__ import annotations
 
+import collections
 import datetime
 import errno
 import fcntl
@@ -281,6 +282,7 @@ class MaildirStore:
     def _deliver_blocking(self, message: IIncomingMessage, deliveries: list[Delivery], limits: dict[str, QuotaLimits]) -> tuple[list[DeliveryResult], set[str]]:
         results = [DeliveryResult(d) for d in deliveries]
         groups: dict[bytes, list[tuple[int, str]]] = {}
+        counted: set[str] = set()  # new/ directories whose quota usage the counter keeps (see added())
         for i, delivery in enumerate(deliveries):
             try:
                 root = self.user_root(delivery.address)
@@ -291,6 +293,7 @@ class MaildirStore:
                 quota = limits.get(delivery.address, self.default_quota)
                 if not quota.unlimited:
                     quota.check(self.usage_counter.usage(root), len(delivery.header_prefix) + message.size)
+                    counted.add(os.path.join(folder_dir, "new"))
             except MailError as e:
                 results[i].error = e
                 continue
@@ -315,6 +318,7 @@ class MaildirStore:
                 for i, _ in targets:
                     results[i].error = TemporaryFailure(f"Local storage error: {getattr(e, 'strerror', None) or e}")
                 continue
+            before = {d: os.stat(d) for d in (os.path.join(f, "new") for _, f in targets) if d in counted and self.usage_counter.watches(d)}
             placed: list[tuple[int, str]] = []
             for i, folder_dir in targets[1:]:
                 dest = os.path.join(folder_dir, "new", unique_name(size))
@@ -353,9 +357,14 @@ class MaildirStore:
                     os.unlink(tmp)
                 except OSError:
                     pass
+            if before:
+                for new_dir, copies in collections.Counter(os.path.join(f, "new") for _, f in placed).items():
+                    if new_dir in before:
+                        self.usage_counter.added(new_dir, size, before[new_dir], copies)
             for i, folder_dir in placed:
+                new_dir = os.path.join(folder_dir, "new")
                 try:
-                    self.dirsync.sync(os.path.join(folder_dir, "new"))
+                    self.dirsync.sync(new_dir)
                     touched.add(folder_dir)
                 except OSError as e:
                     results[i].error = TemporaryFailure(f"Local storage error: {e.strerror or e}")
