@@ -12,6 +12,9 @@
    open in a fresh process with a hot page cache, cold open (fresh process
    after dropping the page cache, when the kernel lets us), and listing
    every UID with its flags.
+4. Quota: the time of one delivery (store thread work, inline) into a
+   mailbox that already holds ``--unread`` unread messages, with a quota set
+   and without one; usage counting must not make it grow with the unread mail.
 """
 
 from __future__ import annotations
@@ -158,11 +161,30 @@ def fresh_process_open(root: Path, address: str) -> dict[str, float]:
     return json.loads(proc.stdout)
 
 
+def quota_delivery_ms(root: Path, unread: int) -> tuple[float, float]:
+    """(ms per delivery with a quota, without) into a mailbox holding ``unread`` messages in new/."""
+    from mailsuite.store.quota import QuotaLimits
+
+    figures = []
+    for quota in (QuotaLimits(10**12, 10**8), QuotaLimits()):
+        where = root / ("quota" if not quota.unlimited else "none")
+        store = MaildirStore(where, runner=InlineRunner(), clock=task.Clock(), default_quota=quota)
+        message = IncomingMessage.from_bytes(MESSAGE)
+        for _ in range(unread):
+            store.deliver(message, [Delivery("reader@example.test")])
+        start = time.perf_counter()
+        for _ in range(200):
+            store.deliver(message, [Delivery("reader@example.test")])
+        figures.append((time.perf_counter() - start) / 200 * 1000)
+    return figures[0], figures[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000, help="10 KiB messages to deliver (default 2000)")
     parser.add_argument("--concurrency", type=int, default=16, help="deliveries in flight (default 16)")
     parser.add_argument("--folder-size", type=int, default=100_000, help="messages in the big folder (default 100000)")
+    parser.add_argument("--unread", type=int, default=6000, help="unread messages for the quota figure (default 6000)")
     parser.add_argument("--dir", default=None, help="where to work (default: a temporary directory under the system temp dir)")
     parser.add_argument("--child-open", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,6 +202,9 @@ def main() -> None:
         record("store", "raw write+fsync+rename+fsync(dir), 1 thread", raw, "msg/s")
         record("store", f"deliver 10 KiB, {args.concurrency} in flight (peer: raw disk)", concurrent, "msg/s", peer="raw disk", peer_value=raw)
         record("store", "deliver 10 KiB, one at a time (peer: raw disk)", sequential, "msg/s", peer="raw disk", peer_value=raw)
+        with_quota, without = quota_delivery_ms(base / "quota", args.unread)
+        print(f"deliver with a quota, {args.unread} unread    : {with_quota:6.2f} ms  (without a quota {without:.2f} ms, ratio {with_quota / without:.2f})")
+        record("store", f"deliver with a quota, {args.unread} unread (peer: no quota)", with_quota, "ms", higher_is_better=False, peer="no quota", peer_value=without)
 
         address = "big@example.test"
         root = base / "big"
