@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import threading
@@ -144,13 +145,36 @@ def test_a_spare_removed_behind_the_pool_s_back_does_not_fail_delivery(tmp_path:
         pool.stop()
 
 
-def test_spares_on_another_file_system_are_copied_into_the_mailbox_tmp(tmp_path: Path) -> None:
-    """rename() cannot cross file systems (EXDEV): the delivery copies the spare's bytes into tmp/ and renames that."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("needs /dev/shm on a file system other than the test directory's")
+def _other_file_system(tmp_path: Path) -> Path | None:
+    """A writable directory on another file system than ``tmp_path`` (a tmpfs), if this machine has one."""
+    for candidate in (Path("/dev/shm"), Path("/run/shm"), Path("/run")):
+        try:
+            if candidate.is_dir() and os.access(candidate, os.W_OK) and os.stat(candidate).st_dev != os.stat(tmp_path).st_dev:
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
+def test_spares_on_another_file_system_are_copied_into_the_mailbox_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rename() cannot cross file systems (EXDEV): the delivery copies the spare's bytes into tmp/ and renames that.
+
+    With a tmpfs at hand the spares really live on another file system; on a
+    machine without one, rename() out of the spare directory is made to fail
+    with EXDEV, so the fallback is exercised either way.
+    """
     store = make_store(tmp_path / "mail")
-    spare_dir = tempfile.mkdtemp(dir=shm)
+    other = _other_file_system(tmp_path)
+    spare_dir = tempfile.mkdtemp(dir=other) if other is not None else str(tmp_path / "spare")
+    if other is None:
+        real_rename = os.rename
+
+        def rename(src: str, dst: str) -> None:
+            if str(src).startswith(spare_dir + os.sep):
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            real_rename(src, dst)
+
+        monkeypatch.setattr(os, "rename", rename)
     pool = _pool(store, 2, spare_dir)
     try:
         before = _spares_on_disk(pool)
