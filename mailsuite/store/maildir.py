@@ -318,20 +318,19 @@ class MaildirStore:
                 for i, _ in targets:
                     results[i].error = TemporaryFailure(f"Local storage error: {getattr(e, 'strerror', None) or e}")
                 continue
-            before = {d: os.stat(d) for d in (os.path.join(f, "new") for _, f in targets) if d in counted and self.usage_counter.watches(d)}
+            before = {}
+            if counted:
+                before = {d: os.stat(d) for d in (os.path.join(f, "new") for _, f in targets) if d in counted and self.usage_counter.watches(d)}
             placed: list[tuple[int, str]] = []
             for i, folder_dir in targets[1:]:
-                dest = os.path.join(folder_dir, "new", unique_name(size))
+                copy_name = unique_name(size)
                 try:
                     try:
-                        os.link(tmp, dest)
+                        os.link(tmp, os.path.join(folder_dir, "new", copy_name))
                     except OSError as e:
                         if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                             raise
-                        own_tmp = os.path.join(folder_dir, "tmp", os.path.basename(dest))
-                        with open(tmp, "rb") as source:
-                            write_file(own_tmp, source)
-                        os.rename(own_tmp, dest)
+                        _copy_into_new(tmp, folder_dir, copy_name)
                     placed.append((i, folder_dir))
                 except OSError as e:
                     self.log.failure("linking a delivery failed")
@@ -342,13 +341,9 @@ class MaildirStore:
                 except OSError as e:
                     if fd is None or e.errno != errno.EXDEV:
                         raise
-                    # a spare cannot cross file systems: copy it into the mailbox's own tmp/
-                    own_tmp = os.path.join(first_dir, "tmp", name)
-                    with open(tmp, "rb") as source:
-                        write_file(own_tmp, source)
+                    # a spare cannot cross file systems: copy it through the mailbox's own tmp/
+                    _copy_into_new(tmp, first_dir, name)
                     os.unlink(tmp)
-                    tmp = own_tmp
-                    os.rename(tmp, os.path.join(first_dir, "new", name))
                 placed.insert(0, targets[0])
             except OSError as e:
                 self.log.failure("placing a delivery failed")
@@ -1217,6 +1212,25 @@ def _read_header(f: BinaryIO, chunk: int = 8192, limit: int = 16 * 1024 * 1024) 
         searched = len(data)
         if len(data) > limit:
             return data
+
+
+def _copy_into_new(src: str, folder_dir: str, name: str) -> None:
+    """Deliver a copy of the file ``src`` as ``new/<name>`` of a folder, the Maildir way (its own tmp/, fsync, rename).
+
+    For a written message file that cannot be linked or renamed into the
+    folder (another file system, or a link limit).
+    """
+    own_tmp = os.path.join(folder_dir, "tmp", name)
+    with open(src, "rb") as source:
+        write_file(own_tmp, source)
+    try:
+        os.rename(own_tmp, os.path.join(folder_dir, "new", name))
+    except OSError:
+        try:
+            os.unlink(own_tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _link_or_copy(src: str, dest: str) -> None:
