@@ -137,7 +137,9 @@ def main() -> None:
 
         from twisted.internet import reactor
 
-        auth = MailAuth(config, reactor)
+        from mailsuite.resolver import CachingResolver
+
+        auth = MailAuth(config, reactor, CachingResolver(reactor, dns.address, config.mailauth.dns_timeout))
         auth.start()
         signed = auth.sign(small, "a.test") + small
 

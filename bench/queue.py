@@ -39,7 +39,7 @@ from twisted.python.threadpool import ThreadPool  # noqa: E402
 from bench.report import record  # noqa: E402
 from mailsuite import config as config_module  # noqa: E402
 from mailsuite.interfaces import Envelope  # noqa: E402
-from mailsuite.queue.resolver import DNSResolver  # noqa: E402
+from mailsuite.resolver import CachingResolver  # noqa: E402
 from mailsuite.queue.runner import RelayQueue  # noqa: E402
 from mailsuite.queue.service import QUEUE_THREADS, tls_options_factory  # noqa: E402
 from mailsuite.queue.spool import QueueEntry, RecipientState, Spool, new_id  # noqa: E402
@@ -67,7 +67,7 @@ def make_queue(reactor, data_root: Path, dns: DNSServer, sink_port: int) -> Rela
     config = config_module.parse(text)
     context = ServerContext(config=config, reactor=reactor)
     pool = ThreadPool(minthreads=0, maxthreads=QUEUE_THREADS, name="bench-queue")
-    resolver = DNSResolver(reactor, dns.address)
+    resolver = CachingResolver(reactor, dns.address)
     queue = RelayQueue(context, Spool(config.data_path / "queue"), resolver, pool, tls_options_factory(context))
     context.queue = queue
     return queue

@@ -233,14 +233,15 @@ PARTS: list[str] = [
     "mailsuite.auth.service:open_auth",  # context.directory, .throttle, .portal, .authenticator
     "mailsuite.testing.capture:open_capture",  # capture mode: replaces directory and authenticator
     "mailsuite.store.service:open_store",  # context.store
-    "mailsuite.queue.service:open_queue",  # context.resolver, .queue (+ its delivery service)
+    "mailsuite.resolver:open_resolver",  # context.resolver: the one DNS client and cache
+    "mailsuite.queue.service:open_queue",  # context.queue (+ its delivery service)
     "mailsuite.mailauth.service:open_mailauth",  # context.mailauth: DKIM signing, SPF/DKIM/DMARC checks
     "mailsuite.testing.api:open_http_api",  # capture.http_enabled: the HTTP JSON API
 ]
 
 #: Parts a capture server does without: it relays nothing (every address is local) and checks
 #: no sender against DNS, so a test fixture starts faster and never touches the network.
-CAPTURE_SKIPS = frozenset({"mailsuite.queue.service:open_queue", "mailsuite.mailauth.service:open_mailauth"})
+CAPTURE_SKIPS = frozenset({"mailsuite.resolver:open_resolver", "mailsuite.queue.service:open_queue", "mailsuite.mailauth.service:open_mailauth"})
 
 
 def _load(target: str) -> Callable[..., Any]:

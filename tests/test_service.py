@@ -174,3 +174,23 @@ def test_login_throttle_is_wired_from_config(mailsuite_server: Any) -> None:
     assert refused != "ok" and "AUTHENTICATIONFAILED" not in refused
     assert "login refused (throttled)" in server.log()
 
+
+
+def test_queue_and_mail_authentication_share_one_resolver(tmp_path: Path) -> None:
+    """One DNS client and cache serve MX routing and SPF/DKIM/DMARC (an answer is asked for once)."""
+    from twisted.internet import reactor
+
+    from mailsuite.resolver import CachingResolver
+    from mailsuite.service import build_context
+
+    cfg = config.parse(f'hostname = "mx.example.test"\ndomains = ["example.test"]\ndata_root = "{tmp_path}"\n'
+                       '[queue]\nresolver = "127.0.0.1:5399"\n')
+    context = build_context(cfg, reactor)
+    try:
+        assert isinstance(context.resolver, CachingResolver)
+        assert context.queue.resolver is context.resolver
+        assert context.mailauth.resolver is context.resolver
+        assert context.mailauth.checker.resolver is context.resolver
+    finally:
+        for stop in reversed(context.on_stop):
+            stop()

@@ -16,8 +16,8 @@ the ``open_mailauth`` PART):
 
 Implementation notes (invariants):
 
-* Every DNS query goes through twisted.names (:mod:`.dnscache`), cached for
-  the record's TTL.  The libraries (dkimpy, pyspf) run in a worker thread of
+* Every DNS query goes through the server's one resolver
+  (:mod:`mailsuite.resolver`, twisted.names), cached for the record's TTL.  The libraries (dkimpy, pyspf) run in a worker thread of
   our own pool and ask for DNS answers with ``blockingCallFromThread``, so the
   reactor thread never blocks on DNS, hashing or signature checks.
 * A DNS timeout or SERVFAIL is a ``temperror``, never a pass or a fail; the

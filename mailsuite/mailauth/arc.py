@@ -24,7 +24,7 @@ import dkim
 
 from mailsuite.mailauth.bridge import LookupLimitExceeded, ThreadLookups
 from mailsuite.mailauth.dkimcheck import MIN_KEY_BITS
-from mailsuite.mailauth.dnscache import DNSTempError, txt_strings
+from mailsuite.resolver import DNSFailure, txt_strings
 from mailsuite.mailauth.keys import SigningKey
 
 #: ARC sets checked at most (RFC 8617 4.2.1 allows 50 instances).
@@ -44,7 +44,7 @@ def verify_arc(message: bytes, lookups: ThreadLookups) -> str:
         text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
         try:
             answer = lookups.lookup(text, "TXT")
-        except (DNSTempError, LookupLimitExceeded) as e:
+        except (DNSFailure, LookupLimitExceeded) as e:
             temporary[0] = True
             raise dkim.DnsTimeoutError(str(e)) from None
         keys = [r for r in txt_strings(answer) if b"p=" in r]

@@ -24,7 +24,7 @@ from typing import Any
 
 from twisted.internet.threads import blockingCallFromThread
 
-from mailsuite.mailauth.dnscache import Answer, CachingResolver, DNSTempError
+from mailsuite.resolver import Answer, CachingResolver, DNSFailure
 
 #: Queries one message may cause, all checks together.
 MAX_QUERIES = 60
@@ -47,7 +47,7 @@ class ThreadLookups:
         self.temp_errors: list[str] = []
 
     def lookup(self, name: str, rtype: str) -> Answer:
-        """The answer for ``name``/``rtype``; DNSTempError or LookupLimitExceeded otherwise."""
+        """The answer for ``name``/``rtype``; DNSFailure or LookupLimitExceeded otherwise."""
         with self._lock:
             self.queries += 1
             over = self.queries > self.max_queries
@@ -55,7 +55,7 @@ class ThreadLookups:
             raise LookupLimitExceeded(f"more than {self.max_queries} DNS lookups for one message")
         try:
             answer: Answer = blockingCallFromThread(self._reactor, self._resolver.lookup, name, rtype)
-        except DNSTempError as e:
+        except DNSFailure as e:
             with self._lock:
                 self.temp_errors.append(str(e))
             raise

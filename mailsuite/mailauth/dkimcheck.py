@@ -24,7 +24,7 @@ from dkim.util import parse_tag_value
 
 from mailsuite.mailauth import speedups  # noqa: F401  (installs the faster dkimpy steps)
 from mailsuite.mailauth.bridge import LookupLimitExceeded, ThreadLookups
-from mailsuite.mailauth.dnscache import DNSTempError, txt_strings
+from mailsuite.resolver import DNSFailure, txt_strings
 
 #: Signatures verified per message, topmost first.
 MAX_SIGNATURES = 8
@@ -73,7 +73,7 @@ class _KeyLookup:
         text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
         try:
             answer = self._lookups.lookup(text, "TXT")
-        except DNSTempError as e:
+        except DNSFailure as e:
             self.temporary = True
             raise dkim.DnsTimeoutError(str(e)) from None
         except LookupLimitExceeded as e:

@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
 from mailsuite.mailauth.dkimcheck import DKIMResult
-from mailsuite.mailauth.dnscache import CachingResolver, txt_strings
+from mailsuite.resolver import CachingResolver, txt_strings
 from mailsuite.mailauth.spfcheck import SPFResult
 
 POLICIES = ("none", "quarantine", "reject")
@@ -151,7 +151,7 @@ def from_domains(from_values: Iterable[bytes | str]) -> list[str]:
 async def discover(resolver: CachingResolver, from_domain: str) -> tuple[DMARCRecord | None, bool]:
     """The policy record for ``from_domain`` and whether it came from the organizational domain.
 
-    DNSTempError propagates (the caller reports temperror).
+    DNSFailure propagates (the caller reports temperror).
     """
 
     async def fetch(domain: str) -> DMARCRecord | None:

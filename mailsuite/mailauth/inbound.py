@@ -28,7 +28,7 @@ from mailsuite.mailauth import dmarc as dmarc_module
 from mailsuite.mailauth.bridge import ThreadLookups
 from mailsuite.mailauth.dkimcheck import MIN_KEY_BITS, DKIMResult, verify_parsed
 from mailsuite.mailauth.dmarc import DMARCOutcome
-from mailsuite.mailauth.dnscache import CachingResolver, DNSTempError
+from mailsuite.resolver import CachingResolver, DNSFailure
 from mailsuite.mailauth.results import format_header
 from mailsuite.mailauth.spfcheck import SPFResult, check_helo, check_mail_from
 from mailsuite.mailauth.verdict import QUARANTINE, TEMPFAIL, Verdict, decide
@@ -121,6 +121,6 @@ class InboundChecker:
             return DMARCOutcome("none", reason="From domain is not a domain name")
         try:
             record, from_org = await dmarc_module.discover(self.resolver, from_domain)
-        except DNSTempError:
+        except DNSFailure:
             return DMARCOutcome("temperror", from_domain, reason="DNS failure")
         return dmarc_module.evaluate(from_domain, record, from_org, spf, dkim_results, self.rng)

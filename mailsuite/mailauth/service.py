@@ -42,7 +42,7 @@ from twisted.python.threadpool import ThreadPool
 
 from mailsuite.config import Config
 from mailsuite.mailauth import arc
-from mailsuite.mailauth.dnscache import CachingResolver, DNSTempError
+from mailsuite.resolver import CachingResolver
 from mailsuite.mailauth.inbound import InboundChecker, read_message
 from mailsuite.mailauth.keys import KeyStore
 from mailsuite.mailauth.results import ResultsFilter, strip_results
@@ -59,27 +59,16 @@ def key_dir(config: Config) -> Path:
     return config.path(config.mailauth.key_dir) if config.mailauth.key_dir else config.data_path / "dkim"
 
 
-class _StoppableResolver(CachingResolver):
-    """A CachingResolver that refuses new lookups once the service is stopping."""
-
-    closing = False
-
-    def lookup(self, name: str, rtype: str) -> Any:
-        if self.closing:
-            return defer.fail(DNSTempError("server shutting down"))
-        return super().lookup(name, rtype)
-
-
 class MailAuth:
     """DKIM signing and inbound checks for one server; the object behind ``context.mailauth``."""
 
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any, *, threads: int = THREADS) -> None:
+    def __init__(self, config: Config, reactor: Any, resolver: CachingResolver, *, threads: int = THREADS) -> None:
         self.config = config
         self.reactor = reactor
         self.authserv_id = config.hostname
-        self.resolver = _StoppableResolver(reactor, config.queue.resolver, config.mailauth.dns_timeout)
+        self.resolver = resolver  # the server's one DNS client (context.resolver)
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="mailsuite-mailauth")
         self.keys = KeyStore(key_dir(config), config.mailauth.selectors)
         self.signer = Signer(self.keys, config.mailauth.sign)
@@ -206,6 +195,6 @@ class MailAuthService(service.Service):
 
 def open_mailauth(context: Any) -> MailAuthService:
     """Set ``context.mailauth``; return the service running its threads."""
-    mailauth = MailAuth(context.config, context.reactor)
+    mailauth = MailAuth(context.config, context.reactor, context.resolver)
     context.mailauth = mailauth
     return MailAuthService(mailauth)

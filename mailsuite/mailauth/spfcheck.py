@@ -27,7 +27,7 @@ from typing import Any
 import spf
 
 from mailsuite.mailauth.bridge import LookupLimitExceeded, ThreadLookups
-from mailsuite.mailauth.dnscache import DNSTempError
+from mailsuite.resolver import DNSFailure
 from mailsuite.mailauth.names import is_domain_name
 
 #: Whole-check time limit handed to pyspf (RFC 7208 4.6.4 says at least 20 seconds).
@@ -49,7 +49,7 @@ def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) 
         return []  # type SPF (99) is obsolete (RFC 7208 3.1)
     try:
         answer = lookups.lookup(name, qtype)
-    except DNSTempError as e:
+    except DNSFailure as e:
         raise spf.TempError(f"DNS {e}") from None
     except LookupLimitExceeded as e:
         raise spf.PermError(str(e)) from None

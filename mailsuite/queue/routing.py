@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from mailsuite.errors import MailError
 from mailsuite.interfaces import IResolver
 from mailsuite.queue.client import ConnectFailed, ProtocolFailure, RecipientResult, SMTPClientProtocol, Transaction, run_transaction
-from mailsuite.queue.resolver import DNSFailure, NoSuchDomain
+from mailsuite.resolver import DNSFailure, NoSuchDomain
 
 log = Logger()
 

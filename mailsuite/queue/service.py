@@ -1,9 +1,9 @@
 """Opening the relay queue for a running server (a PART of mailsuite.service).
 
-``open_queue(context)`` sets ``context.resolver`` (twisted.names, server from
-``queue.resolver`` or the system's resolv.conf) and ``context.queue`` (the
+``open_queue(context)`` sets ``context.queue`` (the
 :class:`~mailsuite.queue.runner.RelayQueue`, spool under
-``<data_root>/queue``) and returns the queue as the service that delivers:
+``<data_root>/queue``, MX lookups through the server's one resolver,
+``context.resolver``) and returns the queue as the service that delivers:
 started with the server, it resumes everything in the spool.
 """
 
@@ -14,7 +14,6 @@ from typing import Any
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.python.threadpool import ThreadPool
 
-from mailsuite.queue.resolver import DNSResolver
 from mailsuite.queue.runner import RelayQueue
 from mailsuite.queue.spool import Spool
 
@@ -37,11 +36,9 @@ def tls_options_factory(context: Any) -> Any:
 
 
 def open_queue(context: Any) -> RelayQueue:
-    """Set ``context.resolver`` and ``context.queue``; return the delivering service."""
+    """Set ``context.queue``; return the delivering service."""
     config = context.config
-    resolver = DNSResolver(context.reactor, config.queue.resolver)
-    context.resolver = resolver
     pool = ThreadPool(minthreads=0, maxthreads=QUEUE_THREADS, name="mailsuite-queue")
-    queue = RelayQueue(context, Spool(config.data_path / "queue"), resolver, pool, tls_options_factory(context))
+    queue = RelayQueue(context, Spool(config.data_path / "queue"), context.resolver, pool, tls_options_factory(context))
     context.queue = queue
     return queue

@@ -12,7 +12,8 @@ import pytest_twisted
 from mailsuite import config as config_module
 from mailsuite.mailauth.keys import SigningKey, generate_key, key_path, load_key
 from mailsuite.mailauth.service import MailAuth, key_dir
-from tests.support.dnsserver import DNSServer
+from mailsuite.resolver import CachingResolver
+from tests.support.dnsserver import DNSServer, dns  # noqa: F401 - the dns fixture
 
 HOSTNAME = "mail.b.test"
 GOOD_IP = "127.0.0.1"
@@ -54,7 +55,7 @@ class AuthHarness:
         self.config = config_module.parse("\n".join(lines) + "\n")
         from twisted.internet import reactor
 
-        self.auth = MailAuth(self.config, reactor)
+        self.auth = MailAuth(self.config, reactor, CachingResolver(reactor, dns.address, self.config.mailauth.dns_timeout))
         self.auth.start()
 
     def make_key(self, domain: str, selector: str, algorithm: str = "rsa") -> SigningKey:
@@ -73,14 +74,6 @@ class AuthHarness:
 
     def stop(self) -> None:
         pytest_twisted.blockon(self.auth.stop())
-
-
-@pytest.fixture(scope="module")
-def dns() -> Iterator[DNSServer]:
-    """One loopback DNS server per test module (records replaced by each test)."""
-    server = DNSServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

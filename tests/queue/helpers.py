@@ -12,7 +12,7 @@ from twisted.python.threadpool import ThreadPool
 
 from mailsuite import config as config_module
 from mailsuite.interfaces import Envelope
-from mailsuite.queue.resolver import DNSResolver
+from mailsuite.resolver import CachingResolver
 from mailsuite.queue.runner import RelayQueue
 from mailsuite.queue.service import tls_options_factory
 from mailsuite.queue.spool import Spool
@@ -20,7 +20,7 @@ from mailsuite.service import ServerContext
 from mailsuite.store import MaildirStore, Runner
 from mailsuite.store.incoming import IncomingMessage
 from tests.conftest import render_config
-from tests.support.dnsserver import DNSServer
+from tests.support.dnsserver import DNSServer, dns  # noqa: F401 - the dns fixture
 from tests.support.smtpsink import SMTPSink
 
 SENDER = "alice@example.test"
@@ -30,14 +30,6 @@ def message(subject: str = "hello", extra_headers: str = "", body: str = "Hi the
     """A small RFC 5322 message with CRLF line ends."""
     return (f"From: <{SENDER}>\r\nTo: <bob@remote.test>\r\nSubject: {subject}\r\nMessage-ID: <{subject.replace(' ', '.')}@example.test>\r\n"
             f"{extra_headers}\r\n{body}").encode()
-
-
-@pytest.fixture(scope="module")
-def dns() -> Iterator[DNSServer]:
-    """One DNS server per module; tests set the records they need."""
-    server = DNSServer({}).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -64,7 +56,7 @@ class QueueHarness:
         self.store_pool.start()
         self.context.store = MaildirStore(self.config.data_path / "mail", runner=Runner(reactor, self.store_pool), clock=reactor)
         self.pool = ThreadPool(minthreads=0, maxthreads=4, name="test-queue")
-        self.resolver = DNSResolver(reactor, dns.address)
+        self.resolver = CachingResolver(reactor, dns.address)
         self.context.resolver = self.resolver
         self.spool = Spool(self.config.data_path / "queue")
         self.queue = RelayQueue(self.context, self.spool, self.resolver, self.pool, tls_options_factory(self.context))

@@ -44,7 +44,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -215,3 +217,11 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
     _serve(args.records, args.host)
+
+
+@pytest.fixture(scope="module")
+def dns() -> Iterator[DNSServer]:
+    """One loopback DNS server per test module; each test sets the records it needs."""
+    server = DNSServer().start()
+    yield server
+    server.stop()
