@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -71,9 +72,13 @@ def test_killed_writer_never_leaves_a_half_entry(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, text=True, env=env)
-        time.sleep(0.6)
+        # kill it mid-stream: after its first entry (start-up time varies with the machine's load), then a little more
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        first = proc.stdout.readline() if ready else ""
+        time.sleep(0.3)
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
+        out = first + out
         reported = [line for line in out.split() if line]
         assert reported, "the writer made no progress"
         entries, damaged = Spool(root).recover()
