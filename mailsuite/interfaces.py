@@ -180,6 +180,8 @@ class IMessageStore(Interface):
     def deliver(message: IIncomingMessage, deliveries: Sequence[Delivery]) -> Deferred[list[DeliveryResult]]:
         """Store one copy per delivery, each fsynced (file and directory) before the Deferred fires.
 
+        Fires with one result per delivery, in the order given.
+
         Never fails as a whole for one bad recipient: per-delivery errors
         (QuotaExceeded, NoSuchFolder...) come back in the results.
         """

@@ -36,7 +36,8 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from mailsuite.errors import MailError, NoSuchUser
-from mailsuite.interfaces import Delivery, Envelope, IIncomingMessage, IRelayQueue, IResolver
+from mailsuite.delivery import deliver_local
+from mailsuite.interfaces import Envelope, IIncomingMessage, IRelayQueue, IResolver
 from mailsuite.queue.client import RecipientResult, Transaction
 from mailsuite.queue.dsn import RecipientReport, build_dsn, count_received
 from mailsuite.queue.routing import Hop, HopRunner, mx_hosts
@@ -403,7 +404,7 @@ class RelayQueue(service.Service):
         if store is None:
             return [RecipientResult(a, 451, "4.3.0", "local store not available") for a in addresses]
         results: dict[str, RecipientResult] = {}
-        deliveries: dict[str, list[Delivery]] = {}
+        mailboxes: dict[str, list[str]] = {}  # recipient -> the local mailboxes it resolves to
         forward: list[str] = []
         for a in addresses:
             try:
@@ -416,13 +417,13 @@ class RelayQueue(service.Service):
                 continue
             local = list(resolution.local) if resolution is not None else [a]
             forward += list(resolution.remote) if resolution is not None else []
-            deliveries[a] = [Delivery(u, "INBOX", f"Return-Path: <{entry.sender}>\r\nDelivered-To: {u}\r\n".encode()) for u in local]
+            mailboxes[a] = local
         if forward:
             data = await self._run(self.spool.message_path(entry.id).read_bytes)
             await self._enqueue_bytes(entry.sender, forward, data)
             for a in addresses:
                 results.setdefault(a, RecipientResult(a, 250, "2.1.5", "forwarded"))
-        wanted = [d for ds in deliveries.values() for d in ds]
+        wanted = [u for us in mailboxes.values() for u in us]
         if wanted:
             data = await self._run(self.spool.message_path(entry.id).read_bytes)
             incoming = store.new_incoming()
@@ -430,12 +431,12 @@ class RelayQueue(service.Service):
                 incoming.write(data[i:i + BODY_CHUNK])
             incoming.finish()
             try:
-                outcome = await store.deliver(incoming, wanted)
+                outcome = await deliver_local(store, incoming, entry.sender, wanted)
             finally:
                 incoming.discard()
-            errors = {r.delivery: r.error for r in outcome}
-            for a, ds in deliveries.items():
-                failures = [errors[d] for d in ds if errors.get(d) is not None]
+            outcomes = iter(outcome)
+            for a, us in mailboxes.items():
+                failures = [r.error for _, r in zip(us, outcomes) if r.error is not None]
                 if not failures:
                     results[a] = RecipientResult(a, 250, "2.0.0", "delivered to the local mailbox")
                 else:

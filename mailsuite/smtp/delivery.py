@@ -3,7 +3,8 @@
 Implementation notes:
 
 - The caller replies 250 only after :func:`hand_off` returns: by then every
-  local mailbox has its copy fsynced (``IMessageStore.deliver``) and the relay
+  local mailbox has its copy fsynced (:func:`mailsuite.delivery.deliver_local`, the
+  same path the queue uses) and the relay
   queue has the remote recipients fsynced in its spool (``IRelayQueue.enqueue``).
 - With more than one target, quotas are checked again for every local mailbox
   with the real size before anything is written; one full mailbox fails the whole transaction with
@@ -29,9 +30,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailsuite.errors import MailError, QuotaExceeded, TemporaryFailure
-from mailsuite.interfaces import Delivery, Envelope
-
-from mailsuite.smtp import headers
+from mailsuite.delivery import deliver_local
+from mailsuite.interfaces import Envelope
 
 log = Logger(namespace="mailsuite.smtp.delivery")
 
@@ -63,8 +63,7 @@ async def hand_off(store: Any, queue: Any, message: Any, tx: Transaction) -> Non
             raise MailError(f"Mailbox full: {address}", code=452, enhanced="4.2.2") from None
     waits: list[defer.Deferred[Any]] = []
     if tx.local:
-        deliveries = [Delivery(a, tx.folder, headers.return_path(tx.sender) + headers.delivered_to(a) + tx.trace) for a in tx.local]
-        waits.append(defer.maybeDeferred(store.deliver, message, deliveries))
+        waits.append(defer.maybeDeferred(deliver_local, store, message, tx.sender, tx.local, trace=tx.trace, folder=tx.folder))
     if tx.remote:
         envelope = Envelope(sender=tx.sender, recipients=tuple(tx.remote), smtputf8=tx.smtputf8, body_8bit=tx.body_8bit)
         waits.append(defer.maybeDeferred(queue.enqueue, envelope, message, tx.trace))

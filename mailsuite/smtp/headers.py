@@ -99,16 +99,6 @@ def received(*, helo: str, ip: str, hostname: str, protocol: str, queue_id: str,
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
-def return_path(sender: str) -> bytes:
-    """Return-Path with the envelope sender (``<>`` for bounces)."""
-    return f"Return-Path: <{sender}>\r\n".encode("utf-8")
-
-
-def delivered_to(address: str) -> bytes:
-    """Delivered-To naming the local mailbox (also lets loops be detected)."""
-    return f"Delivered-To: {address}\r\n".encode("utf-8")
-
-
 class HeaderScanner:
     """Watches the start of a message for its header field names (Message-ID, Date, Received count)."""
 

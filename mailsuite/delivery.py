@@ -1,0 +1,42 @@
+"""The one way a message enters local mailboxes, for SMTP and for the relay queue.
+
+SMTP hands a transaction's local recipients here once the message is
+complete; the queue does the same for local recipients it meets later (DSNs
+to our own users, a local domain found at delivery time).  Both get the same
+trace lines and the same per-mailbox results, so what later filters (Sieve,
+spam) decide per recipient has one place to hook in.
+
+Implementation notes:
+
+* Each copy gets ``Return-Path`` (the envelope sender, ``<>`` for bounces,
+  RFC 5321 4.4) and ``Delivered-To`` (the mailbox; also how loops show), then
+  the caller's common trace (Received...), before the message itself.
+* The store fsyncs every copy before the Deferred fires and reports
+  per-mailbox errors in the results (a full mailbox does not fail the others).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from twisted.internet.defer import Deferred
+
+from mailsuite.interfaces import Delivery, DeliveryResult, IIncomingMessage, IMessageStore
+
+
+def return_path(sender: str) -> bytes:
+    """Return-Path with the envelope sender (``<>`` for bounces)."""
+    return f"Return-Path: <{sender}>\r\n".encode("utf-8")
+
+
+def delivered_to(address: str) -> bytes:
+    """Delivered-To naming the local mailbox (also lets loops be detected)."""
+    return f"Delivered-To: {address}\r\n".encode("utf-8")
+
+
+def deliver_local(store: IMessageStore, message: IIncomingMessage, sender: str, mailboxes: Sequence[str], *,
+                  trace: bytes = b"", folder: str = "INBOX") -> Deferred[list[DeliveryResult]]:
+    """Store one copy of ``message`` per local mailbox; fires with one result per mailbox, in order."""
+    prefix = return_path(sender)
+    deliveries = [Delivery(address, folder, prefix + delivered_to(address) + trace) for address in mailboxes]
+    return store.deliver(message, deliveries)
