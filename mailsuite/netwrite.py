@@ -14,37 +14,25 @@ Implementation notes:
   so the byte order is kept and Twisted's flow control and error handling
   see the rest exactly as before.  Every other transport (TLS, test
   transports, a wrapper that changes what is written) gets ``transport.write``.
-- It reads a few of Twisted's own connection attributes (the write buffers,
-  the TLS flag); each is looked up with a default that selects the ordinary
-  path, so a Twisted without them only loses the shortcut.
+- Whether the shortcut applies is read from Twisted's own connection
+  attributes (the write buffers, the TLS flag) by
+  :func:`mailsuite.compat.idle_tcp_socket`; a Twisted without them only loses
+  the shortcut.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import tcp
-from twisted.protocols.policies import ProtocolWrapper
+from mailsuite.compat import idle_tcp_socket
 
 
 def write_now(transport: Any, data: bytes) -> None:
     """Write ``data`` to ``transport``, sending it immediately when that keeps every guarantee of ``write``."""
-    connection = transport
-    # look through wrappers that pass writes on unchanged (connection counting), never through
-    # one that transforms them (TLSMemoryBIOProtocol, the implicit-TLS layer, is a ProtocolWrapper too)
-    while isinstance(connection, ProtocolWrapper) and type(connection).write is ProtocolWrapper.write:
-        connection = connection.transport
-    if (
-        isinstance(connection, tcp.Connection)
-        and connection.connected
-        and not connection.disconnecting
-        and not getattr(connection, "TLS", True)
-        and not getattr(connection, "_writeDisconnected", True)
-        and not getattr(connection, "_tempDataBuffer", True)
-        and not getattr(connection, "dataBuffer", True)
-    ):
+    sock = idle_tcp_socket(transport)
+    if sock is not None:
         try:
-            sent = connection.socket.send(data)
+            sent = sock.send(data)
         except OSError:
             sent = 0  # would block, or an error that Twisted's own write will meet and report
         if sent == len(data):

@@ -25,6 +25,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from mailsuite.compat import forget_exit_signal
 from mailsuite.config import IMPLICIT_TLS, LISTENER_NAMES, Config, ListenerConfig
 from mailsuite.limits import ConnectionLimiter, LimitedFactory
 
@@ -172,10 +173,9 @@ def _clean_exit_on_sigterm(reactor: Any) -> None:
     the process would end "killed by SIGTERM" (status -15) even though it
     stopped cleanly.  SIGTERM is mailsuite's documented way to stop, so once
     the services are stopping we forget the signal (a private attribute of
-    Twisted's reactor; absent elsewhere, in which case nothing happens).
+    Twisted's reactor, see :mod:`mailsuite.compat`).
     """
-    if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
-        reactor._exitSignal = None
+    forget_exit_signal(reactor, signal.SIGTERM)
 
 
 def _stop_with_error(reactor: Any) -> None:

@@ -17,7 +17,7 @@ Implementation notes:
   ``-shm`` file every connection maps) starts with a header that each commit
   rewrites (its change counter, frame count and checksums; "WAL-index format"
   in SQLite's file format documentation).  We map that header read-only and
-  compare its bytes: about 0.2 us, and no release of the interpreter lock,
+  compare its bytes (:class:`mailsuite.compat.WalHeader`): about 0.2 us, and no release of the interpreter lock,
   which on the reactor thread costs far more than the read (a ``PRAGMA
   data_version`` measured ~190 us there under load, waiting to get the lock
   back from worker threads).  A torn read of a header being rewritten can only
@@ -32,12 +32,12 @@ Implementation notes:
 from __future__ import annotations
 
 import copy
-import mmap
-import os
 import sqlite3
 from typing import Any, Callable, Hashable
 
 from twisted.internet import defer
+
+from mailsuite.compat import WalHeader
 
 #: Most answers kept; beyond this the table starts over.
 MAX_ENTRIES = 8192
@@ -46,20 +46,10 @@ MAX_ENTRIES = 8192
 class DataVersion:
     """A value that changes whenever the database is committed to (reactor thread only); see the module notes."""
 
-    #: Bytes of the first copy of the WAL-index header.
-    HEADER_BYTES = 48
-
     def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA data_version").fetchone()  # opens (and so holds) the WAL index
-        self._header: mmap.mmap | None = None
-        try:
-            if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
-                with open(path + "-shm", "rb") as shm:
-                    if os.fstat(shm.fileno()).st_size >= self.HEADER_BYTES:
-                        self._header = mmap.mmap(shm.fileno(), self.HEADER_BYTES, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-        except (OSError, ValueError, sqlite3.Error):
-            self._header = None
+        self._header = WalHeader.open(self._db, path)
 
     @property
     def uses_shared_memory(self) -> bool:
@@ -68,7 +58,7 @@ class DataVersion:
 
     def __call__(self) -> Hashable:
         if self._header is not None:
-            return self._header[: self.HEADER_BYTES]
+            return self._header.read()
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def close(self) -> None:

@@ -5,7 +5,8 @@ In a worker thread that still stalls the reactor, because a long ``re.sub``
 over a 10 MB body holds the GIL for seconds, and the RSA private-key step in
 pure Python holds it for ~30 ms per signature.  We keep dkimpy for all DKIM
 and ARC logic and replace only these pure functions (installed once, at
-import):
+import, by :func:`mailsuite.compat.install_dkim_steps`, which leaves dkimpy
+alone if it lacks one of them):
 
 * ``RSASSA_PKCS1_v1_5_sign`` (RFC 8017 8.2.1): done by OpenSSL through
   ``cryptography``; PKCS#1 v1.5 signatures are deterministic, so the bytes
@@ -34,10 +35,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from mailsuite.compat import install_dkim_steps
+
 #: dkimpy's originals, kept for fallbacks and for the equivalence tests.
-original_rsa_sign = dkim.RSASSA_PKCS1_v1_5_sign
-original_relaxed_body = canonicalization.Relaxed.canonicalize_body
-original_rfc822_parse = dkim.rfc822_parse
+original_rsa_sign = getattr(dkim, "RSASSA_PKCS1_v1_5_sign", None)
+original_relaxed_body = getattr(getattr(canonicalization, "Relaxed", None), "canonicalize_body", None)
+original_rfc822_parse = getattr(dkim, "rfc822_parse", None)
 
 BLOCK = 64 * 1024
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
@@ -89,11 +92,5 @@ def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
     return headers, message[blank + 4:]
 
 
-def install() -> None:
-    """Put the stand-ins in place (idempotent)."""
-    dkim.RSASSA_PKCS1_v1_5_sign = rsa_sign
-    canonicalization.Relaxed.canonicalize_body = staticmethod(relaxed_body)  # type: ignore[method-assign,assignment]
-    dkim.rfc822_parse = rfc822_parse
-
-
-install()
+#: True when the stand-ins are in place (False: this dkimpy lacks a step; its own code runs).
+INSTALLED = install_dkim_steps(rsa_sign, relaxed_body, rfc822_parse)

@@ -7,6 +7,7 @@ separate from the SMTP conversation in client.py.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 from dataclasses import dataclass
@@ -153,8 +154,8 @@ class HopRunner:
         except Exception as e:  # connection refused, timeout, unreachable, TLS setup
             raise ConnectFailed(f"{remote}: {e}") from None
         log.info("[{conn}] connected to {remote}", conn=conn_id, remote=remote)
-        t = Transaction(**{**transaction.__dict__, "tls": hop.tls, "username": hop.username, "password": hop.password,
-                           "tls_options": lambda: self.tls_options(hop.host, hop.verify)})
+        t = dataclasses.replace(transaction, tls=hop.tls, username=hop.username, password=hop.password,
+                                tls_options=lambda: self.tls_options(hop.host, hop.verify))
         try:
             results = await run_transaction(proto, t, hop.host)
             await self._closed(proto)

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import datetime
 import fcntl
-import gc
 import operator
 import os
 import re
@@ -74,6 +73,7 @@ from typing import Any, Callable, Iterator
 
 from twisted.logger import Logger
 
+from mailsuite.compat import frozen_instance, paused_gc
 from mailsuite.errors import InvalidName, MailError, NoSuchFolder
 from mailsuite.interfaces import SYSTEM_FLAGS, MessageInfo
 from mailsuite.store.durable import fsync_dir, write_atomic
@@ -149,14 +149,9 @@ def size_from_base(base: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _message_info(uid: int, flags: frozenset[str], size: int, internal_date: datetime.datetime, modseq: int, key: str,
-                  _new: Any = object.__new__, _cls: type = MessageInfo) -> MessageInfo:
-    """MessageInfo(...) without the frozen dataclass __init__ (one object.__setattr__ per field,
-    ~2.5x slower): opening a 100,000-message folder builds one per message.  Same fields, same
-    equality and hash as the regular constructor."""
-    info = _new(_cls)
-    info.__dict__.update(uid=uid, flags=flags, size=size, internal_date=internal_date, modseq=modseq, key=key)
-    return info  # type: ignore[no-any-return]
+#: MessageInfo(...) without the frozen dataclass __init__ (one object.__setattr__ per field,
+#: ~2.5x slower): opening a 100,000-message folder builds one per message (see mailsuite.compat).
+_message_info = frozen_instance(MessageInfo)
 
 
 _dates: dict[int, datetime.datetime] = {}
@@ -170,47 +165,6 @@ def _date(idate: int) -> datetime.datetime:
             _dates.clear()
         d = _dates[idate] = datetime.datetime.fromtimestamp(idate, _UTC)
     return d
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_resume = False
-
-
-@contextmanager
-def paused_gc(active: bool = True) -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while bulk work allocates many objects (``active``).
-
-    Loading or syncing 100,000 messages allocates hundreds of thousands of
-    acyclic objects (entries, infos, tuples); each allocation burst triggers
-    full collections over the whole heap (0.8 s of a 4.7 s first SELECT,
-    single pauses of 0.1-0.3 s holding the interpreter lock, so the reactor
-    thread stalled).  Nested and concurrent pauses are counted; the collector
-    is re-enabled by the last one out, and only if it was enabled before.
-    The last one out also moves what was allocated meanwhile straight to the
-    oldest generation (freeze + unfreeze splices the lists without visiting
-    an object): otherwise the next young collection would traverse all of it
-    at once, another 0.1 s with the lock held.  Those objects are examined by
-    the next full collection, as they would have been anyway.
-    """
-    global _gc_pauses, _gc_resume
-    if not active:
-        yield
-        return
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_resume = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_resume:
-                gc.freeze()  # nobody else in the server freezes (checked): unfreeze undoes only ours
-                gc.unfreeze()
-                gc.enable()
 
 
 def _utf8(name: str) -> bool:
@@ -657,7 +611,8 @@ class FolderState:
         """The (cached) MessageInfo of an entry."""
         info = entry.info
         if info is None:
-            info = entry.info = _message_info(entry.uid, self.flags_of(entry.suffix), entry.size, _date(entry.idate), entry.modseq, entry.base)
+            info = entry.info = _message_info(uid=entry.uid, flags=self.flags_of(entry.suffix), size=entry.size,
+                                              internal_date=_date(entry.idate), modseq=entry.modseq, key=entry.base)
         return info
 
     def snapshot(self) -> dict[int, MessageInfo]:
@@ -689,8 +644,7 @@ class FolderState:
         flag_cache = self._flag_cache
         flags_of = self.flags_of
         dates = _dates
-        new = object.__new__
-        cls = MessageInfo
+        build = _message_info
         for uid, entry in self.entries.items():
             info = entry.info
             if info is None:
@@ -701,8 +655,7 @@ class FolderState:
                 idate = dates.get(entry.idate)
                 if idate is None:
                     idate = _date(entry.idate)
-                info = entry.info = new(cls)
-                info.__dict__.update(uid=uid, flags=flags, size=entry.size, internal_date=idate, modseq=entry.modseq, key=entry.base)
+                info = entry.info = build(uid=uid, flags=flags, size=entry.size, internal_date=idate, modseq=entry.modseq, key=entry.base)
             result[uid] = info
         return result
 

@@ -35,6 +35,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from mailsuite.compat import request_gone
 from mailsuite.errors import MailError
 from mailsuite.testing.faults import Fault
 from mailsuite.testing.mailroom import CapturedMessage, Mailroom
@@ -122,7 +123,7 @@ class CaptureAPI(resource.Resource):
         return server.NOT_DONE_YET
 
     def _finish(self, request: server.Request, status: int, body: Any, content_type: bytes = b"application/json") -> None:
-        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+        if request_gone(request):
             return
         request.setResponseCode(status)
         request.setHeader(b"content-type", content_type)

@@ -149,29 +149,6 @@ def test_a_crash_during_a_bulk_first_select_leaves_a_usable_state(tmp_path: Path
     assert uid > max(m[0] for m in seen)
 
 
-def test_paused_gc_nests_and_restores_the_collector():
-    """Bulk work pauses the cyclic collector; the last pause out turns it back on, never one that was off."""
-    import gc
-
-    from mailsuite.store.state import paused_gc
-
-    assert gc.isenabled()
-    with paused_gc():
-        with paused_gc():
-            assert not gc.isenabled()
-        assert not gc.isenabled()
-        with paused_gc(False):
-            assert not gc.isenabled()
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with paused_gc():
-            pass
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
-
-
 @pytest.mark.parametrize("bulk", [False, True])
 def test_new_files_get_uids_by_mtime_then_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk: bool):
     """Arrival order: older files first; files with the same mtime (coarse clocks) in name order."""
