@@ -64,7 +64,8 @@ def protocol_family(listener_name: str) -> str:
 class ServerContext:
     """The shared objects every protocol factory receives.
 
-    Attributes that a later issue fills in are None until their package exists.
+    A part left out (capture mode opens no queue, mail authentication or
+    resolver) leaves its attribute None.
     """
 
     config: Config

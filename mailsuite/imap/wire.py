@@ -21,8 +21,6 @@ Parsing:
   LITERAL+ and ``~{n}`` of BINARY), without the final CRLF (a trailing CRLF
   is tolerated).  The server's line reader only has to glue the lines and
   literals together.
-* :func:`parse_command` -> :class:`Command` (tag, upper-cased name, the
-  undecoded rest as a :class:`Reader`, and for UID commands the real name).
 * :class:`Reader` is a cursor with one method per production of RFC 3501 9:
   ``atom``, ``astring``, ``string``, ``nstring``, ``number``, ``nz_number``,
   ``sequence_set``, ``mailbox``, ``list_mailbox``, ``flag_list``, ``date``,
@@ -58,10 +56,10 @@ from typing import Iterable, Sequence, Union
 
 __all__ = [
     "ParseError", "MailboxNameError", "Atom", "Quoted", "Literal", "Value", "SequenceSet", "FetchAttribute",
-    "FetchRequest", "StoreRequest", "Command", "Reader",
+    "FetchRequest", "StoreRequest", "Reader",
     "quoted", "literal", "literal8", "binary_literal", "string", "nstring", "astring", "format_list", "format_flags",
     "format_internaldate", "parse_internaldate", "encode_mailbox_name", "decode_mailbox_name",
-    "parse_command", "parse_sequence_set", "parse_fetch_attributes", "is_atom",
+    "parse_sequence_set", "parse_fetch_attributes", "is_atom",
 ]
 
 
@@ -518,16 +516,6 @@ class StoreRequest:
     silent: bool
     flags: tuple[str, ...]
     unchanged_since: int | None = None
-
-
-@dataclass
-class Command:
-    """One tagged command: ``args`` is a :class:`Reader` positioned on its arguments."""
-
-    tag: str
-    name: str  # upper-cased; for "UID FETCH" this is "FETCH" and ``uid`` is True
-    args: "Reader"
-    uid: bool = False
 
 
 # ---------------------------------------------------------------------------
@@ -1029,39 +1017,8 @@ class Reader:
 
 
 # ---------------------------------------------------------------------------
-# Whole commands
+# Whole arguments
 # ---------------------------------------------------------------------------
-
-_TAG_CHARS = _ASTRING_CHARS - {ord("+")}
-
-
-def parse_command(data: bytes) -> Command:
-    """Split ``tag SP command [SP arguments]``; the arguments stay in a :class:`Reader`.
-
-    ``UID <command>`` gives ``name=<command>, uid=True``.  A missing or
-    invalid tag raises :class:`ParseError` (the server answers ``* BAD``).
-    """
-    if data.endswith(b"\r\n"):
-        data = data[:-2]
-    reader = Reader(data)
-    tag_raw = reader._run(_TAG_CHARS)
-    if not tag_raw:
-        raise ParseError("Missing or invalid tag")
-    tag = tag_raw.decode("ascii")
-    reader.space()
-    name = reader.atom().upper()
-    uid = False
-    if name == "UID":
-        reader.space()
-        name = reader.atom().upper()
-        uid = True
-        if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"):
-            raise ParseError(f"UID {name[:30]} is not a UID command")
-    if not reader.at_end():
-        reader.space()
-        if reader.at_end():
-            raise ParseError("Trailing space")
-    return Command(tag, str(name), reader, uid)
 
 
 def parse_sequence_set(text: bytes | str) -> SequenceSet:
