@@ -133,7 +133,8 @@ class DirSync:
                 del self._dirs[path]
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte (os.write may take only part of a large buffer)."""
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
@@ -152,13 +153,13 @@ def write_file(path: str, chunks_source: BinaryIO, prefix: bytes = b"", *, fd: i
     size = 0
     try:
         if prefix:
-            _write_all(fd, prefix)
+            write_all(fd, prefix)
             size += len(prefix)
         while True:
             chunk = chunks_source.read(1 << 20)
             if not chunk:
                 break
-            _write_all(fd, chunk)
+            write_all(fd, chunk)
             size += len(chunk)
         os.fsync(fd)
     except BaseException:

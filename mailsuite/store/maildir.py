@@ -81,7 +81,8 @@ from mailsuite.store.durable import DirSync, fsync_dir, unique_name, write_atomi
 from mailsuite.store.incoming import IncomingMessage
 from mailsuite.store.spares import SparePool, open_spare
 from mailsuite.store.quota import QuotaLimits, UsageCounter
-from mailsuite.store.state import Entry, FolderState, allocate_uidvalidity
+from mailsuite.store.state import FolderState, allocate_uidvalidity
+from mailsuite.store.state_records import Entry
 from mailsuite.store.watch import FolderWatcher
 from mailsuite.threads import after_result
 

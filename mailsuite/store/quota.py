@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mailsuite.errors import QuotaExceeded
-from mailsuite.store.state import size_from_base, split_name
+from mailsuite.store.state_records import size_from_base, split_name
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,11 @@
 """Per-folder IMAP state (UIDVALIDITY, UIDNEXT, UID/MODSEQ per message, keywords), shared by every process.
 
+Where each part lives: :mod:`.state_records` (file names, the entry and its
+record line, flag letters, checksums), :mod:`.state_log` (reading and writing
+the snapshot and the log, recovery), :mod:`.listing` (new/ and cur/: trusted
+mtimes, recordable names, line-end rewriting); here :class:`FolderState`
+(locking, flags, sync with the directory, \\Recent claims) and UIDVALIDITY.
+
 Implementation notes:
 - Files in each folder directory (INBOX: the user's Maildir root):
   ``mailsuite-state`` (a full snapshot, replaced atomically: temporary file,
@@ -56,177 +62,30 @@ Implementation notes:
   entry renamed during the scan).
 """
 
+
 from __future__ import annotations
 
-import datetime
 import fcntl
 import operator
 import os
-import re
 import stat
-import sys
 import threading
 import time
-import zlib
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from twisted.logger import Logger
 
-from mailsuite.compat import frozen_instance, paused_gc
-from mailsuite.errors import InvalidName, MailError, NoSuchFolder
+from mailsuite.compat import paused_gc
+from mailsuite.errors import InvalidName, NoSuchFolder
 from mailsuite.interfaces import SYSTEM_FLAGS, MessageInfo
-from mailsuite.store.durable import fsync_dir, write_atomic
-
-STATE_FILE = "mailsuite-state"
-LOG_FILE = "mailsuite-state.log"
-LOCK_FILE = "mailsuite-state.lock"
-#: Compact the log into a new snapshot once it is this big (and bigger than half the snapshot).
-LOG_COMPACT_BYTES = 256 * 1024
-MAX_KEYWORDS = 26
-#: A sync or claim touching more messages than this writes a new snapshot instead of one log
-#: record per message (the log would be compacted right away anyway; formatting and CRC-ing
-#: 100,000 records first was a large part of a big folder's first SELECT).
-BULK_RECORDS = 1000
-#: A directory whose mtime is older than this may be trusted not to have changed unseen (ns);
-#: the rule for file systems with whole-second (or unknown) timestamps, as Dovecot's.
-SETTLE_NS = 2_000_000_000
-#: Linux's CLOCK_REALTIME_COARSE (Python names no constant): the clock local file systems stamp
-#: mtimes with (or finer, never coarser: multigrain timestamps).
-_COARSE_CLOCK = getattr(time, "CLOCK_REALTIME_COARSE", 5 if sys.platform.startswith("linux") else None)
-#: Local file systems with nanosecond timestamps from this machine's clock (not NFS/FUSE/SMB,
-#: whose mtimes come from another clock).
-_LOCAL_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs", "bcachefs"})
-
-_FLAG_LETTER = {flag.lower(): letter for letter, flag in SYSTEM_FLAGS.items()}
-_UTC = datetime.timezone.utc
+from mailsuite.store.listing import LOCAL_FS, SETTLE_NS, coarse_ns, fs_type, normalize_line_ends, recordable_name
+from mailsuite.store.state_log import StateFiles
+from mailsuite.store.state_records import (BULK_RECORDS, DATES, FLAG_LETTER, LOCK_FILE, MAX_KEYWORDS, SIZE_FIELD, Entry, TooManyKeywords,
+                                          date_of, letters_of, message_info, split_name)
 
 
-class TooManyKeywords(MailError):
-    """The folder already uses every keyword letter Maildir offers (a-z)."""
-
-    code, enhanced, default_text = 550, "5.2.0", "Too many keywords in this folder"
-
-
-class Entry:
-    """One message as the state knows it (mutable; only changed with the lock held)."""
-
-    __slots__ = ("uid", "modseq", "size", "idate", "where", "suffix", "base", "info")
-
-    def __init__(self, uid: int, modseq: int, size: int, idate: int, where: str, suffix: str, base: str) -> None:
-        self.uid = uid
-        self.modseq = modseq
-        self.size = size
-        self.idate = idate
-        self.where = where  # "new" or "cur"
-        self.suffix = suffix  # "" or ":2,<letters>"
-        self.base = base
-        self.info: MessageInfo | None = None
-
-    @property
-    def filename(self) -> str:
-        """Path relative to the folder directory."""
-        return f"{self.where}/{self.base}{self.suffix}"
-
-    def line(self) -> str:
-        return f"{self.uid} {self.modseq} {self.size} {self.idate} {self.where[0]} {self.suffix or '-'} {self.base}"
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """(base, info suffix) of a Maildir file name; the suffix is ``:2,<letters>`` or ''."""
-    i = name.rfind(":2,")
-    if i >= 0 and (i + 3 == len(name) or name[i + 3 :].isalpha()):
-        return name[:i], name[i:]
-    return name, ""
-
-
-_SIZE_FIELD = re.compile(r",S=(\d+)")
-
-
-def size_from_base(base: str) -> int | None:
-    """The ``,S=<size>`` Maildir++ size field of a base name, if present."""
-    m = _SIZE_FIELD.search(base)
-    return int(m.group(1)) if m else None
-
-
-#: MessageInfo(...) without the frozen dataclass __init__ (one object.__setattr__ per field,
-#: ~2.5x slower): opening a 100,000-message folder builds one per message (see mailsuite.compat).
-_message_info = frozen_instance(MessageInfo)
-
-
-_dates: dict[int, datetime.datetime] = {}
-
-
-def _date(idate: int) -> datetime.datetime:
-    """Timezone-aware internal date for a Unix time (small cache: deliveries share seconds)."""
-    d = _dates.get(idate)
-    if d is None:
-        if len(_dates) > 4096:
-            _dates.clear()
-        d = _dates[idate] = datetime.datetime.fromtimestamp(idate, _UTC)
-    return d
-
-
-def _utf8(name: str) -> bool:
-    """Can this file name be recorded (no undecodable bytes, which listdir gives as surrogates)?"""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _letters(suffix: str) -> str:
-    return suffix[3:] if suffix else ""
-
-
-def _crc(text: str) -> str:
-    return f"{zlib.crc32(text.encode('utf-8')) & 0xFFFFFFFF:08x}"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _coarse_ns() -> int | None:
-    """The coarse real-time clock that stamps file mtimes on Linux (None where there is none)."""
-    if _COARSE_CLOCK is None:
-        return None
-    try:
-        return time.clock_gettime_ns(_COARSE_CLOCK)
-    except OSError:
-        return None
-
-
-def fs_type(path: str) -> str | None:
-    """The type of the file system holding ``path`` (Linux /proc/self/mountinfo; None if unknown)."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-        real = os.path.realpath(path)
-    except OSError:
-        return None
-    best, found = -1, None
-    for line in lines:
-        fields = line.split(" ")
-        try:
-            mount = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
-            kind = fields[fields.index("-", 6) + 1]
-        except (IndexError, ValueError):
-            continue
-        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > best:
-            best, found = len(mount), kind
-    return found
-
-
-class CorruptState(Exception):
-    """A snapshot file that cannot be trusted (truncated or malformed)."""
-
-
-class FolderState:
+class FolderState(StateFiles):
     """The in-memory mirror of one folder's state files.
 
     Shared by every session of this process on the folder; all reading and
@@ -290,286 +149,13 @@ class FolderState:
             finally:
                 os.close(fd)
 
-    def _path(self, name: str) -> str:
-        return os.path.join(self.path, name)
-
-    def _load(self) -> None:
-        try:
-            st = os.stat(self._path(STATE_FILE))
-        except FileNotFoundError:
-            self._create()
-            return
-        base_id = (st.st_ino, st.st_size, st.st_mtime_ns)
-        try:
-            lst = os.stat(self._path(LOG_FILE))
-            log_ino: int | None = lst.st_ino
-            log_size = lst.st_size
-        except FileNotFoundError:
-            log_ino, log_size = None, 0
-        if base_id != self._base_id or log_ino != self._log_ino or log_size < self._log_offset:
-            try:
-                self._read_snapshot()
-            except CorruptState as e:
-                self._recover(str(e))
-                return
-            self._base_id = base_id
-            self._log_ino = log_ino
-            self._read_log(from_start=True)
-        elif log_size > self._log_offset:
-            self._read_log(from_start=False)
-
-    def _reset(self) -> None:
-        self.entries = {}
-        self.by_base = {}
-        self._names = None
-        self._listed = {}
-        self._listed_saved = {}
-        self._dirty = None
-        self.keywords = []
-        self._flag_cache = {}
-        self._compact_next = False
-        self.version += 1
-
-    def _create(self) -> None:
-        """A folder without state (new, or made by another program): start at UID 1."""
-        self._reset()
-        self.generation = 0
-        self.uidvalidity = self._allocate_uidvalidity()
-        self.uidnext = 1
-        self.highest_modseq = 1
-        self.first_recent = 1
-        self._write_snapshot()
-
-    def _recover(self, reason: str) -> None:
-        """Keep a broken snapshot aside and start over with a new UIDVALIDITY (clients resync)."""
-        self.log.error("folder state {path} unusable ({reason}); rebuilding with a new UIDVALIDITY", path=self.path, reason=reason)
-        try:
-            os.replace(self._path(STATE_FILE), self._path(f"{STATE_FILE}.broken-{int(time.time())}"))
-        except OSError:
-            pass
-        self._create()
-
-    def _read_snapshot(self) -> None:
-        try:
-            with open(self._path(STATE_FILE), "r", encoding="utf-8", newline="\n") as f:
-                text = f.read()
-        except UnicodeDecodeError as e:
-            raise CorruptState(f"not UTF-8: {e}") from None
-        lines = text.split("\n")
-        if len(lines) < 4 or lines[-1] != "":
-            raise CorruptState("truncated")
-        head = lines[0].split(" ")
-        end = lines[-2].split(" ")
-        if len(head) != 6 or head[0] != "mailsuite-state" or head[1] != "1" or end[0] != "E":
-            raise CorruptState("bad header or missing end marker")
-        listed_line = lines[2] if lines[2].startswith("L ") else None
-        body = lines[3:-2] if listed_line else lines[2:-2]
-        try:
-            if int(end[1]) != len(body):
-                raise CorruptState("entry count mismatch")
-            generation, uidvalidity, uidnext, highest = (int(x) for x in head[2:])
-        except ValueError:
-            raise CorruptState("bad numbers") from None
-        if not lines[1].startswith("K"):
-            raise CorruptState("missing keyword line")
-        self._reset()
-        self.generation, self.uidvalidity, self.uidnext, self.highest_modseq = generation, uidvalidity, uidnext, highest
-        self.first_recent = 0  # unknown until the log's marker (see _read_log)
-        self.keywords = lines[1].split(" ")[1:]
-        if listed_line:
-            try:
-                self._apply(listed_line)
-            except ValueError:
-                raise CorruptState("bad listing line") from None
-        entries = self.entries
-        by_base = self.by_base
-        where_of = {"n": "new", "c": "cur"}
-        index: dict[str, dict[str, int]] = {"n": {}, "c": {}}  # the file-name index, built on the way
-        with paused_gc(len(body) > BULK_RECORDS):
-            try:
-                for line in body:
-                    uid_s, modseq_s, size_s, idate_s, where_c, suffix, base = line.split(" ", 6)
-                    uid = int(uid_s)
-                    if suffix == "-":
-                        suffix = ""
-                    entries[uid] = Entry(uid, int(modseq_s), int(size_s), int(idate_s), where_of[where_c], suffix, base)
-                    by_base[base] = uid
-                    index[where_c][base + suffix] = uid
-            except (ValueError, KeyError):
-                raise CorruptState("malformed entry") from None
-        self._names = {"new": index["n"], "cur": index["c"]}
-
-    def _read_log(self, *, from_start: bool) -> None:
-        try:
-            f = open(self._path(LOG_FILE), "rb")
-        except FileNotFoundError:
-            self._log_valid = False
-            self._log_ino = None
-            self._log_offset = 0
-            self._default_first_recent()
-            return
-        with f:
-            if from_start:
-                header = f.readline()
-                self._log_valid = header == f"mailsuite-log {self.generation}\n".encode()
-                self._log_offset = len(header)
-                self._log_ino = os.fstat(f.fileno()).st_ino
-                if not self._log_valid:
-                    self._default_first_recent()
-                    return
-            elif not self._log_valid:
-                return
-            f.seek(self._log_offset)
-            data = f.read()
-        changed = False
-        pos = 0
-        while True:
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                break  # torn tail: ignored, truncated by the next writer
-            try:
-                line = data[pos:nl].decode("utf-8")
-                crc, record = line[:8], line[9:]
-                if line[8:9] != " " or _crc(record) != crc:
-                    break
-                self._apply(record)
-            except (UnicodeDecodeError, ValueError):
-                break
-            changed = True
-            pos = nl + 1
-        self._log_offset += pos
-        if from_start:
-            self._default_first_recent()
-        if changed:
-            self.version += 1
-
-    def _default_first_recent(self) -> None:
-        """A state written before the \\Recent marker existed: only what is in new/ is recent."""
-        if not self.first_recent:
-            self.first_recent = self.uidnext
-            self._needs_marker = True
-
-    def _apply(self, record: str) -> None:
-        kind = record[:1]
-        if kind == "+":
-            uid_s, modseq_s, size_s, idate_s, where_c, suffix, base = record[2:].split(" ", 6)
-            uid = int(uid_s)
-            old = self.entries.get(uid)
-            if old is not None:
-                self._drop(old)
-            self._put(Entry(uid, int(modseq_s), int(size_s), int(idate_s), "new" if where_c == "n" else "cur", "" if suffix == "-" else suffix, base))
-        elif kind == "=":
-            uid_s, modseq_s, where_c, suffix = record[2:].split(" ")
-            if uid_s == "0":  # the \\Recent marker (see module notes)
-                self.first_recent = max(self.first_recent, int(modseq_s))
-                return
-            entry = self.entries.get(int(uid_s))
-            if entry is not None:
-                entry.modseq = int(modseq_s)
-                self._move(entry, "new" if where_c == "n" else "cur", "" if suffix == "-" else suffix)
-        elif kind == "-":
-            old = self.entries.get(int(record[2:]))
-            if old is not None:
-                self._drop(old)
-        elif kind == "H":
-            uidnext_s, highest_s = record[2:].split(" ")
-            self.uidnext = max(self.uidnext, int(uidnext_s))
-            self.highest_modseq = max(self.highest_modseq, int(highest_s))
-        elif kind == "L":
-            fields = record.split(" ")[1:]
-            if len(fields) != 4:
-                raise ValueError("bad L record")
-            listed: dict[str, tuple[int, int] | None] = {}
-            for where, ino, mtime in (("new", fields[0], fields[1]), ("cur", fields[2], fields[3])):
-                listed[where] = None if ino == "-" else (int(ino), int(mtime))
-            self._listed = dict(listed)
-            self._listed_saved = listed
-        elif kind == "K":
-            self.keywords = record.split(" ")[1:]
-            self._flag_cache = {}
-            self._dirty = None
-            for entry in self.entries.values():
-                entry.info = None
-        else:
-            raise ValueError(f"unknown record {kind!r}")
-
-    # -- writing -------------------------------------------------------------
-    def _snapshot_bytes(self) -> bytes:
-        lines = [f"mailsuite-state 1 {self.generation} {self.uidvalidity} {self.uidnext} {self.highest_modseq}", " ".join(["K", *self.keywords]), self.listed_record()]
-        self._listed_saved = dict(self._listed)
-        lines.extend([f"{e.uid} {e.modseq} {e.size} {e.idate} {e.where[0]} {e.suffix or '-'} {e.base}" for e in self.entries.values()])  # Entry.line, inlined
-        lines.append(f"E {len(self.entries)}")
-        lines.append("")
-        return "\n".join(lines).encode("utf-8")
-
-    def _write_snapshot(self) -> None:
-        """Write a full snapshot of the next generation, then an empty log for it."""
-        self.generation += 1
-        write_atomic(self._path(STATE_FILE), self._snapshot_bytes(), sync_dir=False)
-        marker = self.recent_record()
-        header = f"mailsuite-log {self.generation}\n{_crc(marker)} {marker}\n".encode()
-        write_atomic(self._path(LOG_FILE), header, sync_dir=False)
-        self._needs_marker = False
-        self._compact_next = False
-        fsync_dir(self.path)
-        st = os.stat(self._path(STATE_FILE))
-        self._base_id = (st.st_ino, st.st_size, st.st_mtime_ns)
-        self._log_ino = os.stat(self._path(LOG_FILE)).st_ino
-        self._log_offset = len(header)
-        self._log_valid = True
-        self.version += 1
-
-    def commit(self, records: list[str]) -> None:
-        """Persist records already applied in memory: append them to the log (fsynced) or compact."""
-        if not records:
-            return
-        self.version += 1
-        limit = max(LOG_COMPACT_BYTES, (self._base_id[1] if self._base_id else 0) // 2)
-        # size estimate first (9 bytes of CRC and a newline per record): no CRCs for a log about to be compacted
-        if self._compact_next or not self._log_valid or self._needs_marker or self._log_offset + sum(map(len, records)) + 10 * len(records) > limit:
-            self._write_snapshot()
-            return
-        data = "".join(f"{_crc(r)} {r}\n" for r in records).encode("utf-8")
-        if self._log_offset + len(data) > limit:  # non-ASCII names made it bigger than estimated
-            self._write_snapshot()
-            return
-        fd = os.open(self._path(LOG_FILE), os.O_WRONLY)
-        try:
-            if os.fstat(fd).st_size != self._log_offset:
-                os.ftruncate(fd, self._log_offset)  # drop a torn tail left by a crashed writer
-            os.lseek(fd, self._log_offset, os.SEEK_SET)
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._log_offset += len(data)
-
-    def listed_record(self) -> str:
-        """``L``: the identities of new/ and cur/ when they were last listed settled (see _unchanged).
-
-        Saved with the state so a freshly started process can skip listing a
-        folder nobody has touched since: its state is then known to match.
-        """
-        parts = ["L"]
-        for where in ("new", "cur"):
-            identity = self._listed.get(where)
-            parts += ["-", "-"] if identity is None else [str(identity[0]), str(identity[1])]
-        return " ".join(parts)
-
-    def recent_record(self) -> str:
-        """``= 0 <first_recent> c -``: the \\Recent marker, an ``=`` record for UID 0 (see module notes)."""
-        return f"= 0 {self.first_recent} c -"
-
-    def header_record(self) -> str:
-        return f"H {self.uidnext} {self.highest_modseq}"
-
     # -- flags ----------------------------------------------------------------
     def flags_of(self, suffix: str) -> frozenset[str]:
         """IMAP flags (system flags and keywords) of an info suffix."""
         cached = self._flag_cache.get(suffix)
         if cached is None:
             flags = set()
-            for letter in _letters(suffix):
+            for letter in letters_of(suffix):
                 if letter in SYSTEM_FLAGS:
                     flags.add(SYSTEM_FLAGS[letter])
                 elif "a" <= letter <= "z":
@@ -585,8 +171,8 @@ class FolderState:
         added = False
         for flag in flags:
             lower = flag.lower()
-            if lower in _FLAG_LETTER:
-                letters.append(_FLAG_LETTER[lower])
+            if lower in FLAG_LETTER:
+                letters.append(FLAG_LETTER[lower])
                 continue
             if flag.startswith("\\"):
                 continue  # \Recent and unknown system flags are not stored
@@ -611,8 +197,8 @@ class FolderState:
         """The (cached) MessageInfo of an entry."""
         info = entry.info
         if info is None:
-            info = entry.info = _message_info(uid=entry.uid, flags=self.flags_of(entry.suffix), size=entry.size,
-                                              internal_date=_date(entry.idate), modseq=entry.modseq, key=entry.base)
+            info = entry.info = message_info(uid=entry.uid, flags=self.flags_of(entry.suffix), size=entry.size,
+                                              internal_date=date_of(entry.idate), modseq=entry.modseq, key=entry.base)
         return info
 
     def snapshot(self) -> dict[int, MessageInfo]:
@@ -643,8 +229,8 @@ class FolderState:
         result: dict[int, MessageInfo] = {}
         flag_cache = self._flag_cache
         flags_of = self.flags_of
-        dates = _dates
-        build = _message_info
+        dates = DATES
+        build = message_info
         for uid, entry in self.entries.items():
             info = entry.info
             if info is None:
@@ -654,7 +240,7 @@ class FolderState:
                     flags = flags_of(suffix)
                 idate = dates.get(entry.idate)
                 if idate is None:
-                    idate = _date(entry.idate)
+                    idate = date_of(entry.idate)
                 info = entry.info = build(uid=uid, flags=flags, size=entry.size, internal_date=idate, modseq=entry.modseq, key=entry.base)
             result[uid] = info
         return result
@@ -699,8 +285,8 @@ class FolderState:
     # -- synchronising with the directory ---------------------------------------
     def _identity(self) -> dict[str, tuple[int, int]]:
         if self._fine_mtimes is None:
-            self._fine_mtimes = _coarse_ns() is not None and fs_type(self.path) in _LOCAL_FS
-        self._clock_before_stat = _coarse_ns() if self._fine_mtimes else None
+            self._fine_mtimes = coarse_ns() is not None and fs_type(self.path) in LOCAL_FS
+        self._clock_before_stat = coarse_ns() if self._fine_mtimes else None
         ids = {}
         for where in ("new", "cur"):
             try:
@@ -744,7 +330,7 @@ class FolderState:
                 mtime = os.stat(os.path.join(self.path, where)).st_mtime_ns
             except FileNotFoundError:
                 return
-            now = _coarse_ns()
+            now = coarse_ns()
             if now is None or now > mtime or not mtime % 1_000_000_000:
                 return
             time.sleep(0.001)
@@ -784,7 +370,7 @@ class FolderState:
                 continue
             joined = "/".join(names)  # no file name holds "/": whole-list checks at C speed
             if "\n" in joined or not joined.isascii():
-                names = [n for n in names if "\n" not in n and _utf8(n)]  # others cannot be recorded; left alone
+                names = [n for n in names if "\n" not in n and recordable_name(n)]  # others cannot be recorded; left alone
             if ":2," not in joined:  # no info suffix anywhere (a delivery's new/): each name is its base
                 located.update(dict.fromkeys([n for n in names if n[0] != "."], (where, "")))
                 continue
@@ -898,7 +484,7 @@ class FolderState:
         placed.sort(key=_first)
         found = arrived + placed
         bulk = len(found) > BULK_RECORDS
-        size_field = _SIZE_FIELD.search
+        size_field = SIZE_FIELD.search
         uid = self.uidnext
         rename, new_prefix, cur_prefix = os.rename, prefix["new"], prefix["cur"]
         entries, by_base, names, dirty = self.entries, self.by_base, self._known(), self._dirty
@@ -938,7 +524,7 @@ class FolderState:
         return True
 
     def _update(self, entry: Entry, seen: tuple[str, str], modseq: int, records: list[str]) -> bool:
-        flags_changed = _letters(seen[1]) != _letters(entry.suffix)
+        flags_changed = letters_of(seen[1]) != letters_of(entry.suffix)
         self._move(entry, *seen)
         if flags_changed:
             entry.modseq = modseq
@@ -1019,59 +605,6 @@ class FolderState:
 
 
 _first, _second = operator.itemgetter(0), operator.itemgetter(1)
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-
-
-def _crlf_chunks(f: Any, *, convert: bool) -> Iterator[bytes]:
-    """Chunks of a file with bare LFs turned into CRLF (``convert``), or the bare-LF chunks only (not)."""
-    prev_cr = False
-    while chunk := f.read(1 << 20):
-        head = b""
-        if prev_cr and chunk[:1] == b"\n":
-            head, chunk = b"\n", chunk[1:]
-        prev_cr = chunk[-1:] == b"\r" if chunk else prev_cr
-        if convert:
-            yield head + _BARE_LF.sub(b"\r\n", chunk)
-        elif _BARE_LF.search(chunk):
-            yield chunk
-            return
-
-
-def normalize_line_ends(path: str, tmp_dir: str) -> os.stat_result | None:
-    """Rewrite a message that has bare LF line ends with CRLF, in place and atomically.
-
-    Postfix's local delivery, procmail and mutt write LF; IMAP sizes and
-    POP3 framing want CRLF (what SMTP hands us).  The converted copy is
-    written in tmp/, fsynced and renamed over the original name, so the base
-    name (the message's key) is kept and a crash leaves either version.
-    Returns the new stat, or None when the file needed no change.
-    """
-    with open(path, "rb") as f:
-        if next(_crlf_chunks(f, convert=False), None) is None:
-            return None
-        f.seek(0)
-        tmp = os.path.join(tmp_dir, f".crlf.{os.getpid()}.{threading.get_ident()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            for chunk in _crlf_chunks(f, convert=True):
-                _write_all(fd, chunk)
-            os.fsync(fd)
-            original = os.fstat(f.fileno())
-        finally:
-            os.close(fd)
-    try:
-        os.utime(tmp, ns=(original.st_atime_ns, original.st_mtime_ns))  # keep the internal date
-        if not os.path.exists(path):
-            raise FileNotFoundError(path)  # the other program moved it meanwhile; the next sync sees it
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return os.stat(path)
-
 
 def allocate_uidvalidity(user_root: str) -> int:
     """A UIDVALIDITY never handed out before for this user: max(now, last + 1), kept in a counter file."""

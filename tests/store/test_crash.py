@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from mailsuite.store import IncomingMessage
-from mailsuite.store.state import LOG_FILE, STATE_FILE
+from mailsuite.store.state_records import LOG_FILE, STATE_FILE
 
 from .conftest import deliver_bytes, make_store, msg, result
 
@@ -63,7 +63,7 @@ def test_truncated_snapshot_is_rebuilt_with_a_new_uidvalidity(tmp_path: Path):
     store = make_store(tmp_path / "mail")
     folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
     # force a compaction so the snapshot holds the messages, then cut it in half
-    from mailsuite.store import state as state_module
+    from mailsuite.store import state_log as state_module
 
     old = state_module.LOG_COMPACT_BYTES
     state_module.LOG_COMPACT_BYTES = 0
@@ -85,7 +85,7 @@ CHILD = textwrap.dedent(
     """
     import os, sys
     from twisted.internet import task
-    from mailsuite.store import MaildirStore, InlineRunner, state, durable
+    from mailsuite.store import MaildirStore, InlineRunner, state_log as state, durable
 
     def half_then_die(fd, data):
         os.write(fd, bytes(data[: len(data) // 2]))
@@ -104,7 +104,7 @@ CHILD = textwrap.dedent(
     folder = out[0]
     # die in the flag change's write (the open may have written too: a settled listing's L record)
     if mode == "log":
-        state._write_all = half_then_die
+        state.write_all = half_then_die
     else:
         state.LOG_COMPACT_BYTES = 0
         state.write_atomic = half_snapshot_then_die

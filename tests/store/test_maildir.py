@@ -255,7 +255,7 @@ def test_external_delivery_is_picked_up(store, tmp_path):
 
 def test_line_end_normalisation_handles_chunk_boundaries(tmp_path):
     """CR LF split across read chunks is kept; bare LF anywhere becomes CRLF; CRLF files are untouched."""
-    from mailsuite.store.state import normalize_line_ends
+    from mailsuite.store.listing import normalize_line_ends
 
     (tmp_path / "tmp").mkdir()
     mixed = tmp_path / "mixed"
@@ -606,7 +606,7 @@ def test_a_select_that_claimed_new_mail_leaves_nothing_to_list_for_the_next(stor
 
 def test_fs_type_names_the_file_system_of_a_path(tmp_path):
     """The mount table lookup behind the settle rule finds a type for a real path."""
-    from mailsuite.store.state import fs_type
+    from mailsuite.store.listing import fs_type
 
     if not os.path.exists("/proc/self/mountinfo"):
         pytest.skip("no /proc/self/mountinfo on this system")
@@ -656,7 +656,7 @@ def test_recent_claims_survive_a_restart_and_reach_other_processes(store, tmp_pa
 def test_state_written_before_the_recent_marker_is_read_and_migrated(store, tmp_path):
     """A state without the \\Recent marker (older mailsuite) keeps its UIDs; only new/ is recent; the
     first change rewrites it with the marker, which an older reader skips (an = record for UID 0)."""
-    from mailsuite.store.state import LOG_FILE, STATE_FILE
+    from mailsuite.store.state_records import LOG_FILE, STATE_FILE
 
     mailbox = store.user_mailbox(ALICE)
     deliver_bytes(store, ALICE, msg(1))
