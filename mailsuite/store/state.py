@@ -430,9 +430,9 @@ class FolderState(StateFiles):
             for entry in gone:
                 if entry.base + entry.suffix in again[entry.where]:
                     continue
-                seen = relisted.get(entry.base)
-                if seen is not None:
-                    bumped |= self._update(entry, seen, modseq, records)
+                found_again = relisted.get(entry.base)
+                if found_again is not None:
+                    bumped |= self._update(entry, found_again, modseq, records)
                     continue
                 self._drop(entry)
                 records.append(f"- {entry.uid}")

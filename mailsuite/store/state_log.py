@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
 from twisted.logger import Logger
 
 from mailsuite.compat import paused_gc
-from mailsuite.store.durable import fsync_dir, write_atomic
-from mailsuite.store.durable import write_all
+from mailsuite.store.durable import fsync_dir, write_all, write_atomic
+from mailsuite.interfaces import MessageInfo
 from mailsuite.store.state_records import BULK_RECORDS, LOG_FILE, STATE_FILE, CorruptState, Entry, crc
 
 #: Compact the log into a new snapshot once it is this big (and bigger than half the snapshot).
@@ -24,6 +25,41 @@ class StateFiles:
     """Loads the folder's state from its files and appends or compacts records (lock held by the caller)."""
 
     log = Logger()
+
+    # What this half reads and fills; FolderState.__init__ sets each (see its comments).
+    path: str
+    _allocate_uidvalidity: Callable[[], int]
+    generation: int
+    uidvalidity: int
+    uidnext: int
+    highest_modseq: int
+    first_recent: int
+    _needs_marker: bool
+    keywords: list[str]
+    entries: dict[int, Entry]
+    by_base: dict[str, int]
+    _names: dict[str, dict[str, int]] | None
+    _listed: dict[str, tuple[int, int] | None]
+    _listed_saved: dict[str, tuple[int, int] | None]
+    _snapshot: tuple[int, dict[int, MessageInfo]] | None
+    _dirty: set[int] | None
+    _base_id: tuple[int, int, int] | None
+    _log_ino: int | None
+    _log_offset: int
+    _log_valid: bool
+    _flag_cache: dict[str, frozenset[str]]
+    _compact_next: bool
+    version: int
+
+    # The index upkeep of the other half, used when records are applied.
+    def _put(self, entry: Entry) -> None:
+        raise NotImplementedError
+
+    def _drop(self, entry: Entry) -> None:
+        raise NotImplementedError
+
+    def _move(self, entry: Entry, where: str, suffix: str) -> None:
+        raise NotImplementedError
 
     def _path(self, name: str) -> str:
         return os.path.join(self.path, name)
