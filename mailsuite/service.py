@@ -15,7 +15,7 @@ import json
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application import service
 from twisted.internet import defer
@@ -28,6 +28,16 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from mailsuite.compat import forget_exit_signal
 from mailsuite.config import IMPLICIT_TLS, LISTENER_NAMES, Config, ListenerConfig
 from mailsuite.limits import ConnectionLimiter, LimitedFactory
+
+if TYPE_CHECKING:  # the concrete parts, named for the reader and mypy only: build_context() loads them by name
+    from twisted.cred.portal import Portal
+
+    from mailsuite.auth.login import Authenticator
+    from mailsuite.interfaces import ILoginThrottle, IMessageStore, IRelayQueue, IUserDirectory
+    from mailsuite.mailauth.service import MailAuth
+    from mailsuite.resolver import CachingResolver
+    from mailsuite.testing.faults import FaultPlan
+    from mailsuite.tls import TLSProvider
 
 log = Logger()
 
@@ -69,20 +79,20 @@ class ServerContext:
     """
 
     config: Config
-    reactor: Any
-    tls: Any = None  # mailsuite.tls.TLSProvider: .server_creator() for implicit TLS and STARTTLS, .client_options(host, verify)
-    directory: Any = None  # IUserDirectory
-    store: Any = None  # IMessageStore
-    portal: Any = None  # twisted.cred.portal.Portal yielding IMailUser
-    throttle: Any = None  # ILoginThrottle
-    queue: Any = None  # IRelayQueue
-    resolver: Any = None  # IResolver
-    mailauth: Any = None  # mailsuite.mailauth.service.MailAuth: .sign_message(), .check_inbound(), .results_filter()
-    authenticator: Any = None  # mailsuite.auth: .login(ip, username, password) -> Deferred[IMailUser], throttled
+    reactor: Any  # the running reactor (IReactorTCP, IReactorTime, IReactorThreads...)
+    tls: TLSProvider | None = None  # .server_creator() for implicit TLS and STARTTLS, .client_options(host, verify)
+    directory: IUserDirectory | None = None
+    store: IMessageStore | None = None
+    portal: Portal | None = None  # yields IMailUser avatars
+    throttle: ILoginThrottle | None = None
+    queue: IRelayQueue | None = None
+    resolver: CachingResolver | None = None  # IResolver, and the TTL cache mail authentication asks
+    mailauth: MailAuth | None = None  # DKIM signing, SPF/DKIM/DMARC checks
+    authenticator: Authenticator | None = None  # .login(ip, username, password) -> Deferred[IMailUser], throttled
     limiter: ConnectionLimiter | None = None
-    faults: Any = None  # mailsuite.testing.faults.FaultPlan, consulted by SMTP before each reply
-    http_api: Any = None  # capture mode's HTTP JSON API listener (a ListenerService)
-    root: Any = None  # the MailService this context belongs to (set by build())
+    faults: FaultPlan | None = None  # capture mode's fault plan, consulted by the protocols before replies
+    http_api: ListenerService | None = None  # capture mode's HTTP API listener
+    root: MailService | None = None  # the MailService this context belongs to (set by build())
     #: Services opened by the parts (queue runner, store watcher...), started before the listeners.
     children: list[Any] = field(default_factory=list)
     on_stop: list[Callable[[], Any]] = field(default_factory=list)
