@@ -184,14 +184,12 @@ class LimitedFactory(WrappingFactory):
     log = Logger()
     noisy = False  # no "Starting/Stopping factory" lines: the listeners log their own start
 
-    def __init__(self, wrapped: Factory, limiter: ConnectionLimiter, refusal: bytes, name: str = "", clock: Any = None) -> None:
+    def __init__(self, wrapped: Factory, limiter: ConnectionLimiter, refusal: bytes, name: str = "", *, clock: Any) -> None:
         super().__init__(wrapped)
         self.limiter = limiter
         self.refusal = refusal
         self.name = name
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.clock = clock
+        self.clock = clock  # IReactorTime: aborts dropped connections that do not read their closing line
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         ip = peer_ip(addr)

@@ -87,7 +87,7 @@ def _connect(factory: LimitedFactory, ip: str) -> tuple[Protocol, StringTranspor
 def test_dropped_connection_hears_the_closing_line_and_is_aborted_if_it_does_not_read() -> None:
     """The wrapper says the protocol's line, closes, ignores late input, aborts after the grace period; logged-in ones stay."""
     clock = Clock()
-    factory = LimitedFactory(Factory.forProtocol(_Idle), ConnectionLimiter(2, 10), REFUSAL, "imap", clock)
+    factory = LimitedFactory(Factory.forProtocol(_Idle), ConnectionLimiter(2, 10), REFUSAL, "imap", clock=clock)
     first, first_transport = _connect(factory, "1.1.1.1")
     mark_logged_in(first)
     second, second_transport = _connect(factory, "2.2.2.2")
