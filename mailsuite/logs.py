@@ -202,10 +202,14 @@ def _twistd_default_observer(options: MutableMapping[str, Any]) -> Any:
 
     Built by twistd's own logger class for this platform, so its rules
     (daemons log to twistd.log, SIGUSR1 rotation...) stay exactly Twisted's.
+    That reaches into twistd's internals (``_SomeApplicationRunner``,
+    ``AppLogger._getLogObserver``, Twisted 24.3-26.10); without them the
+    lines go to standard output.
     """
     from twisted.application import app
+    from twisted.logger import textFileLogObserver
     from twisted.scripts import twistd
 
     runner = getattr(twistd, "_SomeApplicationRunner", None)
-    logger_class = getattr(runner, "loggerFactory", app.AppLogger)
-    return logger_class(options)._getLogObserver()
+    make = getattr(getattr(runner, "loggerFactory", app.AppLogger)(options), "_getLogObserver", None)
+    return make() if make is not None else textFileLogObserver(sys.stdout)
