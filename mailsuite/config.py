@@ -203,6 +203,18 @@ class CaptureConfig:
     http_port: int = field(default=8025, metadata=_port)
 
 
+#: Values of ``log.level``, lowest first (twisted.logger's LogLevel names).
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """What the server's log keeps."""
+
+    #: Lowest level written; "debug" adds a line for every IMAP command, which a client can make as many of as it likes.
+    level: str = field(default="info", metadata=_check(lambda v: v in LOG_LEVELS, 'must be one of "debug", "info", "warn", "error", "critical"'))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; built once by :func:`load` and passed down."""
@@ -220,6 +232,7 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     mailauth: MailAuthConfig = field(default_factory=MailAuthConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     smtp: ListenerConfig = _listener(25)
     submission: ListenerConfig = _listener(587, auth=True)
     submissions: ListenerConfig = _listener(465, auth=True)

@@ -214,7 +214,7 @@ def build_context(config: Config, reactor: Any) -> ServerContext:
 
 def _wrap_listener(context: ServerContext, name: str, factory: Factory) -> Factory:
     assert context.limiter is not None
-    factory = LimitedFactory(factory, context.limiter, REFUSALS[protocol_family(name)], name)
+    factory = LimitedFactory(factory, context.limiter, REFUSALS[protocol_family(name)], name, clock=context.reactor)
     if name in IMPLICIT_TLS:
         factory = TLSMemoryBIOFactory(context.tls.server_creator(), False, factory)
     return factory

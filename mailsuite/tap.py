@@ -45,6 +45,11 @@ class Options(usage.Options):
         if self["capture"]:
             loaded = capture_mode(loaded)
         self["loaded"] = loaded
+        twistd_options = getattr(self, "parent", None)  # set when run as `twistd mailsuite`
+        if twistd_options is not None:
+            from mailsuite.logs import configure_twistd
+
+            configure_twistd(twistd_options, loaded.log.level)
 
 
 def capture_mode(config: config_module.Config) -> config_module.Config:

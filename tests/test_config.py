@@ -95,6 +95,7 @@ def test_wrong_types(text: str, key: str, expected: str) -> None:
         ("[auth]\nmax_delay = -1", "auth.max_delay"),
         ('[smtp]\naddress = "localhost"', "smtp.address"),
         ('[queue.smarthost]\ntls = "maybe"', "queue.smarthost.tls"),
+        ('[log]\nlevel = "verbose"', "log.level"),
     ],
 )
 def test_out_of_range_values(text: str, key: str) -> None:

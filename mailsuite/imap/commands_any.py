@@ -54,9 +54,9 @@ async def id_(server: Any, tag: str, args: Arguments) -> None:
             if len(params) < 30:
                 params[key[:30]] = (value or b"").decode("utf-8", "replace")[:1024]
     args.end()
-    server.client_id = params
-    if params:
+    if params and server.client_id is None:  # logged once per connection: ID may be sent any number of times
         server.log.info("{cid}: client ID {params}", cid=server.cid, params=params)
+    server.client_id = params
     server.write(f'* ID ("name" "mailsuite" "version" "{mailsuite.__version__}")\r\n'.encode())
 
 

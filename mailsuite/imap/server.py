@@ -66,7 +66,7 @@ from mailsuite import errors
 from mailsuite.imap import dispatch
 from mailsuite.imap.dispatch import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, CommandSpec
 from mailsuite.imap.responses import ANSWERED, Response, failure_response
-from mailsuite.limits import peer_ip
+from mailsuite.limits import mark_logged_in, peer_ip
 
 # Handlers register themselves in dispatch.COMMANDS when imported.
 from mailsuite.imap import commands_any, commands_auth, commands_folders, commands_messages, idle  # noqa: F401,E402
@@ -647,6 +647,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         self.user = user
         self.mailbox = user.mailbox
         self.state = AUTHENTICATED
+        mark_logged_in(self.transport)  # never dropped to make room at the total connection cap
         self.log.info("{cid}: logged in as {user}", cid=self.cid, user=user.address)
         return True
 

@@ -56,7 +56,7 @@ from twisted.mail import pop3
 from twisted.python.failure import Failure
 
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailboxInUse, MailError, NoSuchMessage
-from mailsuite.limits import peer_ip
+from mailsuite.limits import mark_logged_in, peer_ip
 from mailsuite.pop3.encoding import TERMINATOR, MessageEncoder
 from mailsuite.pop3.maildrop import Maildrop, NoSuchNumber
 from mailsuite.pop3.streaming import ResponseStreamer
@@ -428,6 +428,7 @@ class POP3Session(pop3.POP3):
             self._end_session()
             return
         self.phase = TRANSACTION
+        mark_logged_in(self.transport)  # never dropped to make room at the total connection cap
         count, octets = self.maildrop.stat()
         self.log.info("{cid} logged in as {user}: {count} messages", cid=self.cid, user=self.user, count=count)
         self.ok(f"Logged in, {count} messages ({octets} octets)")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from mailsuite.store.durable import fsync_dir
+from mailsuite.store.durable import FILE_MODE, fsync_dir, make_dirs
 
 #: Recipient states.
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -114,9 +114,9 @@ class Spool:
         self._lock_fd: int | None = None
 
     def create(self) -> None:
-        """Make the directories (idempotent)."""
+        """Make the directories (idempotent), 0700 like the mailboxes: the queue holds other people's mail."""
         for d in (self.messages, self.envelopes, self.tmp, self.control):
-            d.mkdir(parents=True, exist_ok=True)
+            make_dirs(d)
 
     # -- the running server's lock --------------------------------------
     def try_lock(self) -> bool:
@@ -155,7 +155,7 @@ class Spool:
         self.create()
         tmp_msg = self.tmp / f"{entry.id}.msg"
         size = 0
-        with open(tmp_msg, "wb") as out:
+        with open(os.open(tmp_msg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as out:  # 0600 like Maildir files
             if header_prefix:
                 out.write(header_prefix)
                 size += len(header_prefix)
@@ -176,7 +176,7 @@ class Spool:
     def save(self, entry: QueueEntry) -> None:
         """Replace an envelope atomically (tmp, fsync, rename, fsync directory)."""
         tmp = self.tmp / f"{entry.id}.json"
-        with open(tmp, "w", encoding="utf-8") as out:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "w", encoding="utf-8") as out:
             out.write(entry.to_json())
             out.flush()
             os.fsync(out.fileno())

@@ -63,7 +63,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge
-from mailsuite.limits import peer_ip
+from mailsuite.limits import mark_logged_in, peer_ip, spare_while
 from mailsuite.netwrite import write_now
 from mailsuite.mailauth import smtp_hook
 from mailsuite.smtp import headers, policy
@@ -183,6 +183,7 @@ class SMTPSession(Protocol):
     def connectionMade(self) -> None:
         self.ip = peer_ip(self.transport.getPeer())
         self.transport.registerProducer(self, True)
+        spare_while(self.transport, lambda: self.tx is not None)  # at the connection cap, spared during a mail transaction
         try:
             self.transport.setTcpNoDelay(True)
         except Exception:
@@ -665,6 +666,7 @@ class SMTPSession(Protocol):
         if self._mode == CLOSED:
             return
         self.user = avatar.address
+        mark_logged_in(self.transport)  # never dropped to make room at the total connection cap
         self.log.info("[{session}] authenticated as {user}", session=self.session_id, user=self.user)
         self.reply(235, "2.7.0", "Authentication successful")
 

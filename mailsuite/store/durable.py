@@ -8,6 +8,9 @@ Implementation notes:
 - :class:`DirSync` batches directory fsyncs: a caller returns only after an
   fsync of the directory that *started after its own rename* has finished,
   so each caller's entry is durable, while concurrent callers share one fsync.
+- Mail is for the server's user alone: files are created 0600 and every
+  directory the store or the queue makes is exactly 0700 (:func:`make_dirs`,
+  :func:`make_dir`), whatever the umask the server was started with.
 """
 
 from __future__ import annotations
@@ -30,6 +33,38 @@ def _hostname() -> str:
         # Maildir: "/" and ":" must not appear in the host part (encoded as \057, \072).
         _host_cache["h"] = host.replace("/", "\\057").replace(":", "\\072").replace(",", "\\054")
     return _host_cache["h"]
+
+
+#: Mode of the files holding mail (Maildir messages, queue entries, state).
+FILE_MODE = 0o600
+#: Mode of every directory holding mail: Maildirs and their cur/new/tmp, the per-user roots, the queue.
+DIR_MODE = 0o700
+
+
+def make_dir(path: str | os.PathLike[str], mode: int = DIR_MODE) -> None:
+    """``os.mkdir`` (FileExistsError if it exists), then exactly ``mode``: the umask can take bits from mkdir's mode."""
+    os.mkdir(path, mode)
+    os.chmod(path, mode)
+
+
+def make_dirs(path: str | os.PathLike[str], mode: int = DIR_MODE) -> None:
+    """``os.makedirs(path, exist_ok=True)``, but each directory it creates, parents included, gets exactly ``mode``.
+
+    (``os.makedirs`` gives missing parents the umask's default, e.g. 0775.)
+    Directories that already exist are left as they are.
+    """
+    path = os.fspath(path)
+    try:
+        make_dir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.normpath(path))
+        if not parent or parent == path:
+            raise
+        make_dirs(parent, mode)
+        make_dirs(path, mode)
 
 
 def unique_name(size: int | None = None) -> str:

@@ -21,6 +21,7 @@ from typing import BinaryIO
 from zope.interface import implementer
 
 from mailsuite.interfaces import IIncomingMessage
+from mailsuite.store.durable import make_dirs
 
 #: Above this many bytes a message is kept in a temporary file, not in memory.
 SPILL_THRESHOLD = 1024 * 1024
@@ -69,7 +70,7 @@ class IncomingMessage:
             self._spill()
 
     def _spill(self) -> None:
-        os.makedirs(self._spool_dir, exist_ok=True)  # type: ignore[arg-type]
+        make_dirs(self._spool_dir)  # type: ignore[arg-type]
         fd, self._path = tempfile.mkstemp(prefix="incoming-", dir=self._spool_dir)
         self._file = os.fdopen(fd, "wb", buffering=256 * 1024)
         assert self._chunks is not None

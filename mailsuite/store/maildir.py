@@ -77,7 +77,7 @@ from mailsuite.interfaces import (
     MessageInfo,
 )
 from mailsuite.store import names
-from mailsuite.store.durable import DirSync, fsync_dir, unique_name, write_atomic, write_file
+from mailsuite.store.durable import FILE_MODE, DirSync, fsync_dir, make_dir, make_dirs, unique_name, write_atomic, write_file
 from mailsuite.store.incoming import IncomingMessage
 from mailsuite.store.spares import SparePool, open_spare
 from mailsuite.store.quota import QuotaLimits, UsageCounter
@@ -154,7 +154,7 @@ class MaildirStore:
         self._roots: dict[str, str] = {}  # address -> user root (see user_root)
         #: ready-made empty files for deliveries (mailsuite.store.spares); the server sets it, the CLI and tests need not
         self.spares: SparePool | None = None
-        os.makedirs(self.root, exist_ok=True)
+        make_dirs(self.root)
 
     # -- paths and shared state ------------------------------------------------
     def user_root(self, address: str) -> str:
@@ -202,7 +202,7 @@ class MaildirStore:
         if os.path.isdir(os.path.join(user_root, "cur")):
             self._ready_users.add(user_root)
             return
-        os.makedirs(user_root, exist_ok=True)
+        make_dirs(user_root)
         fd = os.open(os.path.join(user_root, "mailsuite-user.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -212,9 +212,9 @@ class MaildirStore:
                     _make_maildir(path, subfolder=True)
                 write_atomic(os.path.join(user_root, "subscriptions"), "".join(f"{n}\n" for n in ["INBOX", *names.DEFAULT_FOLDERS]).encode(), sync_dir=False)
                 for sub in ("tmp", "new"):
-                    os.makedirs(os.path.join(user_root, sub), exist_ok=True)
+                    make_dirs(os.path.join(user_root, sub))
                 fsync_dir(user_root)
-                os.mkdir(os.path.join(user_root, "cur"))  # last: its presence means "complete"
+                make_dir(os.path.join(user_root, "cur"))  # last: its presence means "complete"
                 fsync_dir(user_root)
                 fsync_dir(os.path.dirname(user_root))
         finally:
@@ -389,7 +389,7 @@ class MaildirStore:
             if not os.path.isdir(root):
                 return
             graveyard = os.path.join(self.root, ".removed")
-            os.makedirs(graveyard, exist_ok=True)
+            make_dirs(graveyard)
             target = os.path.join(graveyard, unique_name())
             os.rename(root, target)
             fsync_dir(os.path.dirname(root))
@@ -450,11 +450,11 @@ def _make_maildir(path: str, *, subfolder: bool) -> None:
     """Create a Maildir(++ folder) atomically: built under a temporary name, renamed into place."""
     parent = os.path.dirname(path)
     staging = os.path.join(parent, "tmp", f".mkfolder-{unique_name()}")
-    os.makedirs(staging)
+    make_dirs(staging)
     for sub in ("tmp", "new", "cur"):
-        os.mkdir(os.path.join(staging, sub))
+        make_dir(os.path.join(staging, sub))
     if subfolder:
-        open(os.path.join(staging, "maildirfolder"), "wb").close()
+        os.close(os.open(os.path.join(staging, "maildirfolder"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
     try:
         os.rename(staging, path)
     except OSError as e:

@@ -35,7 +35,7 @@ import threading
 
 from twisted.logger import Logger
 
-from mailsuite.store.durable import unique_name
+from mailsuite.store.durable import make_dirs, unique_name
 
 #: Directory under the mail root that holds the spares ("." keeps it out of the domain namespace).
 SPARE_DIRNAME = ".spare"
@@ -56,7 +56,7 @@ class SparePool:
 
     def start(self) -> None:
         """Remove leftovers and fill the pool (blocking: it creates files)."""
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        make_dirs(self.directory)
         for entry in os.scandir(self.directory):
             try:
                 os.unlink(entry.path)

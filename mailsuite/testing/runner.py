@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         sys.stderr.write(f"mailsuite: configuration error: {e}\n")
         return 2
-    globalLogBeginner.beginLoggingTo([LineObserver(sys.stdout)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([LineObserver(sys.stdout, config.log.level)], redirectStandardIO=False)
     root = build(config, reactor)
     reactor.callWhenRunning(root.startService)
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)

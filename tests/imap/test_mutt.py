@@ -40,7 +40,7 @@ _ERROR_LINE = re.compile(r"error|fail|unable|could not|couldn't|doesn't exist|no
 def server(mailsuite_module_server: Any) -> Any:
     if shutil.which("mutt") is None or shutil.which("tmux") is None:
         pytest.fail("mutt and tmux must be installed (Debian packages mutt, tmux; .ci/run installs them)")
-    server = mailsuite_module_server()
+    server = mailsuite_module_server({"log.level": "debug"})  # the debug log names each command: mutt's are checked against it
     # the admin CLI, one process per user, side by side (each takes a couple of seconds to start)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda user: server.add_user(user, PASSWORD), (USER, USER2)))
