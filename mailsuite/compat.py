@@ -11,6 +11,7 @@ the ordinary, public path when the internal is missing.
 | --- | --- | --- | --- |
 | :func:`idle_tcp_socket` | Twisted ``tcp.Connection`` write buffers and TLS flag | Twisted 24.3-26.10 | ``transport.write`` |
 | :func:`forget_exit_signal` | the reactor's ``_exitSignal`` | Twisted 24.3-26.10 | twistd re-raises SIGTERM (exit status -15) |
+| :func:`twistd_default_observer` | twistd's ``_SomeApplicationRunner`` and ``AppLogger._getLogObserver`` | Twisted 24.3-26.10 | text lines to standard output |
 | :func:`request_gone` | twisted.web ``Request._disconnected`` | Twisted 26.10 | ``request.finished`` only |
 | :class:`WalHeader` | SQLite's WAL-index header in the ``-shm`` file (WAL-index format) | SQLite 3.40 | ``PRAGMA data_version`` |
 | :func:`paused_gc` | the interpreter-wide cyclic GC (disable, freeze/unfreeze) | CPython 3.11 | plain allocation with the collector on |
@@ -66,6 +67,24 @@ def forget_exit_signal(reactor: Any, signum: int) -> None:
     """
     if getattr(reactor, "_exitSignal", None) == signum:
         reactor._exitSignal = None
+
+
+def twistd_default_observer(options: Any) -> Any:
+    """The observer twistd would make without ``--logger`` (standard output, ``-l FILE``, ``--syslog``).
+
+    Built by twistd's own logger class for this platform, so its rules
+    (daemons log to twistd.log, SIGUSR1 rotation...) stay exactly Twisted's;
+    without those internals the lines go to standard output.
+    """
+    import sys
+
+    from twisted.application import app
+    from twisted.logger import textFileLogObserver
+    from twisted.scripts import twistd
+
+    runner = getattr(twistd, "_SomeApplicationRunner", None)
+    make = getattr(getattr(runner, "loggerFactory", app.AppLogger)(options), "_getLogObserver", None)
+    return make() if make is not None else textFileLogObserver(sys.stdout)
 
 
 def request_gone(request: Any) -> bool:

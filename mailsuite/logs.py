@@ -41,6 +41,8 @@ from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailsuite.compat import twistd_default_observer
+
 #: Characters never written raw: C0 controls, DEL, C1 controls, line/paragraph separators, bidi overrides.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 #: The same without LF, for tracebacks (whose lines are kept).
@@ -194,22 +196,4 @@ def twistd_observer() -> ILogObserver:
         return LineObserver(sys.stdout, level)
     if chosen is not None:
         return SafeObserver(chosen(), level)
-    return SafeObserver(_twistd_default_observer(options), level)
-
-
-def _twistd_default_observer(options: MutableMapping[str, Any]) -> Any:
-    """The observer twistd would make without ``--logger`` (standard output, ``-l FILE``, ``--syslog``).
-
-    Built by twistd's own logger class for this platform, so its rules
-    (daemons log to twistd.log, SIGUSR1 rotation...) stay exactly Twisted's.
-    That reaches into twistd's internals (``_SomeApplicationRunner``,
-    ``AppLogger._getLogObserver``, Twisted 24.3-26.10); without them the
-    lines go to standard output.
-    """
-    from twisted.application import app
-    from twisted.logger import textFileLogObserver
-    from twisted.scripts import twistd
-
-    runner = getattr(twistd, "_SomeApplicationRunner", None)
-    make = getattr(getattr(runner, "loggerFactory", app.AppLogger)(options), "_getLogObserver", None)
-    return make() if make is not None else textFileLogObserver(sys.stdout)
+    return SafeObserver(twistd_default_observer(options), level)

@@ -186,3 +186,14 @@ def test_dkim_steps_left_alone_when_one_is_missing(monkeypatch: pytest.MonkeyPat
     before = dkim.RSASSA_PKCS1_v1_5_sign
     assert compat.install_dkim_steps(lambda *a: b"", lambda b: b, lambda m: ([], m)) is False
     assert dkim.RSASSA_PKCS1_v1_5_sign is before
+
+
+def test_twistd_default_observer_uses_twistds_own_logger(tmp_path: Path) -> None:
+    """Measured on Twisted 24.3-26.10: twistd's runner builds the observer for -l FILE; without it, standard output."""
+    from twisted.scripts import twistd
+
+    assert hasattr(getattr(twistd, "_SomeApplicationRunner", None), "loggerFactory"), "re-measure compat.twistd_default_observer"
+    logfile = tmp_path / "twistd.log"
+    observer = compat.twistd_default_observer({"logfile": str(logfile), "nodaemon": True, "syslog": False, "logger": None})
+    observer({"log_format": "hello {who}", "who": "file", "log_time": 0.0, "log_level": None, "log_namespace": "t", "log_system": "-"})
+    assert "hello file" in logfile.read_text()
