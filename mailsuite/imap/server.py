@@ -280,6 +280,8 @@ class IMAPServer(Protocol):
 
     def _waiting_for_command(self) -> None:
         """A command ended: the inactivity timer runs, or the next (pipelined) command's deadline."""
+        if self._busy:
+            return  # a running command's own line (IDLE, AUTHENTICATE) was refused: it still runs
         if self._buffer or self._parts or self._literal_left:
             self._arm(_IN_COMMAND, self.idle_timeout)
         else:

