@@ -273,25 +273,45 @@ def test_hangups_during_login_leave_no_slot_taken(server: Any) -> None:
         s.close()
 
 
-@pytest.fixture
-def tiny_disk_server(mailsuite_server: Any, tmp_path: Path) -> Iterator[Any]:
-    """A server whose user's Maildir is a 1 MiB tmpfs (the machine's root may mount one)."""
-    server = mailsuite_server({"tls.allow_plaintext_auth": True}, users={ALICE: PASSWORD})
-    mail_dir = server.mail_dir(ALICE)
-    mail_dir.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mail_dir)], capture_output=True)
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+
+
+@pytest.fixture
+def tiny_disk_server(mailsuite_server: Any) -> Iterator[Any]:
+    """A server whose user's Maildir is a 4 MiB tmpfs (the machine's root may mount one)."""
+    server = mailsuite_server({"tls.allow_plaintext_auth": True}, users={ALICE: PASSWORD})
+    mounts = [server.mail_dir(ALICE), server.data_root / "mail" / ".incoming"]
+    _mount_tmpfs(mounts[0], "4m")
     try:
         yield server
     finally:
         server.stop()
-        subprocess.run(["umount", "-l", str(mail_dir)], check=False)
+        for path in mounts:
+            if os.path.ismount(path):
+                subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write zeros into ``path`` until its file system is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
 
 
 def test_disk_full_during_append_is_not_a_server_bug(tiny_disk_server: Any) -> None:
-    """APPEND on a full disk answers NO [UNAVAILABLE] (temporary, RFC 5530), never NO [SERVERBUG];
-    the session stays usable and the same APPEND works once space is freed.
+    """APPEND on a full disk answers NO [UNAVAILABLE] (temporary, RFC 5530), never NO [SERVERBUG],
+    whether the Maildir or the spool of a big incoming message is full; the session stays usable
+    and the same APPEND works once space is freed.
+
+    Before: NO [SERVERBUG] with a traceback in the log.
     """
     server = tiny_disk_server
     c = Client(server.ports["imap"])
@@ -299,27 +319,32 @@ def test_disk_full_during_append_is_not_a_server_bug(tiny_disk_server: Any) -> N
     c.send(b"s SELECT INBOX\r\n")  # creates the Maildir on the tmpfs
     c.until_tagged(b"s")
     filler = server.mail_dir(ALICE) / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    fill(filler)
     message = b"Subject: big\r\n\r\n" + b"q" * 200_000 + b"\r\n"
     for tag, literal in ((b"a", b"{%d}" % len(message)), (b"b", b"{%d+}" % len(message))):
         c.send(tag + b" APPEND INBOX " + literal + b"\r\n")
-        if literal.endswith(b"}") and not literal.endswith(b"+}"):
+        if not literal.endswith(b"+}"):
             assert c.line() == b"+ OK"
         c.send(message + b"\r\n")
         answer = c.until_tagged(tag)[-1]
         assert answer.startswith(tag + b" NO [UNAVAILABLE]"), answer
-        assert b"SERVERBUG" not in answer
     os.unlink(filler)
     c.send(b"c APPEND INBOX {%d+}\r\n" % len(message) + message + b"\r\n")
     assert c.until_tagged(b"c")[-1].startswith(b"c OK [APPENDUID")
+
+    # a message over 1 MiB is spilled to the spool while it arrives: that disk is full now
+    _mount_tmpfs(server.data_root / "mail" / ".incoming", "512k")
+    big = b"Subject: bigger\r\n\r\n" + b"r" * 1_500_000 + b"\r\n"
+    c.send(b"d APPEND INBOX {%d}\r\n" % len(big))
+    assert c.line() == b"+ OK"
+    c.send(big + b"\r\n")
+    assert c.until_tagged(b"d")[-1].startswith(b"d NO [UNAVAILABLE]")
+    assert list((server.data_root / "mail" / ".incoming").iterdir()) == []  # the partial spill was removed
+    c.send(b"e NOOP\r\n")
+    assert c.until_tagged(b"e")[-1] == b"e OK NOOP completed."
     c.close()
-    assert "Traceback" not in server.log()
+    log = server.log()
+    assert "Traceback" not in log and "SERVERBUG" not in log
 
 
 @pytest.fixture(scope="module")
