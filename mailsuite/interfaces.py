@@ -219,6 +219,9 @@ class IUserMailbox(Interface):
     def status(name: str) -> Deferred[FolderStatus]:
         """Counters of a folder without opening a session on it."""
 
+    def folder_exists(name: str) -> Deferred[bool]:
+        """Whether a selectable folder of that name exists (cheap: no listing, no sync)."""
+
     def open_folder(name: str, *, read_only: bool = False) -> Deferred[IFolder]:
         """Open a folder for a session; ``read_only`` never changes \\Recent or \\Seen."""
 

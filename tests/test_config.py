@@ -92,6 +92,7 @@ def test_wrong_types(text: str, key: str, expected: str) -> None:
         ("[limits]\nrecipients = 0", "limits.recipients"),
         ("[limits]\nsmtp_line_length = 100", "limits.smtp_line_length"),
         ("[limits]\npop3_timeout = 0", "limits.pop3_timeout"),
+        ("[limits]\nimap_login_timeout = 0", "limits.imap_login_timeout"),
         ("[auth]\nmax_delay = -1", "auth.max_delay"),
         ('[smtp]\naddress = "localhost"', "smtp.address"),
         ('[queue.smarthost]\ntls = "maybe"', "queue.smarthost.tls"),

@@ -48,6 +48,10 @@ async def _login(server: Any, username: str, password: str) -> Response:
         raise
     except errors.InvalidName:
         raise no("Authentication failed.", "AUTHENTICATIONFAILED") from None
+    if server.closing:
+        # the client hung up (or the login deadline passed) while the password was checked:
+        # no session, no connection slot (see IMAPServer.logged_in)
+        raise defer.CancelledError()
     if not server.logged_in(user):
         raise no("Maximum number of connections for this user exceeded.", "LIMIT")
     if not server.tls:

@@ -464,6 +464,9 @@ async def append(server: Any, tag: str, args: Arguments) -> Response:
     store = server.context.store
     if store is None:
         raise no("The message store is not available.", "UNAVAILABLE")
+    failed, server.streamed_literal_error = server.streamed_literal_error, None
+    if failed is not None:
+        raise failed  # storing the streamed message failed while it arrived (disk full...)
     # a large message was streamed into the store's incoming message while it arrived
     message, server.streamed_literal = server.streamed_literal, None
     if message is None:

@@ -5,10 +5,21 @@ propagate) and :func:`failure_response` turns them into ``NO [CODE] text`` or
 ``BAD text``.  Response codes come from RFC 3501 7.1, RFC 5530 (IMAP response
 codes) and RFC 7888 (TOOBIG).  Anything unexpected becomes
 ``NO [SERVERBUG]`` and the caller logs the traceback.
+
+A full disk is not a bug: ``ENOSPC`` from the store (or a MailError with
+RFC 3463's X.3.1 "mail system full", as SMTP says 452 4.3.1) becomes
+``NO [UNAVAILABLE]``, RFC 5530's temporary failure of a subsystem: the
+condition is the server's, not the user's, and passes when space is freed,
+so the client should keep the message and retry.  Dovecot answers
+``[OVERQUOTA]`` for it, which tells the user to delete mail that may not be
+theirs to delete; we keep ``[OVERQUOTA]`` for real quotas: ours
+(QuotaExceeded) and the file system's per-user quota (``EDQUOT``).
+RFC 5530 has no ``SERVERUNAVAILABLE``; ``UNAVAILABLE`` is its name.
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 from mailsuite import errors
@@ -56,12 +67,31 @@ ANSWERED = Response("OK", "")
 _TRYCREATE_COMMANDS = frozenset({"APPEND", "COPY", "MOVE"})
 
 
+def _disk_full(error: BaseException) -> int | None:
+    """ENOSPC or EDQUOT when ``error`` is, or was raised from, a full disk or file-system quota."""
+    seen: BaseException | None = error
+    for _ in range(5):  # the store may wrap the OSError once or twice
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return seen.errno
+        if isinstance(seen, errors.MailError) and seen.enhanced.endswith(".3.1"):
+            return errno.ENOSPC  # RFC 3463 X.3.1: mail system full
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def failure_response(error: BaseException, command: str, parse_error: type[BaseException] | None = None) -> Response:
     """Map an exception raised while running ``command`` to its tagged response."""
     if isinstance(error, CommandError):
         return Response(error.status, error.text, error.code)
     if parse_error is not None and isinstance(error, parse_error):
         return Response("BAD", f"Error in IMAP command {command}: {error}".rstrip(": "))
+    full = _disk_full(error)
+    if full == errno.EDQUOT:
+        return Response("NO", "Disk quota exceeded", "OVERQUOTA")
+    if full is not None:
+        return Response("NO", "Not enough disk space, try again later", "UNAVAILABLE")
     if isinstance(error, errors.NoSuchFolder):
         code = "TRYCREATE" if command in _TRYCREATE_COMMANDS else "NONEXISTENT"
         return Response("NO", "Mailbox doesn't exist", code)

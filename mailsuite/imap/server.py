@@ -25,10 +25,18 @@ Invariants this module keeps:
   before the client sends it; a non-synchronising one over the cap gets
   ``* BYE [TOOBIG]`` and the connection closes (RFC 7888 4), while one
   refused for another reason (state, unknown command) is read to its end
-  and answered BAD.  The literals of one command are capped together.
-  Before login literals are capped small so an anonymous peer cannot make
-  us buffer.  APPEND's message literal (64 KiB and more) is written into
-  the store's incoming message as it arrives, never held in memory.
+  and answered BAD.  The literals of one command are capped together:
+  APPEND's at ``limits.imap_literal_size`` and ``limits.message_size``,
+  every other command's at :data:`COMMAND_LITERAL_LIMIT` (64 KiB, as
+  Dovecot's line limit: a SEARCH or a folder name never needs more, and ten
+  sessions each holding a 50 MB SEARCH literal took 500 MB), and before
+  login at :data:`PREAUTH_LITERAL_LIMIT`.  APPEND's message literal (64 KiB
+  and more) is written into the store's incoming message as it arrives,
+  never held in memory.
+* APPEND with a synchronising literal is checked before the ``+``: size,
+  the target folder's existence (``NO [TRYCREATE]``) and the user's quota
+  (``NO [OVERQUOTA]``, RFC 9208 / RFC 5530), so a refused message is never
+  uploaded.  Input is held while the store answers.
 * A line longer than ``limits.imap_line_length`` is answered ``BAD`` and
   skipped up to its end; the connection stays usable.  Garbage without a
   valid tag gets an untagged ``* BAD``; after many errors in a row ``* BYE``.
@@ -43,9 +51,23 @@ Invariants this module keeps:
   ``* BYE`` (after the running command's tagged answer; at once in IDLE).
 * After STARTTLS anything the client pipelined in plaintext is discarded
   (the CVE-2011-0411 class of injection).
-* Output is written in batches under the transport's flow control (the
-  protocol registers as a push producer while streaming); a connection
-  being closed whose peer stopped reading is aborted after a grace period.
+* Output backpressure: the protocol is the transport's push producer for
+  the whole connection.  While the transport's write buffer is full (the
+  peer does not read) no further command is taken on, and once
+  :data:`INPUT_HIGH_WATER` bytes of input wait the socket is not read
+  either, so a client that pipelines forever without reading costs at most
+  that much input plus one command's output.  A connection being closed
+  whose peer stopped reading is aborted after a grace period.
+* Timeouts are deadlines, not reset by each byte (RFC 3501 5.4 asks for at
+  least 30 minutes of inactivity before an autologout):
+  ``limits.imap_timeout`` between commands; the same value for a command
+  from its first byte to its last (literals included), so trickling one
+  byte a second cannot hold a connection; and
+  ``limits.imap_login_timeout`` from connect to a successful login.  While
+  a command runs the client is only waited for when the command waits for
+  it: IDLE and AUTHENTICATE waiting for a line, or output the client does
+  not read (each drain of the write buffer is progress, so a long FETCH
+  read by the client is never cut).
 * No password, AUTHENTICATE payload or message content is ever logged.
 """
 
@@ -58,7 +80,6 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -78,14 +99,23 @@ _LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 _TAG = re.compile(rb"^([\x21\x23\x24\x26\x27\x2c-\x5b\x5e-\x7a\x7c\x7e]+) ")
 #: Largest literal accepted before login (LOGIN / AUTHENTICATE with a literal password).
 PREAUTH_LITERAL_LIMIT = 8192
+#: Largest literal (all of one command's together) of any command but APPEND, as Dovecot's
+#: imap_max_line_length: search keys and folder names never need more.
+COMMAND_LITERAL_LIMIT = 64 * 1024
 #: APPEND literals from this size on are streamed to the store instead of buffered.
 STREAM_LITERAL_MIN = 64 * 1024
 #: Seconds a closing connection may take to flush before it is aborted.
 CLOSE_GRACE = 10.0
 #: Consecutive malformed commands tolerated before ``* BYE``.
 MAX_ERRORS = 20
-#: Input buffered while a command runs before reading from the socket pauses.
-INPUT_HIGH_WATER = 1 << 20
+#: Input buffered while it cannot be handled (a command runs, or the peer does not read
+#: our output) before reading from the socket pauses.
+INPUT_HIGH_WATER = 256 * 1024
+
+#: What the connection timer is waiting for (see _arm).
+_WAIT_COMMAND = "command"  # between commands: limits.imap_timeout of inactivity
+_IN_COMMAND = "in-command"  # a command is arriving: its deadline counts from its first byte
+_RUNNING = "running"  # a command runs: only the client's own silence counts
 
 
 class _Discard:
@@ -99,7 +129,7 @@ _DISCARD = _Discard()
 
 
 @implementer(IPushProducer)
-class IMAPServer(Protocol, TimeoutMixin):
+class IMAPServer(Protocol):
     """One IMAP connection."""
 
     log = Logger()
@@ -112,6 +142,9 @@ class IMAPServer(Protocol, TimeoutMixin):
         limits = self.config.limits
         self.max_line = limits.imap_line_length
         self.max_literal = limits.imap_literal_size or limits.message_size
+        self.message_size = limits.message_size
+        self.idle_timeout = limits.imap_timeout
+        self.login_timeout = limits.imap_login_timeout
         self.cid = factory.next_id()
         self.ip = "?"
         self.state = NOT_AUTHENTICATED
@@ -136,30 +169,37 @@ class IMAPServer(Protocol, TimeoutMixin):
         self.streamed_literal: Any = None
         self._discard_line = False
         self._busy = False
+        self._draining = False
         self._reading_paused = False
         self._line_hook: Callable[[bytes], None] | None = None
         self._closing = False
         self._errors = 0
         self._write_paused = False
         self._writable: list[defer.Deferred[None]] = []
-        self._producing = False
+        self._producing = False  # registered as the transport's producer
         self._on_lost: list[Callable[[], None]] = []
         self._change_listeners: list[Callable[[], None]] = []
         self.logging_out = False
         self._abort_call: Any = None
         self._lost = False
+        self._timer: Any = None  # the one connection timer, see _arm
+        self._timer_kind = _WAIT_COMMAND
+        self._deadline = 0.0
+        self._login_call: Any = None
+        #: Why writing a streamed APPEND literal failed (disk full...), answered by APPEND.
+        self.streamed_literal_error: BaseException | None = None
 
     # ------------------------------------------------------------------
     # connection life
     # ------------------------------------------------------------------
-    def callLater(self, period: float, func: Callable[[], None]) -> Any:  # TimeoutMixin's clock
-        return self.reactor.callLater(period, func)
-
     def connectionMade(self) -> None:
         self.ip = peer_ip(self.transport.getPeer())
         if ISSLTransport.providedBy(self.transport):
             self.tls = True
-        self.setTimeout(self.config.limits.imap_timeout)
+        self.transport.registerProducer(self, True)
+        self._producing = True
+        self._arm(_WAIT_COMMAND, self.idle_timeout)
+        self._login_call = self.reactor.callLater(self.login_timeout, self._login_timed_out)
         try:  # small responses must not wait for delayed ACKs (Nagle)
             self.transport.setTcpNoDelay(True)
         except Exception:
@@ -169,12 +209,12 @@ class IMAPServer(Protocol, TimeoutMixin):
         self.write(f"* OK [CAPABILITY {caps}] {self.config.hostname} mailsuite IMAP ready.\r\n".encode())
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self.setTimeout(None)
         self._closing = True
         self._lost = True
-        if self._abort_call is not None and self._abort_call.active():
-            self._abort_call.cancel()
-        self._abort_call = None
+        for call in (self._abort_call, self._timer, self._login_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._abort_call = self._timer = self._login_call = None
         for hook in self._on_lost:
             try:
                 hook()
@@ -191,6 +231,11 @@ class IMAPServer(Protocol, TimeoutMixin):
         self._writable.clear()
         self.log.info("{cid}: closed", cid=self.cid)
 
+    @property
+    def closing(self) -> bool:
+        """True once the connection is being closed (or is gone): a late result must change nothing."""
+        return self._closing
+
     def on_lost(self, hook: Callable[[], None]) -> Callable[[], None]:
         """Run ``hook`` when the connection ends; returns a function removing it."""
         self._on_lost.append(hook)
@@ -201,10 +246,64 @@ class IMAPServer(Protocol, TimeoutMixin):
 
         return remove
 
+    # ------------------------------------------------------------------
+    # timeouts: deadlines, see the module notes
+    # ------------------------------------------------------------------
+    def _arm(self, kind: str, seconds: float) -> None:
+        """Close the connection ``seconds`` from now unless the timer is armed again first.
+
+        Only the deadline moves when the timer is re-armed for a later time:
+        rescheduling the call every command would cost a heap operation
+        each time; _timer_fired re-arms itself when it fires early.
+        """
+        self._timer_kind = kind
+        self._deadline = self.reactor.seconds() + seconds
+        timer = self._timer
+        if timer is None or not timer.active():
+            self._timer = self.reactor.callLater(seconds, self._timer_fired)
+        elif timer.getTime() > self._deadline:
+            timer.reset(seconds)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        if self._closing:
+            return
+        remaining = self._deadline - self.reactor.seconds()
+        if remaining > 0:
+            self._timer = self.reactor.callLater(remaining, self._timer_fired)
+            return
+        if self._timer_kind == _RUNNING and self._line_hook is None and not self._write_paused:
+            # the server, not the client, is slow (a big SEARCH, a slow disk): never cut its work
+            self._arm(_RUNNING, self.idle_timeout)
+            return
+        self.timeoutConnection()
+
+    def _waiting_for_command(self) -> None:
+        """A command ended: the inactivity timer runs, or the next (pipelined) command's deadline."""
+        if self._busy:
+            return  # a running command's own line (IDLE, AUTHENTICATE) was refused: it still runs
+        if self._buffer or self._parts or self._literal_left:
+            self._arm(_IN_COMMAND, self.idle_timeout)
+        else:
+            self._arm(_WAIT_COMMAND, self.idle_timeout)
+
     def timeoutConnection(self) -> None:
         # RFC 3501 5.4: an inactivity timer of at least 30 minutes
-        self.log.info("{cid}: inactivity timeout", cid=self.cid)
-        self.write(b"* BYE Disconnected for inactivity.\r\n")
+        if self._timer_kind == _IN_COMMAND:
+            self.log.info("{cid}: command not completed within {seconds} s", cid=self.cid, seconds=self.idle_timeout)
+            self.write(b"* BYE Command not completed in time.\r\n")
+        else:
+            self.log.info("{cid}: inactivity timeout", cid=self.cid)
+            self.write(b"* BYE Disconnected for inactivity.\r\n")
+        self.disconnect()
+
+    def _login_timed_out(self) -> None:
+        """limits.imap_login_timeout passed since connect without a login: BYE, whatever the client does."""
+        self._login_call = None
+        if self._closing or self.state != NOT_AUTHENTICATED:
+            return
+        self.log.info("{cid}: no login within {seconds} s", cid=self.cid, seconds=self.login_timeout)
+        self.write(b"* BYE Login timeout.\r\n")
         self.disconnect()
 
     def disconnect(self) -> None:
@@ -218,6 +317,10 @@ class IMAPServer(Protocol, TimeoutMixin):
             return
         self._closing = True
         self._buffer.clear()
+        # a registered producer would keep a TLS transport open after loseConnection
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         self._abort_call = self.reactor.callLater(CLOSE_GRACE, self._abort)
 
@@ -236,17 +339,10 @@ class IMAPServer(Protocol, TimeoutMixin):
         self.transport.write(data)
 
     def start_streaming(self) -> None:
-        """Register for the transport's pause/resume calls during a long response."""
-        if not self._producing:
-            self._producing = True
-            self.transport.registerProducer(self, True)
+        """Kept for callers: the protocol is the transport's producer for the whole connection."""
 
     def stop_streaming(self) -> None:
-        """Undo :meth:`start_streaming`."""
-        if self._producing:
-            self._producing = False
-            self._write_paused = False
-            self.transport.unregisterProducer()
+        """Undo :meth:`start_streaming` (nothing to undo)."""
 
     def wait_writable(self) -> defer.Deferred[None]:
         """Fires once the transport can take more (at once when it can now)."""
@@ -259,14 +355,20 @@ class IMAPServer(Protocol, TimeoutMixin):
         return d
 
     def pauseProducing(self) -> None:
+        """The transport's write buffer is full: the peer is not reading (see _drain)."""
         self._write_paused = True
 
     def resumeProducing(self) -> None:
+        if not self._write_paused:
+            return
         self._write_paused = False
-        self.resetTimeout()
+        if self._timer_kind == _RUNNING:
+            self._arm(_RUNNING, self.idle_timeout)  # the client reads what a command writes: progress
         waiting, self._writable = self._writable, []
         for d in waiting:
             d.callback(None)
+        if not self._closing:
+            self._drain()
 
     def stopProducing(self) -> None:
         self._closing = True
@@ -302,7 +404,9 @@ class IMAPServer(Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self.resetTimeout()
+        if self._timer_kind == _WAIT_COMMAND and data:
+            # a command starts: it has until its deadline, however slowly it trickles in
+            self._arm(_IN_COMMAND, self.idle_timeout)
         self._buffer += data
         self._drain()
 
@@ -313,11 +417,25 @@ class IMAPServer(Protocol, TimeoutMixin):
     def resume_input(self) -> None:
         """Handle buffered input again."""
         self._busy = False
-        if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resumeProducing()
+        if not self._closing:
+            self._waiting_for_command()
+        if self._draining:
+            return  # the running _drain loop goes on with the buffer
+        self._flow()
         if self._buffer and not self._closing:
             self.reactor.callLater(0, self._drain)
+
+    def _flow(self) -> None:
+        """Pause reading the socket while too much input waits that cannot be handled yet."""
+        if self._closing:
+            return
+        held = self._write_paused or (self._busy and self._line_hook is None)
+        if held and len(self._buffer) > INPUT_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+        elif self._reading_paused and (not held or len(self._buffer) <= INPUT_HIGH_WATER // 2):
+            self._reading_paused = False
+            self.transport.resumeProducing()
 
     def set_line_hook(self, hook: Callable[[bytes], None] | None) -> None:
         """Route whole input lines to ``hook`` (IDLE, AUTHENTICATE) instead of the parser."""
@@ -326,13 +444,27 @@ class IMAPServer(Protocol, TimeoutMixin):
             self.reactor.callLater(0, self._drain)
 
     def _drain(self) -> None:
-        while self._buffer and not self._closing and (not self._busy or self._line_hook is not None):
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            self._drain_buffer()
+        finally:
+            self._draining = False
+        self._flow()
+
+    def _drain_buffer(self) -> None:
+        # A line hook (IDLE's DONE, AUTHENTICATE's answer) is served even while output is held:
+        # it ends the command, whose one tagged line is all it writes.
+        while self._buffer and not self._closing and (
+            self._line_hook is not None or (not self._busy and not self._write_paused)
+        ):
             if self._literal_left:
                 chunk = self._buffer[: self._literal_left]
                 del self._buffer[: self._literal_left]
                 self._literal_left -= len(chunk)
                 if self._literal_sink is not None:
-                    self._literal_sink.write(bytes(chunk))
+                    self._write_literal(bytes(chunk))
                     if not self._literal_left:
                         self._parts.append(b"")  # the data went to the store, see streamed_literal
                         self._literal_sink = None
@@ -358,9 +490,23 @@ class IMAPServer(Protocol, TimeoutMixin):
                 self._line_too_long(line[:200], complete=True)
                 continue
             self._line_received(line)
-        if self._busy and len(self._buffer) > INPUT_HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pauseProducing()
+        if not self._busy and not self._closing and not self._buffer and not self._parts and not self._literal_left and self._timer_kind == _IN_COMMAND:
+            self._arm(_WAIT_COMMAND, self.idle_timeout)  # only empty lines came: nothing is arriving
+
+    def _write_literal(self, chunk: bytes) -> None:
+        """Pass literal bytes to the current sink; a sink that fails (disk full) is replaced by a discarding one.
+
+        The rest of the literal is still read (the client sends it anyway) and
+        APPEND answers the error once the command is complete.
+        """
+        try:
+            self._literal_sink.write(chunk)
+        except Exception as e:  # noqa: BLE001 - answered by the command, see streamed_literal_error
+            if self._literal_sink is self.streamed_literal:
+                self.streamed_literal_error = e
+                sink, self.streamed_literal = self.streamed_literal, None
+                sink.discard()
+            self._literal_sink = _DISCARD
 
     def _line_too_long(self, head: bytes, *, complete: bool) -> None:
         first = self._parts[0] if self._parts else head
@@ -370,6 +516,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         if not complete:
             self._buffer.clear()
             self._discard_line = True
+        self._waiting_for_command()
         self._protocol_error(first, "Command line too long")
 
     def _protocol_error(self, line: bytes, text: str) -> None:
@@ -400,6 +547,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         if m is None:
             self._parts.append(line)
             parts, self._parts, self._command_size, self._literal_total = self._parts, [], 0, 0
+            self._waiting_for_command()  # this one is complete; the next one's deadline, if it started
             doomed, self._doomed = self._doomed, None
             if doomed is not None:
                 self.write(doomed)
@@ -424,6 +572,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         if refusal is not None:
             self._parts, self._command_size, self._literal_total = [], 0, 0
             self._doomed = None
+            self._waiting_for_command()
             if nonsync:
                 # RFC 7888 4: the data is on its way and cannot be skipped safely
                 self.log.info("{cid}: non-synchronising literal of {size} bytes refused", cid=self.cid, size=size)
@@ -434,12 +583,23 @@ class IMAPServer(Protocol, TimeoutMixin):
                 self.count_error()
             return
         self._literal_total += size
-        if size >= STREAM_LITERAL_MIN and self._lookup(first[_TAG.match(first).end():])[0] == "APPEND" and self.context.store is not None:
+        tag = _TAG.match(first)
+        append = self._lookup(first[tag.end():])[0] == "APPEND" and self.context.store is not None
+        if append and not nonsync and self.state != NOT_AUTHENTICATED:
+            target = self._append_target(line[: m.start()])
+            if target is not None:
+                self._check_append(tag.group(1).decode("ascii"), target, line, m.start(), size)
+                return
+        self._accept_literal(line, m.start(), size, nonsync, append)
+
+    def _accept_literal(self, line: bytes, start: int, size: int, nonsync: bool, append: bool) -> None:
+        """Read the literal announced at ``line[start:]`` (asking for it with ``+`` when synchronising)."""
+        if size >= STREAM_LITERAL_MIN and append:
             # APPEND's message goes straight into the store's incoming message (spilled to
             # disk when large) instead of memory; the command line sees an empty literal
             self.discard_streamed_literal()
             self.streamed_literal = self._literal_sink = self.context.store.new_incoming()
-            line = line[: m.start()] + (b"{0+}" if nonsync else b"{0}")
+            line = line[:start] + (b"{0+}" if nonsync else b"{0}")
         self._parts.append(line)
         if size == 0:
             self._parts.append(b"")
@@ -447,6 +607,65 @@ class IMAPServer(Protocol, TimeoutMixin):
             self._literal_left = size
         if not nonsync:
             self.write(b"+ OK\r\n")
+
+    def _append_target(self, head: bytes) -> str | None:
+        """The folder of an APPEND whose message literal is announced after ``head``, else None.
+
+        None also when the literal being announced is the folder name itself,
+        or the command does not parse (it is then answered BAD as a whole).
+        """
+        parts = self._parts
+        raw = b"".join(p + b"\r\n" if i % 2 == 0 else p for i, p in enumerate(parts)) + head
+        m = _TAG.match(raw)
+        if m is None:
+            return None
+        _, sep, rest = raw[m.end():].partition(b" ")
+        try:
+            args = argparse_.Arguments(sep + rest)
+            args.space()
+            name = args.mailbox()
+            if args.at_end():
+                return None  # the literal is the folder name
+            args.space()
+            if args.peek() == 0x28:
+                args.flag_list()
+                args.space()
+            if args.peek() == 0x22:
+                args.date_time()
+                args.space()
+            return name if args.at_end() else None
+        except Exception:  # noqa: BLE001 - any parse problem: let the whole command be answered
+            return None
+
+    def _check_append(self, tag: str, name: str, line: bytes, start: int, size: int) -> None:
+        """Before ``+``: does the folder exist, does the message fit the quota (RFC 3501 6.3.11, RFC 9208 5)?
+
+        Input is held meanwhile (the client waits for the continuation); a
+        refusal ends the command with its tagged NO and the message is never sent.
+        """
+        self._busy = True
+
+        async def check() -> None:
+            if not await self.mailbox.folder_exists(name):
+                raise errors.NoSuchFolder()
+            await self.context.store.check_quota(self.user.address, size)
+
+        def done(result: Any) -> None:
+            self._busy = False
+            if self._closing:
+                return
+            if isinstance(result, Failure):
+                response = failure_response(result.value, "APPEND")
+                if response.unexpected:
+                    self.log.failure("{cid}: APPEND check failed", result, cid=self.cid)
+                self._parts, self._command_size, self._literal_total = [], 0, 0
+                self._waiting_for_command()
+                self.write(response.line(tag))
+            else:
+                self._accept_literal(line, start, size, False, True)
+            self._drain()
+
+        defer.Deferred.fromCoroutine(check()).addBoth(done)
 
     def _literal_refusal(self, first: bytes, size: int) -> bytes | None:
         """The tagged refusal of a literal announced in a command starting with ``first``, or None."""
@@ -459,7 +678,12 @@ class IMAPServer(Protocol, TimeoutMixin):
             return f"{tag} BAD Unknown command.\r\n".encode()
         if self.state not in spec.states:
             return f"{tag} BAD {name} not allowed now.\r\n".encode()
-        limit = self.max_literal if self.state != NOT_AUTHENTICATED else PREAUTH_LITERAL_LIMIT
+        if self.state == NOT_AUTHENTICATED:
+            limit = PREAUTH_LITERAL_LIMIT
+        elif name == "APPEND":
+            limit = min(self.max_literal, self.message_size)
+        else:
+            limit = min(self.max_literal, COMMAND_LITERAL_LIMIT)
         if size > limit or self._literal_total + size > limit:
             return f"{tag} NO [TOOBIG] Literal too large (limit {limit} bytes).\r\n".encode()
         return None
@@ -512,6 +736,7 @@ class IMAPServer(Protocol, TimeoutMixin):
             self.count_error()
             return
         self.pause_input()
+        self._arm(_RUNNING, self.idle_timeout)
         d = defer.Deferred.fromCoroutine(self._run(spec, tag, args_bytes))
         d.addErrback(self._crashed, tag)
 
@@ -554,6 +779,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         """Free a streamed APPEND literal nobody took (failed command, lost connection)."""
         sink, self.streamed_literal = self.streamed_literal, None
         self._literal_sink = None
+        self.streamed_literal_error = None
         if sink is not None:
             sink.discard()
 
@@ -640,9 +866,19 @@ class IMAPServer(Protocol, TimeoutMixin):
             self.state = AUTHENTICATED
 
     def logged_in(self, user: Any) -> bool:
-        """Enter the authenticated state; False (and nothing changes) when the user is at the connection cap."""
+        """Enter the authenticated state; False (and nothing changes) when the user is at the connection cap.
+
+        A connection that is closing (the client hung up while its password
+        was verified) takes no slot: connectionLost, which gives slots back,
+        has run or is about to, and would never see this one.
+        """
+        if self._closing:
+            return False
         if not self.factory.user_connections.acquire(user.address):
             return False
+        if self._login_call is not None and self._login_call.active():
+            self._login_call.cancel()
+        self._login_call = None
         self._slot_taken = True
         self.user = user
         self.mailbox = user.mailbox

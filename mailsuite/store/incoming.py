@@ -105,7 +105,10 @@ class IncomingMessage:
         self._data = None
         self._chunks = None
         if self._file is not None and not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass  # flushing bytes of a file about to be removed failed (disk full): remove it all the same
         if self._path is not None:
             try:
                 os.unlink(self._path)

@@ -682,6 +682,13 @@ class UserMailbox:
         canonical, path = self._path(name)
         return canonical, path, self.store.state(path, self.root)
 
+    def folder_exists(self, name: str) -> defer.Deferred[bool]:
+        try:
+            _, path = self._path(name)
+        except InvalidName as e:
+            return defer.fail(e)
+        return self._run(os.path.isdir, os.path.join(path, "cur"))
+
     def status(self, name: str) -> defer.Deferred[FolderStatus]:
         try:
             _, _, state = self._state(name)

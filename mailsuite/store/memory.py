@@ -321,6 +321,9 @@ class MemoryMailbox:
 
         return _call(work)
 
+    def folder_exists(self, name: str) -> defer.Deferred[bool]:
+        return _call(lambda: names.normalize_folder(name) in self._user.folders)
+
     def status(self, name: str) -> defer.Deferred[FolderStatus]:
         def work() -> FolderStatus:
             _, f = self._folder(name)

@@ -160,7 +160,7 @@ def test_logout(harness):
 
 def test_inactivity_timeout(tmp_path):
     harness = Harness(tmp_path, imap_timeout=60.0)
-    conn = harness.connect()
+    conn = harness.connect("alice@example.test")  # before login the shorter imap_login_timeout applies
     harness.clock.advance(59)
     assert not conn.closed
     conn.send("a NOOP\r\n")

@@ -67,6 +67,11 @@ class StoresAgree(RuleBasedStateMachine):
         a, b = self.both(lambda s: s.user_mailbox(USER).append(folder, IncomingMessage.from_bytes(data), flags))
         assert a == b
 
+    @rule(folder=st.sampled_from([*FOLDERS, *TREE, "inbox", "Nope"]))
+    def folder_exists(self, folder: str) -> None:
+        a, b = self.both(lambda s: s.user_mailbox(USER).folder_exists(folder))
+        assert a == b
+
     @rule(folder=st.sampled_from(FOLDERS), read_only=st.booleans())
     def open_session(self, folder: str, read_only: bool) -> None:
         a, b = self.both(lambda s: s.user_mailbox(USER).open_folder(folder, read_only=read_only))
