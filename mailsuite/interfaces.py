@@ -15,11 +15,16 @@ to ``str`` (not modified UTF-7); ``INBOX`` is the inbox, case-insensitively.
 from __future__ import annotations
 
 import datetime
+import mmap
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterable, Sequence
+from typing import BinaryIO, Callable, Iterable, Sequence, TypeVar, Union
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+T = TypeVar("T")
+#: A read-only bytes-like view of a message's octets (see IFolder.map_messages).
+Buffer = Union[bytes, mmap.mmap]
 
 # ---------------------------------------------------------------------------
 # Value types shared across the seams
@@ -286,6 +291,22 @@ class IFolder(Interface):
 
     def read_header(uid: int) -> Deferred[bytes]:
         """The header block (up to and including the blank line) without reading the body."""
+
+    def read_range(uid: int, start: int, length: int) -> Deferred[bytes]:
+        """Up to ``length`` octets of the stored message from offset ``start`` (fewer at its
+        end), read on the store's threads: only those octets are read.  NoSuchMessage if it
+        was expunged meanwhile."""
+
+    def map_messages(uids: Sequence[int], fn: Callable[[int, Buffer], T]) -> Deferred[dict[int, T]]:
+        """``{uid: fn(uid, octets)}`` for the messages of ``uids``, computed on the store's threads
+        in one trip; messages expunged meanwhile are left out.
+
+        ``octets`` is the stored message as a read-only bytes-like object (memory-mapped
+        rather than read where the store can, for big messages), valid only during the call:
+        ``fn`` returns what it needs as new objects (slices are copies).  This is how
+        protocol code runs parsing work (MIME structure, sections) off the reactor thread
+        without opening files itself.
+        """
 
     def close() -> None:
         """End the session (stop watching; nothing is expunged implicitly)."""

@@ -533,6 +533,28 @@ class MemoryFolder:
 
         return _call(work)
 
+    def read_range(self, uid: int, start: int, length: int) -> defer.Deferred[bytes]:
+        return _call(lambda: self._data(uid)[max(0, start) : max(0, start) + max(0, length)])
+
+    def map_messages(self, uids: Sequence[int], fn: Callable[[int, Any], Any]) -> defer.Deferred[dict[int, Any]]:
+        def work() -> dict[int, Any]:
+            out = {}
+            for uid in uids:
+                try:
+                    data = self._data(uid)
+                except NoSuchMessage:
+                    continue
+                out[uid] = fn(uid, data)
+            return out
+
+        return _call(work)
+
+    def _data(self, uid: int) -> bytes:
+        m = self._folder.messages.get(uid)
+        if m is None or uid not in self._infos:
+            raise NoSuchMessage()
+        return m.data
+
     def close(self) -> None:
         for callback in self._watchers:
             if callback in self._folder.watchers:

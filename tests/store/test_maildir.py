@@ -224,6 +224,30 @@ def test_read_header_and_open_message(any_store):
         folder.open_message(99)
 
 
+def test_read_range_reads_a_slice_of_the_message(any_store):
+    """read_range returns exactly the octets asked for, fewer at the end, none past it."""
+    data = msg(1, b"0123456789" * 100)
+    deliver_bytes(any_store, ALICE, data)
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
+    assert result(folder.read_range(1, 5, 10)) == data[5:15]
+    assert result(folder.read_range(1, len(data) - 3, 100)) == data[-3:]
+    assert result(folder.read_range(1, len(data) + 10, 5)) == b""
+    with pytest.raises(NoSuchMessage):
+        result(folder.read_range(99, 0, 1))
+
+
+@pytest.mark.parametrize("size", [1000, 600 * 1024])
+def test_map_messages_runs_a_function_over_each_message(any_store, size):
+    """map_messages hands each message's octets (small: bytes, big: a mapping) to the function
+    and leaves out messages that are gone."""
+    bodies = [msg(n, b"%d" % n * size) for n in (1, 2)]
+    for data in bodies:
+        deliver_bytes(any_store, ALICE, data)
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
+    out = result(folder.map_messages([1, 2, 99], lambda uid, octets: (len(octets), bytes(octets[-5:]), octets.find(b"\r\n\r\n"))))
+    assert out == {uid: (len(d), d[-5:], d.find(b"\r\n\r\n")) for uid, d in zip((1, 2), bodies)}
+
+
 def test_open_message_finds_a_file_renamed_by_another_program(store, tmp_path):
     """A flag change by mutt (rename in cur/) does not break reading a message by UID."""
     deliver_bytes(store, ALICE, msg(1))
@@ -233,6 +257,8 @@ def test_open_message_finds_a_file_renamed_by_another_program(store, tmp_path):
     os.rename(cur / name, cur / (name.split(":2,")[0] + ":2,RS"))
     with folder.open_message(1) as f:
         assert f.read() == msg(1)
+    assert result(folder.read_range(1, 0, 4)) == msg(1)[:4]
+    assert result(folder.map_messages([1], lambda uid, octets: bytes(octets))) == {1: msg(1)}
     change = result(folder.refresh())
     assert [(m.uid, m.flags) for m in change.changed] == [(1, {"\\Seen", "\\Answered"})]
 
