@@ -85,6 +85,11 @@ class MailboxNameError(ParseError):
 #: atom-specials: "(" / ")" / "{" / SP / CTL / list-wildcards / quoted-specials / resp-specials
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x00, 0x20)) | {0x7F}
 _ATOM_CHARS = frozenset(range(0x21, 0x7F)) - _ATOM_SPECIALS
+# Character sets the readers below use, made once (a FETCH may name thousands of items)
+_DIGITS = frozenset(b"0123456789")
+_FETCH_NAME_CHARS = _ATOM_CHARS - {ord("["), ord("<")}
+_MACRO_CHARS = _ATOM_CHARS - {ord("[")}
+_SECTION_TEXT_CHARS = _ATOM_CHARS - {ord("]")}
 _ASTRING_CHARS = _ATOM_CHARS | {ord("]")}
 _LIST_CHARS = _ATOM_CHARS | set(b"%*]")
 _QUOTE_UNSAFE = frozenset(range(0x00, 0x20)) | frozenset(range(0x7F, 0x100)) | {ord('"'), ord("\\")}
@@ -588,7 +593,11 @@ class Reader:
 
     def accept(self, text: bytes) -> bool:
         """Consume ``text`` (case-insensitively) if it comes next."""
-        if self.data[self.pos : self.pos + len(text)].upper() == text.upper():
+        if self.data.startswith(text, self.pos):  # the usual case, and all of it for punctuation
+            self.pos += len(text)
+            return True
+        upper = text.upper()
+        if upper != text.lower() and self.data[self.pos : self.pos + len(text)].upper() == upper:
             self.pos += len(text)
             return True
         return False
@@ -624,7 +633,7 @@ class Reader:
 
     def number(self, *, delimited: bool = True) -> int:
         """number: 32-bit unsigned; ``delimited``: no atom character may follow."""
-        raw = self._run(frozenset(b"0123456789"))
+        raw = self._run(_DIGITS)
         if not raw:
             raise ParseError("Expected a number")
         if len(raw) > 10 or int(raw) > MAX_NUMBER:
@@ -635,7 +644,7 @@ class Reader:
 
     def number64(self) -> int:
         """mod-sequence-value (RFC 7162): up to 2**63-1."""
-        raw = self._run(frozenset(b"0123456789"))
+        raw = self._run(_DIGITS)
         if not raw or len(raw) > 19 or int(raw) > 2**63 - 1:
             raise ParseError("Expected a mod-sequence value")
         if self.peek() is not None and self.peek() in _ATOM_CHARS:
@@ -892,7 +901,7 @@ class Reader:
                 raise ParseError("Empty fetch attribute list")
             return tuple(atts)
         save = self.pos
-        word = self._run(_ATOM_CHARS - {ord("[")}).decode("ascii").upper()
+        word = self._run(_MACRO_CHARS).decode("ascii").upper()
         if word in _FETCH_MACROS and self.peek() != 0x5B:
             return tuple(FetchAttribute(n) for n in _FETCH_MACROS[word])
         self.pos = save
@@ -931,7 +940,7 @@ class Reader:
         return FetchRequest(atts, changed, vanished)
 
     def _fetch_att(self) -> FetchAttribute:
-        raw = self._run(_ATOM_CHARS - {ord("["), ord("<")})
+        raw = self._run(_FETCH_NAME_CHARS)
         name = raw.decode("ascii").upper()
         if not name:
             raise ParseError("Expected a fetch attribute")
@@ -978,7 +987,7 @@ class Reader:
     def _section_text(self, has_parts: bool, base: str) -> tuple[str, tuple[str, ...]]:
         if base.startswith("BINARY"):
             raise ParseError("BINARY takes only part numbers")
-        raw = self._run(_ATOM_CHARS - {ord("]")})
+        raw = self._run(_SECTION_TEXT_CHARS)
         spec = raw.decode("ascii").upper()
         if spec not in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"):
             raise ParseError(f"Invalid section text {spec[:30]}")
