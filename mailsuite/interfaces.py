@@ -236,6 +236,19 @@ class IUserMailbox(Interface):
         """
 
 
+class IMessageReader(Interface):
+    """An open stored message (see IFolder.open_reader)."""
+
+    size = Attribute("Octets of the stored message (int).")
+
+    def read(start: int, length: int) -> Deferred[bytes]:
+        """Up to ``length`` octets from offset ``start`` (fewer only at the end), read on the
+        store's threads: only those octets are read."""
+
+    def close() -> None:
+        """Release the reader (no read may be in progress)."""
+
+
 class IFolder(Interface):
     """One opened folder; a session's handle on its messages.
 
@@ -292,10 +305,10 @@ class IFolder(Interface):
     def read_header(uid: int) -> Deferred[bytes]:
         """The header block (up to and including the blank line) without reading the body."""
 
-    def read_range(uid: int, start: int, length: int) -> Deferred[bytes]:
-        """Up to ``length`` octets of the stored message from offset ``start`` (fewer at its
-        end), read on the store's threads: only those octets are read.  NoSuchMessage if it
-        was expunged meanwhile."""
+    def open_reader(uid: int) -> Deferred[IMessageReader]:
+        """A reader of the stored message for reading it in pieces on the store's threads
+        (opened there; NoSuchMessage if it was expunged).  It keeps reading the same octets
+        if the message is expunged or renamed meanwhile; the caller closes it."""
 
     def map_messages(uids: Sequence[int], fn: Callable[[int, Buffer], T]) -> Deferred[dict[int, T]]:
         """``{uid: fn(uid, octets)}`` for the messages of ``uids``, computed on the store's threads

@@ -11,9 +11,10 @@ Implementation notes:
   producer) to pause, so memory stays bounded whatever the folder size and
   however slow the client.  No response is ever built whole: items are
   written one at a time, and a literal of the stored message (``BODY[]``,
-  ``BODY[TEXT]``, ``BODY[1]``...) is read from the store (``IFolder.read_range``)
-  in :data:`CHUNK` pieces under the same flow control, so sixty copies of a
-  10 MB section cost no more memory than one chunk.
+  ``BODY[TEXT]``, ``BODY[1]``...) is read from the store (``IFolder.open_reader``:
+  an open file, so an expunge meanwhile does not cut it short) in :data:`CHUNK`
+  pieces under the same flow control, so sixty copies of a 10 MB section cost
+  no more memory than one chunk.
 * Header-only FETCHes take small header blocks from the shared header cache
   or read them in one worker trip per :data:`HEADER_BATCH` messages, never
   reading a body.  Every other content item is worked out on the store's
@@ -31,8 +32,8 @@ Implementation notes:
   skipped and the command ends ``OK [EXPUNGEISSUED]`` (RFC 5530), also when
   no requested message was left to answer, as Dovecot answers (RFC 2180 4.1.3
   allows either; imaptest counts a NO as a failed FETCH).  A message whose
-  file disappears in the middle of its response gets NIL for the items not
-  yet sent, and blanks for the rest of a literal whose length was announced.
+  file disappears in the middle of its response gets NIL for the items that
+  still needed it.
 * A client that hangs up mid-FETCH ends the command quietly (:class:`ClientGone`):
   no tagged answer is owed and nothing is logged as an error.
 """
@@ -253,72 +254,76 @@ class _Writer:
         await self._flush(unless_small=True)
 
     async def _planned_message(self, uid: int, plan: mime_fetch.MessagePlan) -> None:
-        info = self._start(uid)
-        content = 0
-        lost = False
-        for n, att in enumerate(self.atts):
-            if n:
-                self._add(b" ")
-            item = _meta(att, uid, info, self.recent)
-            if item is not None:
-                self._add(item)
-                continue
-            self._flags(uid, att)
-            if content >= plan.next and not lost:
-                # the rest of the items, in another trip to the store (the tree is kept)
-                budget = mime_fetch.Budget()
-                filled = await self.folder.map_messages([uid], lambda u, octets: plan.fill(octets, budget))
-                lost = uid not in filled
-            piece, plan.pieces[content] = plan.pieces[content], None
-            content += 1
-            name = att.response_name()
-            if piece is None:  # expunged and its file removed in the middle of this FETCH
-                self._add(name + b" NIL")
-                lost = True
-            elif isinstance(piece, mime_fetch.Formatted):
-                self._add(name + b" " + piece.value)
-            elif isinstance(piece, bytes):
-                self._add(name + b" {%d}\r\n" % len(piece))
-                self._add(piece)
-            else:
-                self._add(name + b" {%d}\r\n" % piece.length)
-                lost = not await self._span(uid, plan, piece) or lost
-            if content % YIELD_ITEMS == 0:
-                # thousands of tiny items (BODY[1]<0.1> x 3,400): let other connections run
-                await self._flush()
-                await task.deferLater(self.server.reactor, 0, lambda: None)
-            else:
-                await self._flush(unless_small=True)
-        self._end(uid)
-        if lost:
-            self.expunge_issued += 1
-        await self._flush(unless_small=True)
+        reader: Any = None
+        try:
+            info = self._start(uid)
+            content = 0
+            lost = False
+            for n, att in enumerate(self.atts):
+                if n:
+                    self._add(b" ")
+                item = _meta(att, uid, info, self.recent)
+                if item is not None:
+                    self._add(item)
+                    continue
+                self._flags(uid, att)
+                if content >= plan.next and not lost:
+                    # the rest of the items, in another trip to the store (the tree is kept)
+                    budget = mime_fetch.Budget()
+                    filled = await self.folder.map_messages([uid], lambda u, octets: plan.fill(octets, budget))
+                    lost = uid not in filled
+                piece, plan.pieces[content] = plan.pieces[content], None
+                content += 1
+                name = att.response_name()
+                if isinstance(piece, mime_fetch.Span) and plan.data is None and reader is None and not lost:
+                    try:
+                        reader = await self.folder.open_reader(uid)
+                    except errors.NoSuchMessage:
+                        lost = True
+                if piece is None or (isinstance(piece, mime_fetch.Span) and plan.data is None and reader is None):
+                    self._add(name + b" NIL")  # expunged and its file removed in the middle of this FETCH
+                    lost = True
+                elif isinstance(piece, mime_fetch.Formatted):
+                    self._add(name + b" " + piece.value)
+                elif isinstance(piece, bytes):
+                    self._add(name + b" {%d}\r\n" % len(piece))
+                    self._add(piece)
+                else:
+                    self._add(name + b" {%d}\r\n" % piece.length)
+                    await self._span(plan, reader, piece)
+                if content % YIELD_ITEMS == 0:
+                    # thousands of tiny items (BODY[1]<0.1> x 3,400): let other connections run
+                    await self._flush()
+                    await task.deferLater(self.server.reactor, 0, lambda: None)
+                else:
+                    await self._flush(unless_small=True)
+            self._end(uid)
+            if lost:
+                self.expunge_issued += 1
+            await self._flush(unless_small=True)
+        finally:
+            if reader is not None:
+                reader.close()
 
-    async def _span(self, uid: int, plan: mime_fetch.MessagePlan, span: mime_fetch.Span) -> bool:
-        """Send a literal's octets from the message, in chunks under flow control; False if the
-        message vanished meanwhile (the announced length is kept with blanks)."""
+    async def _span(self, plan: mime_fetch.MessagePlan, reader: Any, span: mime_fetch.Span) -> None:
+        """Send a literal's octets from the message (kept whole in the plan, or read through an
+        open reader), in chunks under flow control."""
         if plan.data is not None and span.length <= CHUNK:
             self._add(plan.data[span.start : span.end])
-            return True
+            return
         await self._flush()
-        whole = True
         position = span.start
         while position < span.end:
             count = min(CHUNK, span.end - position)
             if plan.data is not None:
                 chunk = plan.data[position : position + count]
             else:
-                try:
-                    chunk = await self.folder.read_range(uid, position, count)
-                except errors.NoSuchMessage:
-                    chunk = b""
-            if not chunk:
+                chunk = await reader.read(position, count)
+            if not chunk:  # shorter than when it was planned (never for a stored message)
                 chunk = b" " * count
-                whole = False
             self.server.write(chunk)
             position += len(chunk)
             await self.server.wait_writable()
-        return whole
 
 
 _turns = 0

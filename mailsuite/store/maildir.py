@@ -73,6 +73,7 @@ from mailsuite.interfaces import (
     FolderStatus,
     IFolder,
     IIncomingMessage,
+    IMessageReader,
     IMessageStore,
     IUserMailbox,
     MessageInfo,
@@ -1193,20 +1194,13 @@ class MaildirFolder:
 
         return self.store.runner.run(work)
 
-    def read_range(self, uid: int, start: int, length: int) -> defer.Deferred[bytes]:
+    def open_reader(self, uid: int) -> defer.Deferred[IMessageReader]:
         try:
             path = self._current_path(uid)
         except NoSuchMessage as e:
             return defer.fail(e)
-
-        def work() -> bytes:
-            fd = self._open_fd(uid, path)
-            try:
-                return os.pread(fd, max(0, length), max(0, start))  # short only at the end
-            finally:
-                os.close(fd)
-
-        return self.store.runner.run(work)
+        runner = self.store.runner
+        return runner.run(lambda: FileReader(self._open_fd(uid, path), runner))
 
     def map_messages(self, uids: Sequence[int], fn: Callable[[int, Any], Any]) -> defer.Deferred[dict[int, Any]]:
         paths: dict[int, str] = {}
@@ -1236,6 +1230,27 @@ class MaildirFolder:
         for unsubscribe in self._unwatch:
             unsubscribe()
         self._unwatch = []
+
+
+@implementer(IMessageReader)
+class FileReader:
+    """An open message file read with pread(2) on the store's threads (the descriptor keeps
+    the octets readable after a rename or an expunge by anyone)."""
+
+    def __init__(self, fd: int, runner: Any) -> None:
+        self.fd = fd
+        self.runner = runner
+        self.size = os.fstat(fd).st_size
+
+    def read(self, start: int, length: int) -> defer.Deferred[bytes]:
+        if self.fd < 0:
+            return defer.fail(ValueError("reader closed"))
+        return self.runner.run(os.pread, self.fd, max(0, length), max(0, start))
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 #: Messages up to this size are read into memory for map_messages; bigger ones are mapped.

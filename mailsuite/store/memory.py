@@ -42,6 +42,7 @@ from mailsuite.interfaces import (
     FolderStatus,
     IFolder,
     IIncomingMessage,
+    IMessageReader,
     IMessageStore,
     IUserMailbox,
     MessageInfo,
@@ -210,6 +211,22 @@ class MemoryStore:
 
 def _call(f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
     return defer.maybeDeferred(f, *args, **kwargs)
+
+
+@implementer(IMessageReader)
+class BytesReader:
+    """A stored message's bytes, read in pieces (IFolder.open_reader)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def read(self, start: int, length: int) -> defer.Deferred[bytes]:
+        start = max(0, start)
+        return defer.succeed(self.data[start : start + max(0, length)])
+
+    def close(self) -> None:
+        self.data = b""
 
 
 @implementer(IUserMailbox)
@@ -533,8 +550,8 @@ class MemoryFolder:
 
         return _call(work)
 
-    def read_range(self, uid: int, start: int, length: int) -> defer.Deferred[bytes]:
-        return _call(lambda: self._data(uid)[max(0, start) : max(0, start) + max(0, length)])
+    def open_reader(self, uid: int) -> defer.Deferred[IMessageReader]:
+        return _call(lambda: BytesReader(self._data(uid)))
 
     def map_messages(self, uids: Sequence[int], fn: Callable[[int, Any], Any]) -> defer.Deferred[dict[int, Any]]:
         def work() -> dict[int, Any]:

@@ -127,3 +127,22 @@ def test_many_items_of_one_message_parse_it_once(tmp_path, monkeypatch):
     assert out.endswith(b"f OK FETCH completed.\r\n")
     assert out.count(b"BODY[2.1]<0> {5}\r\ninner") == 40
     assert len(parses) == 2, parses  # one per message
+
+
+def test_a_message_removed_in_the_middle_of_its_literal_is_sent_whole(tmp_path):
+    """Another program removes the file while BODY[] of it is being sent (the client is slow, so
+    the writer waits for the transport): the literal still carries the message's octets, read
+    through the reader opened before its length was announced."""
+    data = big_multipart(800 * 1024)
+    h, conn = connect(tmp_path, data)
+    conn.protocol.pauseProducing()  # the transport's buffer is full: the writer must wait
+    conn.protocol.dataReceived(b"f FETCH 1 (UID BODY.PEEK[])\r\n")
+    conn.harness.clock.advance(0)
+    sent = conn.transport.value()
+    assert sent.startswith(b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(data)) and len(sent) < len(data), len(sent)
+    removed = [p for p in (tmp_path / "mail").rglob("*") if p.is_file() and p.parent.name in ("cur", "new") and p.stat().st_size == len(data)]
+    assert len(removed) == 1
+    removed[0].unlink()
+    conn.protocol.resumeProducing()
+    out = conn.read()  # everything sent, the part before the pause included
+    assert out == b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(data) + data + b")\r\nf OK FETCH completed.\r\n"
