@@ -154,6 +154,9 @@ class _Writer:
         self.recent = recent
         self.seen_now = seen_now
         self.content = [a for a in atts if a.name not in _META]
+        known: dict[FetchAtt, bytes] = {}  # a FETCH may repeat one item thousands of times
+        #: Each item's name in the response, made once per FETCH.
+        self.names = [known.setdefault(a, a.response_name()) for a in atts]
         self.expunge_issued = 0
         self._parts: list[bytes] = []
         self._size = 0
@@ -274,7 +277,7 @@ class _Writer:
                     lost = uid not in filled
                 piece, plan.pieces[content] = plan.pieces[content], None
                 content += 1
-                name = att.response_name()
+                name = self.names[n]
                 if isinstance(piece, mime_fetch.Span) and plan.data is None and reader is None and not lost:
                     try:
                         reader = await self.folder.open_reader(uid)
