@@ -893,10 +893,17 @@ class Reader:
         """``ALL`` / ``FAST`` / ``FULL`` / fetch-att / ``( fetch-att *(SP fetch-att) )``."""
         if self.accept(b"("):
             atts: list[FetchAttribute] = []
+            last = b""  # the previous item as written: a repeat of it is not parsed again
             while not self.accept(b")"):
                 if atts:
                     self.space()
+                start = self.pos
+                if last and self.data.startswith(last, start) and self.data[start + len(last) : start + len(last) + 1] in (b" ", b")"):
+                    self.pos += len(last)
+                    atts.append(atts[-1])
+                    continue
                 atts.append(self._fetch_att())
+                last = self.data[start : self.pos]
             if not atts:
                 raise ParseError("Empty fetch attribute list")
             return tuple(atts)
