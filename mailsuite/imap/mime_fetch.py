@@ -97,12 +97,6 @@ def content_key(att: FetchAtt) -> tuple[Any, ...]:
     return ("section", att.section or (), att.specifier.upper(), tuple(f.upper() for f in att.fields))
 
 
-def needs_structure(att: FetchAtt) -> bool:
-    """True if answering ``att`` means parsing the MIME structure (not just finding the header's end)."""
-    key = content_key(att)
-    return key[0] == "structure" or (key[0] == "section" and bool(key[1]))
-
-
 class MessagePlan:
     """The content items of one FETCH for one message, resolved in order over one or more trips."""
 
@@ -120,10 +114,6 @@ class MessagePlan:
         self._shallow: mime.Part | None = None
         self._memo: dict[tuple[Any, ...], Piece] = {}
         self._memo_octets = 0
-
-    @property
-    def done(self) -> bool:
-        return self.next >= len(self.atts)
 
     def fill(self, octets: Any, budget: Budget) -> bool:
         """Resolve items from :attr:`next` on until ``budget`` is spent (at least one).  Runs

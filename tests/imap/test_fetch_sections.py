@@ -146,3 +146,28 @@ def test_a_message_removed_in_the_middle_of_its_literal_is_sent_whole(tmp_path):
     conn.protocol.resumeProducing()
     out = conn.read()  # everything sent, the part before the pause included
     assert out == b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(data) + data + b")\r\nf OK FETCH completed.\r\n"
+
+
+def test_computed_items_beyond_the_budget_come_in_later_trips(tmp_path, monkeypatch):
+    """A hundred distinct HEADER.FIELDS.NOT items of a message with a 30 KB header (3 MB of
+    answers) are worked out a budget at a time, in several trips to the store's threads, and
+    every answer is right."""
+    from mailsuite.store.maildir import MaildirFolder
+
+    header = b"".join(b"X-Field-%d: %s\r\n" % (n, b"v" * 80) for n in range(300))
+    data = b"From: a@example.test\r\nSubject: wide\r\n" + header + b"\r\nbody\r\n"
+    _, conn = connect(tmp_path, data)
+    trips = []
+    real = MaildirFolder.map_messages
+
+    def counting(self, uids, fn):
+        trips.append(list(uids))
+        return real(self, uids, fn)
+
+    monkeypatch.setattr(MaildirFolder, "map_messages", counting)
+    items = [f"BODY.PEEK[HEADER.FIELDS.NOT (X-FIELD-{n})]" for n in range(100)]
+    got, _ = fetch_items(conn, "FETCH 1 (" + " ".join(items) + " BODY.PEEK[TEXT])")  # TEXT: not a header-only FETCH
+    assert got["BODY[TEXT]"] == b"body\r\n"
+    for n in range(100):
+        assert got[f"BODY[HEADER.FIELDS.NOT (X-FIELD-{n})]"] == mime.section(data, (), "HEADER.FIELDS.NOT", (f"X-Field-{n}",)), n
+    assert 3 <= len(trips) <= 10, trips
