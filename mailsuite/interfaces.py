@@ -15,11 +15,16 @@ to ``str`` (not modified UTF-7); ``INBOX`` is the inbox, case-insensitively.
 from __future__ import annotations
 
 import datetime
+import mmap
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterable, Sequence
+from typing import BinaryIO, Callable, Iterable, Sequence, TypeVar, Union
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+T = TypeVar("T")
+#: A read-only bytes-like view of a message's octets (see IFolder.map_messages).
+Buffer = Union[bytes, mmap.mmap]
 
 # ---------------------------------------------------------------------------
 # Value types shared across the seams
@@ -236,6 +241,19 @@ class IUserMailbox(Interface):
         """
 
 
+class IMessageReader(Interface):
+    """An open stored message (see IFolder.open_reader)."""
+
+    size = Attribute("Octets of the stored message (int).")
+
+    def read(start: int, length: int) -> Deferred[bytes]:
+        """Up to ``length`` octets from offset ``start`` (fewer only at the end), read on the
+        store's threads: only those octets are read."""
+
+    def close() -> None:
+        """Release the reader (no read may be in progress)."""
+
+
 class IFolder(Interface):
     """One opened folder; a session's handle on its messages.
 
@@ -291,6 +309,22 @@ class IFolder(Interface):
 
     def read_header(uid: int) -> Deferred[bytes]:
         """The header block (up to and including the blank line) without reading the body."""
+
+    def open_reader(uid: int) -> Deferred[IMessageReader]:
+        """A reader of the stored message for reading it in pieces on the store's threads
+        (opened there; NoSuchMessage if it was expunged).  It keeps reading the same octets
+        if the message is expunged or renamed meanwhile; the caller closes it."""
+
+    def map_messages(uids: Sequence[int], fn: Callable[[int, Buffer], T]) -> Deferred[dict[int, T]]:
+        """``{uid: fn(uid, octets)}`` for the messages of ``uids``, computed on the store's threads
+        in one trip; messages expunged meanwhile are left out.
+
+        ``octets`` is the stored message as a read-only bytes-like object (memory-mapped
+        rather than read where the store can, for big messages), valid only during the call:
+        ``fn`` returns what it needs as new objects (slices are copies).  This is how
+        protocol code runs parsing work (MIME structure, sections) off the reactor thread
+        without opening files itself.
+        """
 
     def close() -> None:
         """End the session (stop watching; nothing is expunged implicitly)."""

@@ -9,18 +9,33 @@ Implementation notes:
 * Responses are written in batches of about 64 KiB; after each batch the
   writer waits while the transport has asked us (as its registered push
   producer) to pause, so memory stays bounded whatever the folder size and
-  however slow the client.  Whole-message literals (``BODY[]``, ``RFC822``)
-  are copied from the file in chunks under the same flow control.
-* Header-only items read the header through ``IFolder.read_header`` (no
-  body read); structure and section items parse the file with
-  :mod:`mailsuite.imap.mime`.
+  however slow the client.  No response is ever built whole: items are
+  written one at a time, and a literal of the stored message (``BODY[]``,
+  ``BODY[TEXT]``, ``BODY[1]``...) is read from the store (``IFolder.open_reader``:
+  an open file, so an expunge meanwhile does not cut it short) in :data:`CHUNK`
+  pieces under the same flow control, so sixty copies of a 10 MB section cost
+  no more memory than one chunk.
+* Header-only FETCHes take small header blocks from the shared header cache
+  or read them in one worker trip per :data:`HEADER_BATCH` messages, never
+  reading a body.  Every other content item is worked out on the store's
+  threads (``IFolder.map_messages`` with :mod:`mailsuite.imap.mime_fetch`):
+  the MIME structure is parsed there at most once per message and FETCH,
+  however many items ask for it, and each item becomes a span of the file, a
+  computed value or a formatted list; a partial ``<origin.count>`` of a span
+  reads only the octets it returns.  Small messages are prepared a group at a
+  time (one trip for up to :data:`GROUP_MESSAGES`), a big one alone.
 * ``\\Seen`` is set implicitly for non-PEEK body items only in a read-write
   session (RFC 3501 6.4.5), in one store call before streaming, and the new
   FLAGS are included in those messages' responses.  EXAMINE never changes it.
 * A message expunged by another process meanwhile still has a sequence
   number here; its cached items are returned, items needing its content are
-  skipped and the command ends ``OK [EXPUNGEISSUED]``, or ``NO [EXPUNGEISSUED]``
-  if no requested message was left to answer (RFC 2180 4.1.3, RFC 5530).
+  skipped and the command ends ``OK [EXPUNGEISSUED]`` (RFC 5530), also when
+  no requested message was left to answer, as Dovecot answers (RFC 2180 4.1.3
+  allows either; imaptest counts a NO as a failed FETCH).  A message whose
+  file disappears in the middle of its response gets NIL for the items that
+  still needed it.
+* A client that hangs up mid-FETCH ends the command quietly (:class:`ClientGone`):
+  no tagged answer is owed and nothing is logged as an error.
 """
 
 from __future__ import annotations
@@ -28,10 +43,10 @@ from __future__ import annotations
 import datetime
 from typing import Any, BinaryIO
 
-from twisted.internet import task, threads
+from twisted.internet import defer, task, threads
 
 from mailsuite import errors
-from mailsuite.imap import header_cache
+from mailsuite.imap import header_cache, mime_fetch
 from mailsuite.imap import mime_adapter as mime
 from mailsuite.imap import wire
 from mailsuite.imap.args import FetchAtt
@@ -39,9 +54,14 @@ from mailsuite.imap.responses import Response
 from mailsuite.imap.session import flag_list
 
 BATCH_BYTES = 64 * 1024
-#: Headers read per trip to a worker thread for header-only FETCHes.
+#: Headers read per trip to a worker thread for header-only FETCHes (and messages per window).
 HEADER_BATCH = 256
-CHUNK = 64 * 1024
+#: Octets of a literal read from the store per trip and written at once.
+CHUNK = 256 * 1024
+#: Small messages prepared per trip to the store.
+GROUP_MESSAGES = 64
+#: Items of one message written between two turns of the reactor.
+YIELD_ITEMS = 512
 
 _BODY_ITEMS = {"RFC822", "RFC822.TEXT", "BODYSTRUCTURE"}
 _HEADER_ITEMS = {"ENVELOPE", "RFC822.HEADER"}
@@ -99,92 +119,214 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
         # RFC 7162 3.2: once enabled, every FETCH reporting a flag change carries MODSEQ
         atts = [*atts, FetchAtt("MODSEQ")]
     recent = selected.recent()
-    expunge_issued = 0  # messages skipped because their content is gone
-    batch: list[bytes] = []
-    batch_size = 0
     server.start_streaming()
-    if needs == {"meta"} and not add_flags:
-        try:
-            await _fetch_meta(server, selected, uids, atts, recent)
-        finally:
-            server.stop_streaming()
-        return None
     try:
-        header_only = "header" in needs and "body" not in needs
-        headers: dict[int, bytes] = {}
-        for index, uid in enumerate(uids):
-            if header_only and index % HEADER_BATCH == 0:
-                headers = await read_headers(server, folder, uids[index : index + HEADER_BATCH])
-            seq = selected.seq_of(uid)
-            info = selected.info.get(uid)
-            if seq is None or info is None:
-                continue
-            gone = uid in selected.vanished
-            if gone and needs - {"meta"}:
-                expunge_issued += 1
-                continue
-            header: bytes | None = None
-            fp: BinaryIO | None = None
-            try:
-                if "body" in needs:
-                    fp = folder.open_message(uid)
-                elif header_only:
-                    header = headers.get(uid)
-                    if header is None:
-                        raise errors.NoSuchMessage()
-            except errors.NoSuchMessage:
-                expunge_issued += 1
-                continue
-            try:
-                parts: list[bytes] = []
-                stream_tail: tuple[BinaryIO, int, int] | None = None
-                for att in atts:
-                    item = _meta(att, uid, info, recent)
-                    if item is None:
-                        if fp is not None and att is atts[-1] and _whole_message(att):
-                            # the whole message is copied from the file after the rest of the line
-                            size = _file_size(fp)
-                            parts.append(att.response_name() + b" {%d}\r\n" % size)
-                            stream_tail = (fp, 0, size)
-                            continue
-                        item = _content(att, fp, header)
-                    parts.append(item)
-                if add_flags and uid in seen_now:
-                    flags = b"FLAGS " + flag_list(selected.info[uid].flags, uid in recent)
-                    parts.insert(len(parts) - 1 if stream_tail is not None else len(parts), flags)
-                line = b"* %d FETCH (" % seq + b" ".join(parts)
-                if stream_tail is None:
-                    line += b")\r\n"
-                    batch.append(line)
-                    batch_size += len(line)
-                    if batch_size >= BATCH_BYTES:
-                        server.write(b"".join(batch))
-                        batch, batch_size = [], 0
-                        await _breathe(server)
-                else:
-                    if batch:
-                        server.write(b"".join(batch))
-                        batch, batch_size = [], 0
-                    server.write(line)
-                    await _copy(server, *stream_tail)
-                    server.write(b")\r\n")
-                    await _breathe(server)
-            finally:
-                if fp is not None:
-                    fp.close()
-        if batch:
-            server.write(b"".join(batch))
+        if needs == {"meta"} and not add_flags:
+            await _fetch_meta(server, selected, uids, atts, recent)
+            return None
+        writer = _Writer(server, selected, atts, recent, seen_now if add_flags else set())
+        await writer.run(uids, header_only="header" in needs and "body" not in needs)
+    except ConnectionError as e:  # wait_writable: the connection is closing or gone
+        raise ClientGone() from e
     finally:
         server.stop_streaming()
-    if expunge_issued and expunge_issued == len(uids):
-        # RFC 2180 4.1.3: nothing left to answer: only a tagged NO
-        return Response("NO", "Some messages were expunged before they could be fetched.", "EXPUNGEISSUED")
-    if expunge_issued:
-        # The rest was answered: OK with RFC 5530's EXPUNGEISSUED (the client learns the
-        # EXPUNGEs at its next NOOP), as Dovecot does.  A NO here makes clients treat a
-        # whole header download as failed because another session expunged one message.
-        return Response("OK", "FETCH completed; some messages were expunged meanwhile.", "EXPUNGEISSUED")
+    if writer.expunge_issued:
+        # RFC 5530 EXPUNGEISSUED on an OK, as Dovecot answers, also when nothing was left to
+        # answer: the client learns the EXPUNGEs at its next NOOP.  A NO makes clients (and
+        # imaptest) treat the whole FETCH as failed because another session expunged mail.
+        return Response("OK", "Some messages were expunged before they could be fetched.", "EXPUNGEISSUED")
     return None
+
+
+class ClientGone(defer.CancelledError):
+    """The client went away in the middle of a FETCH: nothing to answer and nothing to log
+    (the server ends a command cancelled on a closing connection quietly)."""
+
+
+class _Writer:
+    """Writes the responses of one FETCH with content items, message by message and item by item."""
+
+    def __init__(self, server: Any, selected: Any, atts: list[FetchAtt], recent: frozenset[int], seen_now: set[int]) -> None:
+        self.server = server
+        self.selected = selected
+        self.folder = selected.folder
+        self.atts = atts
+        self.recent = recent
+        self.seen_now = seen_now
+        self.content = [a for a in atts if a.name not in _META]
+        known: dict[FetchAtt, bytes] = {}  # a FETCH may repeat one item thousands of times
+        #: Each item's name in the response, made once per FETCH.
+        self.names = [known.setdefault(a, a.response_name()) for a in atts]
+        self.expunge_issued = 0
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    # -- output ------------------------------------------------------------------
+    def _add(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+
+    async def _flush(self, *, unless_small: bool = False) -> None:
+        """Send what is buffered (when it is worth a write, with ``unless_small``) and wait
+        while the transport is full."""
+        if not self._parts or (unless_small and self._size < BATCH_BYTES):
+            return
+        self.server.write(b"".join(self._parts))
+        self._parts, self._size = [], 0
+        await _breathe(self.server)
+
+    # -- messages ------------------------------------------------------------------
+    async def run(self, uids: list[int], *, header_only: bool) -> None:
+        selected = self.selected
+        for first in range(0, len(uids), HEADER_BATCH):
+            live = []
+            for uid in uids[first : first + HEADER_BATCH]:
+                if selected.seq_of(uid) is None or uid not in selected.info:
+                    continue
+                if uid in selected.vanished:
+                    self.expunge_issued += 1
+                    continue
+                live.append(uid)
+            headers: dict[int, bytes] = {}
+            if header_only and live:
+                # small header blocks through the shared cache; big ones go the planned way
+                headers = await read_headers(self.server, self.folder, live, max_size=header_cache.MAX_ENTRY)
+            index = 0
+            while index < len(live):
+                uid = live[index]
+                if uid in headers:
+                    await self._header_message(uid, headers.pop(uid))
+                    index += 1
+                    continue
+                group = self._group(live, index, headers)
+                index += len(group)
+                budget = mime_fetch.Budget()
+                plans = {u: mime_fetch.MessagePlan(self.content) for u in group}
+                filled = await self.folder.map_messages(group, lambda u, octets: plans[u].fill(octets, budget))
+                for u in group:
+                    if u not in filled:
+                        self.expunge_issued += 1
+                        continue
+                    await self._planned_message(u, plans.pop(u))
+        await self._flush()
+
+    def _group(self, live: list[int], index: int, headers: dict[int, bytes]) -> list[int]:
+        """Messages from ``index`` on that one trip to the store prepares: small ones together
+        (up to the trip's budget), a big one alone."""
+        infos = self.selected.info
+        group: list[int] = []
+        octets = 0
+        for uid in live[index : index + GROUP_MESSAGES]:
+            if uid in headers:
+                break
+            size = infos[uid].size
+            if group and (size > mime_fetch.KEEP_WHOLE or octets + size > mime_fetch.BUDGET):
+                break
+            group.append(uid)
+            octets += size
+            if size > mime_fetch.KEEP_WHOLE:
+                break
+        return group
+
+    def _start(self, uid: int) -> Any:
+        self._add(b"* %d FETCH (" % self.selected.seq_of(uid))
+        return self.selected.info[uid]
+
+    def _flags(self, uid: int, att: FetchAtt | None) -> None:
+        """The FLAGS this FETCH changed (RFC 3501 6.4.5 \\Seen): last, or before a whole
+        message that ends the response (so the big literal is the end of the line)."""
+        if uid not in self.seen_now:
+            return
+        if att is None and not _whole_message(self.atts[-1]):
+            self._add(b" FLAGS " + flag_list(self.selected.info[uid].flags, uid in self.recent))
+        elif att is self.atts[-1] and _whole_message(att):
+            self._add(b"FLAGS " + flag_list(self.selected.info[uid].flags, uid in self.recent) + b" ")
+
+    def _end(self, uid: int) -> None:
+        self._flags(uid, None)
+        self._add(b")\r\n")
+
+    async def _header_message(self, uid: int, header: bytes) -> None:
+        info = self._start(uid)
+        for n, att in enumerate(self.atts):
+            if n:
+                self._add(b" ")
+            item = _meta(att, uid, info, self.recent)
+            self._add(item if item is not None else _header_item(att, header))
+        self._end(uid)
+        await self._flush(unless_small=True)
+
+    async def _planned_message(self, uid: int, plan: mime_fetch.MessagePlan) -> None:
+        reader: Any = None
+        try:
+            info = self._start(uid)
+            content = 0
+            lost = False
+            for n, att in enumerate(self.atts):
+                if n:
+                    self._add(b" ")
+                item = _meta(att, uid, info, self.recent)
+                if item is not None:
+                    self._add(item)
+                    continue
+                self._flags(uid, att)
+                if content >= plan.next and not lost:
+                    # the rest of the items, in another trip to the store (the tree is kept)
+                    budget = mime_fetch.Budget()
+                    filled = await self.folder.map_messages([uid], lambda u, octets: plan.fill(octets, budget))
+                    lost = uid not in filled
+                piece, plan.pieces[content] = plan.pieces[content], None
+                content += 1
+                name = self.names[n]
+                if isinstance(piece, mime_fetch.Span) and plan.data is None and reader is None and not lost:
+                    try:
+                        reader = await self.folder.open_reader(uid)
+                    except errors.NoSuchMessage:
+                        lost = True
+                if piece is None or (isinstance(piece, mime_fetch.Span) and plan.data is None and reader is None):
+                    self._add(name + b" NIL")  # expunged and its file removed in the middle of this FETCH
+                    lost = True
+                elif isinstance(piece, mime_fetch.Formatted):
+                    self._add(name + b" " + piece.value)
+                elif isinstance(piece, bytes):
+                    self._add(name + b" {%d}\r\n" % len(piece))
+                    self._add(piece)
+                else:
+                    self._add(name + b" {%d}\r\n" % piece.length)
+                    await self._span(plan, reader, piece)
+                if content % YIELD_ITEMS == 0:
+                    # thousands of tiny items (BODY[1]<0.1> x 3,400): let other connections run
+                    await self._flush()
+                    await task.deferLater(self.server.reactor, 0, lambda: None)
+                else:
+                    await self._flush(unless_small=True)
+            self._end(uid)
+            if lost:
+                self.expunge_issued += 1
+            await self._flush(unless_small=True)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    async def _span(self, plan: mime_fetch.MessagePlan, reader: Any, span: mime_fetch.Span) -> None:
+        """Send a literal's octets from the message (kept whole in the plan, or read through an
+        open reader), in chunks under flow control."""
+        if plan.data is not None and span.length <= CHUNK:
+            self._add(plan.data[span.start : span.end])
+            return
+        await self._flush()
+        position = span.start
+        while position < span.end:
+            count = min(CHUNK, span.end - position)
+            if plan.data is not None:
+                chunk = plan.data[position : position + count]
+            else:
+                chunk = await reader.read(position, count)
+            if not chunk:  # shorter than when it was planned (never for a stored message)
+                chunk = b" " * count
+            self.server.write(chunk)
+            position += len(chunk)
+            await self.server.wait_writable()
 
 
 _turns = 0
@@ -199,9 +341,10 @@ async def _breathe(server: Any) -> None:
         await task.deferLater(server.reactor, 0, lambda: None)
 
 
-async def read_headers(server: Any, folder: Any, uids: list[int]) -> dict[int, bytes]:
+async def read_headers(server: Any, folder: Any, uids: list[int], *, max_size: int | None = None) -> dict[int, bytes]:
     """Header blocks of ``uids`` (missing messages left out): from the shared cache, the rest
-    read in one worker-thread trip and cached."""
+    read in one worker-thread trip and cached.  With ``max_size``, bigger header blocks are
+    left out too (and read no further than that)."""
     prefix = header_cache.folder_key(server, folder)
     cache = header_cache.CACHE
     out: dict[int, bytes] = {}
@@ -223,7 +366,12 @@ async def read_headers(server: Any, folder: Any, uids: list[int]) -> dict[int, b
             except errors.NoSuchMessage:
                 continue
             with fp:
-                found[uid] = mime.read_header(fp)
+                if max_size is None:
+                    found[uid] = mime.read_header(fp)
+                    continue
+                block = _bounded_header(fp, max_size)
+                if block is not None:
+                    found[uid] = block
         return found
 
     pool = getattr(server.reactor, "getThreadPool", None)
@@ -237,32 +385,26 @@ async def read_headers(server: Any, folder: Any, uids: list[int]) -> dict[int, b
     return out
 
 
-async def _copy(server: Any, fp: BinaryIO, start: int, size: int) -> None:
-    """Send ``size`` bytes of ``fp`` from ``start`` in chunks, under flow control."""
-    fp.seek(start)
-    left = size
-    while left > 0:
-        chunk = fp.read(min(CHUNK, left))
-        if not chunk:
-            # the file shrank under us: keep the announced literal length
-            chunk = b" " * min(CHUNK, left)
-        server.write(chunk)
-        left -= len(chunk)
-        await server.wait_writable()
-
-
 def _whole_message(att: FetchAtt) -> bool:
-    """RFC822 / BODY[] without a partial: worth streaming instead of loading."""
+    """RFC822 / BODY[] without a partial."""
     if att.name == "RFC822":
         return True
     return att.name == "BODY" and att.section == () and att.specifier == "" and att.partial is None
 
 
-def _file_size(fp: BinaryIO) -> int:
-    fp.seek(0, 2)
-    size = fp.tell()
-    fp.seek(0)
-    return size
+def _bounded_header(fp: BinaryIO, limit: int) -> bytes | None:
+    """The header block if it ends within ``limit`` octets, else None (read no further)."""
+    lines = []
+    size = 0
+    while size <= limit:
+        line = fp.readline(limit + 1 - size)
+        if not line:
+            break
+        lines.append(line)
+        size += len(line)
+        if line in (b"\r\n", b"\n"):
+            break
+    return b"".join(lines) if size <= limit else None
 
 
 #: Cached items: (response template piece, value getter) -- values are formatted by one % per line.
@@ -332,35 +474,14 @@ def _meta(att: FetchAtt, uid: int, info: Any, recent: frozenset[int]) -> bytes |
     return None
 
 
-def _content(att: FetchAtt, fp: BinaryIO | None, header: bytes | None) -> bytes:
-    """Items that need the header or the whole message."""
-    name = att.name
-    if name == "ENVELOPE":
-        return b"ENVELOPE " + mime.envelope(header if header is not None else mime.read_header(fp))
-    if name == "RFC822.HEADER":
-        data = header if header is not None else mime.read_header(fp)
-        return b"RFC822.HEADER " + mime.literal(data)
-    if name == "BODYSTRUCTURE":
-        return b"BODYSTRUCTURE " + mime.bodystructure(fp, extended=True)
-    if name == "BODY" and att.section is None:
-        return b"BODY " + mime.bodystructure(fp, extended=False)
-    if name == "RFC822":
-        fp.seek(0)  # type: ignore[union-attr]
-        return b"RFC822 " + mime.literal(fp.read())  # type: ignore[union-attr]
-    if name == "RFC822.TEXT":
-        return b"RFC822.TEXT " + mime.literal(mime.section(fp, (), "TEXT", ()))
-    # BODY[section]<partial> / BINARY[section]
-    if fp is not None and att.partial is not None and att.name == "BODY" and att.section == () and att.specifier == "":
-        # a slice of the whole message: read only that (RFC 3501 6.4.5 partial)
-        start, count = att.partial
-        fp.seek(start)
-        return att.response_name() + b" " + mime.literal(fp.read(count))
-    if fp is None and header is not None:
-        data = mime.header_section(header, att.specifier, att.fields)
-    else:
-        data = mime.section(fp, att.section or (), att.specifier, att.fields, binary=att.name == "BINARY")
+def _header_item(att: FetchAtt, header: bytes) -> bytes:
+    """A top-level header item (ENVELOPE, RFC822.HEADER, BODY[HEADER...]) from the header block alone."""
+    if att.name == "ENVELOPE":
+        return b"ENVELOPE " + mime.envelope(header)
+    if att.name == "RFC822.HEADER":
+        return b"RFC822.HEADER " + mime.literal(header)
+    data = mime.header_section(header, att.specifier, att.fields)
     if att.partial is not None:
         start, count = att.partial
         data = data[start : start + count]
     return att.response_name() + b" " + mime.literal(data)
-

@@ -24,7 +24,7 @@ Public API (FETCH calls these; pure functions, no reactor, no store):
 * ``decoded_body(buf, part) -> bytes`` / ``body_text(buf, part) -> str``:
   a leaf part's content with the transfer encoding (and charset) undone.
 
-``message`` is ``bytes``-like or a seekable binary file; files with a
+``message`` is ``bytes``-like (an ``mmap`` too) or a seekable binary file; files with a
 ``fileno`` are memory-mapped rather than read, so only the pages a request
 touches are loaded.
 
@@ -82,7 +82,7 @@ from mailsuite.imap import wire
 __all__ = [
     "Part", "UnknownTransferEncoding", "parse", "envelope", "bodystructure", "section", "partial",
     "binary_size", "rfc822_header", "rfc822_text", "rfc822_size", "read_header", "header_fields", "decoded_body", "body_text", "header_value",
-    "split_fields", "unfold",
+    "split_fields", "unfold", "section_range", "shallow_root", "find_part", "structure_of",
 ]
 
 #: Multipart nesting depth parsed (Dovecot's default limit is the same).
@@ -107,7 +107,7 @@ class UnknownTransferEncoding(ValueError):
 @contextlib.contextmanager
 def _octets(message: Message) -> Iterator[Any]:
     """The message as a bytes-like object supporting find/startswith/slicing."""
-    if isinstance(message, (bytes, bytearray)):
+    if isinstance(message, (bytes, bytearray, mmap.mmap)):
         yield message
         return
     if isinstance(message, memoryview):
@@ -1097,6 +1097,11 @@ def _structure(buf: Any, part: Part, extended: bool) -> bytes:
     return b"(" + b" ".join(items) + b")"
 
 
+def structure_of(buf: Any, root: Part, extended: bool = True) -> bytes:
+    """BODYSTRUCTURE (``extended``) or BODY from a tree :func:`parse` already built over ``buf``."""
+    return _structure(buf, root, extended)
+
+
 def bodystructure(message: Message, extended: bool = True, *, extensible: bool | None = None) -> bytes:
     """BODYSTRUCTURE (``extended``) or BODY of a whole message, as one parenthesised list."""
     if extensible is not None:
@@ -1168,28 +1173,50 @@ def _decode_transfer(data: bytes, encoding: bytes | None) -> bytes:
     raise UnknownTransferEncoding(enc.decode("latin-1"))
 
 
-def _section_octets(buf: Any, root: Part, numbers: Sequence[int], specifier: str, names: Sequence[str], binary: bool) -> bytes:
+def section_range(root: Part, numbers: Sequence[int], specifier: str) -> tuple[int, int] | None:
+    """Where ``BODY[numbers.specifier]`` lies in the message: ``(start, end)`` offsets, or
+    None when it is the empty string (a part that does not exist, MIME of the whole message).
+
+    Every section but HEADER.FIELDS[.NOT] is one run of the stored octets, so FETCH can
+    stream it from the file (or read only a partial's octets) instead of copying it; for
+    HEADER.FIELDS[.NOT] this is the header block the fields are chosen from.
+    """
     specifier = specifier.upper()
     node = find_part(root, numbers)
     if node is None:
-        return b""
+        return None
     if specifier == "MIME":
-        if not numbers:
-            return b""
-        return bytes(buf[node.start : node.body_start])
+        return (node.start, node.body_start) if numbers else None
     if specifier in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT"):
         # on a part, these address the encapsulated message (RFC 3501 6.4.5)
         target = node.message if (numbers and node.message is not None) else node
         if specifier == "TEXT":
-            return bytes(buf[target.body_start : target.end])
-        header = bytes(buf[target.start : target.body_start])
-        if specifier == "HEADER":
-            return header
-        return header_fields(header, names, exclude=specifier.endswith(".NOT"))
+            return target.body_start, target.end
+        return target.start, target.body_start
     if not numbers:
-        return bytes(buf[:])
-    data = bytes(buf[node.body_start : node.end])
-    if binary:
+        return 0, root.end
+    return node.body_start, node.end
+
+
+def shallow_root(buf: Any) -> Part:
+    """The whole message as a Part whose structure is not parsed: its header and body
+    offsets only, enough for :func:`section_range` of the top-level HEADER, TEXT and
+    whole message without parsing a multipart's body (the same header end as :func:`parse`)."""
+    n = len(buf)
+    return Part(0, _header_end(buf, 0, n), n, [])
+
+
+def _section_octets(buf: Any, root: Part, numbers: Sequence[int], specifier: str, names: Sequence[str], binary: bool) -> bytes:
+    specifier = specifier.upper()
+    extent = section_range(root, numbers, specifier)
+    if extent is None:
+        return b""
+    data = bytes(buf[extent[0] : extent[1]])
+    if specifier.startswith("HEADER.FIELDS"):
+        return header_fields(data, names, exclude=specifier.endswith(".NOT"))
+    if binary and numbers and specifier == "":
+        node = find_part(root, numbers)
+        assert node is not None
         if node.multipart or node.message is not None:
             return data
         return _decode_transfer(data, node.encoding)

@@ -1,11 +1,11 @@
-"""The few message-structure calls FETCH makes, in one place.
+"""The few header calls FETCH makes on its reactor-thread path, in one place.
 
-ENVELOPE, BODYSTRUCTURE, header blocks and BODY[section] extraction are
-:mod:`mailsuite.imap.mime`'s; FETCH calls them only through this adapter,
-so a change of their signatures touches one file.  The top-level header
-items (``BODY[HEADER.FIELDS (...)]``, ``RFC822.HEADER``, ``ENVELOPE``) are
-answered from the header block alone, which is what lets a header-only
-FETCH avoid reading message bodies (and use the shared header cache).
+ENVELOPE and header blocks are :mod:`mailsuite.imap.mime`'s; the header-only
+FETCH path (``BODY[HEADER.FIELDS (...)]``, ``RFC822.HEADER``, ``ENVELOPE`` from
+small header blocks of the shared header cache) calls them only through this
+adapter, so a change of their signatures touches one file.  Everything that
+needs more of a message (structure, sections) is worked out on the store's
+threads by :mod:`mailsuite.imap.mime_fetch`.
 """
 
 from __future__ import annotations
@@ -38,17 +38,3 @@ def header_section(header: bytes, specifier: str, names: tuple[str, ...]) -> byt
 def envelope(header: bytes) -> bytes:
     """The ENVELOPE list (RFC 3501 7.4.2)."""
     return mime.envelope(header)
-
-
-def bodystructure(fp: BinaryIO | None, *, extended: bool) -> bytes:
-    """BODYSTRUCTURE (extended) or BODY (not extended)."""
-    assert fp is not None
-    fp.seek(0)
-    return mime.bodystructure(fp, extended=extended)
-
-
-def section(fp: BinaryIO | None, part: tuple[int, ...], specifier: str, names: tuple[str, ...], *, binary: bool = False) -> bytes:
-    """The bytes of BODY[part.specifier] (RFC 3501 6.4.5), nested multiparts included."""
-    assert fp is not None
-    fp.seek(0)
-    return mime.section(fp, part, specifier, names, binary=binary)

@@ -83,6 +83,11 @@ class MailboxNameError(ParseError):
 #: atom-specials: "(" / ")" / "{" / SP / CTL / list-wildcards / quoted-specials / resp-specials
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x00, 0x20)) | {0x7F}
 _ATOM_CHARS = frozenset(range(0x21, 0x7F)) - _ATOM_SPECIALS
+# Character sets the readers below use, made once (a FETCH may name thousands of items)
+_DIGITS = frozenset(b"0123456789")
+_FETCH_NAME_CHARS = _ATOM_CHARS - {ord("["), ord("<")}
+_MACRO_CHARS = _ATOM_CHARS - {ord("[")}
+_SECTION_TEXT_CHARS = _ATOM_CHARS - {ord("]")}
 _ASTRING_CHARS = _ATOM_CHARS | {ord("]")}
 _LIST_CHARS = _ATOM_CHARS | set(b"%*]")
 _QUOTE_UNSAFE = frozenset(range(0x00, 0x20)) | frozenset(range(0x7F, 0x100)) | {ord('"'), ord("\\")}
@@ -576,7 +581,11 @@ class Reader:
 
     def accept(self, text: bytes) -> bool:
         """Consume ``text`` (case-insensitively) if it comes next."""
-        if self.data[self.pos : self.pos + len(text)].upper() == text.upper():
+        if self.data.startswith(text, self.pos):  # the usual case, and all of it for punctuation
+            self.pos += len(text)
+            return True
+        upper = text.upper()
+        if upper != text.lower() and self.data[self.pos : self.pos + len(text)].upper() == upper:
             self.pos += len(text)
             return True
         return False
@@ -612,7 +621,7 @@ class Reader:
 
     def number(self, *, delimited: bool = True) -> int:
         """number: 32-bit unsigned; ``delimited``: no atom character may follow."""
-        raw = self._run(frozenset(b"0123456789"))
+        raw = self._run(_DIGITS)
         if not raw:
             raise ParseError("Expected a number")
         if len(raw) > 10 or int(raw) > MAX_NUMBER:
@@ -623,7 +632,7 @@ class Reader:
 
     def number64(self) -> int:
         """mod-sequence-value (RFC 7162): up to 2**63-1."""
-        raw = self._run(frozenset(b"0123456789"))
+        raw = self._run(_DIGITS)
         if not raw or len(raw) > 19 or int(raw) > 2**63 - 1:
             raise ParseError("Expected a mod-sequence value")
         if self.peek() is not None and self.peek() in _ATOM_CHARS:
@@ -872,15 +881,22 @@ class Reader:
         """``ALL`` / ``FAST`` / ``FULL`` / fetch-att / ``( fetch-att *(SP fetch-att) )``."""
         if self.accept(b"("):
             atts: list[FetchAttribute] = []
+            last = b""  # the previous item as written: a repeat of it is not parsed again
             while not self.accept(b")"):
                 if atts:
                     self.space()
+                start = self.pos
+                if last and self.data.startswith(last, start) and self.data[start + len(last) : start + len(last) + 1] in (b" ", b")"):
+                    self.pos += len(last)
+                    atts.append(atts[-1])
+                    continue
                 atts.append(self._fetch_att())
+                last = self.data[start : self.pos]
             if not atts:
                 raise ParseError("Empty fetch attribute list")
             return tuple(atts)
         save = self.pos
-        word = self._run(_ATOM_CHARS - {ord("[")}).decode("ascii").upper()
+        word = self._run(_MACRO_CHARS).decode("ascii").upper()
         if word in _FETCH_MACROS and self.peek() != 0x5B:
             return tuple(FetchAttribute(n) for n in _FETCH_MACROS[word])
         self.pos = save
@@ -919,7 +935,7 @@ class Reader:
         return FetchRequest(atts, changed, vanished)
 
     def _fetch_att(self) -> FetchAttribute:
-        raw = self._run(_ATOM_CHARS - {ord("["), ord("<")})
+        raw = self._run(_FETCH_NAME_CHARS)
         name = raw.decode("ascii").upper()
         if not name:
             raise ParseError("Expected a fetch attribute")
@@ -966,7 +982,7 @@ class Reader:
     def _section_text(self, has_parts: bool, base: str) -> tuple[str, tuple[str, ...]]:
         if base.startswith("BINARY"):
             raise ParseError("BINARY takes only part numbers")
-        raw = self._run(_ATOM_CHARS - {ord("]")})
+        raw = self._run(_SECTION_TEXT_CHARS)
         spec = raw.decode("ascii").upper()
         if spec not in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"):
             raise ParseError(f"Invalid section text {spec[:30]}")

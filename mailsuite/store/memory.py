@@ -42,6 +42,7 @@ from mailsuite.interfaces import (
     FolderStatus,
     IFolder,
     IIncomingMessage,
+    IMessageReader,
     IMessageStore,
     IUserMailbox,
     MessageInfo,
@@ -210,6 +211,22 @@ class MemoryStore:
 
 def _call(f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
     return defer.maybeDeferred(f, *args, **kwargs)
+
+
+@implementer(IMessageReader)
+class BytesReader:
+    """A stored message's bytes, read in pieces (IFolder.open_reader)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def read(self, start: int, length: int) -> defer.Deferred[bytes]:
+        start = max(0, start)
+        return defer.succeed(self.data[start : start + max(0, length)])
+
+    def close(self) -> None:
+        self.data = b""
 
 
 @implementer(IUserMailbox)
@@ -535,6 +552,28 @@ class MemoryFolder:
             return data
 
         return _call(work)
+
+    def open_reader(self, uid: int) -> defer.Deferred[IMessageReader]:
+        return _call(lambda: BytesReader(self._data(uid)))
+
+    def map_messages(self, uids: Sequence[int], fn: Callable[[int, Any], Any]) -> defer.Deferred[dict[int, Any]]:
+        def work() -> dict[int, Any]:
+            out = {}
+            for uid in uids:
+                try:
+                    data = self._data(uid)
+                except NoSuchMessage:
+                    continue
+                out[uid] = fn(uid, data)
+            return out
+
+        return _call(work)
+
+    def _data(self, uid: int) -> bytes:
+        m = self._folder.messages.get(uid)
+        if m is None or uid not in self._infos:
+            raise NoSuchMessage()
+        return m.data
 
     def close(self) -> None:
         for callback in self._watchers:

@@ -265,6 +265,17 @@ def test_fetch_macros_and_items() -> None:
     assert req.changed_since == 12345
 
 
+def test_repeated_fetch_items_parse_like_the_first() -> None:
+    """An item written again (BODY.PEEK[1]<0.1> thousands of times, issue 15) is taken as the
+    same attribute without parsing it again; a longer item starting with the same text is not."""
+    atts = wire.parse_fetch_attributes(b"(BODY.PEEK[1]<0.1> BODY.PEEK[1]<0.1> BODY.PEEK[1]<0.10> BODY BODY[1] BODY[1] FLAGS)").attributes
+    assert [a.response_name() for a in atts] == [b"BODY[1]<0>", b"BODY[1]<0>", b"BODY[1]<0>", b"BODY", b"BODY[1]", b"BODY[1]", b"FLAGS"]
+    assert atts[2].partial == (0, 10) and atts[0].partial == (0, 1)
+    for bad in (b"(FLAGS FLAGSX)", b"(BODY[1] BODY[1]<0.0>)", b"(UID UID(FLAGS))"):
+        with pytest.raises(ParseError):
+            wire.parse_fetch_attributes(bad)
+
+
 def test_changedsince_zero_means_everything() -> None:
     """Thunderbird's first CONDSTORE sync sends CHANGEDSINCE 0; RFC 7162's grammar wants 1+, Dovecot accepts it, so do we."""
     assert wire.parse_fetch_attributes(b"(FLAGS) (CHANGEDSINCE 0)").changed_since == 0

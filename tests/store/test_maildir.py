@@ -9,7 +9,7 @@ import pytest
 from zope.interface.verify import verifyObject
 
 from mailsuite.errors import FolderExists, InvalidName, MailboxInUse, NoSuchFolder, NoSuchMessage, ReadOnlyFolder
-from mailsuite.interfaces import Delivery, IFolder, IIncomingMessage, IMessageStore, IUserMailbox
+from mailsuite.interfaces import Delivery, IFolder, IIncomingMessage, IMessageReader, IMessageStore, IUserMailbox
 from mailsuite.store import IncomingMessage
 
 from .conftest import deliver_bytes, make_store, msg, result, run
@@ -224,6 +224,38 @@ def test_read_header_and_open_message(any_store):
         folder.open_message(99)
 
 
+def test_open_reader_reads_slices_of_the_message(any_store):
+    """A reader returns exactly the octets asked for, fewer at the end, none past it, and keeps
+    reading the same message after it is expunged; a missing message cannot be opened."""
+    data = msg(1, b"0123456789" * 100)
+    deliver_bytes(any_store, ALICE, data)
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
+    reader = result(folder.open_reader(1))
+    verifyObject(IMessageReader, reader)
+    assert reader.size == len(data)
+    assert result(reader.read(5, 10)) == data[5:15]
+    assert result(reader.read(len(data) - 3, 100)) == data[-3:]
+    assert result(reader.read(len(data) + 10, 5)) == b""
+    result(folder.store_flags([1], ["\\Deleted"], "add"))
+    assert result(folder.expunge()) == [1]
+    assert result(reader.read(0, 4)) == data[:4]
+    reader.close()
+    with pytest.raises(NoSuchMessage):
+        result(folder.open_reader(1))
+
+
+@pytest.mark.parametrize("size", [1000, 600 * 1024])
+def test_map_messages_runs_a_function_over_each_message(any_store, size):
+    """map_messages hands each message's octets (small: bytes, big: a mapping) to the function
+    and leaves out messages that are gone."""
+    bodies = [msg(n, b"%d" % n * size) for n in (1, 2)]
+    for data in bodies:
+        deliver_bytes(any_store, ALICE, data)
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
+    out = result(folder.map_messages([1, 2, 99], lambda uid, octets: (len(octets), bytes(octets[-5:]), octets.find(b"\r\n\r\n"))))
+    assert out == {uid: (len(d), d[-5:], d.find(b"\r\n\r\n")) for uid, d in zip((1, 2), bodies)}
+
+
 def test_open_message_finds_a_file_renamed_by_another_program(store, tmp_path):
     """A flag change by mutt (rename in cur/) does not break reading a message by UID."""
     deliver_bytes(store, ALICE, msg(1))
@@ -233,6 +265,10 @@ def test_open_message_finds_a_file_renamed_by_another_program(store, tmp_path):
     os.rename(cur / name, cur / (name.split(":2,")[0] + ":2,RS"))
     with folder.open_message(1) as f:
         assert f.read() == msg(1)
+    reader = result(folder.open_reader(1))
+    assert result(reader.read(0, 4)) == msg(1)[:4]
+    reader.close()
+    assert result(folder.map_messages([1], lambda uid, octets: bytes(octets))) == {1: msg(1)}
     change = result(folder.refresh())
     assert [(m.uid, m.flags) for m in change.changed] == [(1, {"\\Seen", "\\Answered"})]
 
