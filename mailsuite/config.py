@@ -97,6 +97,8 @@ class LimitsConfig:
     smtp_data_timeout: float = field(default=600.0, metadata=_positive)
     pop3_timeout: float = field(default=600.0, metadata=_check(lambda v: v > 0, "must be greater than 0"))
     imap_timeout: float = field(default=1800.0, metadata=_positive)
+    #: Seconds from connect to a successful POP3 login; then -ERR and close.
+    pop3_login_timeout: float = field(default=60.0, metadata=_positive)
 
 
 @dataclass(frozen=True)
