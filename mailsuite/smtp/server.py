@@ -40,8 +40,21 @@ Implementation notes (invariants this module keeps):
 - :class:`~mailsuite.errors.MailError` becomes a reply in :meth:`SMTPSession._fail`
   (the one place); anything else is logged with its traceback and answered
   451 4.3.0.
-- RFC 5321 4.5.3.2 timeouts: ``limits.smtp_timeout`` waiting for a command,
-  ``limits.smtp_data_timeout`` inside DATA/BDAT; then 421 4.4.2 and close.
+- RFC 5321 4.5.3.2 timeouts are deadlines, never moved by a byte arriving
+  (a client trickling a byte at a time must not hold a connection forever):
+  a command line must be complete ``limits.smtp_timeout`` seconds after its
+  first byte (or after the previous command was answered, when the client
+  is silent); the whole DATA phase, or all BDAT chunks of a transaction up
+  to BDAT LAST, within ``limits.smtp_data_timeout`` of the DATA / first BDAT
+  command.  Then 421 4.4.2 and close.  Time the server itself takes (a
+  login, storing) does not count; a client that stops reading replies is
+  aborted at the deadline.
+- On the submission listeners, where nothing can be done before AUTH, a
+  session not authenticated ``limits.submission_login_timeout`` seconds
+  after connecting gets 421 4.7.0 and is closed.
+- A connection closed by us stays open only while the client reads what we
+  still had to send; one that does not is aborted (after
+  :data:`CLOSE_GRACE` when closed for a timeout, else after the timeout).
 - ``limits.smtp_max_errors`` error replies in one session close it (421 4.7.0).
 """
 
@@ -75,6 +88,8 @@ from mailsuite.smtp.delivery import Transaction, hand_off
 MAX_BUFFERED = 256 * 1024
 #: RFC 5321 6.3: more Received fields than this is a mail loop.
 MAX_HOPS = 100
+#: Seconds a connection closed for a timeout may take to read its 421 before it is aborted.
+CLOSE_GRACE = 10.0
 
 _HELO_NAME = re.compile(r"[A-Za-z0-9._\-\[\]:]{1,255}\Z")
 _BDAT_ARGS = re.compile(r"([0-9]{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
@@ -113,6 +128,7 @@ class SessionSettings:
     queue: Any = None
     fault_plan: Callable[[], Any] = lambda: None  # read at each use: tests install a plan after start-up
     mailauth: Any = None  # mailsuite.mailauth: DKIM signing (submission), SPF/DKIM/DMARC checks (inbound)
+    login_timeout: float | None = None  # seconds from connect to AUTH (submission listeners only)
 
 
 class _Tx:
@@ -133,6 +149,7 @@ class _Tx:
         self.scanner = headers.HeaderScanner()
         self.checker = ChunkChecker()
         self.results_filter: Any = None  # drops forged Authentication-Results of ours (inbound, mailauth on)
+        self.phase_end: float | None = None  # clock time by which DATA / every BDAT chunk must be in
 
     @property
     def sender_text(self) -> str:
@@ -171,7 +188,8 @@ class SMTPSession(Protocol):
         self._paused = False  # socket reading paused because too much input waits
         self._write_paused = False  # the transport's buffer is full: the client is not reading
         self._timer: Any = None
-        self._deadline = 0.0  # the idle timeout expires at this clock time
+        self._deadline = 0.0  # the client must have done its part by this clock time (see _timed_out)
+        self._login_timer: Any = None
         self._line_handler: Callable[[bytes], Any] | None = None  # AUTH continuation
         self._decoder: DataDecoder | None = None
         self._bdat_remaining = 0
@@ -188,7 +206,9 @@ class SMTPSession(Protocol):
         except Exception:
             pass
         self.log.info("[{session}] {listener}: connection from {ip}{tls}", session=self.session_id, listener=self.s.listener, ip=self.ip, tls=" (TLS)" if self.tls else "")
-        self._touch()
+        self._expect_client()
+        if self.s.submission and self.s.login_timeout is not None:
+            self._login_timer = self.s.clock.callLater(self.s.login_timeout, self._login_timed_out)
         fault = self._fault("CONNECT")
         greeting = f"220 {self.s.hostname} ESMTP mailsuite\r\n".encode()
         if fault is None:
@@ -217,9 +237,10 @@ class SMTPSession(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._mode = CLOSED
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for timer in (self._timer, self._login_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._login_timer = None
         if self.tx is not None:
             self.tx.discard()
             self.tx = None
@@ -228,30 +249,40 @@ class SMTPSession(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._mode == CLOSED:
             return
-        self._touch()
+        if not self._buffer and self._mode == LINE and not self._busy and not self._write_paused:
+            self._expect_client()  # the first byte of a command line: it has smtp_timeout from now on
         self._buffer += data
         self._process()
 
     # -- timers ----------------------------------------------------------------
-    def _touch(self) -> None:
-        # Only the deadline moves on activity: rescheduling the timer for every
-        # read would cost a heap operation each time; _timed_out re-arms itself
-        # when it fires before the deadline.
-        timeout = self.s.data_timeout if self._mode in (DATA, BDAT) else self.s.timeout
-        self._deadline = self.s.clock.seconds() + timeout
+    def _set_deadline(self, seconds: float) -> None:
+        """The client has ``seconds`` from now (at most until its DATA/BDAT phase ends) to do its part."""
+        now = self.s.clock.seconds()
+        deadline = now + seconds
+        tx = self.tx
+        if tx is not None and tx.phase_end is not None and tx.phase_end < deadline:
+            deadline = tx.phase_end
+        self._deadline = deadline
+        # One timer, moved lazily: a later deadline costs no heap operation, since
+        # _timed_out re-arms itself when it fires before the deadline.
         timer = self._timer
         if timer is None or not timer.active():
-            self._timer = self.s.clock.callLater(timeout, self._timed_out)
-        elif timer.getTime() > self._deadline:  # a shorter timeout now applies
-            timer.reset(timeout)
+            self._timer = self.s.clock.callLater(deadline - now, self._timed_out)
+        elif timer.getTime() > deadline:  # a shorter deadline now applies
+            timer.reset(deadline - now)
+
+    def _expect_client(self) -> None:
+        """Waiting for a command line (RFC 5321 4.5.3.2.7: 5 minutes by default)."""
+        self._set_deadline(self.s.timeout)
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._mode == CLOSED:
-            return
         remaining = self._deadline - self.s.clock.seconds()
         if remaining > 0:
             self._timer = self.s.clock.callLater(remaining, self._timed_out)
+            return
+        if self._mode == CLOSED:  # closed by us, but the client never took its last replies
+            self.transport.abortConnection()
             return
         if self._write_paused:  # the client neither sends nor reads: it cannot hear a 421 either
             self.log.info("[{session}] {ip} stopped reading replies; connection aborted", session=self.session_id, ip=self.ip)
@@ -259,11 +290,24 @@ class SMTPSession(Protocol):
             self.transport.abortConnection()
             return
         if self._busy:  # the server, not the client, is slow: wait for it
-            self._touch()
+            self._expect_client()
             return
         self.log.info("[{session}] timeout from {ip}", session=self.session_id, ip=self.ip)
         self._write(421, "4.4.2", f"{self.s.hostname} Timeout, closing connection")
-        self._close()
+        self._close(CLOSE_GRACE)
+
+    def _login_timed_out(self) -> None:
+        """Submission: no AUTH within limits.submission_login_timeout of connecting."""
+        self._login_timer = None
+        if self._mode == CLOSED or self.user is not None:
+            return
+        self.log.info("[{session}] {ip} did not authenticate within {seconds}s", session=self.session_id, ip=self.ip, seconds=self.s.login_timeout)
+        if self._write_paused:
+            self._mode = CLOSED
+            self.transport.abortConnection()
+            return
+        self._write(421, "4.7.0", f"{self.s.hostname} Authentication required in time, closing connection")
+        self._close(CLOSE_GRACE)
 
     def _later(self, delay: float, f: Callable[[], None]) -> None:
         if delay > 0:
@@ -334,6 +378,7 @@ class SMTPSession(Protocol):
         del self._buffer[: end + 1]
         if line.endswith(b"\r"):
             line = line[:-1]
+        self._expect_client()  # the next line's time starts now (or at its first byte, if later)
         handler, self._line_handler = self._line_handler, None
         if len(line) > self.s.max_line_length:
             self.reply(500, "5.5.2", "Line too long")
@@ -377,7 +422,7 @@ class SMTPSession(Protocol):
     def _done(self, _: Any) -> None:
         self._busy = False
         if self._mode != CLOSED:
-            self._touch()
+            self._expect_client()
             self._process()
 
     # -- replies ---------------------------------------------------------------
@@ -424,7 +469,8 @@ class SMTPSession(Protocol):
             self.log.failure("[{session}] unexpected error", failure, session=self.session_id)
         self._fail(failure.value)
 
-    def _close(self) -> None:
+    def _close(self, grace: float | None = None) -> None:
+        """Send what is queued and close; abort after ``grace`` seconds (default: the timeout) if the client does not read it."""
         if self._mode == CLOSED:
             return
         self._flush()
@@ -433,9 +479,13 @@ class SMTPSession(Protocol):
         if self.tx is not None:
             self.tx.discard()
             self.tx = None
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
         # a registered producer would keep the transport open after loseConnection
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+        self._set_deadline(self.s.timeout if grace is None else grace)
 
     def _fault(self, command: str) -> Any:
         plan = self.s.fault_plan()
@@ -665,6 +715,9 @@ class SMTPSession(Protocol):
         if self._mode == CLOSED:
             return
         self.user = avatar.address
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
         self.log.info("[{session}] authenticated as {user}", session=self.session_id, user=self.user)
         self.reply(235, "2.7.0", "Authentication successful")
 
@@ -769,7 +822,9 @@ class SMTPSession(Protocol):
         self._new_message(tx)
         self._decoder = DataDecoder(self._sink, self.s.max_message_size)
         self._mode = DATA
-        self._touch()
+        # RFC 5321 4.5.3.2: the whole data phase, however the bytes trickle in
+        tx.phase_end = self.s.clock.seconds() + self.s.data_timeout
+        self._set_deadline(self.s.data_timeout)
         self._write(354, None, "End data with <CR><LF>.<CR><LF>")
 
     def _new_message(self, tx: _Tx) -> None:
@@ -822,7 +877,10 @@ class SMTPSession(Protocol):
                 self._new_message(tx)
         self._bdat_error = error
         self._mode = BDAT
-        self._touch()
+        # every chunk of the transaction, up to BDAT LAST, within one data timeout of the first BDAT
+        if tx is not None and tx.phase_end is None:
+            tx.phase_end = self.s.clock.seconds() + self.s.data_timeout
+        self._set_deadline(self.s.data_timeout)
         if self._bdat_remaining == 0:
             self._bdat_chunk_done()
 
@@ -874,7 +932,6 @@ class SMTPSession(Protocol):
 
     def _end_message(self, error: MailError | None, command: str) -> None:
         """The message is complete: answer its fate (after storing it when all is well)."""
-        self._touch()
         self._start(self._finish_message(error, command), may_finish_now=error is not None)
 
     async def _finish_message(self, error: MailError | None, command: str) -> None:
