@@ -25,6 +25,9 @@ Implementation notes (invariants this module keeps):
   the announced count of octets, RFC 3030); AUTH continuation lines.
 - SIZE is checked at MAIL (announced size) and while DATA/BDAT arrive: past the
   limit the rest is counted and dropped, not buffered (552 5.3.4).
+- A full disk (ENOSPC, EDQUOT) while the message arrives (a big one goes to
+  a spool file) or is stored answers 452 4.3.1 (RFC 3463 X.3.1: mail system
+  full) at the end of its data; the rest of the data is dropped.
 - STARTTLS (RFC 3207): the 220 goes out in clear, everything the client
   pipelined behind the command is thrown away, and EHLO, AUTH and the
   transaction are forgotten (CVE-2011-0411 class of injection).
@@ -75,7 +78,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge
+from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge, storage_error
 from mailsuite.limits import peer_ip
 from mailsuite.netwrite import write_now
 from mailsuite.mailauth import smtp_hook
@@ -150,6 +153,7 @@ class _Tx:
         self.checker = ChunkChecker()
         self.results_filter: Any = None  # drops forged Authentication-Results of ours (inbound, mailauth on)
         self.phase_end: float | None = None  # clock time by which DATA / every BDAT chunk must be in
+        self.write_error: MailError | None = None  # keeping the arriving message failed (disk full): answered at its end
 
     @property
     def sender_text(self) -> str:
@@ -838,8 +842,18 @@ class SMTPSession(Protocol):
                 chunk = tx.results_filter.feed_bytes(chunk)
             if not tx.body_8bit and not chunk.isascii():
                 tx.body_8bit = True  # 8-bit data without BODY=8BITMIME: tell the queue anyway
-            tx.message.write(chunk)
+            try:
+                tx.message.write(chunk)  # a big message goes to a spool file: the disk may be full
+            except OSError as e:
+                self._write_failed(tx, e)
+                return
             tx.scanner.feed(chunk)
+
+    def _write_failed(self, tx: _Tx, error: OSError) -> None:
+        """The message cannot be kept: drop it, count and drop the rest of its data, answer at its end."""
+        self.log.warn("[{session}] keeping an arriving message failed: {error}", session=self.session_id, error=error)
+        tx.write_error = storage_error(error)
+        tx.discard()
 
     def _data_bytes(self) -> None:
         decoder = self._decoder
@@ -855,6 +869,8 @@ class SMTPSession(Protocol):
             self._end_message(SMTPReply("Bare CR or LF in message data not allowed (RFC 5321 2.3.8)", code=550, enhanced="5.6.11"), "DATA")
         elif decoder.too_big:
             self._end_message(MessageTooLarge("Message size exceeds fixed maximum message size"), "DATA")
+        elif self.tx is not None and self.tx.write_error is not None:
+            self._end_message(self.tx.write_error, "DATA")
         else:
             self._end_message(None, "DATA")
 
@@ -900,6 +916,8 @@ class SMTPSession(Protocol):
             else:
                 tx.checker.feed(chunk)
                 self._sink(chunk)
+                if tx.write_error is not None:
+                    tx.bdat_failed = tx.write_error
         if self._bdat_remaining == 0:
             self._bdat_chunk_done()
 
@@ -946,9 +964,13 @@ class SMTPSession(Protocol):
                 raise error
             queue_id = headers.new_id()
             message = tx.message
-            if tx.results_filter is not None:
-                message.write(tx.results_filter.close())
-            message.finish()
+            try:
+                if tx.results_filter is not None:
+                    message.write(tx.results_filter.close())
+                message.finish()  # flushes the spool file's last buffered bytes
+            except OSError as e:
+                self.log.warn("[{session}] keeping an arriving message failed: {error}", session=self.session_id, error=e)
+                raise storage_error(e) from e
             names = tx.scanner.field_names()
             if names.count("received") > MAX_HOPS:
                 raise SMTPReply("Too many hops (mail loop?)", code=554, enhanced="5.4.6")

@@ -7,7 +7,8 @@ Implementation notes:
   no fsync: durability comes when the store or the queue copies it).
 - ``open`` gives an independent reader each time, so the store and the queue
   can read the same message concurrently from worker threads.
-- The temporary file is removed by ``discard`` (idempotent); files left by a
+- The temporary file is removed by ``discard`` (idempotent, never raises: it
+  is how a failed write, e.g. a full disk, is cleaned up); files left by a
   crash are removed when the store opens (see MaildirStore.clean_incoming).
 """
 
@@ -104,7 +105,10 @@ class IncomingMessage:
         self._data = None
         self._chunks = None
         if self._file is not None and not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass  # flushing bytes that are thrown away anyway failed (disk full): the file is closed all the same
         if self._path is not None:
             try:
                 os.unlink(self._path)
