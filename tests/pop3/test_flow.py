@@ -162,3 +162,19 @@ def test_stls_discards_bytes_buffered_while_output_was_paused() -> None:
     assert h.transport.tls_creator == "server-tls-creator"
     assert h.command(f"USER {ALICE}").startswith(b"+OK Send PASS")
     assert h.auth.attempts == []
+
+
+def test_pipelined_listings_stream_one_after_another_under_backpressure() -> None:
+    """Long responses pipelined behind each other: each streams only while the client reads, and all arrive whole."""
+    h = Harness([b"Subject: %d\r\n\r\nx\r\n" % i for i in range(3000)], secure=True)
+    h.transport.window = 16 * 1024
+    h.login()
+    h.session.dataReceived(b"LIST\r\nUIDL\r\n" * 20 + b"STAT\r\n")
+    received = h.transport.drain()
+    for _ in range(10000):
+        if received.endswith(b"+OK 3000 %d\r\n" % sum(len(b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(3000))):
+            break
+        assert len(h.transport.value()) < 16 * 1024 + 64 * 1024  # at most one batch past the window
+        received += h.transport.drain()
+    assert received.count(b"\r\n.\r\n") == 40 and received.count(b"\r\n3000 ") == 40
+    assert not h.closing
