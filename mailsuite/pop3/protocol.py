@@ -3,10 +3,10 @@ SASL PLAIN (RFC 5034) and response codes (RFC 2449 8, RFC 3206).
 
 Implementation notes:
 - A plain Twisted Protocol with its own line framing (CRLF, a bare LF
-  accepted), state dispatch and timers; only the wire format of
-  twisted.mail.pop3 is shared, none of its code.  Logins go through the
-  shared authenticator (one throttle for SMTP, POP3 and IMAP), messages come
-  from the shared store through ``pop3.IMailbox``-free interfaces.
+  accepted), dispatch and timers, as the SMTP server has; nothing of
+  twisted.mail.pop3 is used.  Logins go through the shared authenticator
+  (one throttle for SMTP, POP3 and IMAP), messages come from the shared
+  store through IUserMailbox / IFolder.
 - States (RFC 1939 3): AUTHORIZATION until a login succeeds and the maildrop
   lock is held, TRANSACTION, then UPDATE after QUIT.  Each command is
   accepted only in the states RFC 1939 allows it in.

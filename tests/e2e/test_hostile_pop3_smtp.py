@@ -13,10 +13,7 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import select
-import shutil
 import smtplib
 import socket
 import subprocess
