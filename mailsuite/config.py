@@ -99,6 +99,11 @@ class LimitsConfig:
     imap_timeout: float = field(default=1800.0, metadata=_positive)
     #: Seconds from connect to a successful IMAP login; then ``* BYE`` (slots held by anonymous peers).
     imap_login_timeout: float = field(default=60.0, metadata=_positive)
+    #: Seconds from connect to a successful POP3 login; then -ERR and close.
+    pop3_login_timeout: float = field(default=60.0, metadata=_positive)
+    #: Seconds from connect to a successful AUTH on the submission listeners (587/465),
+    #: where nothing else can be done without it; then 421 4.7.0 and close.
+    submission_login_timeout: float = field(default=60.0, metadata=_positive)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ never writes protocol wording itself.
 
 from __future__ import annotations
 
+import errno
+
 
 class MailError(Exception):
     """A failure a client should hear about, with an SMTP-style basic and enhanced code.
@@ -35,6 +37,23 @@ class MailError(Exception):
 
 class TemporaryFailure(MailError):
     """Something local went wrong that may pass (disk, lock, DNS); the client should retry."""
+
+
+class StorageFull(TemporaryFailure):
+    """The file system holding mail (or its disk quota) is full: RFC 3463 X.3.1, mail system full."""
+
+    code, enhanced, default_text = 452, "4.3.1", "Mail system full, try again later"
+
+
+#: errno values that mean "no room left" rather than a broken disk.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_error(error: BaseException) -> TemporaryFailure:
+    """The MailError for a failed write of mail to disk: StorageFull when there is no room, else a TemporaryFailure."""
+    if isinstance(error, OSError) and error.errno in _FULL:
+        return StorageFull()
+    return TemporaryFailure(f"Local storage error: {getattr(error, 'strerror', None) or error}")
 
 
 class NoSuchUser(MailError):

@@ -61,6 +61,7 @@ def build_factory(context: Any, name: str, listener_config: ListenerConfig) -> F
         authenticator=context.authenticator if context.authenticator is not None else _NoAuthenticator(),
         hostname=config.hostname,
         timeout=config.limits.pop3_timeout,
+        login_timeout=config.limits.pop3_login_timeout,
         clock=context.reactor,
         run_blocking=thread_runner(context.reactor),
         tls_creator=tls_creator,

@@ -2,37 +2,51 @@
 SASL PLAIN (RFC 5034) and response codes (RFC 2449 8, RFC 3206).
 
 Implementation notes:
-- Built on :class:`twisted.mail.pop3.POP3` for its line framing, state
-  dispatch (``state_COMMAND`` / ``state_AUTH``), inactivity timer and
-  reply helpers.  Its command handlers are replaced: they authenticate
-  through a ``cred`` portal of ``pop3.IMailbox`` avatars, stuff dots only
-  within a chunk and double the CR of stored CRLF, list non-working
-  capabilities, and dispatch pipelined commands before a login has
-  finished.  Here logins go through the shared authenticator (one throttle
-  for SMTP, POP3 and IMAP), messages come from the shared store.
+- A plain Twisted Protocol with its own line framing (CRLF, a bare LF
+  accepted), dispatch and timers, as the SMTP server has; nothing of
+  twisted.mail.pop3 is used.  Logins go through the shared authenticator
+  (one throttle for SMTP, POP3 and IMAP), messages come from the shared
+  store through IUserMailbox / IFolder.
 - States (RFC 1939 3): AUTHORIZATION until a login succeeds and the maildrop
   lock is held, TRANSACTION, then UPDATE after QUIT.  Each command is
   accepted only in the states RFC 1939 allows it in.
-- Pipelining (RFC 2449 6.6): lines are queued and handled strictly one at a
-  time; while a command waits for the authenticator, the store or the
-  network, later lines wait in the queue, so replies keep their order and a
-  command after PASS never runs before the login is decided.
+- Pipelining (RFC 2449 6.6): received bytes wait in one buffer and lines are
+  taken from it strictly one at a time; while a command waits for the
+  authenticator, the store or the network, later lines wait in the buffer,
+  so replies keep their order and a command after PASS never runs before
+  the login is decided.
+- Flow control, both ways, for the whole connection: the session is the
+  transport's streaming producer.  When the client stops reading (the
+  transport's write buffer is full and pauses us), no further line is taken
+  from the buffer and a RETR/TOP/LIST in progress stops reading the store;
+  while lines wait (a command is busy, or output is paused), input beyond
+  :data:`MAX_BUFFERED` stops socket reads.  So whatever the client
+  pipelines, at most about 64 KiB of replies and MAX_BUFFERED of input are
+  held per connection, logged in or not.
+- Timeouts are deadlines, not inactivity timers reset by every byte
+  (slowloris): a command line must be complete within ``timeout`` seconds
+  from its first byte (or from the end of the previous command); output
+  sent to a client that is still reading (a long RETR to a slow link) counts
+  as progress.  A connection not logged in ``login_timeout`` seconds after
+  it opened is closed (``limits.pop3_login_timeout``).  Both answer ``-ERR``
+  and close; a client that does not even read its replies is aborted.
 - STLS (RFC 2595 4): after "+OK" every byte already received in plaintext
-  is discarded (queued lines and a partial line), so nothing injected before
-  the handshake is read as a command after it.  Before TLS, USER, PASS and
-  AUTH are refused and not advertised unless tls.allow_plaintext_auth.
+  is discarded (the whole input buffer: pipelined lines and a partial line),
+  so nothing injected before the handshake is read as a command after it.
+  Before TLS, USER, PASS and AUTH are refused and not advertised unless
+  tls.allow_plaintext_auth.
 - Exclusive access (RFC 1939 8): the store's maildrop lock is taken after
   authentication and released when the session ends in any way: QUIT
-  (after the UPDATE state is done), a lost connection, the inactivity
-  timeout.  A second session gets ``-ERR [IN-USE]``.  TCP keepalive with
-  short timers notices a client that vanished silently within about two
-  minutes, so even then the lock does not wait for the idle timeout.
+  (after the UPDATE state is done), a lost connection, a timeout.  A second
+  session gets ``-ERR [IN-USE]``.  TCP keepalive with short timers notices a
+  client that vanished silently within about two minutes, so even then the
+  lock does not wait for the idle timeout.
 - Deletions happen only in the UPDATE state after QUIT; a lost connection
   or timeout never reaches it (RFC 1939 6).
 - RETR and TOP stream the message from the store in chunks read off the
-  reactor thread, with the transport's flow control, so memory stays flat
-  for any message size; LIST and UIDL use the snapshot taken at login and
-  read no message body.
+  reactor thread, paused with the connection, so memory stays flat for any
+  message size; LIST and UIDL use the snapshot taken at login and read no
+  message body.
 - Errors become replies in one place (:meth:`POP3Session.reply_error`);
   anything unexpected is logged with its traceback and answered
   ``-ERR [SYS/TEMP]``; no password or AUTH payload is ever logged.
@@ -44,16 +58,16 @@ import base64
 import binascii
 import itertools
 import socket
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.mail import pop3
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailboxInUse, MailError, NoSuchMessage
 from mailsuite.limits import mark_logged_in, peer_ip
@@ -73,6 +87,13 @@ LISTING_BATCH = 1024
 MAX_AUTH_FAILURES = 3
 #: Unknown or misplaced commands tolerated before the connection is closed.
 MAX_BAD_COMMANDS = 20
+#: Unread input kept while lines wait (a busy command, a client not reading replies)
+#: before socket reads are paused.  POP3 command lines are short (RFC 2449 4: 255
+#: octets), so this is thousands of pipelined commands.
+MAX_BUFFERED = 64 * 1024
+#: Seconds a connection closed after a timeout may take to hear its last reply
+#: before it is aborted (a client that does not read would otherwise hold it open).
+CLOSE_GRACE = 10.0
 
 #: Which commands each state accepts (RFC 1939 4-6, RFC 2449 5, RFC 2595 4, RFC 5034 4).
 COMMANDS: dict[str, frozenset[bytes]] = {
@@ -92,9 +113,10 @@ class SessionSettings:
     #: ``login(ip, username, password) -> Deferred[IMailUser]``, throttled (mailsuite.auth).
     authenticator: Any
     hostname: str
-    #: Seconds of client silence before the connection is closed (RFC 1939 3: at least 600).
+    #: Seconds a command line may take from its first byte, and a client may stay
+    #: silent between commands (RFC 1939 3: the autologout timer, at least 600).
     timeout: float
-    #: Provides callLater (the reactor, or task.Clock in tests).
+    #: Provides callLater and seconds (the reactor, or task.Clock in tests).
     clock: Any
     #: ``run_blocking(f, *args) -> Deferred``: runs disk reads off the reactor thread.
     run_blocking: Callable[..., defer.Deferred[Any]]
@@ -105,10 +127,18 @@ class SessionSettings:
     #: tls.allow_plaintext_auth: USER / PASS / AUTH before TLS.
     allow_plaintext_auth: bool = False
     listener: str = "pop3"
+    #: Seconds from connect to a successful login (limits.pop3_login_timeout).
+    login_timeout: float = 60.0
 
 
-class POP3Session(pop3.POP3):
-    """One client connection (see the module notes for the rules it keeps)."""
+@implementer(IPushProducer)
+class POP3Session(Protocol):
+    """One client connection (see the module notes for the rules it keeps).
+
+    It is also the transport's push producer for the whole connection: when
+    the client stops reading, the transport pauses us and no further command
+    is taken on.
+    """
 
     log = Logger()
     #: RFC 2449 4: command lines are at most 255 octets; SASL responses may be longer.
@@ -116,28 +146,34 @@ class POP3Session(pop3.POP3):
 
     def __init__(self, settings: SessionSettings) -> None:
         self.settings = settings
-        self.timeOut = settings.timeout
-        self.callLater = settings.clock.callLater  # TimeoutMixin uses it for the inactivity timer
+        self.clock = settings.clock
         self.cid = f"{settings.listener}-{next(_connection_ids)}"
         self.ip = "?"
         self.phase = AUTHORIZATION
+        #: What the next line is: "COMMAND", or "AUTH" (a SASL response after "+ ").
+        self.state = "COMMAND"
         self.secure = settings.implicit_tls
         self.user: str | None = None
         self.maildrop: Maildrop | None = None
         self._pending_user: bytes | None = None
         self._release: Callable[[], None] | None = None
-        self._queue: deque[bytes] = deque()
+        self._buffer = bytearray()
         self._busy = False
-        self._draining = False
-        self._discarding = False
+        self._processing = False
         self._closed = False
+        self._read_paused = False  # we paused socket reads: too much input waits
+        self._write_paused = False  # the transport paused us: the client does not read
+        self._streamer: ResponseStreamer | None = None
         self._mid_response = False
         self._auth_failures = 0
         self._bad_commands = 0
+        self._deadline = 0.0  # the client must have done its part by this clock time
+        self._timer: Any = None
+        self._login_timer: Any = None
 
     # -- connection ---------------------------------------------------------
     def connectionMade(self) -> None:
-        """Greet (RFC 1939 4; no APOP timestamp since APOP is not offered) and start the timer."""
+        """Greet (RFC 1939 4; no APOP timestamp since APOP is not offered) and start the timers."""
         self.ip = peer_ip(self.transport.getPeer())
         self.secure = self.settings.implicit_tls or ISSLTransport.providedBy(self.transport)
         self.log.info("{cid} connect from {ip} (tls={tls})", cid=self.cid, ip=self.ip, tls=self.secure)
@@ -147,22 +183,24 @@ class POP3Session(pop3.POP3):
             # (Nagle + delayed ACK costs ~40 ms per RETR otherwise).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             enable_keepalive(sock)
-        self.setTimeout(self.timeOut)
-        self.sendLine(b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready")
+        self.transport.registerProducer(self, True)
+        self._expect_client()
+        self._login_timer = self.clock.callLater(self.settings.login_timeout, self._login_timed_out)
+        self._send(b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready")
 
     def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
-        """Forget queued commands and give the maildrop lock back (unless UPDATE still runs)."""
+        """Forget buffered input, stop a response under way, give the maildrop lock back (unless UPDATE still runs)."""
         self._closed = True
-        self._queue.clear()
-        self.setTimeout(None)
+        self._buffer.clear()
+        for timer in (self._timer, self._login_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._login_timer = None
+        if self._streamer is not None:
+            self._streamer.stopProducing()
         if self.phase != UPDATE:
             self._end_session()
         self.log.info("{cid} disconnected", cid=self.cid)
-
-    def timeoutConnection(self) -> None:
-        """RFC 1939 3: the autologout timer closes the connection without entering UPDATE."""
-        self.log.info("{cid} inactivity timeout after {seconds}s", cid=self.cid, seconds=self.timeOut)
-        self.transport.abortConnection()
 
     def _end_session(self) -> None:
         """Close the folder and release the lock; safe to call more than once."""
@@ -176,56 +214,167 @@ class POP3Session(pop3.POP3):
                 release()
                 self.log.debug("{cid} released maildrop lock of {user}", cid=self.cid, user=self.user)
 
-    def _close(self) -> None:
-        self._closed = True
-        self._queue.clear()
-        self.transport.loseConnection()
+    def _close(self, grace: float | None = None) -> None:
+        """Say nothing more, send what is written, then close.
 
-    # -- input: framing, pipelining, STLS discard ------------------------------
-    def dataReceived(self, data: bytes) -> None:
-        """Any bytes arriving in a later read than STLS's come through TLS: stop discarding."""
-        self._discarding = False
-        super().dataReceived(data)
-
-    def lineReceived(self, line: bytes) -> None:
-        """Queue the line; handle queued lines one at a time (RFC 2449 6.6 pipelining)."""
-        if self._discarding or self._closed:
+        A client that does not read its last replies would keep the
+        connection open forever, so it is aborted after ``grace`` seconds
+        (the command timeout unless given).
+        """
+        if self._closed:
             return
-        self._queue.append(line)
-        self._drain()
+        self._closed = True
+        self._buffer.clear()
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        # a registered producer that is paused would keep the transport open after loseConnection
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+        self._set_deadline(self.settings.timeout if grace is None else grace)
 
-    def lineLengthExceeded(self, line: bytes) -> Any:
+    # -- timers ----------------------------------------------------------------
+    def _set_deadline(self, seconds: float) -> None:
+        # One timer, moved lazily: _timed_out re-arms itself when it fires before
+        # the deadline, so a later deadline costs no heap operation.
+        self._deadline = self.clock.seconds() + seconds
+        timer = self._timer
+        if timer is None or not timer.active():
+            self._timer = self.clock.callLater(seconds, self._timed_out)
+        elif timer.getTime() > self._deadline:
+            timer.reset(seconds)
+
+    def _expect_client(self) -> None:
+        """The client now has ``timeout`` seconds to do its part: send the next command line, read output."""
+        self._set_deadline(self.settings.timeout)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        remaining = self._deadline - self.clock.seconds()
+        if remaining > 0:
+            self._timer = self.clock.callLater(remaining, self._timed_out)
+            return
+        if self._closed:  # closed, but the client never took its last replies
+            self.transport.abortConnection()
+            return
+        if self._write_paused:  # the client neither reads nor sends: it cannot hear an -ERR either
+            self.log.info("{cid} {ip} stopped reading responses; connection aborted", cid=self.cid, ip=self.ip)
+            self._abort()
+            return
+        if self._busy:  # the server, not the client, is slow (a login, the disk): wait for it
+            self._expect_client()
+            return
+        # RFC 1939 3: the autologout timer closes the connection without entering UPDATE
+        self.log.info("{cid} timeout after {seconds}s from {ip}", cid=self.cid, seconds=self.settings.timeout, ip=self.ip)
+        self.err("Disconnected for inactivity")
+        self._close(CLOSE_GRACE)
+
+    def _login_timed_out(self) -> None:
+        self._login_timer = None
+        if self._closed or self.phase != AUTHORIZATION:
+            return
+        self.log.info("{cid} no login from {ip} within {seconds}s", cid=self.cid, ip=self.ip, seconds=self.settings.login_timeout)
+        if self._write_paused:
+            self._abort()
+            return
+        self.err("Disconnected: no login in time")
+        self._close(CLOSE_GRACE)
+
+    def _abort(self) -> None:
+        self._closed = True
+        self._buffer.clear()
+        self.transport.abortConnection()
+
+    # -- input: framing, pipelining, flow control, STLS discard ------------------
+    def dataReceived(self, data: bytes) -> None:
+        """Buffer the bytes and take whole lines from them while the session may."""
+        if self._closed:
+            return
+        if not self._buffer and not self._busy and not self._write_paused:
+            self._expect_client()  # the first byte of a line: it has `timeout` from now, not from each byte
+        self._buffer += data
+        self._process()
+
+    def _process(self) -> None:
+        """Handle buffered lines one at a time (RFC 2449 6.6 pipelining), then adjust socket reading."""
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while not self._busy and not self._write_paused and not self._closed:
+                end = self._buffer.find(b"\n")
+                if end < 0:
+                    if len(self._buffer) > self.MAX_LENGTH:
+                        self._line_too_long(len(self._buffer))
+                    break
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > self.MAX_LENGTH:
+                    self._line_too_long(len(line))
+                    break
+                self._dispatch(line)
+        finally:
+            self._processing = False
+        if self._closed:
+            return
+        # stop reading the socket while input piles up that cannot be handled yet
+        held = self._busy or self._write_paused
+        if held and len(self._buffer) > MAX_BUFFERED and not self._read_paused:
+            self._read_paused = True
+            self.transport.pauseProducing()
+        elif self._read_paused and (not held or len(self._buffer) <= MAX_BUFFERED // 2):
+            self._read_paused = False
+            self.transport.resumeProducing()
+
+    def _line_too_long(self, length: int) -> None:
         """A line beyond MAX_LENGTH: say so and hang up (the rest of the stream is unframed)."""
-        self.log.info("{cid} line too long ({length} bytes)", cid=self.cid, length=len(line))
-        self.sendLine(b"-ERR Line too long")
+        self.log.info("{cid} line too long ({length} bytes)", cid=self.cid, length=length)
+        self.err("Line too long")
         self._close()
 
-    def _drain(self) -> None:
-        if self._draining:
-            return
-        self._draining = True
+    def _dispatch(self, line: bytes) -> None:
         try:
-            while self._queue and not self._busy and not self._closed:
-                line = self._queue.popleft()
-                self.resetTimeout()
-                try:
-                    result = getattr(self, "state_" + self.state)(line)
-                except Exception:
-                    self.reply_error(Failure())
-                    continue
-                if isinstance(result, defer.Deferred):
-                    self._busy = True
-                    result.addBoth(self._command_done)
-        finally:
-            self._draining = False
+            result = self.state_AUTH(line) if self.state == "AUTH" else self.state_COMMAND(line)
+        except Exception:
+            self.reply_error(Failure())
+            result = None
+        if isinstance(result, defer.Deferred):
+            self._busy = True
+            result.addBoth(self._command_done)
+        elif not self._closed:
+            self._expect_client()
 
     def _command_done(self, result: Any) -> None:
         self._busy = False
         if isinstance(result, Failure):
             self.reply_error(result)
         if not self._closed:
-            self.resetTimeout()
-            self._drain()
+            self._expect_client()
+            self._process()
+
+    # -- IPushProducer: the transport tells us when its write buffer is full ------
+    def pauseProducing(self) -> None:
+        """The client is not reading: take on no command, pause a response under way."""
+        self._write_paused = True
+        if self._streamer is not None:
+            self._streamer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The client read what was queued: go on."""
+        if not self._write_paused:
+            return
+        self._write_paused = False
+        if self._streamer is not None:
+            self._streamer.resumeProducing()
+        if not self._closed:
+            self._process()
+
+    def stopProducing(self) -> None:
+        """The connection is going away."""
+        self._write_paused = True
+        if self._streamer is not None:
+            self._streamer.stopProducing()
 
     def state_COMMAND(self, line: bytes) -> Any:
         """Split "VERB argument" and dispatch by state."""
@@ -240,24 +389,27 @@ class POP3Session(pop3.POP3):
 
     def _bad_command(self, text: bytes) -> None:
         self._bad_commands += 1
-        self.failResponse(text)
+        self.err(text)
         if self._bad_commands >= MAX_BAD_COMMANDS:
             self.log.info("{cid} too many bad commands", cid=self.cid)
             self._close()
 
     # -- replies --------------------------------------------------------------
+    def _send(self, line: bytes) -> None:
+        self.transport.write(line + b"\r\n")
+
     def ok(self, text: bytes | str = b"") -> None:
         """Send a one-line "+OK"."""
         if isinstance(text, str):
             text = text.encode("utf-8")
-        self.sendLine(b"+OK " + text if text else b"+OK")
+        self._send(b"+OK " + text if text else b"+OK")
 
     def err(self, text: bytes | str, code: bytes | None = None) -> None:
         """Send a one-line "-ERR", with an RFC 2449 8 response code in brackets if given."""
         if isinstance(text, str):
             text = text.encode("utf-8")
         text = text.replace(b"\r", b" ").replace(b"\n", b" ")  # an error text can never add a line
-        self.sendLine(b"-ERR " + (b"[" + code + b"] " if code else b"") + text)
+        self._send(b"-ERR " + (b"[" + code + b"] " if code else b"") + text)
 
     def reply_error(self, failure: Failure) -> None:
         """The one place where exceptions become POP3 replies."""
@@ -269,7 +421,7 @@ class POP3Session(pop3.POP3):
             # A multi-line response is half sent: no reply can follow it.
             self.log.failure("{cid} failed in the middle of a response", failure, cid=self.cid)
             self._mid_response = False
-            self.transport.abortConnection()
+            self._abort()
             return
         if isinstance(error, NoSuchNumber):
             self.err(error.reason)
@@ -308,8 +460,7 @@ class POP3Session(pop3.POP3):
 
     def do_CAPA(self, arg: bytes) -> None:
         """RFC 2449 5."""
-        self.sendLine(b"+OK Capability list follows")
-        self.transport.writeSequence([cap + b"\r\n" for cap in self.capabilities()] + [TERMINATOR])
+        self.transport.write(b"".join([b"+OK Capability list follows\r\n"] + [cap + b"\r\n" for cap in self.capabilities()] + [TERMINATOR]))
 
     def do_STLS(self, arg: bytes) -> None:
         """RFC 2595 4: start TLS and drop everything received before it."""
@@ -318,9 +469,7 @@ class POP3Session(pop3.POP3):
         if self.settings.tls_creator is None:
             return self.err("TLS is not available")
         self.ok("Begin TLS negotiation")
-        self._discarding = True
-        self._queue.clear()
-        self._buffer = b""
+        self._buffer.clear()  # bytes pipelined behind STLS were sent in plaintext
         self._pending_user = None
         self.transport.startTLS(self.settings.tls_creator())
         self.secure = True
@@ -359,8 +508,7 @@ class POP3Session(pop3.POP3):
             return self._refuse_plaintext()
         if not arg.strip():
             # Pre-RFC 5034 clients send a bare AUTH to list mechanisms.
-            self.sendLine(b"+OK SASL mechanisms follow")
-            self.transport.writeSequence([b"PLAIN\r\n", TERMINATOR])
+            self.transport.write(b"+OK SASL mechanisms follow\r\nPLAIN\r\n" + TERMINATOR)
             return None
         mechanism, _, initial = arg.strip().partition(b" ")
         if mechanism.upper() != b"PLAIN":
@@ -368,7 +516,7 @@ class POP3Session(pop3.POP3):
         if initial:
             return self._sasl_plain(initial)
         self.state = "AUTH"
-        self.sendLine(b"+ ")  # RFC 5034 4: empty challenge for PLAIN
+        self._send(b"+ ")  # RFC 5034 4: empty challenge for PLAIN
         return None
 
     def state_AUTH(self, line: bytes) -> defer.Deferred[None] | None:
@@ -429,6 +577,9 @@ class POP3Session(pop3.POP3):
             return
         self.phase = TRANSACTION
         mark_logged_in(self.transport)  # never dropped to make room at the total connection cap
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
         count, octets = self.maildrop.stat()
         self.log.info("{cid} logged in as {user}: {count} messages", cid=self.cid, user=self.user, count=count)
         self.ok(f"Logged in, {count} messages ({octets} octets)")
@@ -468,14 +619,20 @@ class POP3Session(pop3.POP3):
         return self._stream(source)
 
     def _stream(self, source: Callable[[], defer.Deferred[bytes | None]]) -> defer.Deferred[int]:
+        """Write a long response; the session passes the transport's pause/resume on to it."""
         self._mid_response = True
+        # every chunk the client takes is progress: a slow but reading client is not timed out
+        streamer = self._streamer = ResponseStreamer(self.transport, source, self._expect_client)
+        if self._write_paused:
+            streamer.pauseProducing()
 
         def finished(result: Any) -> Any:
+            self._streamer = None
             if not isinstance(result, Failure):
                 self._mid_response = False
             return result
 
-        return ResponseStreamer(self.transport, source, self.resetTimeout).start().addBoth(finished)
+        return streamer.start().addBoth(finished)
 
     def do_RETR(self, arg: bytes) -> defer.Deferred[None]:
         """RFC 1939 5 RETR msg: the whole message, streamed."""
@@ -540,7 +697,6 @@ class POP3Session(pop3.POP3):
 
     async def _update(self) -> None:
         self.phase = UPDATE
-        self.setTimeout(None)
         maildrop = self._drop()
         marked = len(maildrop.marked_uids())
         try:

@@ -1,11 +1,14 @@
 """Write a long response to a transport without holding it in memory.
 
 Implementation notes:
-- :class:`ResponseStreamer` is a push producer registered with the
-  transport for the length of one response.  It asks its source for the
-  next chunk only while the transport is not paused, so at most one chunk
-  plus the transport's own buffer is in memory whatever the response size
-  (RFC 1939 RETR of a 50 MB message, LIST of 50,000 messages).
+- :class:`ResponseStreamer` is a push producer for one response.  It does
+  not register itself: the POP3 session is the transport's producer for the
+  whole connection (so that output backs up into input for every command,
+  not only long ones) and passes pause, resume and stop on to the streamer
+  of the response under way; whoever drives a streamer alone registers it.
+  It asks its source for the next chunk only while it is not paused, so at
+  most one chunk plus the transport's own buffer is in memory whatever the
+  response size (RFC 1939 RETR of a 50 MB message, LIST of 50,000 messages).
 - The source returns a Deferred per chunk, so a chunk can be read from disk
   in a thread (the reactor thread never waits on the disk) or produced
   synchronously (an already-fired Deferred) for in-memory listings.  The
@@ -44,15 +47,7 @@ class ResponseStreamer:
 
     def start(self) -> defer.Deferred[int]:
         """Stream the whole response; fires with the number of bytes written."""
-        self.transport.registerProducer(self, True)
-        d = defer.Deferred.fromCoroutine(self._pump())
-
-        def unregister(result: Any) -> Any:
-            if not self._stopped:
-                self.transport.unregisterProducer()
-            return result
-
-        return d.addBoth(unregister)
+        return defer.Deferred.fromCoroutine(self._pump())
 
     async def _pump(self) -> int:
         written = 0

@@ -12,7 +12,8 @@ Implementation notes:
   already checked at RCPT with the SIZE the client announced, where the
   refusal can be per recipient.
 - If writing then fails for some targets (disk error, a quota race), the
-  transaction fails with a temporary error and the log names the targets that
+  transaction fails with a temporary error (``452 4.3.1`` when the disk is
+  full, RFC 3463 X.3.1) and the log names the targets that
   did get a copy (a retry will duplicate it for them; the alternative, silently
   losing the others, is worse).  The store and queue interfaces offer no way
   to take a fsynced copy back.
@@ -29,8 +30,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsuite.errors import MailError, QuotaExceeded, TemporaryFailure
 from mailsuite.delivery import deliver_local
+from mailsuite.errors import MailError, QuotaExceeded, StorageFull, TemporaryFailure, storage_error
 from mailsuite.interfaces import Envelope
 
 log = Logger(namespace="mailsuite.smtp.delivery")
@@ -109,4 +110,6 @@ async def hand_off(store: Any, queue: Any, message: Any, tx: Transaction) -> Non
         raise MailError(f"Mailbox full: {failed[0][0]}", code=452, enhanced="4.2.2")
     if isinstance(first, MailError) and not first.permanent:
         raise first
+    if isinstance(storage_error(first), StorageFull):  # the queue's spool ran out of room
+        raise StorageFull()
     raise TemporaryFailure("Local delivery failed, try again later")

@@ -25,6 +25,9 @@ Implementation notes (invariants this module keeps):
   the announced count of octets, RFC 3030); AUTH continuation lines.
 - SIZE is checked at MAIL (announced size) and while DATA/BDAT arrive: past the
   limit the rest is counted and dropped, not buffered (552 5.3.4).
+- A full disk (ENOSPC, EDQUOT) while the message arrives (a big one goes to
+  a spool file) or is stored answers 452 4.3.1 (RFC 3463 X.3.1: mail system
+  full) at the end of its data; the rest of the data is dropped.
 - STARTTLS (RFC 3207): the 220 goes out in clear, everything the client
   pipelined behind the command is thrown away, and EHLO, AUTH and the
   transaction are forgotten (CVE-2011-0411 class of injection).
@@ -40,8 +43,21 @@ Implementation notes (invariants this module keeps):
 - :class:`~mailsuite.errors.MailError` becomes a reply in :meth:`SMTPSession._fail`
   (the one place); anything else is logged with its traceback and answered
   451 4.3.0.
-- RFC 5321 4.5.3.2 timeouts: ``limits.smtp_timeout`` waiting for a command,
-  ``limits.smtp_data_timeout`` inside DATA/BDAT; then 421 4.4.2 and close.
+- RFC 5321 4.5.3.2 timeouts are deadlines, never moved by a byte arriving
+  (a client trickling a byte at a time must not hold a connection forever):
+  a command line must be complete ``limits.smtp_timeout`` seconds after its
+  first byte (or after the previous command was answered, when the client
+  is silent); the whole DATA phase, or all BDAT chunks of a transaction up
+  to BDAT LAST, within ``limits.smtp_data_timeout`` of the DATA / first BDAT
+  command.  Then 421 4.4.2 and close.  Time the server itself takes (a
+  login, storing) does not count; a client that stops reading replies is
+  aborted at the deadline.
+- On the submission listeners, where nothing can be done before AUTH, a
+  session not authenticated ``limits.submission_login_timeout`` seconds
+  after connecting gets 421 4.7.0 and is closed.
+- A connection closed by us stays open only while the client reads what we
+  still had to send; one that does not is aborted (after
+  :data:`CLOSE_GRACE` when closed for a timeout, else after the timeout).
 - ``limits.smtp_max_errors`` error replies in one session close it (421 4.7.0).
 """
 
@@ -62,7 +78,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge
+from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge, storage_error
 from mailsuite.limits import mark_logged_in, peer_ip, spare_while
 from mailsuite.netwrite import write_now
 from mailsuite.mailauth import smtp_hook
@@ -75,6 +91,8 @@ from mailsuite.smtp.delivery import Transaction, hand_off
 MAX_BUFFERED = 256 * 1024
 #: RFC 5321 6.3: more Received fields than this is a mail loop.
 MAX_HOPS = 100
+#: Seconds a connection closed for a timeout may take to read its 421 before it is aborted.
+CLOSE_GRACE = 10.0
 
 _HELO_NAME = re.compile(r"[A-Za-z0-9._\-\[\]:]{1,255}\Z")
 _BDAT_ARGS = re.compile(r"([0-9]{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
@@ -113,6 +131,7 @@ class SessionSettings:
     queue: Any = None
     fault_plan: Callable[[], Any] = lambda: None  # read at each use: tests install a plan after start-up
     mailauth: Any = None  # mailsuite.mailauth: DKIM signing (submission), SPF/DKIM/DMARC checks (inbound)
+    login_timeout: float | None = None  # seconds from connect to AUTH (submission listeners only)
 
 
 class _Tx:
@@ -133,6 +152,8 @@ class _Tx:
         self.scanner = headers.HeaderScanner()
         self.checker = ChunkChecker()
         self.results_filter: Any = None  # drops forged Authentication-Results of ours (inbound, mailauth on)
+        self.phase_end: float | None = None  # clock time by which DATA / every BDAT chunk must be in
+        self.write_error: MailError | None = None  # keeping the arriving message failed (disk full): answered at its end
 
     @property
     def sender_text(self) -> str:
@@ -171,7 +192,8 @@ class SMTPSession(Protocol):
         self._paused = False  # socket reading paused because too much input waits
         self._write_paused = False  # the transport's buffer is full: the client is not reading
         self._timer: Any = None
-        self._deadline = 0.0  # the idle timeout expires at this clock time
+        self._deadline = 0.0  # the client must have done its part by this clock time (see _timed_out)
+        self._login_timer: Any = None
         self._line_handler: Callable[[bytes], Any] | None = None  # AUTH continuation
         self._decoder: DataDecoder | None = None
         self._bdat_remaining = 0
@@ -189,7 +211,9 @@ class SMTPSession(Protocol):
         except Exception:
             pass
         self.log.info("[{session}] {listener}: connection from {ip}{tls}", session=self.session_id, listener=self.s.listener, ip=self.ip, tls=" (TLS)" if self.tls else "")
-        self._touch()
+        self._expect_client()
+        if self.s.submission and self.s.login_timeout is not None:
+            self._login_timer = self.s.clock.callLater(self.s.login_timeout, self._login_timed_out)
         fault = self._fault("CONNECT")
         greeting = f"220 {self.s.hostname} ESMTP mailsuite\r\n".encode()
         if fault is None:
@@ -218,9 +242,10 @@ class SMTPSession(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._mode = CLOSED
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for timer in (self._timer, self._login_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._login_timer = None
         if self.tx is not None:
             self.tx.discard()
             self.tx = None
@@ -229,30 +254,40 @@ class SMTPSession(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._mode == CLOSED:
             return
-        self._touch()
+        if not self._buffer and self._mode == LINE and not self._busy and not self._write_paused:
+            self._expect_client()  # the first byte of a command line: it has smtp_timeout from now on
         self._buffer += data
         self._process()
 
     # -- timers ----------------------------------------------------------------
-    def _touch(self) -> None:
-        # Only the deadline moves on activity: rescheduling the timer for every
-        # read would cost a heap operation each time; _timed_out re-arms itself
-        # when it fires before the deadline.
-        timeout = self.s.data_timeout if self._mode in (DATA, BDAT) else self.s.timeout
-        self._deadline = self.s.clock.seconds() + timeout
+    def _set_deadline(self, seconds: float) -> None:
+        """The client has ``seconds`` from now (at most until its DATA/BDAT phase ends) to do its part."""
+        now = self.s.clock.seconds()
+        deadline = now + seconds
+        tx = self.tx
+        if tx is not None and tx.phase_end is not None and tx.phase_end < deadline:
+            deadline = tx.phase_end
+        self._deadline = deadline
+        # One timer, moved lazily: a later deadline costs no heap operation, since
+        # _timed_out re-arms itself when it fires before the deadline.
         timer = self._timer
         if timer is None or not timer.active():
-            self._timer = self.s.clock.callLater(timeout, self._timed_out)
-        elif timer.getTime() > self._deadline:  # a shorter timeout now applies
-            timer.reset(timeout)
+            self._timer = self.s.clock.callLater(deadline - now, self._timed_out)
+        elif timer.getTime() > deadline:  # a shorter deadline now applies
+            timer.reset(deadline - now)
+
+    def _expect_client(self) -> None:
+        """Waiting for a command line (RFC 5321 4.5.3.2.7: 5 minutes by default)."""
+        self._set_deadline(self.s.timeout)
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._mode == CLOSED:
-            return
         remaining = self._deadline - self.s.clock.seconds()
         if remaining > 0:
             self._timer = self.s.clock.callLater(remaining, self._timed_out)
+            return
+        if self._mode == CLOSED:  # closed by us, but the client never took its last replies
+            self.transport.abortConnection()
             return
         if self._write_paused:  # the client neither sends nor reads: it cannot hear a 421 either
             self.log.info("[{session}] {ip} stopped reading replies; connection aborted", session=self.session_id, ip=self.ip)
@@ -260,11 +295,24 @@ class SMTPSession(Protocol):
             self.transport.abortConnection()
             return
         if self._busy:  # the server, not the client, is slow: wait for it
-            self._touch()
+            self._expect_client()
             return
         self.log.info("[{session}] timeout from {ip}", session=self.session_id, ip=self.ip)
         self._write(421, "4.4.2", f"{self.s.hostname} Timeout, closing connection")
-        self._close()
+        self._close(CLOSE_GRACE)
+
+    def _login_timed_out(self) -> None:
+        """Submission: no AUTH within limits.submission_login_timeout of connecting."""
+        self._login_timer = None
+        if self._mode == CLOSED or self.user is not None:
+            return
+        self.log.info("[{session}] {ip} did not authenticate within {seconds}s", session=self.session_id, ip=self.ip, seconds=self.s.login_timeout)
+        if self._write_paused:
+            self._mode = CLOSED
+            self.transport.abortConnection()
+            return
+        self._write(421, "4.7.0", f"{self.s.hostname} Authentication required in time, closing connection")
+        self._close(CLOSE_GRACE)
 
     def _later(self, delay: float, f: Callable[[], None]) -> None:
         if delay > 0:
@@ -335,6 +383,7 @@ class SMTPSession(Protocol):
         del self._buffer[: end + 1]
         if line.endswith(b"\r"):
             line = line[:-1]
+        self._expect_client()  # the next line's time starts now (or at its first byte, if later)
         handler, self._line_handler = self._line_handler, None
         if len(line) > self.s.max_line_length:
             self.reply(500, "5.5.2", "Line too long")
@@ -378,7 +427,7 @@ class SMTPSession(Protocol):
     def _done(self, _: Any) -> None:
         self._busy = False
         if self._mode != CLOSED:
-            self._touch()
+            self._expect_client()
             self._process()
 
     # -- replies ---------------------------------------------------------------
@@ -425,7 +474,8 @@ class SMTPSession(Protocol):
             self.log.failure("[{session}] unexpected error", failure, session=self.session_id)
         self._fail(failure.value)
 
-    def _close(self) -> None:
+    def _close(self, grace: float | None = None) -> None:
+        """Send what is queued and close; abort after ``grace`` seconds (default: the timeout) if the client does not read it."""
         if self._mode == CLOSED:
             return
         self._flush()
@@ -434,9 +484,13 @@ class SMTPSession(Protocol):
         if self.tx is not None:
             self.tx.discard()
             self.tx = None
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
         # a registered producer would keep the transport open after loseConnection
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+        self._set_deadline(self.s.timeout if grace is None else grace)
 
     def _fault(self, command: str) -> Any:
         plan = self.s.fault_plan()
@@ -667,6 +721,9 @@ class SMTPSession(Protocol):
             return
         self.user = avatar.address
         mark_logged_in(self.transport)  # never dropped to make room at the total connection cap
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
         self.log.info("[{session}] authenticated as {user}", session=self.session_id, user=self.user)
         self.reply(235, "2.7.0", "Authentication successful")
 
@@ -771,7 +828,9 @@ class SMTPSession(Protocol):
         self._new_message(tx)
         self._decoder = DataDecoder(self._sink, self.s.max_message_size)
         self._mode = DATA
-        self._touch()
+        # RFC 5321 4.5.3.2: the whole data phase, however the bytes trickle in
+        tx.phase_end = self.s.clock.seconds() + self.s.data_timeout
+        self._set_deadline(self.s.data_timeout)
         self._write(354, None, "End data with <CR><LF>.<CR><LF>")
 
     def _new_message(self, tx: _Tx) -> None:
@@ -785,8 +844,18 @@ class SMTPSession(Protocol):
                 chunk = tx.results_filter.feed_bytes(chunk)
             if not tx.body_8bit and not chunk.isascii():
                 tx.body_8bit = True  # 8-bit data without BODY=8BITMIME: tell the queue anyway
-            tx.message.write(chunk)
+            try:
+                tx.message.write(chunk)  # a big message goes to a spool file: the disk may be full
+            except OSError as e:
+                self._write_failed(tx, e)
+                return
             tx.scanner.feed(chunk)
+
+    def _write_failed(self, tx: _Tx, error: OSError) -> None:
+        """The message cannot be kept: drop it, count and drop the rest of its data, answer at its end."""
+        self.log.warn("[{session}] keeping an arriving message failed: {error}", session=self.session_id, error=error)
+        tx.write_error = storage_error(error)
+        tx.discard()
 
     def _data_bytes(self) -> None:
         decoder = self._decoder
@@ -802,6 +871,8 @@ class SMTPSession(Protocol):
             self._end_message(SMTPReply("Bare CR or LF in message data not allowed (RFC 5321 2.3.8)", code=550, enhanced="5.6.11"), "DATA")
         elif decoder.too_big:
             self._end_message(MessageTooLarge("Message size exceeds fixed maximum message size"), "DATA")
+        elif self.tx is not None and self.tx.write_error is not None:
+            self._end_message(self.tx.write_error, "DATA")
         else:
             self._end_message(None, "DATA")
 
@@ -824,7 +895,10 @@ class SMTPSession(Protocol):
                 self._new_message(tx)
         self._bdat_error = error
         self._mode = BDAT
-        self._touch()
+        # every chunk of the transaction, up to BDAT LAST, within one data timeout of the first BDAT
+        if tx is not None and tx.phase_end is None:
+            tx.phase_end = self.s.clock.seconds() + self.s.data_timeout
+        self._set_deadline(self.s.data_timeout)
         if self._bdat_remaining == 0:
             self._bdat_chunk_done()
 
@@ -844,6 +918,8 @@ class SMTPSession(Protocol):
             else:
                 tx.checker.feed(chunk)
                 self._sink(chunk)
+                if tx.write_error is not None:
+                    tx.bdat_failed = tx.write_error
         if self._bdat_remaining == 0:
             self._bdat_chunk_done()
 
@@ -876,7 +952,6 @@ class SMTPSession(Protocol):
 
     def _end_message(self, error: MailError | None, command: str) -> None:
         """The message is complete: answer its fate (after storing it when all is well)."""
-        self._touch()
         self._start(self._finish_message(error, command), may_finish_now=error is not None)
 
     async def _finish_message(self, error: MailError | None, command: str) -> None:
@@ -891,9 +966,13 @@ class SMTPSession(Protocol):
                 raise error
             queue_id = headers.new_id()
             message = tx.message
-            if tx.results_filter is not None:
-                message.write(tx.results_filter.close())
-            message.finish()
+            try:
+                if tx.results_filter is not None:
+                    message.write(tx.results_filter.close())
+                message.finish()  # flushes the spool file's last buffered bytes
+            except OSError as e:
+                self.log.warn("[{session}] keeping an arriving message failed: {error}", session=self.session_id, error=e)
+                raise storage_error(e) from e
             names = tx.scanner.field_names()
             if names.count("received") > MAX_HOPS:
                 raise SMTPReply("Too many hops (mail loop?)", code=554, enhanced="5.4.6")

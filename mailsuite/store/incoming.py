@@ -7,7 +7,8 @@ Implementation notes:
   no fsync: durability comes when the store or the queue copies it).
 - ``open`` gives an independent reader each time, so the store and the queue
   can read the same message concurrently from worker threads.
-- The temporary file is removed by ``discard`` (idempotent); files left by a
+- The temporary file is removed by ``discard`` (idempotent, never raises: it
+  is how a failed write, e.g. a full disk, is cleaned up); files left by a
   crash are removed when the store opens (see MaildirStore.clean_incoming).
 """
 

@@ -62,7 +62,7 @@ from mailsuite.errors import (
     NoSuchFolder,
     NoSuchMessage,
     ReadOnlyFolder,
-    TemporaryFailure,
+    storage_error,
 )
 from mailsuite.interfaces import (
     SYSTEM_FLAGS,
@@ -211,7 +211,10 @@ class MaildirStore:
             if not os.path.isdir(os.path.join(user_root, "cur")):
                 for name in names.DEFAULT_FOLDERS:
                     path = os.path.join(user_root, names.folder_dirname(name))
-                    _make_maildir(path, subfolder=True)
+                    try:
+                        _make_maildir(path, subfolder=True)
+                    except FolderExists:
+                        pass  # made by an attempt that stopped half-way (disk full, crash): go on from there
                 write_atomic(os.path.join(user_root, "subscriptions"), "".join(f"{n}\n" for n in ["INBOX", *names.DEFAULT_FOLDERS]).encode(), sync_dir=False)
                 for sub in ("tmp", "new"):
                     make_dirs(os.path.join(user_root, sub))
@@ -302,7 +305,7 @@ class MaildirStore:
                 continue
             except Exception as e:
                 self.log.failure("delivery to {address} failed", address=delivery.address)
-                results[i].error = TemporaryFailure(f"Local storage error: {getattr(e, 'strerror', None) or e}")
+                results[i].error = storage_error(e)
                 continue
             groups.setdefault(delivery.header_prefix, []).append((i, folder_dir))
         touched: set[str] = set()
@@ -319,7 +322,7 @@ class MaildirStore:
             except Exception as e:
                 self.log.failure("writing a delivery failed")
                 for i, _ in targets:
-                    results[i].error = TemporaryFailure(f"Local storage error: {getattr(e, 'strerror', None) or e}")
+                    results[i].error = storage_error(e)
                 continue
             before = {}
             if counted:
@@ -337,7 +340,7 @@ class MaildirStore:
                     placed.append((i, folder_dir))
                 except OSError as e:
                     self.log.failure("linking a delivery failed")
-                    results[i].error = TemporaryFailure(f"Local storage error: {e.strerror or e}")
+                    results[i].error = storage_error(e)
             try:
                 try:
                     os.rename(tmp, os.path.join(first_dir, "new", name))
@@ -350,7 +353,7 @@ class MaildirStore:
                 placed.insert(0, targets[0])
             except OSError as e:
                 self.log.failure("placing a delivery failed")
-                results[targets[0][0]].error = TemporaryFailure(f"Local storage error: {e.strerror or e}")
+                results[targets[0][0]].error = storage_error(e)
                 try:
                     os.unlink(tmp)
                 except OSError:
@@ -365,7 +368,7 @@ class MaildirStore:
                     self.dirsync.sync(new_dir)
                     touched.add(folder_dir)
                 except OSError as e:
-                    results[i].error = TemporaryFailure(f"Local storage error: {e.strerror or e}")
+                    results[i].error = storage_error(e)
         if self.spares is not None:
             after_result(self.spares.fill)
         return results, touched

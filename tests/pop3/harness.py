@@ -16,10 +16,32 @@ PASSWORD = "correct horse battery"
 
 
 class TLSStringTransport(StringTransport):
-    """Records startTLS instead of doing a handshake."""
+    """Records startTLS instead of doing a handshake.
+
+    With ``window`` set it behaves like a socket whose peer does not read:
+    past ``window`` unread bytes it pauses its producer, as Twisted's TCP
+    transport does past its buffer size; ``drain()`` is the peer reading.
+    """
 
     tls_creator: Any = None
     aborted = False
+    window: int | None = None
+    _producer_paused = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.window is not None and len(self.value()) > self.window and self.producer is not None and not self._producer_paused:
+            self._producer_paused = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        """The peer reads everything written so far; a paused producer is resumed."""
+        data = self.value()
+        self.clear()
+        if self._producer_paused and self.producer is not None:
+            self._producer_paused = False
+            self.producer.resumeProducing()
+        return data
 
     def startTLS(self, creator: Any) -> None:
         self.tls_creator = creator
@@ -32,7 +54,8 @@ class TLSStringTransport(StringTransport):
 class Harness:
     """One session plus its fakes; ``send`` returns what the server wrote in reply."""
 
-    def __init__(self, messages: list[bytes] | None = None, *, secure: bool = False, plaintext: bool = False, timeout: float = 600.0, tls: bool = True) -> None:
+    def __init__(self, messages: list[bytes] | None = None, *, secure: bool = False, plaintext: bool = False, timeout: float = 600.0, tls: bool = True,
+                 login_timeout: float = 60.0) -> None:
         self.mailbox = FakeMailbox(ALICE, messages or [])
         self.auth = FakeAuthenticator({ALICE: PASSWORD}, {ALICE: self.mailbox})
         self.clock = task.Clock()
@@ -45,6 +68,7 @@ class Harness:
             tls_creator=(lambda: "server-tls-creator") if tls else None,
             implicit_tls=secure,
             allow_plaintext_auth=plaintext,
+            login_timeout=login_timeout,
         )
         self.session = POP3Session(self.settings)
         self.transport = TLSStringTransport()

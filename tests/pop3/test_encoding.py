@@ -132,7 +132,9 @@ def test_fifty_megabyte_message_streams_with_flat_memory(tmp_path) -> None:  # t
                     return defer.succeed(encoder.finish())
                 return defer.succeed(encoder.feed(data))
 
-            finished = ResponseStreamer(consumer, source).start()
+            streamer = ResponseStreamer(consumer, source)
+            consumer.registerProducer(streamer, True)  # the POP3 session passes pauses on; here the consumer does
+            finished = streamer.start()
             while not finished.called:
                 consumer.drain()
             _, peak = tracemalloc.get_traced_memory()

@@ -424,20 +424,22 @@ def test_inactivity_timeout_closes_without_update() -> None:
     h.login()
     h.command("DELE 1")
     h.clock.advance(599)
-    assert not h.transport.aborted
-    h.command("NOOP")  # activity restarts the timer
+    assert not h.closing
+    h.command("NOOP")  # a command restarts the timer
     h.clock.advance(599)
-    assert not h.transport.aborted
+    assert not h.closing
     h.clock.advance(2)
-    assert h.transport.aborted
+    assert h.take() == b"-ERR Disconnected for inactivity\r\n" and h.closing
     h.disconnect()
     assert h.mailbox.expunged == [] and h.mailbox.locked_by is None
 
 
 def test_timeout_is_configurable() -> None:
     h = Harness(timeout=30)
-    h.clock.advance(31)
-    assert h.transport.aborted
+    h.clock.advance(29)
+    assert not h.closing
+    h.clock.advance(2)
+    assert h.take().startswith(b"-ERR") and h.closing
 
 
 def test_login_finishing_after_disconnect_releases_lock() -> None:

@@ -387,6 +387,20 @@ def test_queue_failure_is_temporary(world: World) -> None:
     assert s.codes(s.send(b"a\r\n.\r\n")) == ["451 4.3.0"]
 
 
+def test_queue_disk_full_is_mail_system_full(world: World) -> None:
+    """A spool that hits ENOSPC gives 452 4.3.1 (RFC 3463: mail system full), not 451 4.3.0."""
+    import errno
+
+    world.queue.fail_with = OSError(errno.ENOSPC, "No space left on device")
+    s = world.session("submissions")
+    s.cmd("EHLO c")
+    s.login()
+    s.cmd(f"MAIL FROM:<{ALICE}>")
+    s.cmd("RCPT TO:<x@remote.test>")
+    s.cmd("DATA")
+    assert s.codes(s.send(b"a\r\n.\r\n")) == ["452 4.3.1"]
+
+
 def test_smtputf8_addresses(world: World) -> None:
     """A UTF-8 sender needs SMTPUTF8 (553 5.6.7 without); with it the message is delivered and marked UTF8SMTP."""
     s = world.session()

@@ -26,6 +26,19 @@ def test_store_objects_provide_the_interfaces(any_store):
     verifyObject(IFolder, result(mailbox.open_folder("INBOX")))
 
 
+def test_half_made_maildir_is_completed_by_the_next_delivery(store, tmp_path):
+    """A first delivery that stopped after some default folders (disk full, crash) does not block later ones."""
+    import shutil
+
+    deliver_bytes(store, ALICE, msg(1))
+    root = tmp_path / "mail" / "example.test" / "alice"
+    for name in ("cur", "subscriptions", ".Trash"):
+        shutil.rmtree(root / name) if (root / name).is_dir() else (root / name).unlink()
+    fresh = make_store(tmp_path / "mail")  # another process, or after a restart: nothing cached
+    deliver_bytes(fresh, ALICE, msg(2))
+    assert len(os.listdir(root / "new")) == 2 and (root / "cur").is_dir() and (root / ".Trash" / "cur").is_dir()
+
+
 def test_delivery_layout_is_a_standard_maildir_with_default_folders(store, tmp_path):
     """<root>/<domain lower>/<localpart>/ holds tmp/new/cur and Maildir++ default folders; mail lands in new/."""
     deliver_bytes(store, "Alice@Example.TEST", msg(1))
