@@ -8,6 +8,6 @@ commands by state, ``fetch`` the streaming FETCH, ``idle`` IDLE push,
 ``session`` the per-connection sequence-number view of the selected folder,
 ``responses`` the one mapping of errors to ``NO``/``BAD``, ``header_cache``
 the shared header-block cache; ``wire`` (syntax), ``mime`` (message
-structure) and ``search`` (SEARCH keys) are reached through ``args``,
-``mime_adapter`` and ``search_adapter``.
+structure, ``mime_fetch`` its use on the store's threads) and ``search``
+(SEARCH keys, through ``search_adapter``) are the protocol's own libraries.
 """

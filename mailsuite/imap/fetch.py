@@ -47,7 +47,7 @@ from twisted.internet import defer, task, threads
 
 from mailsuite import errors
 from mailsuite.imap import header_cache, mime_fetch
-from mailsuite.imap import mime_adapter as mime
+from mailsuite.imap import mime
 from mailsuite.imap import wire
 from mailsuite.imap.args import FetchAtt
 from mailsuite.imap.responses import Response
@@ -479,9 +479,12 @@ def _header_item(att: FetchAtt, header: bytes) -> bytes:
     if att.name == "ENVELOPE":
         return b"ENVELOPE " + mime.envelope(header)
     if att.name == "RFC822.HEADER":
-        return b"RFC822.HEADER " + mime.literal(header)
-    data = mime.header_section(header, att.specifier, att.fields)
+        return b"RFC822.HEADER " + wire.literal(header)
+    if att.specifier == "HEADER":
+        data = header
+    else:  # HEADER.FIELDS (..) / HEADER.FIELDS.NOT (..) of the top-level message
+        data = mime.header_fields(header, att.fields, exclude=att.specifier == "HEADER.FIELDS.NOT")
     if att.partial is not None:
         start, count = att.partial
         data = data[start : start + count]
-    return att.response_name() + b" " + mime.literal(data)
+    return att.response_name() + b" " + wire.literal(data)

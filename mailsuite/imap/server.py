@@ -745,6 +745,8 @@ class IMAPServer(Protocol):
         try:
             args = argparse_.Arguments(args_bytes)
             result = await spec.handler(self, tag, args)
+        except GeneratorExit:  # the coroutine itself is being closed: nothing more may run
+            raise
         except BaseException as e:  # noqa: BLE001 - every failure becomes one tagged line
             if isinstance(e, defer.CancelledError) and self._closing:
                 return

@@ -62,3 +62,15 @@ def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 __all__ = ["sample", "StoreWriter", "defer"]
+
+
+@pytest.fixture(autouse=True)
+def _end_harness_connections() -> Any:
+    """After each test, every StringTransport connection of tests/imap/harness.py ends as a real one would."""
+    from tests.imap import harness
+
+    yield
+    while harness.OPEN:
+        conn = harness.OPEN.pop()
+        conn.transport.hang_up()
+        conn.read()

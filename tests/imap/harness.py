@@ -14,7 +14,9 @@ from typing import Any
 
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsuite import errors
@@ -87,14 +89,41 @@ class Harness:
             assert r.error is None, r.error
 
 
+class _Transport(StringTransport):
+    """A StringTransport that, like a real one, tells the protocol its connection is gone after an abort."""
+
+    def __init__(self, clock: Any, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._clock = clock
+        self._lost = False
+        self.protocol: Any = None  # set by Connection
+
+    def abortConnection(self) -> None:
+        super().abortConnection()
+        if not self._lost:
+            self._clock.callLater(0, self.hang_up)
+
+    def hang_up(self) -> None:
+        """The connection ends (once): the protocol hears connectionLost, as from a real transport."""
+        if not self._lost:
+            self._lost = True
+            self.protocol.connectionLost(Failure(ConnectionAborted()))
+
+
+#: Connections of the running test, ended after it so no command is left waiting on a dead transport.
+OPEN: list["Connection"] = []
+
+
 class Connection:
     """One client connection: bytes in, bytes out."""
 
     def __init__(self, harness: Harness) -> None:
         self.harness = harness
         self.protocol = harness.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self.transport = _Transport(harness.clock, peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self.transport.protocol = self.protocol
         self.protocol.makeConnection(self.transport)
+        OPEN.append(self)
         self.greeting = self.read()
 
     def read(self) -> bytes:

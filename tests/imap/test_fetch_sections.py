@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mailsuite.imap import mime
+from mailsuite.imap.mime import sections as mime_sections
 from tests.imap.harness import Harness
 from tests.imap.test_fetch import NESTED
 from tests.support.imapwire import parse_untagged
@@ -80,7 +81,7 @@ def test_every_section_equals_the_reference(tmp_path, name):
     items = [f"BODY.PEEK[{s}]" for s in sections] + [f"BODY.PEEK[{s}]<3.40>" for s in sections]
     got, raw = fetch_items(conn, "FETCH 1 (" + " ".join(items) + " BODYSTRUCTURE BODY ENVELOPE RFC822.SIZE)")
     for s in sections:
-        numbers, specifier, names = mime._parse_section_text(s)
+        numbers, specifier, names = mime_sections._parse_section_text(s)
         expected = mime.section(data, numbers, specifier, names)
         key = f"BODY[{s}]".upper()
         assert got[key] == expected, s
@@ -115,13 +116,15 @@ def test_many_items_of_one_message_parse_it_once(tmp_path, monkeypatch):
     """Sixty section items, BODYSTRUCTURE and BODY of one message cost one MIME parse, not one per item."""
     _, conn = connect(tmp_path, NESTED, NESTED)
     parses = []
-    real = mime._parse_octets
+    from mailsuite.imap.mime import tree
+
+    real = tree.parse_octets
 
     def counting(buf):
         parses.append(len(buf))
         return real(buf)
 
-    monkeypatch.setattr(mime, "_parse_octets", counting)
+    monkeypatch.setattr(tree, "parse_octets", counting)
     items = " ".join(["BODY.PEEK[1]", "BODY.PEEK[2.1]<0.5>", "BODY.PEEK[3.HEADER.FIELDS (SUBJECT)]"] * 20)
     out = conn.send(f"f FETCH 1:2 ({items} BODYSTRUCTURE BODY)\r\n")
     assert out.endswith(b"f OK FETCH completed.\r\n")
@@ -135,7 +138,14 @@ def test_a_message_removed_in_the_middle_of_its_literal_is_sent_whole(tmp_path):
     through the reader opened before its length was announced."""
     data = big_multipart(800 * 1024)
     h, conn = connect(tmp_path, data)
-    conn.protocol.pauseProducing()  # the transport's buffer is full: the writer must wait
+    transport, write = conn.transport, conn.transport.write
+
+    def small_window(chunk: bytes) -> None:  # the client reads slowly: the buffer fills after the first chunk
+        write(chunk)
+        if len(transport.value()) > 64 * 1024:
+            conn.protocol.pauseProducing()
+
+    transport.write = small_window  # type: ignore[method-assign]
     conn.protocol.dataReceived(b"f FETCH 1 (UID BODY.PEEK[])\r\n")
     conn.harness.clock.advance(0)
     sent = conn.transport.value()
@@ -143,6 +153,7 @@ def test_a_message_removed_in_the_middle_of_its_literal_is_sent_whole(tmp_path):
     removed = [p for p in (tmp_path / "mail").rglob("*") if p.is_file() and p.parent.name in ("cur", "new") and p.stat().st_size == len(data)]
     assert len(removed) == 1
     removed[0].unlink()
+    transport.write = write  # type: ignore[method-assign]  # the client now reads everything
     conn.protocol.resumeProducing()
     out = conn.read()  # everything sent, the part before the pause included
     assert out == b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(data) + data + b")\r\nf OK FETCH completed.\r\n"

@@ -490,12 +490,12 @@ def test_header_window_size_does_not_change_the_result(data: bytes, window: int)
     """Headers are searched in windows; any window size gives the same tree (edges straddled correctly)."""
     data = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + data
     expected = _shape(mime.parse(data))
-    original = mime._Parser.WINDOW
-    mime._Parser.WINDOW = window
+    original = mime.tree._Parser.WINDOW
+    mime.tree._Parser.WINDOW = window
     try:
         assert _shape(mime.parse(data)) == expected
     finally:
-        mime._Parser.WINDOW = original
+        mime.tree._Parser.WINDOW = original
 
 
 def test_pathological_lines_parse() -> None:
@@ -608,4 +608,4 @@ def test_a_real_client_parses_our_structures(path: Path) -> None:
             assert len(body[0]) == max(1, len(root.children))
             assert body[1].decode().lower() == root.subtype.decode().lower()
     subject = mime.header_value(mime.read_header(data), "subject", last=True)
-    assert parsed[b"ENVELOPE"].subject == (mime._for_humans(subject) if subject is not None else None)
+    assert parsed[b"ENVELOPE"].subject == (mime.addresses._for_humans(subject) if subject is not None else None)

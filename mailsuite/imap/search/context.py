@@ -239,7 +239,7 @@ class MessageContext:
         lower = self.lower()
         if lower is None:
             return None
-        body_start = mime._header_end(lower, 0, len(lower))  # the same offsets as in the octets
+        body_start = mime.header_end(lower, 0, len(lower))  # the same offsets as in the octets
         if lower.find(b"content-", 0, min(body_start, mime.MAX_HEADER_PARSED)) >= 0:
             self._simple = False  # simple_structure would say None too
             return None

@@ -64,7 +64,7 @@ Structure = tuple[tuple[tuple[int, int], ...], tuple[Leaf, ...]]
 def _leaf(part: mime.Part) -> Leaf:
     encoding = (part.encoding or b"7bit").lower()
     transfer = encoding if encoding in (b"base64", b"quoted-printable") else None  # else: octets as they are
-    codec = mime._charset_decoder(part.param(b"charset"))
+    codec = mime.charset_decoder(part.param(b"charset"))
     return (part.body_start, part.end, transfer, codec, _ascii_safe(codec))
 
 
@@ -73,7 +73,7 @@ def _header_range(part: mime.Part) -> tuple[int, int]:
     return (part.start, min(part.body_start, part.start + mime.MAX_HEADER_PARSED))
 
 
-_PLAIN_CODEC = mime._charset_decoder(None)  # what body_text uses for text without a charset
+_PLAIN_CODEC = mime.charset_decoder(None)  # what body_text uses for text without a charset
 PLAIN_SAFE = _ascii_safe(_PLAIN_CODEC)
 
 
@@ -81,7 +81,7 @@ def simple_structure(data: bytes, lower: bytes | None = None) -> Structure | Non
     """The structure of a message whose header has no Content-* field (one text/plain
     us-ascii leaf, RFC 2045 5.2), found without a MIME parse; None for any other message.
     ``lower``: ``data.lower()`` if the caller has it."""
-    body_start = mime._header_end(data, 0, len(data))  # where mime's parser ends the top-level header
+    body_start = mime.header_end(data, 0, len(data))  # where mime's parser ends the top-level header
     header_end = min(body_start, mime.MAX_HEADER_PARSED)
     if lower is not None:
         if lower.find(b"content-", 0, header_end) >= 0:
@@ -115,7 +115,7 @@ def _content_kind(value: bytes | None) -> tuple[str, str, bool]:
     sees it: ("parse", "", False) for a multipart with a boundary or a message/rfc822, ("other",
     "", False) for a non-text leaf, ("text", codec, ASCII-safe) for a text leaf."""
     part = mime.Part(0, 0, 0, [])
-    parsed = mime._content_type(value) if value is not None else None
+    parsed = mime.content_type(value) if value is not None else None
     if parsed is not None:
         part.media_type, part.subtype, part.params = parsed[0], parsed[1], list(parsed[2])
     major = part.media_type.lower()
@@ -123,13 +123,13 @@ def _content_kind(value: bytes | None) -> tuple[str, str, bool]:
         return ("parse", "", False)
     if major != b"text":
         return ("other", "", False)
-    codec = mime._charset_decoder(part.param(b"charset"))
+    codec = mime.charset_decoder(part.param(b"charset"))
     return ("text", codec, _ascii_safe(codec))
 
 
 def _transfer(value: bytes) -> bytes | None:
     """The transfer encoding to undo for a Content-Transfer-Encoding value (None: as is)."""
-    encoding = (mime._single_token(value) or b"7bit").lower()
+    encoding = (mime.single_token(value) or b"7bit").lower()
     return encoding if encoding in (b"base64", b"quoted-printable") else None
 
 
@@ -138,7 +138,7 @@ def single_part_structure(data: bytes) -> Structure | None:
     Content-Type and Content-Transfer-Encoding fields alone (found by regex as in header
     SEARCH) instead of a MIME parse; None when a parse is needed (a multipart, an encapsulated
     message, a header with a bare CR)."""
-    body_start = mime._header_end(data, 0, len(data))
+    body_start = mime.header_end(data, 0, len(data))
     header_end = min(body_start, mime.MAX_HEADER_PARSED)
     lines = lf_fields(data[:header_end])
     if lines is None:
@@ -184,7 +184,7 @@ def leaf_text(data: bytes, leaf: Leaf) -> str:
     start, end, transfer, codec, _safe = leaf
     raw = data[start:end]
     if transfer is not None:
-        raw = mime._decode_transfer(raw, transfer)
+        raw = mime.decode_transfer(raw, transfer)
     try:
         return raw.decode(codec, "replace")
     except (LookupError, ValueError):
@@ -207,7 +207,7 @@ def raw_excludes(data: bytes, lower: bytes, needle_ascii: bytes | None, *, text:
         if len(names) != lower.count(b"charset"):
             return False
         for name in set(names):
-            if not _ascii_safe(mime._charset_decoder(name)):
+            if not _ascii_safe(mime.charset_decoder(name)):
                 return False
     if needle_ascii is None:
         return True  # a non-ASCII needle in all-ASCII text
