@@ -12,8 +12,8 @@ Implementation notes:
 - When a slot frees, the waiting check that goes first is the one whose
   source has the fewest failures now (``standing``, the throttle's count
   for the IP), then the one whose source has the fewest checks running or
-  waiting, then the oldest.  A clean IP's login therefore waits for at most the
-  checks already running, not for the queue of guesses; a source that keeps
+  waiting, then the oldest.  A clean IP's login therefore waits for at most
+  the checks already running, not for the queue of guesses; a source that keeps
   failing only gets slots nobody cleaner wants.  Standing is read when the
   choice is made, not when the check was queued, so failures that arrive
   while a guess waits push it back.
@@ -21,8 +21,12 @@ Implementation notes:
   failures and no other check waiting or running.  Everything else shares
   ``slots - 1`` slots (all of them when there is only one).  So a user's
   login starts at once instead of waiting for a guess's hash to end (on 2
-  busy cores a hash took about 1 s), even while a storm's first guesses,
-  from IPs that have not failed yet, hold the other slots.
+  busy cores a hash took about 1 s), even while guesses from IPs that have
+  not failed yet but send several at once hold the other slots.  (The very
+  first check of a fresh IP looks like anyone's.)  While such a
+  lone check runs, no check from a source with failures starts: argon2id
+  hashes use every core by themselves (parallelism 4), so a guess started
+  next to the user's would only slow it down.
 - At most ``max_waiting`` checks wait.  A newcomer to a full queue takes the
   place of the worst waiting check if it stands better, else it is turned
   away; either way the loser fails with :class:`GateFull` at once (the
@@ -63,11 +67,12 @@ class _Waiting:
 class Ticket:
     """A started check: its hashing slot and its account, released separately (each once)."""
 
-    def __init__(self, gate: "HashGate", source: str, account: str, lone: bool) -> None:
+    def __init__(self, gate: "HashGate", source: str, account: str, *, kept: bool, lone: bool) -> None:
         self._gate = gate
         self.source = source
         self.account = account
-        self.lone = lone
+        self.kept = kept  # holds the kept slot
+        self.lone = lone  # a lone clean check when it started
         self._slot = True
         self._account = True
 
@@ -75,7 +80,7 @@ class Ticket:
         """The hash is done: the slot may serve the next check."""
         if self._slot:
             self._slot = False
-            self._gate._slot_released(self.source, self.lone)
+            self._gate._slot_released(self)
 
     def release_account(self) -> None:
         """The attempt is answered: the next check for this account may start (frees the slot too)."""
@@ -97,6 +102,7 @@ class HashGate:
         self._running: Counter[str] = Counter()
         self._running_total = 0
         self._running_shared = 0
+        self._running_lone = 0
         self._seq = itertools.count()
 
     @property
@@ -149,13 +155,16 @@ class HashGate:
                 if not ready:
                     return
             chosen = min(ready, key=lambda w: self._key(w, standings, queued))
-            is_lone = kept  # a lone check uses a shared slot while one is free
+            if self._running_lone and standings[chosen.source] > 0:
+                return  # a user's lone check is hashing: guesses wait until it is done
+            ticket = Ticket(self, chosen.source, chosen.account, kept=kept, lone=lone(chosen))  # a lone check takes a shared slot while one is free
             self._waiting.remove(chosen)
             self._busy_accounts.add(chosen.account)
             self._running[chosen.source] += 1
             self._running_total += 1
-            self._running_shared += not is_lone
-            chosen.deferred.callback(Ticket(self, chosen.source, chosen.account, is_lone))
+            self._running_shared += not ticket.kept
+            self._running_lone += ticket.lone
+            chosen.deferred.callback(ticket)
 
     def _withdraw(self, d: defer.Deferred[Any]) -> None:
         for entry in self._waiting:
@@ -163,12 +172,13 @@ class HashGate:
                 self._waiting.remove(entry)
                 return
 
-    def _slot_released(self, source: str, lone: bool) -> None:
+    def _slot_released(self, ticket: Ticket) -> None:
         self._running_total -= 1
-        self._running_shared -= not lone
-        self._running[source] -= 1
-        if self._running[source] <= 0:
-            del self._running[source]
+        self._running_shared -= not ticket.kept
+        self._running_lone -= ticket.lone
+        self._running[ticket.source] -= 1
+        if self._running[ticket.source] <= 0:
+            del self._running[ticket.source]
         self._pump()
 
     def _account_released(self, account: str) -> None:

@@ -115,3 +115,16 @@ def test_releases_count_once(twice: bool) -> None:
         ticket.release_account()
     assert gate.running == 0
     assert isinstance(result(gate.enter("192.0.2.1", "a")), Ticket)
+
+
+def test_guesses_do_not_start_while_a_lone_clean_check_hashes() -> None:
+    """argon2id uses every core: a guess started next to a user's check would only slow it down."""
+    gate = HashGate(3, Standing({"198.51.100.1": 3}))
+    user = result(gate.enter("203.0.113.7", "alice"))
+    guess = gate.enter("198.51.100.1", "victim")
+    assert not guess.called
+    other_user = gate.enter("203.0.113.8", "bob")  # clean: not held back
+    assert other_user.called
+    user.release_slot()
+    result(other_user).release_slot()
+    assert guess.called
