@@ -121,8 +121,13 @@ class Authenticator:
         waiter: defer.Deferred[Any] = defer.Deferred(check.leave)
         check.waiters.append(waiter)
         if first:
-            defer.ensureDeferred(self._run(check))
+            defer.ensureDeferred(self._run(check)).addErrback(lambda f: self.log.failure("login check failed: user={user} ip={ip}", f, user=name, ip=ip))
         return await waiter
+
+    def _forget(self, check: _Check) -> None:
+        """The check is no longer pending: new attempts for its account and IP start their own."""
+        if self._pending.get(check.key) is check:
+            del self._pending[check.key]
 
     async def _sleep(self, delay: float) -> None:
         if delay > 0:
@@ -135,17 +140,17 @@ class Authenticator:
         try:
             ticket = await check.gate_entry
         except GateFull:
-            self._pending.pop(check.key, None)
+            self._forget(check)
             self.log.warn("login refused (too many checks queued): user={user} ip={ip}", user=name, ip=ip)
             check.fail(TemporaryFailure("Too many logins in progress, try again later"))
             return
         except defer.CancelledError:
-            self._pending.pop(check.key, None)
+            self._forget(check)
             return
         check.started = True
         try:
             if self.throttle.is_blocked(ip, name):
-                self._pending.pop(check.key, None)
+                self._forget(check)
                 self.log.warn("login refused (throttled): user={user} ip={ip}", user=name, ip=ip)
                 check.fail(LoginThrottled())
                 return
@@ -163,7 +168,7 @@ class Authenticator:
                 return
             finally:
                 ticket.release_slot()
-                self._pending.pop(check.key, None)
+                self._forget(check)
             if avatar is not None:
                 self.throttle.record_success(ip, name)
                 self._succeed(check, avatar)
