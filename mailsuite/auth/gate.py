@@ -27,6 +27,12 @@ Implementation notes:
   lone check runs, no check from a source with failures starts: argon2id
   hashes use every core by themselves (parallelism 4), so a guess started
   next to the user's would only slow it down.
+- A *known* check (its IP logged in to that account lately and has not
+  failed on it since: the throttle's ``is_known``) goes before all others,
+  counts as lone, and does not wait for its account: guesses at a user's
+  account from elsewhere, and their delays, do not hold up that user's
+  login from a usual place.  Only the account's own password opens that
+  door, and one wrong guess closes it.
 - At most ``max_waiting`` checks wait.  A newcomer to a full queue takes the
   place of the worst waiting check if it stands better, else it is turned
   away; either way the loser fails with :class:`GateFull` at once (the
@@ -62,6 +68,7 @@ class _Waiting:
     account: str
     seq: int
     deferred: defer.Deferred[Any] = field(repr=False)
+    known: bool = False
 
 
 class Ticket:
@@ -98,7 +105,7 @@ class HashGate:
         self.standing = standing
         self.max_waiting = max_waiting
         self._waiting: list[_Waiting] = []
-        self._busy_accounts: set[str] = set()
+        self._holds: Counter[str] = Counter()  # checks holding each account
         self._running: Counter[str] = Counter()
         self._running_total = 0
         self._running_shared = 0
@@ -115,9 +122,9 @@ class HashGate:
         """Checks holding a hashing slot."""
         return self._running_total
 
-    def enter(self, source: str, account: str) -> defer.Deferred[Ticket]:
+    def enter(self, source: str, account: str, *, known: bool = False) -> defer.Deferred[Ticket]:
         """Fires with a :class:`Ticket` when the check may start; fails with GateFull if it may not wait."""
-        entry = _Waiting(source, account, next(self._seq), defer.Deferred(lambda d: self._withdraw(d)))
+        entry = _Waiting(source, account, next(self._seq), defer.Deferred(lambda d: self._withdraw(d)), known)
         if len(self._waiting) >= self.max_waiting:
             standings: dict[str, int] = {}
             queued = Counter(w.source for w in self._waiting)
@@ -131,23 +138,23 @@ class HashGate:
         self._pump()
         return entry.deferred
 
-    def _key(self, entry: _Waiting, standings: dict[str, int], queued: Counter[str]) -> tuple[int, int, int]:
-        """Smaller goes first: the source's failures, its checks running or waiting, arrival."""
+    def _key(self, entry: _Waiting, standings: dict[str, int], queued: Counter[str]) -> tuple[int, int, int, int]:
+        """Smaller goes first: known checks, then the source's failures, its checks running or waiting, arrival."""
         standing = standings.get(entry.source)
         if standing is None:
             standing = standings[entry.source] = self.standing(entry.source)
-        return (standing, self._running[entry.source] + queued[entry.source], entry.seq)
+        return (not entry.known, standing, self._running[entry.source] + queued[entry.source], entry.seq)
 
     def _pump(self) -> None:
         while self._running_total < self.slots and self._waiting:
             standings: dict[str, int] = {}
-            ready = [w for w in self._waiting if w.account not in self._busy_accounts]
+            ready = [w for w in self._waiting if w.known or not self._holds[w.account]]
             if not ready:
                 return
             queued = Counter(w.source for w in self._waiting)
 
             def lone(w: _Waiting) -> bool:
-                return self._key(w, standings, queued)[:2] == (0, 1)
+                return w.known or self._key(w, standings, queued)[1:3] == (0, 1)
 
             kept = self._running_shared >= max(1, self.slots - 1)
             if kept:
@@ -155,11 +162,11 @@ class HashGate:
                 if not ready:
                     return
             chosen = min(ready, key=lambda w: self._key(w, standings, queued))
-            if self._running_lone and standings[chosen.source] > 0:
+            if self._running_lone and not chosen.known and standings[chosen.source] > 0:
                 return  # a user's lone check is hashing: guesses wait until it is done
             ticket = Ticket(self, chosen.source, chosen.account, kept=kept, lone=lone(chosen))  # a lone check takes a shared slot while one is free
             self._waiting.remove(chosen)
-            self._busy_accounts.add(chosen.account)
+            self._holds[chosen.account] += 1
             self._running[chosen.source] += 1
             self._running_total += 1
             self._running_shared += not ticket.kept
@@ -182,5 +189,7 @@ class HashGate:
         self._pump()
 
     def _account_released(self, account: str) -> None:
-        self._busy_accounts.discard(account)
+        self._holds[account] -= 1
+        if self._holds[account] <= 0:
+            del self._holds[account]
         self._pump()

@@ -136,7 +136,7 @@ class Authenticator:
     async def _run(self, check: _Check) -> None:
         """Wait for the gate, check the password once, answer every attempt waiting for it."""
         ip, name = check.ip, check.name
-        check.gate_entry = self.gate.enter(ip, name.lower())
+        check.gate_entry = self.gate.enter(ip, name.lower(), known=self.throttle.is_known(ip, name))
         try:
             ticket = await check.gate_entry
         except GateFull:

@@ -19,6 +19,12 @@ Implementation notes:
   never lifts a block.
 - :meth:`LoginThrottle.failures` (the IP's count) orders the queue in front
   of password hashing (:mod:`.gate`): clean sources are checked first.
+- A good login also makes the pair (IP, account) *known* for
+  ``KNOWN_SECONDS``; the hashing queue lets a known pair's login through
+  first, past guesses at the account from elsewhere.  A failure of the pair
+  forgets it (so an attacker's own account gives its IP no head start for
+  guessing anything, that account included).  At most ``KNOWN_MAX`` pairs
+  are kept, the least recently used dropped first.
 - Time comes from the clock passed in (the reactor, or task.Clock in tests);
   the table is pruned so a scan from many addresses cannot grow it forever.
 """
@@ -38,6 +44,10 @@ BASE_DELAY = 0.5
 PRUNE_ABOVE = 10_000
 #: Seconds between two prunes (each walks the whole table).
 PRUNE_EVERY = 10.0
+#: How long a good login keeps its (IP, account) pair known.
+KNOWN_SECONDS = 30 * 86400.0
+#: Known pairs kept at most.
+KNOWN_MAX = 100_000
 
 
 @dataclass
@@ -59,6 +69,7 @@ class LoginThrottle:
         self.block_seconds = block_seconds
         self._records: dict[tuple[str, ...], _Record] = {}
         self._next_prune = 0.0
+        self._known: dict[tuple[str, str], float] = {}  # (ip, account) -> until; oldest first
 
     @classmethod
     def from_config(cls, auth: Any, clock: Any) -> "LoginThrottle":
@@ -93,6 +104,17 @@ class LoginThrottle:
         delays = [self._delay(r.failures) for key in self._keys(ip, username)[:2] if (r := self._record(key)) is not None]
         return max(delays, default=0.0)
 
+    def is_known(self, ip: str, username: str) -> bool:
+        """True if this IP logged in to this account lately and has not failed on it since."""
+        key = (ip, username.lower())
+        until = self._known.get(key)
+        if until is None:
+            return False
+        if self.clock.seconds() >= until:
+            del self._known[key]
+            return False
+        return True
+
     def failures(self, ip: str) -> int:
         """The failures remembered for the IP (0 for a clean one); orders the hashing queue."""
         record = self._record(("ip", ip))
@@ -110,6 +132,8 @@ class LoginThrottle:
             self._next_prune = now + PRUNE_EVERY
             for key in list(self._records):
                 self._record(key)
+        if username:
+            self._known.pop((ip, username.lower()), None)
         for key in self._keys(ip, username):
             record = self._record(key) or self._records.setdefault(key, _Record())
             record.failures += 1
@@ -120,6 +144,11 @@ class LoginThrottle:
     def record_success(self, ip: str, username: str) -> None:
         """A good login: forgive the failures this IP made on this account, and only those."""
         ip_key, user_key, pair_key = self._keys(ip, username)
+        known = (ip, username.lower())
+        self._known.pop(known, None)
+        self._known[known] = self.clock.seconds() + KNOWN_SECONDS
+        while len(self._known) > KNOWN_MAX:
+            del self._known[next(iter(self._known))]
         pair = self._record(pair_key)
         if pair is None:
             return

@@ -128,3 +128,13 @@ def test_guesses_do_not_start_while_a_lone_clean_check_hashes() -> None:
     user.release_slot()
     result(other_user).release_slot()
     assert guess.called
+
+
+def test_a_known_check_goes_first_and_does_not_wait_for_its_account() -> None:
+    """The user's login from a usual place passes guesses at their account and the account's hold."""
+    gate = HashGate(2, Standing({"198.51.100.1": 5}))
+    guess = result(gate.enter("198.51.100.1", "alice"))  # holds alice (hashing, or in a failure's delay)
+    guess.release_slot()
+    queued = gate.enter("198.51.100.2", "alice")
+    user = gate.enter("192.0.2.1", "alice", known=True)
+    assert isinstance(result(user), Ticket) and not queued.called

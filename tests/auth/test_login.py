@@ -279,3 +279,27 @@ def test_a_full_queue_answers_try_later_without_counting_a_failure(tmp_path: Any
     pool.run_all()
     assert all(isinstance(failure(d).value, AuthenticationFailed) for d in (running, waiting))
     directory.close()
+
+
+def test_a_known_user_logs_in_while_their_account_is_held_by_a_guess(stepped: Any) -> None:
+    """After a good login from an IP, that IP's next login skips the queue of guesses at the account."""
+    auth, reactor, pool, throttle = stepped
+    auth.login("192.0.2.1", "alice@example.test", "alice password")
+    pool.run_all()
+    for n in range(4):  # the account's failures: the next failure's delay holds alice
+        d = auth.login(f"198.51.100.{n}", "alice@example.test", "guess")
+        pool.run_all()
+        reactor.advance(10)
+        failure(d)
+    held = auth.login("198.51.100.9", "alice@example.test", "guess")
+    pool.run_all()
+    assert not held.called  # answered after the delay; alice stays held meanwhile
+    stranger = auth.login("203.0.113.5", "alice@example.test", "alice password")
+    user = auth.login("192.0.2.1", "alice@example.test", "alice password")
+    assert len(pool.jobs) == 1
+    pool.run_next()
+    assert result(user).address == "alice@example.test" and not stranger.called
+    reactor.advance(10)
+    failure(held)
+    pool.run_all()
+    assert result(stranger).address == "alice@example.test"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import task
 from zope.interface.verify import verifyObject
 
-from mailsuite.auth.throttle import LoginThrottle
+from mailsuite.auth import throttle as throttle_module
+from mailsuite.auth.throttle import KNOWN_SECONDS, LoginThrottle
 from mailsuite.interfaces import ILoginThrottle
 
 
@@ -136,3 +139,29 @@ def test_failures_counts_the_ip_and_expires() -> None:
     assert throttle.failures("192.0.2.1") == 2
     clock.advance(100)
     assert throttle.failures("192.0.2.1") == 0
+
+
+def test_a_good_login_makes_the_pair_known_until_it_fails_or_expires() -> None:
+    clock = task.Clock()
+    throttle = make(clock)
+    assert not throttle.is_known("192.0.2.1", "alice@example.test")
+    throttle.record_success("192.0.2.1", "alice@example.test")
+    assert throttle.is_known("192.0.2.1", "ALICE@example.test")
+    assert not throttle.is_known("192.0.2.2", "alice@example.test")
+    assert not throttle.is_known("192.0.2.1", "bob@example.test")
+    throttle.record_failure("192.0.2.1", "alice@example.test")
+    assert not throttle.is_known("192.0.2.1", "alice@example.test")
+    throttle.record_success("192.0.2.1", "alice@example.test")
+    clock.advance(KNOWN_SECONDS)
+    assert not throttle.is_known("192.0.2.1", "alice@example.test")
+
+
+def test_known_pairs_are_bounded(monkeypatch: Any) -> None:
+    """The least recently used pair goes first."""
+    monkeypatch.setattr(throttle_module, "KNOWN_MAX", 3)
+    throttle = make(task.Clock())
+    for n in range(3):
+        throttle.record_success(f"192.0.2.{n}", "alice@example.test")
+    throttle.record_success("192.0.2.0", "alice@example.test")  # used again: now the newest
+    throttle.record_success("192.0.2.9", "alice@example.test")
+    assert [throttle.is_known(f"192.0.2.{n}", "alice@example.test") for n in (0, 1, 2, 9)] == [True, False, True, True]
