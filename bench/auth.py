@@ -7,7 +7,9 @@ adds a user through the CLI, then over IMAPS (plaintext IMAP on 143 with
 allow_plaintext_auth, to leave TLS cost out):
 
 - the latency of one login (median of 10),
-- a burst of N simultaneous logins (threads), total time and logins/s,
+- a burst of N simultaneous logins (threads) of N different users, total
+  time and logins/s (one user's simultaneous logins with one password would
+  share one check: mailsuite.auth.login),
 - meanwhile, the latency of NOOP on another, already logged-in connection,
   sampled continuously: if hashing ran on the reactor thread this would grow
   to the whole burst's duration.
@@ -34,9 +36,9 @@ from report import record  # noqa: E402  (bench/ is sys.path[0] when run as a sc
 USER, PASSWORD = "bench@example.test", "bench-password-1"
 
 
-def login(port: int) -> imaplib.IMAP4:
+def login(port: int, user: str = USER, password: str = PASSWORD) -> imaplib.IMAP4:
     imap = imaplib.IMAP4("127.0.0.1", port)
-    imap.login(USER, PASSWORD)
+    imap.login(user, password)
     return imap
 
 
@@ -47,6 +49,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp), {"tls.allow_plaintext_auth": True, "limits.connections_per_ip": args.burst + 10})
         server.add_user(USER, PASSWORD)
+        for n in range(args.burst):
+            server.add_user(f"burst{n}@example.test", f"{PASSWORD}-{n}")
         server.start()
         try:
             port = server.ports["imap"]
@@ -83,14 +87,14 @@ def main() -> None:
             barrier = threading.Barrier(args.burst)
             errors: list[Exception] = []
 
-            def one() -> None:
+            def one(n: int) -> None:
                 barrier.wait()
                 try:
-                    login(port).logout()
+                    login(port, f"burst{n}@example.test", f"{PASSWORD}-{n}").logout()
                 except Exception as e:  # noqa: BLE001 - reported below
                     errors.append(e)
 
-            threads = [threading.Thread(target=one) for _ in range(args.burst)]
+            threads = [threading.Thread(target=one, args=(n,)) for n in range(args.burst)]
             start = time.perf_counter()
             for t in threads:
                 t.start()

@@ -371,6 +371,12 @@ class ILoginThrottle(Interface):
     def record_success(ip: str, username: str) -> None:
         """Forget the account's failures from this IP."""
 
+    def failures(ip: str) -> int:
+        """Failures remembered for the IP (0 when clean); the hashing queue serves clean sources first."""
+
+    def is_known(ip: str, username: str) -> bool:
+        """True if the IP logged in to the account lately without failing since; such logins go first."""
+
 
 class IMailUser(Interface):
     """The avatar every login yields through the shared twisted.cred portal."""

@@ -29,8 +29,12 @@ from mailsuite.config import Config, default_config_path
 from mailsuite.errors import ConfigError
 from mailsuite.threads import LeanThreadPool
 
-#: Password hashing is CPU- and memory-bound (argon2id: 64 MiB each).
+#: Password checks at once (argon2id: CPU-bound, 64 MiB each); the gate in
+#: front of them (mailsuite.auth.gate) keeps the rest waiting, fairly.
 AUTH_THREADS = max(2, min(4, os.cpu_count() or 2))
+#: The pool has one thread more than the checks may use, so that directory
+#: lookups (SMTP RCPT, aliases) never wait behind password hashing.
+POOL_THREADS = AUTH_THREADS + 1
 
 
 def directory_path(config: Config) -> Path:
@@ -92,7 +96,7 @@ def ensure_demo_user(directory: SQLiteDirectory, config: Config) -> str | None:
 def open_auth(context: Any) -> AuthService:
     """Set context.directory, .throttle, .portal and .authenticator."""
     config = context.config
-    pool = LeanThreadPool(AUTH_THREADS, name="mailsuite-auth")
+    pool = LeanThreadPool(POOL_THREADS, name="mailsuite-auth")
     try:
         directory = open_directory(config, reactor=context.reactor, pool=pool)
         ensure_demo_user(directory, config)
@@ -101,5 +105,5 @@ def open_auth(context: Any) -> AuthService:
     context.directory = directory
     context.throttle = LoginThrottle.from_config(config.auth, context.reactor)
     context.portal = make_portal(context, directory)
-    context.authenticator = Authenticator(context.portal, context.throttle, context.reactor)
+    context.authenticator = Authenticator(context.portal, context.throttle, context.reactor, slots=AUTH_THREADS)
     return AuthService(pool)

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,10 @@ class _ThreadReactor:
     def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
         self.calls.append((f, args, kw))
         self.ready.set()
+
+    def seconds(self) -> float:
+        """The clock the login throttle reads."""
+        return time.time()
 
 
 def test_verification_runs_off_the_calling_thread(tmp_path: Path) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import task
 from zope.interface.verify import verifyObject
 
-from mailsuite.auth.throttle import LoginThrottle
+from mailsuite.auth import throttle as throttle_module
+from mailsuite.auth.throttle import KNOWN_SECONDS, LoginThrottle
 from mailsuite.interfaces import ILoginThrottle
 
 
@@ -78,3 +81,87 @@ def test_failures_are_forgotten_after_quiet_period() -> None:
     assert throttle.delay_for("192.0.2.1", "alice@example.test") == 0
     throttle.record_failure("192.0.2.1", "alice@example.test")
     assert throttle.delay_for("192.0.2.1", "alice@example.test") == 0
+
+
+def test_success_on_an_owned_account_keeps_the_ip_failures() -> None:
+    """Logging in to one's own account between guesses at another never resets the IP: the block comes."""
+    clock = task.Clock()
+    throttle = make(clock)
+    for _ in range(5):
+        throttle.record_failure("192.0.2.1", "victim@example.test")
+        throttle.record_success("192.0.2.1", "mallory@example.test")
+    assert throttle.failures("192.0.2.1") == 5
+    assert throttle.delay_for("192.0.2.1", "mallory@example.test") > 0
+    throttle.record_failure("192.0.2.1", "victim@example.test")
+    assert throttle.is_blocked("192.0.2.1", "mallory@example.test")
+
+
+def test_success_forgives_the_typos_that_ip_made_on_that_account_only() -> None:
+    """The user's own mistakes are forgiven; other accounts' failures from the IP stay."""
+    clock = task.Clock()
+    throttle = make(clock)
+    throttle.record_failure("192.0.2.1", "other@example.test")
+    for _ in range(3):
+        throttle.record_failure("192.0.2.1", "alice@example.test")
+    assert throttle.failures("192.0.2.1") == 4
+    throttle.record_success("192.0.2.1", "ALICE@example.test")
+    assert throttle.failures("192.0.2.1") == 1
+    assert throttle.delay_for("192.0.2.2", "alice@example.test") == 0
+
+
+def test_owner_login_keeps_the_guesses_other_ips_made_on_the_account() -> None:
+    """A distributed attack does not get fresh free failures each time the owner logs in."""
+    clock = task.Clock()
+    throttle = make(clock)
+    for i in range(5):
+        throttle.record_failure(f"198.51.100.{i}", "alice@example.test")
+    throttle.record_success("203.0.113.9", "alice@example.test")
+    assert throttle.delay_for("198.51.100.77", "alice@example.test") == 1.0
+
+
+def test_success_never_lifts_a_block() -> None:
+    clock = task.Clock()
+    throttle = make(clock)
+    for _ in range(6):
+        throttle.record_failure("192.0.2.1", "alice@example.test")
+    throttle.record_success("192.0.2.1", "alice@example.test")
+    assert throttle.is_blocked("192.0.2.1", "alice@example.test")
+    clock.advance(100)
+    assert not throttle.is_blocked("192.0.2.1", "alice@example.test")
+
+
+def test_failures_counts_the_ip_and_expires() -> None:
+    clock = task.Clock()
+    throttle = make(clock)
+    assert throttle.failures("192.0.2.1") == 0
+    throttle.record_failure("192.0.2.1", None)
+    throttle.record_failure("192.0.2.1", "bob@example.test")
+    assert throttle.failures("192.0.2.1") == 2
+    clock.advance(100)
+    assert throttle.failures("192.0.2.1") == 0
+
+
+def test_a_good_login_makes_the_pair_known_until_it_fails_or_expires() -> None:
+    clock = task.Clock()
+    throttle = make(clock)
+    assert not throttle.is_known("192.0.2.1", "alice@example.test")
+    throttle.record_success("192.0.2.1", "alice@example.test")
+    assert throttle.is_known("192.0.2.1", "ALICE@example.test")
+    assert not throttle.is_known("192.0.2.2", "alice@example.test")
+    assert not throttle.is_known("192.0.2.1", "bob@example.test")
+    throttle.record_failure("192.0.2.1", "alice@example.test")
+    assert not throttle.is_known("192.0.2.1", "alice@example.test")
+    throttle.record_success("192.0.2.1", "alice@example.test")
+    clock.advance(KNOWN_SECONDS)
+    assert not throttle.is_known("192.0.2.1", "alice@example.test")
+
+
+def test_known_pairs_are_bounded(monkeypatch: Any) -> None:
+    """The least recently used pair goes first."""
+    monkeypatch.setattr(throttle_module, "KNOWN_MAX", 3)
+    throttle = make(task.Clock())
+    for n in range(3):
+        throttle.record_success(f"192.0.2.{n}", "alice@example.test")
+    throttle.record_success("192.0.2.0", "alice@example.test")  # used again: now the newest
+    throttle.record_success("192.0.2.9", "alice@example.test")
+    assert [throttle.is_known(f"192.0.2.{n}", "alice@example.test") for n in (0, 1, 2, 9)] == [True, False, True, True]
