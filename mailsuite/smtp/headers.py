@@ -13,7 +13,11 @@ Implementation notes:
 - Return-Path (RFC 5321 4.4) and Delivered-To (the final local mailbox) are
   added only for local delivery.
 - On submission, Message-ID and Date are added when the message has none
-  (RFC 6409 8.2, 8.3).
+  (RFC 6409 8.2, 8.3), and From (RFC 5322 3.6: required) with the envelope
+  sender, or the authenticated user for ``MAIL FROM:<>``, as Postfix does
+  for its rewrite clients.  The policy has checked that address is theirs.
+- :meth:`HeaderScanner.header` hands the header block to the policy's
+  From/Sender check; :func:`field_values` unfolds fields (RFC 5322 2.2.3).
 - Header field values are folded at 78 columns where they may be long and
   never contain CR or LF from client input (the HELO name is checked by the
   server, addresses by the parser).
@@ -27,6 +31,9 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
+from email import errors as email_errors
+from email.headerregistry import AddressHeader
 
 #: How much of the message's start is examined for existing header fields.
 HEADER_SCAN_LIMIT = 256 * 1024
@@ -115,6 +122,7 @@ class HeaderScanner:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self.complete = False
+        self.truncated = False  # the header ran past HEADER_SCAN_LIMIT: its end was not seen
 
     def feed(self, data: bytes) -> None:
         """Look at the next message bytes (cheap once the header has been seen)."""
@@ -129,15 +137,87 @@ class HeaderScanner:
             self.complete = True
         elif len(self._buffer) >= HEADER_SCAN_LIMIT:
             self.complete = True
+            self.truncated = True
+
+    def header(self) -> bytes | None:
+        """The header block seen (the whole message when it has no body), or None when it was too long to keep."""
+        return None if self.truncated else bytes(self._buffer)
 
     def field_names(self) -> list[str]:
         """Lower-cased names of the header fields seen, in order."""
         return [m.group(1).decode("ascii").lower() for m in _FIELD.finditer(bytes(self._buffer))]
 
 
-def submission_additions(names: list[str], hostname: str, queue_id: str, when: float | None = None) -> bytes:
-    """Message-ID and Date fields for a submitted message that lacks them (RFC 6409 8.2, 8.3)."""
+def field_values(header: bytes, name: str) -> list[str]:
+    """The unfolded values of every ``name`` field (case-insensitive) in a header block, in order.
+
+    Bytes are read as UTF-8 (RFC 6532); one that is not becomes U+FFFD, which
+    no address contains.  A line that is neither a field nor a continuation
+    ends the field before it; the fields after it are still read (a reader
+    may take them as header fields).  Unfolding removes the CRLFs only.
+    """
+    wanted = name.lower()
+    found: list[list[str]] = []
+    current: list[str] | None = None
+    for line in header.decode("utf-8", "replace").split("\r\n"):
+        if line[:1] in (" ", "\t"):
+            if current is not None:
+                current.append(line)
+            continue
+        current = None
+        match = _FIELD_TEXT.match(line)
+        if match and match.group(1).lower() == wanted:
+            current = [line[match.end():]]
+            found.append(current)
+    return ["".join(parts) for parts in found]
+
+
+_FIELD_TEXT = re.compile(r"([!-9;-~]+)[ \t]*:")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: What the strict parser may note about an address list that still names its addresses plainly:
+#: obsolete forms (route, empty list elements, RFC 5322 4.4) and UTF-8 local parts (RFC 6532 3.2).
+_HARMLESS_DEFECTS = (email_errors.ObsoleteHeaderDefect, email_errors.NonASCIILocalPartDefect)
+
+
+def mailbox_addresses(value: str) -> list[str]:
+    """Every address (``local@domain``) an address-list field value names, groups flattened; ValueError if unclear.
+
+    For deciding who a From or Sender field claims to be, a value is read by
+    two parsers: the standard library's strict RFC 5322 one (which must find
+    nothing worse than obsolete syntax) and its lenient one (what much mail
+    software does).  Every address either finds is returned, so a value they
+    read differently (``alice@a.test <ceo@a.test>``, quotes, control
+    characters) cannot hide an address from the check.  Encoded words
+    (RFC 2047) are not decoded: a display name is not an address, and an
+    encoded word where an address belongs is no address.
+    """
+    if _CONTROL.search(value):
+        raise ValueError("control character in the field")
+    parsed: dict[str, Any] = {}
+    AddressHeader.parse(value, parsed)
+    bad = [d for d in parsed["defects"] if not isinstance(d, _HARMLESS_DEFECTS)]
+    if bad:
+        raise ValueError(f"cannot be parsed ({bad[0]})")
+    found: dict[str, None] = {}
+    for group in parsed["groups"]:
+        for mailbox in group.addresses:
+            found[f"{mailbox.username}@{mailbox.domain}" if mailbox.domain else mailbox.username] = None
+    for _name, address in email.utils.getaddresses([value]):
+        if address:
+            local, at, domain = address.rpartition("@")
+            if len(local) >= 2 and local[0] == local[-1] == '"':
+                address = email.utils.unquote(local) + at + domain
+            found.setdefault(address, None)
+    if not found:
+        raise ValueError("names no address")
+    return list(found)
+
+
+def submission_additions(names: list[str], hostname: str, queue_id: str, when: float | None = None, author: str = "") -> bytes:
+    """Message-ID, Date and From fields for a submitted message that lacks them (RFC 6409 8.2, 8.3; RFC 5322 3.6)."""
     out = b""
+    if author and "from" not in names:
+        out += f"From: <{author}>\r\n".encode("utf-8")
     if "message-id" not in names:
         out += f"Message-ID: <{queue_id}@{hostname}>\r\n".encode("utf-8")
     if "date" not in names:

@@ -51,3 +51,55 @@ def test_date_text_is_the_rfc5322_date_of_each_second() -> None:
 
     for when in (1_795_000_000.2, 1_795_000_000.9, 1_795_000_001.0, 1_000_000_000.5, 1_795_000_001.5):
         assert date_text(when) == email.utils.formatdate(when, localtime=False)
+
+
+def test_field_values_unfold_every_field_of_a_name() -> None:
+    """RFC 5322 2.2.3: continuation lines belong to their field; names are case-insensitive; each field counts."""
+    from mailsuite.smtp.headers import field_values
+
+    header = (b"FROM : Alice\r\n <alice@example.test>\r\nSubject: x\r\n\tFrom: not a field\r\n"
+              b"garbage line\r\n\tstill garbage\r\nfrom: bob@example.test\r\nX-From: no\r\n\r\n")
+    assert field_values(header, "From") == [" Alice <alice@example.test>", " bob@example.test"]
+    assert field_values(header, "sender") == []
+    assert field_values("From: Jos\u00e9 <jos\u00e9@b\u00fccher.example>\r\n".encode(), "from") == [" Jos\u00e9 <jos\u00e9@b\u00fccher.example>"]
+
+
+def test_mailbox_addresses_reads_plain_forms_and_groups() -> None:
+    """Display names, comments, quoted local parts, groups (RFC 6854) and UTF-8 (RFC 6532): the addresses named."""
+    from mailsuite.smtp.headers import mailbox_addresses
+
+    assert mailbox_addresses("Alice <alice@example.test>") == ["alice@example.test"]
+    assert mailbox_addresses('"bob@example.test" <alice@example.test>') == ["alice@example.test"]
+    assert mailbox_addresses("=?utf-8?b?QWxpY2U=?= <alice@example.test>") == ["alice@example.test"]
+    assert mailbox_addresses("alice@example.test (bob@example.test)") == ["alice@example.test"]
+    assert mailbox_addresses('"alice"@example.test') == ["alice@example.test"]
+    assert mailbox_addresses("A <a@example.test>, B <b@example.test>") == ["a@example.test", "b@example.test"]
+    assert mailbox_addresses("team: a@example.test, b@example.test;") == ["a@example.test", "b@example.test"]
+    assert mailbox_addresses("Jos\u00e9 <jos\u00e9@b\u00fccher.example>") == ["jos\u00e9@b\u00fccher.example"]
+
+
+def test_mailbox_addresses_refuses_what_readers_could_read_differently() -> None:
+    """Values the strict and the lenient parser disagree on, control characters, no address at all: ValueError."""
+    import pytest
+
+    from mailsuite.smtp.headers import mailbox_addresses
+
+    for value in ("alice@example.test <ceo@bank.test>", "Alice <alice@example.test> <ceo@bank.test>", "alice@example.test\x00<ceo@bank.test>",
+                  "a@example.test\"<ceo@bank.test>", "alice@example.test@bank.test", "=?utf-8?q?ceo=40bank.test?=", "<alice@example.test",
+                  "alice", "undisclosed:;", "", "   "):
+        with pytest.raises(ValueError):
+            mailbox_addresses(value)
+
+
+def test_scanner_header_and_the_added_from() -> None:
+    """header() is the block up to the blank line, None past the scan limit; a missing From is added for the author."""
+    from mailsuite.smtp.headers import HEADER_SCAN_LIMIT
+
+    scanner = HeaderScanner()
+    scanner.feed(b"Subject: x\r\n\r\nFrom: body@example.test\r\n")
+    assert scanner.header() == b"Subject: x\r\n"
+    long = HeaderScanner()
+    long.feed(b"X-Pad: " + b"a" * HEADER_SCAN_LIMIT + b"\r\nFrom: ceo@example.test\r\n\r\n")
+    assert long.header() is None
+    assert submission_additions(["subject"], "h", "q1", when=0, author="alice@example.test").startswith(b"From: <alice@example.test>\r\n")
+    assert not submission_additions(["from"], "h", "q1", when=0, author="alice@example.test").startswith(b"From")
