@@ -194,7 +194,10 @@ def mailbox_addresses(value: str) -> list[str]:
     if _CONTROL.search(value):
         raise ValueError("control character in the field")
     parsed: dict[str, Any] = {}
-    AddressHeader.parse(value, parsed)
+    try:
+        AddressHeader.parse(value, parsed)
+    except Exception as e:  # the parser trips over some malformed values (IndexError on "<")
+        raise ValueError("cannot be parsed") from e
     bad = [d for d in parsed["defects"] if not isinstance(d, _HARMLESS_DEFECTS)]
     if bad:
         raise ValueError(f"cannot be parsed ({bad[0]})")

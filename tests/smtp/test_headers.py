@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mailsuite.smtp.headers import HeaderScanner, TLSInfo, protocol_keyword, received, submission_additions
 
 
@@ -103,3 +106,36 @@ def test_scanner_header_and_the_added_from() -> None:
     assert long.header() is None
     assert submission_additions(["subject"], "h", "q1", when=0, author="alice@example.test").startswith(b"From: <alice@example.test>\r\n")
     assert not submission_additions(["from"], "h", "q1", when=0, author="alice@example.test").startswith(b"From")
+
+
+_ADDRESS_TOKENS = ["alice", "bob", "@", "a.test", "b.test", "<", ">", '"', ",", ":", ";", "(", ")", " ", "\\", ".", "=?utf-8?q?x=40b.test?=", "[", "]"]
+
+
+@given(st.lists(st.sampled_from(_ADDRESS_TOKENS), max_size=14).map("".join))
+@settings(max_examples=1500, deadline=None)
+def test_an_accepted_value_hides_no_address_from_our_imap_envelope(value: str) -> None:
+    """Whatever mailbox_addresses accepts, each address the IMAP ENVELOPE parser (what a reader is shown) finds is among its answer."""
+    from mailsuite.imap.mime import parse_addresses
+    from mailsuite.smtp.headers import mailbox_addresses
+
+    try:
+        found = {a.lower() for a in mailbox_addresses(value)}
+    except ValueError:
+        return
+    for _name, _route, local, host in parse_addresses(value.encode()):
+        if host is not None and local != b"MISSING_MAILBOX" and host != b"MISSING_DOMAIN":
+            assert f"{local.decode()}@{host.decode()}".lower() in found, (value, found)
+
+
+@given(st.text(max_size=60))
+@settings(max_examples=500, deadline=None)
+def test_any_value_is_read_or_refused_never_crashes(value: str) -> None:
+    """The stdlib parser raises IndexError on some values ("<"): every outcome is a list of addresses or ValueError."""
+    from mailsuite.smtp.headers import field_values, mailbox_addresses
+
+    try:
+        assert mailbox_addresses(value)
+    except ValueError:
+        pass
+    if "\r" not in value and "\n" not in value:
+        assert len(field_values(b"From:" + value.encode("utf-8", "surrogatepass") + b"\r\n", "from")) == 1
