@@ -19,11 +19,15 @@ Implementation notes:
   each be theirs: a co-author named in From is as good as a forged one to a
   reader and to DMARC.  Groups (RFC 6854) are flattened; an empty group, a
   value the parsers read differently or with control characters, and a
-  header too long to read whole are refused too.  Resent-* fields are not
-  checked (nothing aligns with them), so redirecting someone else's message
-  with its From kept is refused.  A message without From gets one from the
-  server (``headers.submission_additions``).  Mail from other hosts (no
-  AUTH) is not checked here: that is SPF/DKIM/DMARC's job.
+  header too long to read whole are refused too.  Display names (plain or
+  RFC 2047 encoded) are free text and not checked; an encoded word standing
+  where the address belongs is no address and is refused.  Header bytes are
+  read as UTF-8 (RFC 6532), so SMTPUTF8 addresses compare like any other.
+  Resent-* fields are not checked (nothing aligns with them), so redirecting
+  someone else's message with its From kept is refused.  A message without
+  From gets one from the server (``headers.submission_additions``).  Mail
+  from other hosts (no AUTH) is not checked here: that is SPF/DKIM/DMARC's
+  job.
 - Addresses compare with the domain case-insensitive and IDNA-normalised
   (``bücher.example`` is ``xn--bcher-kva.example``) and the local part
   ASCII-case-insensitive, as the directory's ``COLLATE NOCASE`` does.
