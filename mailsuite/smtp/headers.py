@@ -179,6 +179,14 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HARMLESS_DEFECTS = (email_errors.ObsoleteHeaderDefect, email_errors.NonASCIILocalPartDefect)
 
 
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"  # RFC 5322 3.2.3
+_PLAIN_ADDRESS = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_NAME = rf'(?:{_ATEXT}+(?:[ \t]+{_ATEXT}+)*|"[ \t!#-\[\]-~]*")'
+#: ``addr@domain`` or ``Name <addr@domain>`` in plain ASCII: what nearly every client writes, read
+#: without the stdlib's slow parser (~0.1-0.5 ms); tests check both readings agree.
+_PLAIN_MAILBOX = re.compile(rf"[ \t]*(?:({_PLAIN_ADDRESS})|(?:{_PLAIN_NAME}[ \t]*)?<({_PLAIN_ADDRESS})>)[ \t]*\Z")
+
+
 def mailbox_addresses(value: str) -> list[str]:
     """Every address (``local@domain``) an address-list field value names, groups flattened; ValueError if unclear.
 
@@ -191,6 +199,15 @@ def mailbox_addresses(value: str) -> list[str]:
     (RFC 2047) are not decoded: a display name is not an address, and an
     encoded word where an address belongs is no address.
     """
+    if value.isascii() and "=?" not in value:
+        plain = _PLAIN_MAILBOX.match(value)
+        if plain:
+            return [plain.group(1) or plain.group(2)]
+    return _parsed_addresses(value)
+
+
+def _parsed_addresses(value: str) -> list[str]:
+    """:func:`mailbox_addresses` by the two parsers (any value)."""
     if _CONTROL.search(value):
         raise ValueError("control character in the field")
     parsed: dict[str, Any] = {}
