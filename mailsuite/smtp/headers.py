@@ -26,6 +26,7 @@ Implementation notes:
 from __future__ import annotations
 
 import email.utils
+import functools
 import itertools
 import re
 import secrets
@@ -152,27 +153,22 @@ def field_values(header: bytes, name: str) -> list[str]:
     """The unfolded values of every ``name`` field (case-insensitive) in a header block, in order.
 
     Bytes are read as UTF-8 (RFC 6532); one that is not becomes U+FFFD, which
-    no address contains.  A line that is neither a field nor a continuation
-    ends the field before it; the fields after it are still read (a reader
-    may take them as header fields).  Unfolding removes the CRLFs only.
+    no address contains.  Every line that starts with the name and a colon
+    is a field, also after a line that is neither a field nor a
+    continuation (a reader may go on reading fields there).  Unfolding
+    removes the CRLFs only (RFC 5322 2.2.3).
     """
-    wanted = name.lower()
-    found: list[list[str]] = []
-    current: list[str] | None = None
-    for line in header.decode("utf-8", "replace").split("\r\n"):
-        if line[:1] in (" ", "\t"):
-            if current is not None:
-                current.append(line)
-            continue
-        current = None
-        match = _FIELD_TEXT.match(line)
-        if match and match.group(1).lower() == wanted:
-            current = [line[match.end():]]
-            found.append(current)
-    return ["".join(parts) for parts in found]
+    text = header.decode("utf-8", "replace")
+    return [m.group(1).replace("\r\n", "") for m in _field_pattern(name).finditer(text)]
 
 
-_FIELD_TEXT = re.compile(r"([!-9;-~]+)[ \t]*:")
+@functools.lru_cache(maxsize=16)
+def _field_pattern(name: str) -> re.Pattern[str]:
+    # RFC 5322 3.6.8 / 4.5: a field name, optional white space (obsolete syntax), a colon,
+    # the rest of the line and every continuation line after it (CR and LF only come as CRLF).
+    return re.compile(rf"^{re.escape(name)}[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE | re.ASCII)
+
+
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: What the strict parser may note about an address list that still names its addresses plainly:
 #: obsolete forms (route, empty list elements, RFC 5322 4.4) and UTF-8 local parts (RFC 6532 3.2).
