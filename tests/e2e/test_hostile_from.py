@@ -17,6 +17,8 @@ from typing import Any, Iterator
 import dkim
 import pytest
 
+from mailsuite.auth.directory import SQLiteDirectory
+from mailsuite.mailauth.keys import generate_key
 from tests.support.smtpsink import SMTPSink
 
 ALICE, BOB, PASSWORD = "alice@example.test", "bob@example.test", "from-test-pw-1"
@@ -33,10 +35,13 @@ def server(mailsuite_module_server: Any, sink: SMTPSink) -> Any:
     s = mailsuite_module_server({"domains": ["example.test", "other.test"], "queue.smarthost.enabled": True,
                                  "queue.smarthost.host": sink.host, "queue.smarthost.port": sink.port, "queue.smarthost.tls": "none"},
                                 users={ALICE: PASSWORD, BOB: PASSWORD})
-    s.cli("alias", "add", "alice.smith@example.test", ALICE)
-    s.cli("alias", "add", "team@example.test", ALICE, BOB)
+    # Set up in this process (each CLI run costs seconds on a busy machine); `user senders` itself goes through the CLI below.
+    directory = SQLiteDirectory(s.data_root / "users.sqlite3", extra_domains=["example.test", "other.test"])
+    directory.add_alias("alice.smith@example.test", [ALICE])
+    directory.add_alias("team@example.test", [ALICE, BOB])
+    directory.close()
     for domain in ("example.test", "other.test"):
-        s.cli("dkim", "keygen", domain, "--selector", "s1", "--algorithm", "ed25519")
+        generate_key(s.data_root / "dkim", domain, "s1", "ed25519")
     return s
 
 
