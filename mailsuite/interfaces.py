@@ -350,7 +350,7 @@ class IUserDirectory(Interface):
         """The user, or None."""
 
     def sender_addresses(user: str) -> Deferred[frozenset[str]]:
-        """Addresses the authenticated user may use in MAIL FROM (their own and aliases pointing only to them)."""
+        """Addresses the authenticated user may use in MAIL FROM and From/Sender (their own, aliases pointing only to them, extras; ``@domain``: all of it)."""
 
     def verify_password(address: str, password: str) -> Deferred[bool]:
         """Check a password (slow hash, off the reactor thread)."""

@@ -157,7 +157,30 @@ def test_domains_and_aliases(run_here: CLI) -> None:
     assert run_here.ok("alias", "list") == ""
 
 
+def test_user_senders(run_here: CLI) -> None:
+    """In-process: `user senders add|list|remove`, what a user may send as, and the errors (exit 1, 2 for usage).
+
+    The real entry point runs them in tests/e2e/test_hostile_from.py."""
+    run_here.ok("user", "add", "alice@example.test", "--password-stdin", input="pw\n")
+    run_here.ok("alias", "add", "alice.smith@example.test", "alice@example.test")
+    added = run_here.ok("user", "senders", "add", "alice@example.test", "office@example.test", "@partner.test")
+    assert "alice@example.test may now also send as office@example.test, @partner.test" in added
+    assert run_here.ok("user", "senders", "list", "alice@example.test").splitlines() == [
+        "alice@example.test\town", "alice.smith@example.test\talias", "@partner.test\textra", "office@example.test\textra"]
+    assert run_here.ok("user", "senders", "list").splitlines() == ["alice@example.test\t@partner.test, office@example.test"]
+    assert "may already send as" in run_here.fails(1, "user", "senders", "add", "alice@example.test", "Office@example.test")
+    assert "no such user" in run_here.fails(1, "user", "senders", "add", "bob@example.test", "office@example.test")
+    assert "no such user" in run_here.fails(1, "user", "senders", "list", "bob@example.test")
+    assert "no @domain" in run_here.fails(1, "user", "senders", "add", "alice@example.test", "office")
+    assert "has no extra sender address nope@example.test" in run_here.fails(1, "user", "senders", "remove", "alice@example.test", "nope@example.test")
+    assert "may no longer send as office@example.test" in run_here.ok("user", "senders", "remove", "alice@example.test", "office@example.test")
+    assert "1 extra sender address(es) removed" in run_here.ok("user", "senders", "remove", "alice@example.test")
+    assert run_here.ok("user", "senders", "list") == ""
+    assert "SENDER" in run_here.fails(2, "user", "senders", "add", "alice@example.test")
+
+
 @pytest.mark.parametrize("command", [[], ["user"], ["user", "add"], ["user", "passwd"], ["user", "remove"], ["user", "list"], ["user", "quota"],
+                                     ["user", "senders"], ["user", "senders", "add"], ["user", "senders", "remove"], ["user", "senders", "list"],
                                      ["alias"], ["alias", "add"], ["alias", "remove"], ["alias", "list"],
                                      ["domain"], ["domain", "add"], ["domain", "remove"], ["domain", "list"],
                                      ["check-config"], ["gen-cert"]])

@@ -1,4 +1,4 @@
-"""Admin commands for the directory: ``user``, ``alias`` and ``domain``.
+"""Admin commands for the directory: ``user`` (with ``user senders``), ``alias`` and ``domain``.
 
 Registered by :mod:`mailsuite.cli` through :func:`register`.  They work on
 the SQLite file directly, so a running server sees the change at its next
@@ -110,6 +110,29 @@ def _user_list(args: argparse.Namespace) -> None:
             print(user.address)
 
 
+def _senders_add(args: argparse.Namespace) -> None:
+    added = _directory(args).add_senders(args.address, args.senders)
+    print(f"{args.address} may now also send as {', '.join(added)}")
+
+
+def _senders_remove(args: argparse.Namespace) -> None:
+    removed = _directory(args).remove_senders(args.address, args.senders)
+    if args.senders:
+        print(f"{args.address} may no longer send as {', '.join(args.senders)}")
+    else:
+        print(f"{args.address}: {removed} extra sender address(es) removed")
+
+
+def _senders_list(args: argparse.Namespace) -> None:
+    directory = _directory(args)
+    if args.address is None:
+        for user, extra in directory.list_senders():
+            print(f"{user}\t{', '.join(extra)}")
+        return
+    for address, why in directory.own_sender_addresses(args.address):
+        print(f"{address}\t{why}")
+
+
 # -- alias -----------------------------------------------------------------------
 
 def _alias_add(args: argparse.Namespace) -> None:
@@ -184,6 +207,26 @@ def register(subparsers: Any) -> None:
     p.add_argument("--domain", help="only this domain")
     p.add_argument("-v", "--verbose", action="store_true", help="show quotas too")
     p.set_defaults(func=_run(_user_list))
+    senders = users.add_parser("senders", help="extra addresses a user may send as",
+                               description="A user may send (MAIL FROM, and the From and Sender header fields) as their own address "
+                                           "and aliases leading only to them; these commands manage extra addresses, "
+                                           "like Postfix's smtpd_sender_login_maps.")
+    inner = senders.add_subparsers(dest="senders_command", metavar="ACTION")
+    inner.required = True
+    p = inner.add_parser("add", help="let a user send as more addresses",
+                         description="Let ADDRESS also send as each SENDER: an address (any domain) or @domain for every address of a domain.")
+    p.add_argument("address", help="the user")
+    p.add_argument("senders", nargs="+", metavar="SENDER", help="an address, or @domain")
+    p.set_defaults(func=_run(_senders_add))
+    p = inner.add_parser("remove", help="take extra sender addresses back", description="Remove the SENDERs named, or all of ADDRESS's extra sender addresses.")
+    p.add_argument("address", help="the user")
+    p.add_argument("senders", nargs="*", metavar="SENDER")
+    p.set_defaults(func=_run(_senders_remove))
+    p = inner.add_parser("list", help="list sender addresses",
+                         description="With ADDRESS: every address that user may send as, tab, why (own, alias, extra). "
+                                     "Without: each user with extra addresses, tab, the extras.")
+    p.add_argument("address", nargs="?", help="the user")
+    p.set_defaults(func=_run(_senders_list))
 
     aliases = _group(subparsers, "alias", "manage aliases (addresses forwarding to others) and catch-alls")
     p = aliases.add_parser("add", help="forward an address to one or more addresses",

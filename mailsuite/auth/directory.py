@@ -18,6 +18,13 @@ Implementation notes:
   be an alias source: the user keeps a copy and the targets get one too.
 - Local domains are those in the table plus ``extra_domains`` (the config's
   ``domains``).
+- Who may send as whom (MAIL FROM, and the From/Sender header fields of
+  submitted mail): a user owns their own address and every alias whose only
+  target is them (a catch-all or a list alias with several targets is owned
+  by nobody).  The ``senders`` table adds more per user, as Postfix's
+  ``smtpd_sender_login_maps``: an address (any domain, e.g. a shared
+  ``office@``) or ``@domain`` for every address of that domain.  Its rows go
+  with the user when the user is removed.
 - The :class:`~mailsuite.interfaces.IUserDirectory` methods return Deferreds
   and run SQLite and hashing on the given thread pool (never on the reactor
   thread); without a pool (the CLI, unit tests) they run inline.  The admin
@@ -65,6 +72,11 @@ CREATE TABLE IF NOT EXISTS aliases (
     target TEXT NOT NULL COLLATE NOCASE,
     PRIMARY KEY (source, target)
 );
+CREATE TABLE IF NOT EXISTS senders (
+    user TEXT NOT NULL COLLATE NOCASE,
+    address TEXT NOT NULL COLLATE NOCASE,
+    PRIMARY KEY (user, address)
+);
 """
 
 
@@ -87,6 +99,11 @@ class NotLocal(DirectoryError):
 def catch_all_source(domain: str) -> str:
     """The alias source that stands for every unknown address of ``domain``."""
     return "@" + normalise_domain(domain)
+
+
+def parse_sender_address(address: str) -> str:
+    """A normal-form extra sender address: an address, or ``@domain`` / ``*@domain`` for all of a domain."""
+    return parse_alias_source(address)
 
 
 def parse_alias_source(source: str) -> str:
@@ -229,7 +246,12 @@ class SQLiteDirectory:
             targets = {t.lower() for t in self._targets(source)}
             if targets == {owner.lower()}:
                 addresses.add(source)
+        addresses.update(self._extra_senders(owner))
         return frozenset(addresses)
+
+    def _extra_senders(self, user: str) -> list[str]:
+        rows = self._db().execute("SELECT address FROM senders WHERE user = ? ORDER BY address", (user,)).fetchall()
+        return [r[0] for r in rows]
 
     def authenticate_sync(self, address: str, password: str) -> str | None:
         """The user's address as stored if the password is right, else None (blocking, slow)."""
@@ -266,7 +288,7 @@ class SQLiteDirectory:
         return self._cached("user", address, self.find_user, address)
 
     def sender_addresses(self, user: str) -> defer.Deferred[frozenset[str]]:
-        """The user's own address and aliases whose only target is the user."""
+        """The user's own address, aliases whose only target is the user, and their extra senders (``@domain``: all of it)."""
         return self._cached("senders", user, self._sender_addresses, user)
 
     def verify_password(self, address: str, password: str) -> defer.Deferred[bool]:
@@ -304,6 +326,7 @@ class SQLiteDirectory:
             raise DirectoryError(f"domain {domain} still has {users} user(s) and {aliases} alias(es); remove them first or use --force")
         with _transaction(db):
             db.execute("DELETE FROM users WHERE address LIKE ?", (pattern,))
+            db.execute("DELETE FROM senders WHERE user LIKE ?", (pattern,))
             db.execute("DELETE FROM aliases WHERE source LIKE ?", (pattern,))
             db.execute("DELETE FROM domains WHERE name = ?", (domain,))
 
@@ -362,9 +385,12 @@ class SQLiteDirectory:
     def remove_user(self, address: str) -> None:
         """Delete a user (their mail stays on disk); NotFound for an unknown user."""
         address = normalise_address(address)
-        cursor = self._db().execute("DELETE FROM users WHERE address = ?", (address,))
-        if cursor.rowcount == 0:
-            raise NotFound(f"no such user: {address}")
+        db = self._db()
+        with _transaction(db):
+            cursor = db.execute("DELETE FROM users WHERE address = ?", (address,))
+            if cursor.rowcount == 0:
+                raise NotFound(f"no such user: {address}")
+            db.execute("DELETE FROM senders WHERE user = ?", (address,))
 
     def list_users(self, domain: str | None = None) -> list[UserRecord]:
         """Every user (of one domain if given), sorted by address."""
@@ -375,6 +401,60 @@ class SQLiteDirectory:
             rows = db.execute("SELECT address, quota_bytes, quota_messages FROM users WHERE address LIKE ? ORDER BY address",
                               ("%@" + normalise_domain(domain),)).fetchall()
         return [UserRecord(address=r[0], quota_bytes=r[1], quota_messages=r[2]) for r in rows]
+
+    def _existing_user(self, user: str) -> str:
+        row = self._user_row(normalise_address(user))
+        if row is None:
+            raise NotFound(f"no such user: {user}")
+        return str(row[0])
+
+    def add_senders(self, user: str, addresses: Iterable[str]) -> list[str]:
+        """Let ``user`` also send as each address (``@domain``: any address of it); returns the new ones."""
+        owner = self._existing_user(user)
+        normalised = list(dict.fromkeys(parse_sender_address(a) for a in addresses))
+        if not normalised:
+            raise DirectoryError("name at least one address the user may send as")
+        existing = {a.lower() for a in self._extra_senders(owner)}
+        new = [a for a in normalised if a.lower() not in existing and a.lower() != owner.lower()]
+        if not new:
+            raise AlreadyExists(f"{owner} may already send as {', '.join(normalised)}")
+        db = self._db()
+        with _transaction(db):
+            db.executemany("INSERT INTO senders (user, address) VALUES (?, ?)", [(owner, a) for a in new])
+        return new
+
+    def remove_senders(self, user: str, addresses: Iterable[str] = ()) -> int:
+        """Take back some extra sender addresses of ``user``, or all of them when none are named; returns rows removed."""
+        owner = self._existing_user(user)
+        db = self._db()
+        named = list({parse_sender_address(a).lower(): None for a in addresses})
+        if not named:
+            return db.execute("DELETE FROM senders WHERE user = ?", (owner,)).rowcount
+        removed = 0
+        with _transaction(db):
+            missing = [a for a in named if db.execute("DELETE FROM senders WHERE user = ? AND address = ?", (owner, a)).rowcount == 0]
+            if missing:
+                # Nothing is removed unless every named address was there.
+                raise NotFound(f"{owner} has no extra sender address {', '.join(missing)} (see `mailsuite user senders list {owner}`)")
+            removed = len(named)
+        return removed
+
+    def list_senders(self, user: str | None = None) -> list[tuple[str, list[str]]]:
+        """(user, extra sender addresses) pairs sorted by user: every user with extras, or just ``user``."""
+        if user is not None:
+            owner = self._existing_user(user)
+            return [(owner, self._extra_senders(owner))]
+        grouped: dict[str, list[str]] = {}
+        for owner, address in self._db().execute("SELECT user, address FROM senders ORDER BY user, address").fetchall():
+            grouped.setdefault(owner, []).append(address)
+        return list(grouped.items())
+
+    def own_sender_addresses(self, user: str) -> list[tuple[str, str]]:
+        """Every address ``user`` may send as, with why: ``own``, ``alias`` or ``extra`` (for the admin)."""
+        owner = self._existing_user(user)
+        extras = self._extra_senders(owner)
+        aliases = sorted(self._sender_addresses(owner) - {owner} - set(extras), key=str.lower)
+        return [(owner, "own")] + [(a, "alias") for a in aliases] + [(a, "extra") for a in extras]
 
     def add_alias(self, source: str, targets: Iterable[str]) -> list[str]:
         """Forward ``source`` (an address or ``@domain`` catch-all) to targets; returns the new targets."""

@@ -116,15 +116,20 @@ class MailAuth:
 
     # -- the API for the SMTP server -------------------------------------------
     def sign(self, message: bytes, domain: str) -> bytes:
-        """DKIM-Signature line(s) for ``message`` sent as ``domain`` (synchronous: small messages, tests)."""
-        return self.signer.sign(message, domain)
+        """DKIM-Signature line(s) for ``message`` sent as ``domain`` (synchronous: small messages, tests).
+
+        Unlike :meth:`sign_message` (the server's), it signs whatever the From
+        says, so tests can make signatures that do not align.
+        """
+        return self.signer.sign(message, domain, from_domain_only=False)
 
     def sign_message(self, message: Any, domain: str, header_prefix: bytes = b"") -> defer.Deferred[bytes]:
         """DKIM-Signature line(s) for ``header_prefix + message``, computed in a worker thread.
 
         ``message`` is bytes or an IIncomingMessage; ``domain`` is the sending
-        domain the SMTP server has verified the user may use (its MAIL FROM
-        domain).  Fires with ``b""`` when signing is off or the domain has no key.
+        domain the SMTP server has verified the user may use (its From
+        domain).  Fires with ``b""`` when signing is off, the domain has no key
+        or the message's From does not name ``domain`` alone.
         """
         if not self.config.mailauth.sign or not self.keys.keys_for(domain):
             return defer.succeed(b"")

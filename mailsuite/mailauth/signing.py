@@ -11,6 +11,12 @@ Implementation notes:
 * One signature per key of the domain (an RSA and an Ed25519 key give the
   dual signature RFC 8463 3 recommends); a message without From, or a domain
   without keys, is not signed (``b""``).
+* Only a message whose From names the signing domain alone is signed (read
+  as DMARC reads it, :func:`~mailsuite.mailauth.dmarc.from_domains`): a
+  signature makes DMARC pass for the From domain (RFC 7489 3.1.1), so
+  signing a From the sender does not own would vouch for a forgery.  The
+  SMTP policy picks the domain from a From it has checked is the user's;
+  this is the second lock, should that check ever be skipped.
 * Whatever is signed must reach the recipient unchanged: the caller prepends
   the result to exactly the bytes it passed (its own added headers
   included), and the queue must not rewrite headers or re-encode the body.
@@ -24,7 +30,7 @@ from typing import Iterable
 
 import dkim
 
-from mailsuite.mailauth import speedups  # noqa: F401  (installs the faster dkimpy steps)
+from mailsuite.mailauth import dmarc, speedups  # noqa: F401  (speedups installs the faster dkimpy steps)
 
 from mailsuite.mailauth.keys import KeyStore, SigningKey
 
@@ -51,15 +57,23 @@ def header_list(field_names: Iterable[bytes]) -> list[bytes]:
     return names
 
 
-def sign_with(message: bytes, keys: Iterable[SigningKey]) -> bytes:
-    """DKIM-Signature header field(s), CRLF-terminated, for ``message`` under each key."""
+def sign_with(message: bytes, keys: Iterable[SigningKey], *, from_domain_only: bool = True) -> bytes:
+    """DKIM-Signature header field(s), CRLF-terminated, for ``message`` under each key.
+
+    ``from_domain_only``: a key signs only when the message's From names its
+    domain alone (see the module notes); False is for tests that need a
+    signature of some other domain.
+    """
     signer = dkim.DKIM(message, linesep=b"\r\n")
     present = [name for name, _ in signer.headers]
     if b"from" not in (n.lower() for n in present):
         return b""
+    authors = dmarc.from_domains(value for name, value in signer.headers if name.strip().lower() == b"from")
     include = header_list(present)
     out = []
     for key in keys:
+        if from_domain_only and authors != [key.domain.lower()]:
+            continue
         out.append(signer.sign(
             key.selector.encode("ascii"), key.domain.encode("ascii"), key.private,
             signature_algorithm=key.algorithm.encode("ascii"),
@@ -75,11 +89,11 @@ class Signer:
         self.keys = keys
         self.enabled = enabled
 
-    def sign(self, message: bytes, domain: str) -> bytes:
-        """The DKIM-Signature line(s) to prepend for ``domain``; ``b""`` when disabled or keyless."""
+    def sign(self, message: bytes, domain: str, *, from_domain_only: bool = True) -> bytes:
+        """The DKIM-Signature line(s) to prepend for ``domain``; ``b""`` when disabled, keyless or not the From's domain."""
         if not self.enabled:
             return b""
         keys = self.keys.keys_for(domain)
         if not keys:
             return b""
-        return sign_with(message, keys)
+        return sign_with(message, keys, from_domain_only=from_domain_only)

@@ -20,7 +20,7 @@ Wiring in ``mailsuite/smtp`` (done by the SMTP owner):
        outcome = await smtp_hook.on_message(self.s.mailauth, self.s.store, authenticated=self.user is not None,
                                             ip=self.ip, helo=self.helo or "", sender=tx.sender_text,
                                             local=list(tx.local), message=message, trace=trace,
-                                            session_id=self.session_id, remote=list(tx.remote))
+                                            session_id=self.session_id, remote=list(tx.remote), sign_domain=sign_domain)
        trace = outcome.header + trace
 
    and the local deliveries use ``outcome.folder`` instead of "INBOX".
@@ -29,9 +29,13 @@ Wiring in ``mailsuite/smtp`` (done by the SMTP owner):
 
 Implementation notes:
 
-* Authenticated senders are signed for the domain of their MAIL FROM (the
-  SMTP policy has checked they own it), over ``trace + message`` exactly as
-  it will be stored and relayed.
+* Authenticated senders are signed for ``sign_domain``: the domain of the
+  message's From address, which the SMTP policy has checked is the user's
+  (``policy.check_header_senders``).  No ``sign_domain``, no signature: never
+  the MAIL FROM domain, which says nothing about the From a reader sees.
+  :func:`~mailsuite.mailauth.signing.sign_with` checks once more that the
+  From names that domain alone.  The signature covers ``trace + message``
+  exactly as it will be stored and relayed.
 * Quarantine creates the quarantine folder of each local recipient when it
   is missing; if that fails, the copy goes to INBOX (never lost).
 """
@@ -67,19 +71,20 @@ def results_filter(mailauth: Any, authenticated: bool) -> ResultsFilter | None:
 
 async def on_message(mailauth: Any, store: Any, *, authenticated: bool, ip: str, helo: str, sender: str,
                      local: Sequence[str], message: Any, trace: bytes, session_id: str = "-",
-                     remote: Sequence[str] = ()) -> AuthOutcome:
+                     remote: Sequence[str] = (), sign_domain: str | None = None) -> AuthOutcome:
     """Sign (authenticated user) or check (anyone else) a complete message; MailError on reject/tempfail.
 
     ``remote``: recipients in other domains (an alias forwarding out); when
     there are any, the message is ARC-sealed (``mailauth.arc_domain``).
+    ``sign_domain``: the domain of the message's From, checked to be the
+    authenticated user's; None signs nothing.
     """
     if mailauth is None:
         return AuthOutcome()
     if authenticated:
-        domain = sender.rpartition("@")[2]
-        if not domain:
+        if not sign_domain:
             return AuthOutcome()
-        return AuthOutcome(await mailauth.sign_message(message, domain, header_prefix=trace))
+        return AuthOutcome(await mailauth.sign_message(message, sign_domain, header_prefix=trace))
     verdict = await mailauth.check_inbound(ip, helo, sender, message, session_id=session_id)
     error = verdict.error()
     if error is not None:

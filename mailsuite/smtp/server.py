@@ -976,11 +976,13 @@ class SMTPSession(Protocol):
             names = tx.scanner.field_names()
             if names.count("received") > MAX_HOPS:
                 raise SMTPReply("Too many hops (mail loop?)", code=554, enhanced="5.4.6")
+            # an authenticated user's From/Sender must be theirs (553 5.7.1); the DKIM signature is for that From's domain
+            sign_domain = await policy.check_header_senders(self.s.directory, self._facts(), tx.scanner.header(), tx.sender_text)
             trace = self._trace(tx, queue_id, names)
             # DKIM signature (submission) or Authentication-Results (inbound) go above our trace
             outcome = await smtp_hook.on_message(self.s.mailauth, self.s.store, authenticated=self.user is not None, ip=self.ip,
                                                  helo=self.helo or "", sender=tx.sender_text, local=list(tx.local), message=message, trace=trace,
-                                                 remote=list(tx.remote), session_id=self.session_id)
+                                                 remote=list(tx.remote), session_id=self.session_id, sign_domain=sign_domain)
             if self._mode == CLOSED:
                 return
             await hand_off(self.s.store, self.s.queue, message, Transaction(
@@ -1002,7 +1004,7 @@ class SMTPSession(Protocol):
         trace = headers.received(helo=self.helo or "unknown", ip=self.ip, hostname=self.s.hostname, protocol=protocol, queue_id=queue_id,
                                  tls=self._tls_info() if self.tls else None, recipient=single)
         if self.s.submission or self.user is not None:
-            trace += headers.submission_additions(names, self.s.hostname, queue_id)
+            trace += headers.submission_additions(names, self.s.hostname, queue_id, author=tx.sender_text or self.user or "")
         return trace
 
     def _tls_info(self) -> headers.TLSInfo | None:

@@ -254,3 +254,31 @@ def test_verification_runs_off_the_calling_thread(tmp_path: Path) -> None:
     finally:
         module.verify = original
         pool.stop()
+
+
+def test_extra_senders(directory: SQLiteDirectory) -> None:
+    """Extra sender addresses (any domain, or @domain) add to the user's own; errors for unknowns; they go with the user."""
+    directory.add_user("alice@example.test", "pw")
+    directory.add_alias("alice.smith@example.test", ["alice@example.test"])
+    assert directory.add_senders("ALICE@example.test", ["office@example.test", "*@Partner.test", "me@remote.test"]) == [
+        "office@example.test", "@partner.test", "me@remote.test"]
+    assert result(directory.sender_addresses("alice@example.test")) == {
+        "alice@example.test", "alice.smith@example.test", "office@example.test", "@partner.test", "me@remote.test"}
+    assert directory.own_sender_addresses("alice@example.test") == [
+        ("alice@example.test", "own"), ("alice.smith@example.test", "alias"),
+        ("@partner.test", "extra"), ("me@remote.test", "extra"), ("office@example.test", "extra")]
+    with pytest.raises(AlreadyExists):
+        directory.add_senders("alice@example.test", ["OFFICE@example.test"])
+    with pytest.raises(NotFound):
+        directory.add_senders("nobody@example.test", ["office@example.test"])
+    with pytest.raises(InvalidName):
+        directory.add_senders("alice@example.test", ["not an address"])
+    with pytest.raises(NotFound, match="x@example.test"):
+        directory.remove_senders("alice@example.test", ["office@example.test", "x@example.test"])
+    assert directory.list_senders() == [("alice@example.test", ["@partner.test", "me@remote.test", "office@example.test"])], "nothing removed"
+    assert directory.remove_senders("alice@example.test", ["Office@example.test"]) == 1
+    assert directory.list_senders("alice@example.test") == [("alice@example.test", ["@partner.test", "me@remote.test"])]
+    directory.remove_user("alice@example.test")
+    directory.add_user("alice@example.test", "pw")
+    assert directory.list_senders() == []
+    assert result(directory.sender_addresses("alice@example.test")) == {"alice@example.test", "alice.smith@example.test"}

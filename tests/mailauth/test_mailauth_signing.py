@@ -122,3 +122,32 @@ def test_header_list_oversigns_from_and_skips_trace_fields():
     assert names.count(b"from") == 2 and names.count(b"to") == 2 and names.count(b"subject") == 2
     assert b"reply-to" in names and b"cc" in names  # absent but oversigned: cannot be added later
     assert b"received" not in names and b"bcc" not in names and b"x-custom" not in names
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_server_path_signs_only_a_from_of_the_signing_domain(make_auth, dns):
+    """sign_message (what the SMTP server calls) signs nothing when the From names another domain, or two domains."""
+    h = make_auth()
+    h.make_key("a.test", "s1", "ed25519")
+    assert await h.auth.sign_message(message(from_="Alice <alice@A.test>"), "a.test") != b""
+    assert await h.auth.sign_message(message(from_="ceo@bank.test"), "a.test") == b""
+    assert await h.auth.sign_message(message(from_="alice@a.test, ceo@bank.test"), "a.test") == b""
+    two_froms = message(extra="From: ceo@bank.test\r\n")
+    assert await h.auth.sign_message(two_froms, "a.test") == b""
+    assert h.auth.sign(message(from_="ceo@bank.test"), "a.test") != b"", "the test helper still signs anything"
+
+
+@pytest_twisted.ensureDeferred
+async def test_hook_signs_for_the_checked_from_domain_only(make_auth, dns):
+    """smtp_hook.on_message signs an authenticated user's message for sign_domain, never for the MAIL FROM domain."""
+    from mailsuite.mailauth import smtp_hook
+
+    h = make_auth()
+    h.make_key("a.test", "s1", "ed25519")
+    h.make_key("b.test", "s1", "ed25519")
+    common = dict(authenticated=True, ip="127.0.0.1", helo="client.test", sender="alice@a.test", local=[], trace=b"")
+    unchecked = await smtp_hook.on_message(h.auth, None, message=message(from_="bob@b.test"), **common)
+    assert unchecked.header == b""
+    checked = await smtp_hook.on_message(h.auth, None, message=message(from_="bob@b.test"), sign_domain="b.test", **common)
+    (sig,) = signatures(checked.header + message(from_="bob@b.test"))
+    assert sig[b"d"] == b"b.test"

@@ -102,3 +102,46 @@ def test_sender_rules(world: World) -> None:
     for other in (BOB, "sales@example.test", "alice@remote.test"):
         with pytest.raises(SenderNotAllowed):
             run(check_sender(world.directory, AUTHED, other))
+
+
+def header_check(world: World, header: bytes | None, facts: SessionFacts = AUTHED, envelope: str = ALICE) -> Any:
+    from mailsuite.smtp.policy import check_header_senders
+
+    return run(check_header_senders(world.directory, facts, header, envelope))
+
+
+def test_header_senders_own_alias_extra_and_case(world: World) -> None:
+    """From/Sender naming the user, an alias only to them, an extra address or domain, in any case: the From domain to sign for."""
+    world.directory.add_senders(ALICE, ["office@example.test", "@Partner.test", "me@b\u00fccher.example"])
+    assert header_check(world, b"From: Alice <alice@example.test>\r\n") == "example.test"
+    assert header_check(world, b"From: ALICE@Example.TEST\r\nSender: Me@EXAMPLE.test\r\n") == "example.test"
+    assert header_check(world, b"From: office@example.test, alice@example.test\r\nSender: alice@example.test\r\n") == "example.test"
+    with pytest.raises(SenderNotAllowed):  # @partner.test does not cover its subdomains
+        header_check(world, b"From: anyone@sub.partner.test\r\n")
+    assert header_check(world, b"From: Anyone <anyone@PARTNER.test>\r\n") == "partner.test"
+    assert header_check(world, b"From: me@xn--bcher-kva.example\r\n") == "xn--bcher-kva.example"
+    assert header_check(world, "From: me@B\u00dcCHER.example\r\n".encode()) == "xn--bcher-kva.example"
+    run(check_sender(world.directory, AUTHED, "Anyone@partner.TEST"))  # the extras count for MAIL FROM too
+    run(check_sender(world.directory, AUTHED, "office@example.test"))
+
+
+def test_header_senders_refused(world: World) -> None:
+    """Someone else's address in From or Sender, an alias shared with others, unclear values, a huge header: 553 5.7.1."""
+    for header in (b"From: bob@example.test\r\n", b"From: sales@example.test\r\n", b"From: alice@remote.test\r\n",
+                   b"From: alice@example.test\r\nSender: bob@example.test\r\n", b"From: alice@example.test, bob@example.test\r\n",
+                   b"From: alice@example.test\r\nFrom: bob@example.test\r\n", b"From: team: alice@example.test, ceo@bank.test;\r\n",
+                   b"From: Alice\r\n <bob@example.test>\r\n", b"From: alice@example.test <bob@example.test>\r\n", b"From: undisclosed:;\r\n",
+                   b"From: =?utf-8?q?bob=40example.test?=\r\n", b"From: alice@example.test.\r\n", b"From: \r\n", None):
+        with pytest.raises(SenderNotAllowed) as refused:
+            header_check(world, header)
+        assert (refused.value.code, refused.value.enhanced) == (553, "5.7.1")
+    with pytest.raises(SenderNotAllowed, match="<bob@example.test> is not owned by alice@example.test"):
+        header_check(world, b"Subject: x\r\nSender: bob@example.test\r\n")
+
+
+def test_header_senders_missing_from_and_no_user(world: World) -> None:
+    """No From: the server adds the envelope sender's (or the user's); without AUTH nothing is checked or signed."""
+    assert header_check(world, b"Subject: no from\r\n", envelope="me@example.test") == "example.test"
+    assert header_check(world, b"Subject: no from\r\n", envelope="") == "example.test"
+    assert header_check(world, b"From: ceo@bank.test\r\n", facts=MX) is None
+    assert header_check(world, None, facts=MX) is None
