@@ -168,6 +168,8 @@ class CaptureAPI(resource.Resource):
     async def _dispatch(self, request: server.Request) -> tuple[Any, ...]:
         method = request.method.decode("ascii")
         segments = [unquote(s.decode("utf-8")) for s in request.postpath if s]
+        if segments[:1] == ["api"] and request.prepath[-1:] != [b"api"]:
+            segments = segments[1:]  # handed the whole path by a root resource of its own
         route, rest = (segments[0] if segments else ""), segments[1:]
         args = {k.decode(): v[0].decode("utf-8") for k, v in request.args.items()}
         if route == "health" and method == "GET":
@@ -260,15 +262,20 @@ class CaptureAPI(resource.Resource):
         content = args.get("content", "") not in ("", "0", "false")
         filters = self._filters(args)
         deadline = time.monotonic() + timeout
+        full = True  # the first and the last look list every folder; the polls between see changes only
         while True:
-            found = await self.mailroom.messages(**filters)
+            found = await self.mailroom.messages(**filters, full=full)
             if len(found) >= count:
                 if settle > 0 and len(found) == count:  # wait a little longer: does another one come?
                     await task.deferLater(self.reactor, settle, lambda: None)
                     found = await self.mailroom.messages(**filters)
                 return 200, {"messages": [summary(m, content) for m in found]}
             if time.monotonic() >= deadline:
+                if not full:
+                    full = True
+                    continue
                 return 408, {"error": f"fewer than {count} matching messages after {timeout}s", "messages": [summary(m, content) for m in found]}
+            full = False
             await task.deferLater(self.reactor, 0.05, lambda: None)
 
     def _json(self, request: server.Request) -> Any:
