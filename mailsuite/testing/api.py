@@ -17,7 +17,7 @@ Implementation notes:
 - It listens on loopback by default: it has no authentication, it is a test tool.
 
 Routes:
-  GET    /api/health                       {"status": "ok", "ports": {...}}
+  GET    /api/health                       {"status": "ok", "ports": {...}, "mailboxes": N (indexed)}
   GET    /api/messages?to=&from=&subject=&mailbox=&content=1
                                            {"messages": [summary, ...]} (content=1 adds "raw_base64")
   DELETE /api/messages                     purge every message (and forget capture addresses)
@@ -173,7 +173,7 @@ class CaptureAPI(resource.Resource):
         route, rest = (segments[0] if segments else ""), segments[1:]
         args = {k.decode(): v[0].decode("utf-8") for k, v in request.args.items()}
         if route == "health" and method == "GET":
-            return 200, {"status": "ok", "ports": self._ports()}
+            return 200, {"status": "ok", "ports": self._ports(), "mailboxes": len(self.mailroom.mailboxes())}
         if route == "messages":
             return await self._messages(method, rest, args)
         if route == "users" and method == "POST":

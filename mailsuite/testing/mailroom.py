@@ -430,6 +430,10 @@ class Mailroom:
         return found
 
     # -- the public operations ----------------------------------------------------------------
+    def mailboxes(self) -> list[str]:
+        """The addresses whose folders the index holds open."""
+        return list(dict.fromkeys(address for address, _ in self._views))
+
     async def messages(self, to: str | None = None, from_: str | None = None, subject: str | None = None, mailbox: str | None = None,
                        *, full: bool = True) -> list[CapturedMessage]:
         """Every stored message (all mailboxes and folders, arrival order) matching the filters.
