@@ -48,7 +48,6 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from mailsuite.errors import MailError
-from mailsuite.testing import mimeview
 from mailsuite.testing.faults import Fault, FaultPlan
 from mailsuite.testing.mailroom import CapturedMessage, mailroom_for
 
@@ -226,6 +225,8 @@ class CaptureAPI(resource.Resource):
         if message is None:
             raise HTTPError(404, f"no message {message_id}")
         if attachment is not None:
+            from mailsuite.testing import mimeview
+
             data = mimeview.attachment_data(message.raw, attachment)
             if data is None:
                 raise HTTPError(404, f"message {message_id} has no attachment {attachment}")

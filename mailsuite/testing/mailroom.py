@@ -21,29 +21,29 @@ Implementation notes:
 
 from __future__ import annotations
 
-import email.policy
 import itertools
 import re
-from email.message import EmailMessage
-from email.parser import BytesHeaderParser, BytesParser
 from functools import cached_property
-from typing import Any, Callable, Iterator, Pattern
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Pattern
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from mailsuite.testing import mimeview
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
-_PARSER = BytesParser(policy=email.policy.default)
-_HEADER_PARSER = BytesHeaderParser(policy=email.policy.default)
+# The email package and mimeview are imported when a message is first parsed, not at the
+# server's start-up (the fixture's start time is mostly imports).
 #: Seconds a background sync waits after a change, so a burst of deliveries is indexed in one pass.
 BACKGROUND_DELAY = 0.02
 _QUEUE_ID = re.compile(rb"\(mailsuite\) with [A-Za-z0-9]+ id ([0-9A-Za-z]+)")
 
 
-def parse_message(raw: bytes) -> EmailMessage:
+def parse_message(raw: bytes) -> "EmailMessage":
     """Parse stored bytes (CRLF line ends) into an EmailMessage whose text has Python's "\\n" line ends."""
-    return _PARSER.parsebytes(raw.replace(b"\r\n", b"\n"))  # type: ignore[return-value]
+    from mailsuite.testing import mimeview
+
+    return mimeview.parse(raw)
 
 
 class Headers:
@@ -135,20 +135,25 @@ class CapturedMessage:
 
     # -- parsed views (lazy) ------------------------------------------------------------
     @cached_property
-    def message(self) -> EmailMessage:
+    def message(self) -> "EmailMessage":
         """The whole message parsed by Python's email package (policy.default)."""
         return parse_message(self.raw)
 
     @cached_property
-    def head(self) -> EmailMessage:
+    def head(self) -> "EmailMessage":
         """The header only, parsed (cheaper than :attr:`message` for summaries and filters)."""
         end = self.raw.find(b"\r\n\r\n")
         head = self.raw if end < 0 else self.raw[: end + 4]
-        return _HEADER_PARSER.parsebytes(head.replace(b"\r\n", b"\n"))  # type: ignore[return-value]
+        import email.policy
+        from email.parser import BytesHeaderParser
+
+        return BytesHeaderParser(policy=email.policy.default).parsebytes(head.replace(b"\r\n", b"\n"))  # type: ignore[return-value]
 
     @cached_property
     def view(self) -> dict[str, Any]:
         """The plain data view of :func:`mailsuite.testing.mimeview.view`."""
+        from mailsuite.testing import mimeview
+
         return mimeview.view(self.raw)
 
     def header(self, name: str) -> str:
@@ -181,6 +186,8 @@ class CapturedMessage:
     @cached_property
     def attachments(self) -> list[Attachment]:
         """Attachments and inline parts (everything but the text and HTML bodies), with their bytes."""
+        from mailsuite.testing import mimeview
+
         out = []
         for item in self.view["attachments"]:
             data = mimeview.attachment_data(self.raw, item["index"]) or b""
@@ -234,6 +241,16 @@ def queue_id_of(raw: bytes) -> str | None:
     """The queue id in the Received field this server wrote on SMTP reception (None for APPENDed mail)."""
     match = _QUEUE_ID.search(raw, 0, 4096)
     return match.group(1).decode("ascii") if match else None
+
+
+def arrival_key(queue_id: str | None) -> tuple[str, int]:
+    """Sorts queue ids by reception: 11 hex digits of milliseconds, 6 of process, then a hex counter (smtp/headers.new_id)."""
+    if queue_id is None:
+        return "", 0
+    try:
+        return queue_id[:11], int(queue_id[17:] or "0", 16)
+    except ValueError:
+        return queue_id, 0
 
 
 class _FolderView:
@@ -413,7 +430,7 @@ class Mailroom:
         # Number the newly found in arrival order (the queue id starts with the millisecond clock),
         # whatever order the concurrent folder syncs ended in.
         order = {a: i for i, a in enumerate(addresses)}
-        self._new.sort(key=lambda m: (m.queue_id or "", order.get(m.mailbox, 0), m.folder, m.uid))
+        self._new.sort(key=lambda m: (arrival_key(m.queue_id), order.get(m.mailbox, 0), m.folder, m.uid))
         for message in self._new:
             message.seq = next(self._seq)
         self._new = []
@@ -425,6 +442,8 @@ class Mailroom:
                 group = by_queue.setdefault(m.queue_id, [])
                 if m.mailbox not in group:
                     group.append(m.mailbox)
+        for group in by_queue.values():  # in the order the server first saw the addresses (RCPT order for new ones)
+            group.sort(key=lambda a: order.get(a, len(order)))
         for m in found:
             m.recipients = list(by_queue[m.queue_id]) if m.queue_id is not None else []
         return found

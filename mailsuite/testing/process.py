@@ -88,27 +88,32 @@ class ChildServer:
         self._lifeline: int | None = None
         self.data_root = data_root
         self.log_path = log_path
-        self.env = dict(env) if env is not None else dict(os.environ)
-        # Let the child cache compiled modules: it is started again and again in a test run.
-        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.env = child_env(env)
         self.process: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
 
-    def start(self, timeout: float = 20.0) -> dict[str, int]:
-        """Start the child and return listener name -> bound port once all are listening."""
+    def start(self, timeout: float = 20.0, spare: "SpareProcess | None" = None) -> dict[str, int]:
+        """Start the child and return listener name -> bound port once all are listening.
+
+        With a ``spare`` (started ahead, its directory holding our config and
+        log), that process is told the config path instead of starting a new one.
+        """
         clear_ports(self.data_root)
-        # The child stops (and cleans up) when this pipe's write end closes: when we stop it, or die.
-        read_end, self._lifeline = os.pipe()
-        command = [sys.executable, "-m", "mailsuite.testing.runner", str(self.config_path), "--lifeline", str(read_end)]
-        if self.orphan_remove is not None:
-            command += ["--orphan-remove", str(self.orphan_remove)]
-        try:
-            with open(self.log_path, "ab") as log:
-                self.process = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.config_path.parent), pass_fds=(read_end,),
-                )
-        finally:
-            os.close(read_end)
+        if spare is not None:
+            self.process = spare.go(self.config_path)
+        else:
+            # The child stops (and cleans up) when this pipe's write end closes: when we stop it, or die.
+            read_end, self._lifeline = os.pipe()
+            command = [sys.executable, "-m", "mailsuite.testing.runner", str(self.config_path), "--lifeline", str(read_end)]
+            if self.orphan_remove is not None:
+                command += ["--orphan-remove", str(self.orphan_remove)]
+            try:
+                with open(self.log_path, "ab") as log:
+                    self.process = subprocess.Popen(
+                        command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.config_path.parent), pass_fds=(read_end,),
+                    )
+            finally:
+                os.close(read_end)
         try:
             self.ports = wait_for_ports(self.process, self.data_root, timeout, self.log, poll=0.01)
         except NotReady:
@@ -130,8 +135,62 @@ class ChildServer:
         if self._lifeline is not None:
             os.close(self._lifeline)
             self._lifeline = None
+        if self.process.stdin is not None:  # a spare's lifeline is its stdin
+            self.process.stdin.close()
         return self.process.returncode
 
     def log(self) -> str:
         """Everything the child logged so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a fixture's server process."""
+    out = dict(env) if env is not None else dict(os.environ)
+    # Let the child cache compiled modules: it is started again and again in a test run.
+    out.pop("PYTHONDONTWRITEBYTECODE", None)
+    return out
+
+
+class SpareProcess:
+    """A server process started ahead of need (``runner --spare``), with its own temporary directory.
+
+    It imports the server and waits; :meth:`go` hands it a config written into
+    :attr:`directory`.  Its stdin is its lifeline: closing it (or this process
+    dying) before :meth:`go` makes it remove the directory and exit, after it
+    stops the server like the lifeline pipe of a cold start.
+    """
+
+    def __init__(self, prefix: str = "mailsuite-test-", env: Mapping[str, str] | None = None) -> None:
+        import tempfile
+
+        self.directory = Path(tempfile.mkdtemp(prefix=prefix))
+        with open(self.directory / "server.log", "ab") as log:
+            self.process: subprocess.Popen[bytes] = subprocess.Popen(
+                [sys.executable, "-m", "mailsuite.testing.runner", "--spare", "--lifeline", "0", "--orphan-remove", str(self.directory)],
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=child_env(env), cwd=str(self.directory),
+            )
+
+    def alive(self) -> bool:
+        """False when the process ended (killed, or failed to import)."""
+        return self.process.poll() is None
+
+    def go(self, config_path: Path) -> subprocess.Popen[bytes]:
+        """Start serving ``config_path``; the process is the server from now on."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(str(config_path).encode() + b"\n")
+        self.process.stdin.flush()
+        return self.process
+
+    def discard(self) -> None:
+        """Let it go unused: it removes its directory and exits."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        import shutil
+
+        shutil.rmtree(self.directory, ignore_errors=True)

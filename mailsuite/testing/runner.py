@@ -1,4 +1,4 @@
-"""``python -m mailsuite.testing.runner CONFIG [--lifeline FD] [--orphan-remove DIR]``: a fixture's server process.
+"""``python -m mailsuite.testing.runner (CONFIG | --spare) [--lifeline FD] [--orphan-remove DIR]``: a fixture's server process.
 
 A lighter start than twistd (no plugin scan, no pid file): load the config,
 build the same service twistd would, run the reactor until SIGTERM.  Exits 2
@@ -39,18 +39,50 @@ def watch_lifeline(fd: int, reactor: Any, on_orphaned: Any) -> threading.Thread:
 
 
 def _parse(args: list[str]) -> tuple[str, int | None, str | None] | None:
-    config, lifeline, remove = None, None, None
+    config, lifeline, remove, spare = None, None, None, False
     it = iter(args)
     for arg in it:
         if arg == "--lifeline":
             lifeline = int(next(it))
         elif arg == "--orphan-remove":
             remove = next(it)
+        elif arg == "--spare":
+            spare = True
         elif config is None and not arg.startswith("--"):
             config = arg
         else:
             return None
+    if spare and config is None:
+        config = _wait_as_spare(remove)
     return (config, lifeline, remove) if config is not None else None
+
+
+def _wait_as_spare(remove: str | None) -> str:
+    """``--spare``: import the server now, then wait for the config path on stdin.
+
+    The fixture keeps one such process ready, so that the next start pays
+    only for building the service and binding its ports, not for importing
+    Twisted, OpenSSL and every protocol (most of a cold start's CPU time).
+    End-of-file on stdin means the test process is gone or needs no server:
+    remove the prepared directory and exit.
+    """
+    import importlib
+
+    from twisted.internet import reactor  # noqa: F401 - the import is the point
+
+    import mailsuite.service as service
+
+    # What a capture server (most fixtures) runs; a strict one imports the rest at start.
+    for target in [*(p for p in service.PARTS if p not in service.CAPTURE_SKIPS), *service.LISTENER_BUILDERS.values()]:
+        importlib.import_module(target.partition(":")[0])
+    for name in ("mailsuite.imap.server", "mailsuite.logs", "mailsuite.config"):
+        importlib.import_module(name)
+    line = sys.stdin.readline().strip()
+    if not line:
+        if remove:
+            shutil.rmtree(remove, ignore_errors=True)
+        sys.exit(0)
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except (StopIteration, ValueError):
         parsed = None
     if parsed is None:
-        sys.stderr.write("usage: python -m mailsuite.testing.runner CONFIG [--lifeline FD] [--orphan-remove DIR]\n")
+        sys.stderr.write("usage: python -m mailsuite.testing.runner (CONFIG | --spare) [--lifeline FD] [--orphan-remove DIR]\n")
         return 2
     config_path, lifeline, remove = parsed
     from twisted.internet import reactor
@@ -95,5 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The process entry point: main(), then exit at once.
+
+    Everything is stopped and written by then; skipping the interpreter's
+    teardown (module and object clean-up, about a tenth of a second) makes
+    the fixture's stop that much shorter.
+    """
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

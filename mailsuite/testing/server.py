@@ -17,10 +17,13 @@ Implementation notes:
 from __future__ import annotations
 
 import base64
+import atexit
 import json
+import os
 import shutil
 import ssl
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -33,7 +36,7 @@ from twisted.internet import defer
 from mailsuite.config import LISTENER_NAMES
 from mailsuite.testing.faults import Fault, FaultPlan
 from mailsuite.testing.mailroom import CapturedMessage, Mailroom, mailroom_for
-from mailsuite.testing.process import ChildServer, render_toml
+from mailsuite.testing.process import ChildServer, SpareProcess, render_toml
 
 
 class MailServer:
@@ -89,18 +92,26 @@ class MailServer:
 
     # -- lifecycle (synchronous tests: a child process) -------------------------------
     def start(self) -> "MailServer":
-        """Start the server in a child process and wait until every listener is bound."""
+        """Start the server in a child process and wait until every listener is bound.
+
+        The process is usually one started ahead (see :func:`_take_spare`), so
+        a start costs the service's construction, not Python's imports.
+        """
         if self.running:
             raise RuntimeError("this MailServer is running already")
-        self._data_root = Path(tempfile.mkdtemp(prefix="mailsuite-test-"))
+        spare = _take_spare()
+        self._data_root = spare.directory if spare is not None else Path(tempfile.mkdtemp(prefix="mailsuite-test-"))
         config_path = self._data_root / "mailsuite.toml"
         config_path.write_text(render_toml(self.settings(self._data_root / "data")))
         self._child = ChildServer(config_path, self._data_root / "data", self._data_root / "server.log", orphan_remove=self._data_root)
         try:
-            self.ports = self._child.start()
+            self.ports = self._child.start(spare=spare)
         except Exception:
+            if self._child is not None:
+                self._child.stop()
             self._cleanup()
             raise
+        _prepare_spare()
         return self
 
     def stop(self) -> None:
@@ -398,3 +409,42 @@ def _shortfall(expected: str, filters: dict[str, Any], timeout: float, found: li
     if len(found) > 20:
         lines.append(f"  ... and {len(found) - 20} more")
     return "\n".join(lines)
+
+
+# -- the spare server process ----------------------------------------------------------
+
+#: Set to "0" to start every fixture server cold (no process started ahead).
+SPARE_ENV = "MAILSUITE_FIXTURE_SPARE"
+_spare_lock = threading.Lock()
+_spare: SpareProcess | None = None
+
+
+def _take_spare() -> SpareProcess | None:
+    """The process started ahead for the next start, if one is ready."""
+    global _spare
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is not None and not spare.alive():
+        spare.discard()
+        return None
+    return spare
+
+
+def _prepare_spare() -> None:
+    """Start the next server process ahead (after a start: a test run starts servers again and again)."""
+    global _spare
+    if os.environ.get(SPARE_ENV, "1") == "0":
+        return
+    with _spare_lock:
+        if _spare is None:
+            try:
+                _spare = SpareProcess()
+            except OSError:
+                _spare = None
+
+
+@atexit.register
+def _discard_spare() -> None:
+    spare = _take_spare()
+    if spare is not None:
+        spare.discard()
