@@ -89,19 +89,23 @@ class ChildServer:
         self.data_root = data_root
         self.log_path = log_path
         self.env = child_env(env)
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | ForkedProcess | None = None
         self.ports: dict[str, int] = {}
 
-    def start(self, timeout: float = 20.0, spare: "SpareProcess | None" = None) -> dict[str, int]:
+    def start(self, timeout: float = 20.0, forker: ForkServer | None = None) -> dict[str, int]:
         """Start the child and return listener name -> bound port once all are listening.
 
-        With a ``spare`` (started ahead, its directory holding our config and
-        log), that process is told the config path instead of starting a new one.
+        With a ``forker``, the server is forked from it (falling back to a new
+        process if it cannot), instead of starting a new interpreter.
         """
         clear_ports(self.data_root)
-        if spare is not None:
-            self.process = spare.go(self.config_path)
-        else:
+        self.process = None
+        if forker is not None:
+            try:
+                self.process = forker.spawn(self.config_path, self.log_path, self.orphan_remove)  # type: ignore[assignment]
+            except OSError:
+                self.process = None
+        if self.process is None:
             # The child stops (and cleans up) when this pipe's write end closes: when we stop it, or die.
             read_end, self._lifeline = os.pipe()
             command = [sys.executable, "-m", "mailsuite.testing.runner", str(self.config_path), "--lifeline", str(read_end)]
@@ -135,8 +139,6 @@ class ChildServer:
         if self._lifeline is not None:
             os.close(self._lifeline)
             self._lifeline = None
-        if self.process.stdin is not None:  # a spare's lifeline is its stdin
-            self.process.stdin.close()
         return self.process.returncode
 
     def log(self) -> str:
@@ -152,38 +154,86 @@ def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return out
 
 
-class SpareProcess:
-    """A server process started ahead of need (``runner --spare``), with its own temporary directory.
+class ForkedProcess:
+    """A server forked by the :class:`ForkServer`: the parts of ``subprocess.Popen`` ChildServer uses.
 
-    It imports the server and waits; :meth:`go` hands it a config written into
-    :attr:`directory`.  Its stdin is its lifeline: closing it (or this process
-    dying) before :meth:`go` makes it remove the directory and exit, after it
-    stops the server like the lifeline pipe of a cold start.
+    It is not our child (the fork server reaps it), so its end is seen by
+    signalling it, and its exit status is not known (reported as 0).
     """
 
-    def __init__(self, prefix: str = "mailsuite-test-", env: Mapping[str, str] | None = None) -> None:
-        import tempfile
+    stdin = None
 
-        self.directory = Path(tempfile.mkdtemp(prefix=prefix))
-        with open(self.directory / "server.log", "ab") as log:
-            self.process: subprocess.Popen[bytes] = subprocess.Popen(
-                [sys.executable, "-m", "mailsuite.testing.runner", "--spare", "--lifeline", "0", "--orphan-remove", str(self.directory)],
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=child_env(env), cwd=str(self.directory),
-            )
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                self.returncode = 0
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"mailsuite server {self.pid}", timeout or 0)
+            time.sleep(0.005)
+        return 0
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class ForkServer:
+    """``runner --fork-server``: one process that imported the server, forking one per start.
+
+    Its stdin is its lifeline: it ends when this process closes it or dies,
+    and the servers it forked stop and remove their directories then
+    (see mailsuite.testing.runner.fork_server).
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        import threading
+
+        self.process: subprocess.Popen[bytes] = subprocess.Popen(
+            [sys.executable, "-m", "mailsuite.testing.runner", "--fork-server"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env(env),
+        )
+        self._lock = threading.Lock()
 
     def alive(self) -> bool:
-        """False when the process ended (killed, or failed to import)."""
         return self.process.poll() is None
 
-    def go(self, config_path: Path) -> subprocess.Popen[bytes]:
-        """Start serving ``config_path``; the process is the server from now on."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(str(config_path).encode() + b"\n")
-        self.process.stdin.flush()
-        return self.process
+    def spawn(self, config_path: Path, log_path: Path, remove: Path | None, timeout: float = 60.0) -> ForkedProcess:
+        """A new server for ``config_path``; OSError when the fork server cannot make one."""
+        import select
 
-    def discard(self) -> None:
-        """Let it go unused: it removes its directory and exits."""
+        request = {"config": str(config_path), "log": str(log_path), "cwd": str(config_path.parent), "remove": str(remove) if remove else None}
+        assert self.process.stdin is not None and self.process.stdout is not None
+        with self._lock:
+            try:
+                self.process.stdin.write(json.dumps(request).encode() + b"\n")
+                self.process.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                raise OSError("the fork server is gone") from None
+            ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+            line = self.process.stdout.readline() if ready else b""
+        if not line.strip().isdigit():
+            raise OSError("the fork server did not answer")
+        return ForkedProcess(int(line))
+
+    def close(self) -> None:
+        """End it (the servers it forked stop too, as orphans)."""
         if self.process.stdin is not None and not self.process.stdin.closed:
             self.process.stdin.close()
         try:
@@ -191,6 +241,3 @@ class SpareProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        import shutil
-
-        shutil.rmtree(self.directory, ignore_errors=True)

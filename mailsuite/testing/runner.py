@@ -1,4 +1,8 @@
-"""``python -m mailsuite.testing.runner (CONFIG | --spare) [--lifeline FD] [--orphan-remove DIR]``: a fixture's server process.
+"""``python -m mailsuite.testing.runner CONFIG [--lifeline FD] [--orphan-remove DIR]``: a fixture's server process.
+
+``python -m mailsuite.testing.runner --fork-server`` instead imports the
+server once and forks one per request (:func:`fork_server`); the fixture
+starts its servers that way.
 
 A lighter start than twistd (no plugin scan, no pid file): load the config,
 build the same service twistd would, run the reactor until SIGTERM.  Exits 2
@@ -15,8 +19,11 @@ started the child ends.
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
+import signal
 import sys
 import threading
 from typing import Any
@@ -39,62 +46,143 @@ def watch_lifeline(fd: int, reactor: Any, on_orphaned: Any) -> threading.Thread:
 
 
 def _parse(args: list[str]) -> tuple[str, int | None, str | None] | None:
-    config, lifeline, remove, spare = None, None, None, False
+    config, lifeline, remove = None, None, None
     it = iter(args)
     for arg in it:
         if arg == "--lifeline":
             lifeline = int(next(it))
         elif arg == "--orphan-remove":
             remove = next(it)
-        elif arg == "--spare":
-            spare = True
         elif config is None and not arg.startswith("--"):
             config = arg
         else:
             return None
-    if spare and config is None:
-        config = _wait_as_spare(remove)
     return (config, lifeline, remove) if config is not None else None
 
 
-def _wait_as_spare(remove: str | None) -> str:
-    """``--spare``: import the server now, then wait for the config path on stdin.
-
-    The fixture keeps one such process ready, so that the next start pays
-    only for building the service and binding its ports, not for importing
-    Twisted, OpenSSL and every protocol (most of a cold start's CPU time).
-    End-of-file on stdin means the test process is gone or needs no server:
-    remove the prepared directory and exit.
-    """
+def _import_server() -> None:
+    """Import what a capture server runs (most fixtures; a strict one imports the rest at start)."""
     import importlib
-
-    from twisted.internet import reactor  # noqa: F401 - the import is the point
 
     import mailsuite.service as service
 
-    # What a capture server (most fixtures) runs; a strict one imports the rest at start.
     for target in [*(p for p in service.PARTS if p not in service.CAPTURE_SKIPS), *service.LISTENER_BUILDERS.values()]:
         importlib.import_module(target.partition(":")[0])
-    for name in ("mailsuite.imap.server", "mailsuite.logs", "mailsuite.config"):
+    for name in ("mailsuite.imap.server", "mailsuite.logs", "mailsuite.config", "twisted.logger"):
         importlib.import_module(name)
-    line = sys.stdin.readline().strip()
-    if not line:
-        if remove:
-            shutil.rmtree(remove, ignore_errors=True)
-        sys.exit(0)
-    return line
+
+
+#: Sent by the kernel to a forked server when the fork server dies (PR_SET_PDEATHSIG).
+ORPHAN_SIGNAL = signal.SIGUSR2
+
+
+def fork_server() -> None:
+    """``--fork-server``: import the server once, then fork one server per request.
+
+    Each line on stdin is a JSON object ``{"config", "log", "cwd", "remove"}``;
+    the answer on stdout is the new server's process id.  A fork costs a few
+    milliseconds where a new interpreter costs the imports of Twisted, OpenSSL
+    and every protocol (about a third of a second of CPU), so every fixture
+    start after the first is fast even on a busy machine.
+
+    Lifelines: end-of-file on stdin (the test process is gone) ends this
+    process; the kernel then sends each forked server :data:`ORPHAN_SIGNAL`
+    (PR_SET_PDEATHSIG; this process has one thread, so the signal means what
+    it says), and the server stops and removes its temporary directory.
+    Children are reaped by the kernel (SIGCHLD ignored).
+    """
+    from twisted.internet import reactor  # installed here (twisted.mail imports it anyway); renewed per child
+
+    _import_server()
+    if type(reactor).__name__ != "EPollReactor":
+        sys.exit(3)  # the renewal below knows this reactor only: the fixture falls back to new processes
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    me = os.getpid()
+    stdin = sys.stdin.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            os._exit(0)
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                status = _forked(request, me, reactor)
+            finally:
+                os._exit(status)
+        sys.stdout.write(f"{pid}\n")
+        sys.stdout.flush()
+
+
+def _forked(request: dict[str, str], parent: int, reactor: Any) -> int:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.chdir(request["cwd"])
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(ORPHAN_SIGNAL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        return 0  # the fork server died meanwhile: nobody wants this server
+    _renew_reactor(reactor)
+    import mailsuite.smtp.headers as smtp_headers
+    import secrets
+
+    smtp_headers._ID_PROCESS = secrets.token_hex(3)  # queue ids tell this process from its siblings
+    status = serve(request["config"], remove=request["remove"], orphan_signal=ORPHAN_SIGNAL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return status
+
+
+def _renew_reactor(reactor: Any) -> None:
+    """Give a forked child its own epoll instance and waker pipe (the fork shares the parent's).
+
+    The reactor was installed, never run: only its waker is registered.
+    """
+    waker = reactor.waker
+    reactor._poller.close()
+    reactor._poller = select.epoll(1024)
+    reactor._reads.clear()
+    reactor._writes.clear()
+    reactor._selectables.clear()
+    if waker is not None:
+        reactor._internalReaders.discard(waker)
+        for fd in (waker.i, waker.o):
+            os.close(fd)
+        reactor.waker = None
+    reactor.installWaker()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT (or the parent's death); the ready signal is <data_root>/run/ports.json."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--fork-server"]:
+        fork_server()
     try:
-        parsed = _parse(sys.argv[1:] if argv is None else argv)
+        parsed = _parse(args)
     except (StopIteration, ValueError):
         parsed = None
     if parsed is None:
-        sys.stderr.write("usage: python -m mailsuite.testing.runner (CONFIG | --spare) [--lifeline FD] [--orphan-remove DIR]\n")
+        sys.stderr.write("usage: python -m mailsuite.testing.runner CONFIG [--lifeline FD] [--orphan-remove DIR] | --fork-server\n")
         return 2
     config_path, lifeline, remove = parsed
+    return serve(config_path, lifeline=lifeline, remove=remove)
+
+
+def serve(config_path: str, *, lifeline: int | None = None, remove: str | None = None, orphan_signal: int | None = None) -> int:
+    """Build and run the server of ``config_path`` until stopped.
+
+    It stops as an orphan, removing ``remove``, when ``lifeline`` reads
+    end-of-file or ``orphan_signal`` arrives (the parent-death signal of a
+    forked server, see :func:`fork_server`).
+    """
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
@@ -111,14 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo([LineObserver(sys.stdout)], redirectStandardIO=False)
     root = build(config, reactor)
     orphaned: list[bool] = []
+
+    def on_orphaned() -> None:
+        orphaned.append(True)
+        if reactor.running:
+            reactor.stop()
+
     if lifeline is not None:
-
-        def on_orphaned() -> None:
-            orphaned.append(True)
-            if reactor.running:
-                reactor.stop()
-
         watch_lifeline(lifeline, reactor, on_orphaned)
+    if orphan_signal is not None:
+        signal.signal(orphan_signal, lambda *_: reactor.callFromThread(on_orphaned))
+        if os.getppid() == 1:  # the parent died before the signal was asked for
+            reactor.callWhenRunning(on_orphaned)
     reactor.callWhenRunning(root.startService)
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
     reactor.run()

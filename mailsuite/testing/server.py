@@ -16,12 +16,13 @@ Implementation notes:
 
 from __future__ import annotations
 
-import base64
 import atexit
+import base64
 import json
 import os
 import shutil
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -36,7 +37,7 @@ from twisted.internet import defer
 from mailsuite.config import LISTENER_NAMES
 from mailsuite.testing.faults import Fault, FaultPlan
 from mailsuite.testing.mailroom import CapturedMessage, Mailroom, mailroom_for
-from mailsuite.testing.process import ChildServer, SpareProcess, render_toml
+from mailsuite.testing.process import ChildServer, ForkServer, render_toml
 
 
 class MailServer:
@@ -94,24 +95,23 @@ class MailServer:
     def start(self) -> "MailServer":
         """Start the server in a child process and wait until every listener is bound.
 
-        The process is usually one started ahead (see :func:`_take_spare`), so
-        a start costs the service's construction, not Python's imports.
+        The process is forked from this test process's fork server (see
+        :func:`_fork_server`), so a start after the first costs the service's
+        construction, not Python's imports.
         """
         if self.running:
             raise RuntimeError("this MailServer is running already")
-        spare = _take_spare()
-        self._data_root = spare.directory if spare is not None else Path(tempfile.mkdtemp(prefix="mailsuite-test-"))
+        self._data_root = Path(tempfile.mkdtemp(prefix="mailsuite-test-"))
         config_path = self._data_root / "mailsuite.toml"
         config_path.write_text(render_toml(self.settings(self._data_root / "data")))
         self._child = ChildServer(config_path, self._data_root / "data", self._data_root / "server.log", orphan_remove=self._data_root)
         try:
-            self.ports = self._child.start(spare=spare)
+            self.ports = self._child.start(forker=_fork_server())
         except Exception:
             if self._child is not None:
                 self._child.stop()
             self._cleanup()
             raise
-        _prepare_spare()
         return self
 
     def stop(self) -> None:
@@ -411,40 +411,35 @@ def _shortfall(expected: str, filters: dict[str, Any], timeout: float, found: li
     return "\n".join(lines)
 
 
-# -- the spare server process ----------------------------------------------------------
+# -- the fork server -------------------------------------------------------------------
 
-#: Set to "0" to start every fixture server cold (no process started ahead).
-SPARE_ENV = "MAILSUITE_FIXTURE_SPARE"
-_spare_lock = threading.Lock()
-_spare: SpareProcess | None = None
+#: Set to "0" to start every fixture server as a new interpreter (no fork server).
+FORK_ENV = "MAILSUITE_FIXTURE_FORK"
+_fork_lock = threading.Lock()
+_forker: ForkServer | None = None
 
 
-def _take_spare() -> SpareProcess | None:
-    """The process started ahead for the next start, if one is ready."""
-    global _spare
-    with _spare_lock:
-        spare, _spare = _spare, None
-    if spare is not None and not spare.alive():
-        spare.discard()
+def _fork_server() -> ForkServer | None:
+    """This test process's fork server, started on first use (Linux only: it relies on PR_SET_PDEATHSIG)."""
+    global _forker
+    if os.environ.get(FORK_ENV, "1") == "0" or not sys.platform.startswith("linux"):
         return None
-    return spare
-
-
-def _prepare_spare() -> None:
-    """Start the next server process ahead (after a start: a test run starts servers again and again)."""
-    global _spare
-    if os.environ.get(SPARE_ENV, "1") == "0":
-        return
-    with _spare_lock:
-        if _spare is None:
+    with _fork_lock:
+        if _forker is not None and not _forker.alive():
+            _forker.close()
+            _forker = None
+        if _forker is None:
             try:
-                _spare = SpareProcess()
+                _forker = ForkServer()
             except OSError:
-                _spare = None
+                return None
+        return _forker
 
 
 @atexit.register
-def _discard_spare() -> None:
-    spare = _take_spare()
-    if spare is not None:
-        spare.discard()
+def _close_fork_server() -> None:
+    global _forker
+    with _fork_lock:
+        forker, _forker = _forker, None
+    if forker is not None:
+        forker.close()

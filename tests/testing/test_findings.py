@@ -141,8 +141,8 @@ ORPHAN_SCRIPT = textwrap.dedent(
     import sys, time
     from mailsuite.testing import MailServer, server as module
     server = MailServer().start()
-    spare = getattr(module, "_spare", None)  # the process started ahead for the next start
-    print(server._child.process.pid, server.data_root.parent, spare.process.pid if spare else 0, spare.directory if spare else "-", flush=True)
+    forker = getattr(module, "_forker", None)  # the fork server the server came from
+    print(server._child.process.pid, server.data_root.parent, forker.process.pid if forker else 0, flush=True)
     time.sleep(600)
     """
 )
@@ -158,25 +158,26 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="uses /proc to see zombies")
-def test_child_server_dies_with_a_killed_test_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fork", ["1", "0"], ids=["forked", "new-interpreter"])
+def test_child_server_dies_with_a_killed_test_process(fork: str) -> None:
     """After kill -9 of the test process, the server and its temp dir lived on."""
-    test_process = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "MAILSUITE_FIXTURE_FORK": fork}
+    test_process = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True, env=env)
     pids: list[int] = []
     try:
         line = test_process.stdout.readline() if test_process.stdout else ""
         fields = line.split()
-        child_pid, temp_dir, spare_pid, spare_dir = int(fields[0]), Path(fields[1]), int(fields[2]), Path(fields[3])
-        pids += [child_pid, spare_pid] if spare_pid else [child_pid]
-        assert _alive(child_pid) and temp_dir.is_dir() and (not spare_pid or (_alive(spare_pid) and spare_dir.is_dir()))
+        child_pid, temp_dir, forker_pid = int(fields[0]), Path(fields[1]), int(fields[2])
+        pids += [child_pid, forker_pid] if forker_pid else [child_pid]
+        assert _alive(child_pid) and temp_dir.is_dir()
         test_process.send_signal(signal.SIGKILL)
         test_process.wait(10)
         deadline = time.monotonic() + 10
-        while (any(_alive(p) for p in pids) or temp_dir.exists() or (spare_pid and spare_dir.exists())) and time.monotonic() < deadline:
+        while (any(_alive(p) for p in pids) or temp_dir.exists()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(child_pid), "the server outlived the test process"
         assert not temp_dir.exists(), "the server's temp dir outlived the test process"
-        if spare_pid:
-            assert not _alive(spare_pid) and not spare_dir.exists(), "the spare server process or its dir outlived the test process"
+        assert not forker_pid or not _alive(forker_pid), "the fork server outlived the test process"
     finally:
         if test_process.poll() is None:
             test_process.kill()
