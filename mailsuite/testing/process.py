@@ -121,8 +121,13 @@ class ChildServer:
         try:
             self.ports = wait_for_ports(self.process, self.data_root, timeout, self.log, poll=0.01)
         except NotReady:
+            forked = isinstance(self.process, ForkedProcess)
             self.stop()
-            raise
+            if not forked:
+                raise
+            # A forked server that failed (a Twisted whose reactor internals changed, say):
+            # the same config in a new interpreter, whose log then tells the real story.
+            return self.start(timeout)
         return self.ports
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
