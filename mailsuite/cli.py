@@ -40,7 +40,7 @@ from mailsuite.config import Config
 from mailsuite.errors import ConfigError, MailError
 
 #: Modules contributing commands through ``register(subparsers)``.
-COMMAND_MODULES = ("mailsuite.auth.cli", "mailsuite.queue.cli", "mailsuite.mailauth.cli")
+COMMAND_MODULES = ("mailsuite.auth.cli", "mailsuite.queue.cli", "mailsuite.mailauth.cli", "mailsuite.testing.capture_cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

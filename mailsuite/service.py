@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the concrete parts, named for the reader and mypy only: bui
     from mailsuite.mailauth.service import MailAuth
     from mailsuite.resolver import CachingResolver
     from mailsuite.testing.faults import FaultPlan
+    from mailsuite.testing.mailroom import Mailroom
     from mailsuite.tls import TLSProvider
 
 log = Logger()
@@ -92,6 +93,7 @@ class ServerContext:
     limiter: ConnectionLimiter | None = None
     faults: FaultPlan | None = None  # capture mode's fault plan, consulted by the protocols before replies
     http_api: ListenerService | None = None  # capture mode's HTTP API listener
+    mailroom: Mailroom | None = None  # the test fixture's index of stored mail (testing.mailroom)
     root: MailService | None = None  # the MailService this context belongs to (set by build())
     #: Services opened by the parts (queue runner, store watcher...), started before the listeners.
     children: list[Any] = field(default_factory=list)
@@ -250,9 +252,11 @@ PARTS: list[str] = [
     "mailsuite.testing.api:open_http_api",  # capture.http_enabled: the HTTP JSON API
 ]
 
-#: Parts a capture server does without: it relays nothing (every address is local) and checks
-#: no sender against DNS, so a test fixture starts faster and never touches the network.
-CAPTURE_SKIPS = frozenset({"mailsuite.resolver:open_resolver", "mailsuite.queue.service:open_queue", "mailsuite.mailauth.service:open_mailauth"})
+#: Parts a capture server does without: it relays nothing (every address is local), checks
+#: no sender against DNS, and has its own directory and authenticator (testing.capture), so a
+#: test fixture starts faster (no SQLite file made and fsynced) and never touches the network.
+CAPTURE_SKIPS = frozenset({"mailsuite.resolver:open_resolver", "mailsuite.queue.service:open_queue",
+                           "mailsuite.mailauth.service:open_mailauth", "mailsuite.auth.service:open_auth"})
 
 
 def _load(target: str) -> Callable[..., Any]:

@@ -141,6 +141,10 @@ class LoginThrottle:
             if key[0] == "ip" and record.failures >= self.max_failures:
                 record.blocked_until = now + self.block_seconds
 
+    def reset(self) -> None:
+        """Forget every failure and block (the test fixture's reset_throttle, between tests)."""
+        self._records.clear()
+
     def record_success(self, ip: str, username: str) -> None:
         """A good login: forgive the failures this IP made on this account, and only those."""
         ip_key, user_key, pair_key = self._keys(ip, username)

@@ -129,6 +129,8 @@ class SessionSettings:
     listener: str = "pop3"
     #: Seconds from connect to a successful login (limits.pop3_login_timeout).
     login_timeout: float = 60.0
+    #: The test fault plan (mailsuite.testing.faults), read at each use; returns None outside tests.
+    faults: Callable[[], Any] = lambda: None
 
 
 @implementer(IPushProducer)
@@ -186,7 +188,12 @@ class POP3Session(Protocol):
         self.transport.registerProducer(self, True)
         self._expect_client()
         self._login_timer = self.clock.callLater(self.settings.login_timeout, self._login_timed_out)
-        self._send(b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready")
+        greeting = b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready"
+        fault = self._fault("CONNECT")
+        if fault is None:
+            self._send(greeting)
+        else:  # a test's fault (mailsuite.testing.faults): delay, -ERR or drop instead of the greeting
+            fault.greet(self.clock, lambda: self._send(greeting), self.transport.write, self._close, self.transport.abortConnection)
 
     def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
         """Forget buffered input, stop a response under way, give the maildrop lock back (unless UPDATE still runs)."""
@@ -385,7 +392,15 @@ class POP3Session(Protocol):
         if verb not in COMMANDS[self.phase]:
             return self._bad_command(b"Command not valid in this state")
         handler = getattr(self, "do_" + verb.decode("ascii"))
+        fault = self._fault(verb.decode("ascii"))
+        if fault is not None:  # a test's fault: delay, -ERR or drop in the command's place
+            done = defer.ensureDeferred(fault.perform(self.settings.clock, self.transport.write, self._close, self.transport.abortConnection))
+            return done.addCallback(lambda replaced: None if replaced else handler(arg))
         return handler(arg)
+
+    def _fault(self, command: str) -> Any:
+        plan = self.settings.faults()
+        return plan.take(command, "pop3", transport=self.transport, user=self.user) if plan is not None else None
 
     def _bad_command(self, text: bytes) -> None:
         self._bad_commands += 1
