@@ -12,6 +12,7 @@ the ordinary, public path when the internal is missing.
 | :func:`idle_tcp_socket` | Twisted ``tcp.Connection`` write buffers and TLS flag | Twisted 24.3-26.10 | ``transport.write`` |
 | :func:`forget_exit_signal` | the reactor's ``_exitSignal`` | Twisted 24.3-26.10 | twistd re-raises SIGTERM (exit status -15) |
 | :func:`twistd_default_observer` | twistd's ``_SomeApplicationRunner`` and ``AppLogger._getLogObserver`` | Twisted 24.3-26.10 | text lines to standard output |
+| :func:`renew_forked_reactor` | the epoll reactor's ``_poller``, ``_reads``, ``_writes``, ``_selectables``, ``_internalReaders``, ``waker`` | Twisted 26.10 | no fork: the test fixture starts a new interpreter |
 | :func:`request_gone` | twisted.web ``Request._disconnected`` | Twisted 26.10 | ``request.finished`` only |
 | :class:`WalHeader` | SQLite's WAL-index header in the ``-shm`` file (WAL-index format) | SQLite 3.40 | ``PRAGMA data_version`` |
 | :func:`paused_gc` | the interpreter-wide cyclic GC (disable, freeze/unfreeze) | CPython 3.11 | plain allocation with the collector on |
@@ -85,6 +86,33 @@ def twistd_default_observer(options: Any) -> Any:
     runner = getattr(twistd, "_SomeApplicationRunner", None)
     make = getattr(getattr(runner, "loggerFactory", app.AppLogger)(options), "_getLogObserver", None)
     return make() if make is not None else textFileLogObserver(sys.stdout)
+
+
+def renew_forked_reactor(reactor: Any) -> bool:
+    """Give a forked child its own epoll instance and waker pipe (a fork shares the parent's); False if impossible.
+
+    For the test fixture's fork server: the reactor was installed, never
+    run, so only its waker is registered.  Returns False, changing nothing,
+    when the reactor is not the epoll reactor this was measured on.
+    """
+    import select
+
+    needed = ("_poller", "_reads", "_writes", "_selectables", "_internalReaders", "waker", "installWaker")
+    if not all(hasattr(reactor, name) for name in needed) or not hasattr(select, "epoll"):
+        return False
+    waker = reactor.waker
+    reactor._poller.close()
+    reactor._poller = select.epoll(1024)
+    reactor._reads.clear()
+    reactor._writes.clear()
+    reactor._selectables.clear()
+    if waker is not None:
+        reactor._internalReaders.discard(waker)
+        for fd in (waker.i, waker.o):
+            os.close(fd)
+        reactor.waker = None
+    reactor.installWaker()
+    return True
 
 
 def request_gone(request: Any) -> bool:

@@ -8,6 +8,7 @@ exit status -15): re-measure and adapt mailsuite/compat.py.
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import socket
 import sqlite3
@@ -197,3 +198,25 @@ def test_twistd_default_observer_uses_twistds_own_logger(tmp_path: Path) -> None
     observer = compat.twistd_default_observer({"logfile": str(logfile), "nodaemon": True, "syslog": False, "logger": None})
     observer({"log_format": "hello {who}", "who": "file", "log_time": 0.0, "log_level": None, "log_namespace": "t", "log_system": "-"})
     assert "hello file" in logfile.read_text()
+
+
+def test_renew_forked_reactor_on_the_epoll_reactor() -> None:
+    """Measured on Twisted 26.10: a fresh epoll reactor gets a new poller and waker; another reactor kind is refused."""
+    from twisted.internet.epollreactor import EPollReactor
+    from twisted.internet.selectreactor import SelectReactor
+
+    fresh = EPollReactor()
+    old_poller, old_waker = fresh._poller, fresh.waker
+    try:
+        assert compat.renew_forked_reactor(fresh), f"re-measure compat.renew_forked_reactor on Twisted {twisted.__version__}"
+        assert fresh._poller is not old_poller and fresh.waker is not old_waker and fresh.waker is not None
+    finally:
+        fresh._poller.close()
+        for fd in (fresh.waker.i, fresh.waker.o):
+            os.close(fd)
+    other = SelectReactor()
+    try:
+        assert compat.renew_forked_reactor(other) is False  # fallback: the fixture starts a new interpreter
+    finally:
+        for fd in (other.waker.i, other.waker.o):
+            os.close(fd)

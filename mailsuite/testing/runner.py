@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
 import sys
 import threading
 from typing import Any
+
+from mailsuite.compat import renew_forked_reactor
 
 
 def watch_lifeline(fd: int, reactor: Any, on_orphaned: Any) -> threading.Thread:
@@ -130,7 +131,8 @@ def _forked(request: dict[str, str], parent: int, reactor: Any) -> int:
     ctypes.CDLL(None, use_errno=True).prctl(1, int(ORPHAN_SIGNAL), 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         return 0  # the fork server died meanwhile: nobody wants this server
-    _renew_reactor(reactor)
+    if not renew_forked_reactor(reactor):
+        return 1  # this Twisted lacks the internals: the caller starts a new interpreter instead
     import mailsuite.smtp.headers as smtp_headers
     import secrets
 
@@ -139,25 +141,6 @@ def _forked(request: dict[str, str], parent: int, reactor: Any) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     return status
-
-
-def _renew_reactor(reactor: Any) -> None:
-    """Give a forked child its own epoll instance and waker pipe (the fork shares the parent's).
-
-    The reactor was installed, never run: only its waker is registered.
-    """
-    waker = reactor.waker
-    reactor._poller.close()
-    reactor._poller = select.epoll(1024)
-    reactor._reads.clear()
-    reactor._writes.clear()
-    reactor._selectables.clear()
-    if waker is not None:
-        reactor._internalReaders.discard(waker)
-        for fd in (waker.i, waker.o):
-            os.close(fd)
-        reactor.waker = None
-    reactor.installWaker()
 
 
 def main(argv: list[str] | None = None) -> int:
