@@ -239,8 +239,9 @@ def open_http_api(context: Any) -> Any:
     if not capture.http_enabled:
         return None
     from mailsuite.service import ListenerService, endpoint_description
+    from mailsuite.testing.webui import http_root
 
-    site = server.Site(CaptureAPI(context, context.reactor))
+    site = server.Site(http_root(CaptureAPI(context, context.reactor), context))  # web UI and Mailpit API too
     site.displayTracebacks = False
     description = endpoint_description(type(context.config.smtp)(address=capture.http_address, port=capture.http_port))
     context.http_api = ListenerService("http", context.reactor, description, site)
