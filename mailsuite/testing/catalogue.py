@@ -41,7 +41,7 @@ from mailsuite.testing.mailroom import CapturedMessage, Mailroom
 #: Parsed views kept (by digest of the bytes).
 _CACHE_SIZE = 4000
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-_QUEUE_ID = re.compile(r"\bid ([0-9a-f]{11})[0-9a-z]*\s*;", re.IGNORECASE)
+_QUEUE_ID = re.compile(r"\bwith \S+ id ([0-9a-f]{11})[0-9a-z]*\b", re.IGNORECASE)
 
 
 @dataclass
