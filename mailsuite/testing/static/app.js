@@ -5,7 +5,8 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { query: "", selected: null, message: null, rawLoaded: false, refreshing: null, again: false };
-const REMOTE = /(?:\b(?:src|background|poster|href)\s*=\s*["']?\s*(?:https?:)?\/\/)|url\(\s*["']?\s*(?:https?:)?\/\//i;
+// Remote content the frame's CSP blocks: images, media, backgrounds, style sheets (links to click are not).
+const REMOTE = /\b(?:src|srcset|background|poster)\s*=\s*["']?\s*(?:https?:)?\/\/|url\(\s*["']?\s*(?:https?:)?\/\/|<link\b[^>]*\bhref\s*=\s*["']?\s*(?:https?:)?\/\/|@import\s+["']?(?:https?:)?\/\//i;
 
 async function api(path, options = {}) {
   const response = await fetch(path, { cache: "no-store", ...options });
