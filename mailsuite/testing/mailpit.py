@@ -203,13 +203,15 @@ class MailpitAPI(resource.Resource):
         self.catalogue = catalogue
 
     def render(self, request: server.Request) -> int:
+        # notifyFinish fails when the client hangs up first: then nothing may be written.
+        request.notifyFinish().addErrback(lambda _: setattr(request, "mailsuite_gone", True))
         d = defer.Deferred.fromCoroutine(self._dispatch(request))
         d.addCallbacks(lambda result: self._finish(request, *result), lambda f: self._fail(request, f))
         return server.NOT_DONE_YET
 
     def _finish(self, request: server.Request, status: int, body: Any, content_type: bytes = b"application/json",
                 headers: dict[bytes, bytes] | None = None) -> None:
-        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+        if request.finished or getattr(request, "mailsuite_gone", False):
             return
         request.setResponseCode(status)
         request.setHeader(b"content-type", content_type)
