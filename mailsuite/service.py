@@ -78,8 +78,9 @@ class ServerContext:
     mailauth: Any = None  # mailsuite.mailauth.service.MailAuth: .sign_message(), .check_inbound(), .results_filter()
     authenticator: Any = None  # mailsuite.auth: .login(ip, username, password) -> Deferred[IMailUser], throttled
     limiter: ConnectionLimiter | None = None
-    faults: Any = None  # mailsuite.testing.faults.FaultPlan, consulted by SMTP before each reply
+    faults: Any = None  # mailsuite.testing.faults.FaultPlan, consulted by SMTP, IMAP and POP3 before each reply
     http_api: Any = None  # capture mode's HTTP JSON API listener (a ListenerService)
+    mailroom: Any = None  # mailsuite.testing.mailroom.Mailroom: the test fixture's index of stored mail
     root: Any = None  # the MailService this context belongs to (set by build())
     #: Services opened by the parts (queue runner, store watcher...), started before the listeners.
     children: list[Any] = field(default_factory=list)

@@ -99,6 +99,10 @@ class LoginThrottle:
             if key[0] == "ip" and record.failures >= self.max_failures:
                 record.blocked_until = now + self.block_seconds
 
+    def reset(self) -> None:
+        """Forget every failure and block (the test fixture's reset_throttle, between tests)."""
+        self._records.clear()
+
     def record_success(self, ip: str, username: str) -> None:
         """A good login: forget the account's failures and the IP's."""
         for key in self._keys(ip, username):

@@ -166,7 +166,12 @@ class IMAPServer(Protocol, TimeoutMixin):
             pass
         self.log.info("{cid}: connection from {ip} (tls={tls})", cid=self.cid, ip=self.ip, tls=self.tls)
         caps = " ".join(self.capabilities())
-        self.write(f"* OK [CAPABILITY {caps}] {self.config.hostname} mailsuite IMAP ready.\r\n".encode())
+        greeting = f"* OK [CAPABILITY {caps}] {self.config.hostname} mailsuite IMAP ready.\r\n".encode()
+        fault = self.context.faults.take("CONNECT", "imap", transport=self.transport) if self.context.faults is not None else None
+        if fault is None:
+            self.write(greeting)
+        else:  # a test's fault (mailsuite.testing.faults): delay, BYE or drop instead of the greeting
+            fault.greet(self.reactor, lambda: self.write(greeting), self.write, self.disconnect, self.transport.abortConnection)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
@@ -517,6 +522,10 @@ class IMAPServer(Protocol, TimeoutMixin):
 
     async def _run(self, spec: CommandSpec, tag: str, args_bytes: bytes) -> None:
         self.log.debug("{cid}: {tag} {command}", cid=self.cid, tag=tag, command=spec.name)
+        fault = self.context.faults.take(spec.name, "imap", transport=self.transport, user=self.user) if self.context.faults is not None else None
+        if fault is not None and await fault.perform(self.reactor, self.write, self.disconnect, self.transport.abortConnection, tag):
+            self.discard_streamed_literal()  # a test's fault answered (or dropped) in the command's place
+            return None if self._closing else self.resume_input()
         try:
             args = argparse_.Arguments(args_bytes)
             result = await spec.handler(self, tag, args)

@@ -67,6 +67,7 @@ def build_factory(context: Any, name: str, listener_config: ListenerConfig) -> F
         implicit_tls=implicit,
         allow_plaintext_auth=config.tls.allow_plaintext_auth,
         listener=name,
+        faults=lambda: context.faults,
     )
     return POP3Factory(settings)
 

@@ -105,6 +105,8 @@ class SessionSettings:
     #: tls.allow_plaintext_auth: USER / PASS / AUTH before TLS.
     allow_plaintext_auth: bool = False
     listener: str = "pop3"
+    #: The test fault plan (mailsuite.testing.faults), read at each use; returns None outside tests.
+    faults: Callable[[], Any] = lambda: None
 
 
 class POP3Session(pop3.POP3):
@@ -148,7 +150,12 @@ class POP3Session(pop3.POP3):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             enable_keepalive(sock)
         self.setTimeout(self.timeOut)
-        self.sendLine(b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready")
+        greeting = b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready"
+        fault = self._fault("CONNECT")
+        if fault is None:
+            self.sendLine(greeting)
+        else:  # a test's fault (mailsuite.testing.faults): delay, -ERR or drop instead of the greeting
+            fault.greet(self.settings.clock, lambda: self.sendLine(greeting), self.transport.write, self._close, self.transport.abortConnection)
 
     def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
         """Forget queued commands and give the maildrop lock back (unless UPDATE still runs)."""
@@ -236,7 +243,15 @@ class POP3Session(pop3.POP3):
         if verb not in COMMANDS[self.phase]:
             return self._bad_command(b"Command not valid in this state")
         handler = getattr(self, "do_" + verb.decode("ascii"))
+        fault = self._fault(verb.decode("ascii"))
+        if fault is not None:  # a test's fault: delay, -ERR or drop in the command's place
+            done = defer.ensureDeferred(fault.perform(self.settings.clock, self.transport.write, self._close, self.transport.abortConnection))
+            return done.addCallback(lambda replaced: None if replaced else handler(arg))
         return handler(arg)
+
+    def _fault(self, command: str) -> Any:
+        plan = self.settings.faults()
+        return plan.take(command, "pop3", transport=self.transport, user=self.user) if plan is not None else None
 
     def _bad_command(self, text: bytes) -> None:
         self._bad_commands += 1

@@ -437,9 +437,13 @@ class SMTPSession(Protocol):
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
-    def _fault(self, command: str) -> Any:
+    def _fault(self, command: str, arg: str = "", tx: _Tx | None = None) -> Any:
         plan = self.s.fault_plan()
-        return plan.take(command) if plan is not None else None
+        if plan is None:
+            return None
+        tx = tx or self.tx
+        return plan.take(command, "smtp", transport=self.transport, user=self.user, sender=tx.sender_text if tx else None,
+                         recipients=tx.recipients if tx else (), arg=arg)
 
     # -- dispatch --------------------------------------------------------------
     def _command(self, raw: bytes) -> None:
@@ -454,7 +458,7 @@ class SMTPSession(Protocol):
         if handler is None:
             self.reply(500, "5.5.2", "Command unrecognized")
             return
-        fault = self._fault(verb) if verb not in ("DATA", "BDAT") else None
+        fault = self._fault(verb, arg) if verb not in ("DATA", "BDAT") else None
         if fault is None:
             self._start(handler(self, arg))
             return
@@ -882,8 +886,8 @@ class SMTPSession(Protocol):
         assert tx is not None
         self.tx = None
         try:
-            fault = self._fault(command)
-            if fault is not None and await self._apply_fault(fault):
+            fault = self._fault(command, tx=tx)
+            if fault is not None and not fault.after_store and await self._apply_fault(fault):
                 return
             if error is not None:
                 raise error
@@ -907,6 +911,9 @@ class SMTPSession(Protocol):
                 body_8bit=tx.body_8bit, trace=outcome.header + trace, session_id=self.session_id, queue_id=queue_id,
                 folder=outcome.folder,
             ))
+            if fault is not None and fault.after_store:  # a test's fault: stored, then dropped before the 250
+                await self._apply_fault(fault)
+                return
             # the client waits for this reply alone: send it before the log line is written
             self.reply(250, "2.0.0", f"Ok: queued as {queue_id}")
             self._flush()

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CapturedMessage", "Fault", "FaultPlan", "MailServer"]
+__all__ = ["Attachment", "CapturedMessage", "Fault", "FaultPlan", "MailServer", "MailServerError"]
 
 _HOMES = {
+    "Attachment": "mailsuite.testing.mailroom",
     "CapturedMessage": "mailsuite.testing.mailroom",
     "Fault": "mailsuite.testing.faults",
     "FaultPlan": "mailsuite.testing.faults",
     "MailServer": "mailsuite.testing.server",
+    "MailServerError": "mailsuite.testing.server",
 }
 
 

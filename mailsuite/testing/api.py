@@ -1,34 +1,46 @@
-"""The capture server's HTTP JSON API, for tests written in any language.
+"""The capture server's HTTP site: the JSON API for tests written in any language.
 
 Implementation notes:
-- Every route is under ``/api``; bodies in and out are JSON (UTF-8) except
-  ``/raw``, which returns the stored message as ``message/rfc822``.
-- Reading and deleting mail goes through :class:`Mailroom` (the store's API),
-  the same view the Python fixture has.
+- The site is built from :data:`SITE` (path prefix -> resource factory), the
+  one place where other parts (a web UI, a Mailpit-compatible API) add
+  their resources; the longest matching prefix serves a request.
+- Every JSON route is under ``/api``; bodies in and out are JSON (UTF-8)
+  except ``/raw`` and attachments, which return the stored bytes.
+- Reading and deleting mail goes through the context's one
+  :class:`Mailroom` (the store's API, with an index), the same view the
+  Python fixture has.
+- Errors are answered with their real reason: 400 for a bad request, 404,
+  409 for something that exists already, 422 for a domain that is not
+  local; 500 only for a bug (logged with its traceback).
 - The long poll (``/api/wait``) re-checks on a short timer instead of holding
   a store lock, and answers 408 with what it found when the timeout passes.
 - It listens on loopback by default: it has no authentication, it is a test tool.
 
 Routes:
   GET    /api/health                       {"status": "ok", "ports": {...}}
-  GET    /api/messages?to=&from=&subject=  {"messages": [summary, ...]}
-  DELETE /api/messages                     purge every message
-  GET    /api/messages/<id>                headers, text and HTML parts, attachments, raw
+  GET    /api/messages?to=&from=&subject=&mailbox=&content=1
+                                           {"messages": [summary, ...]} (content=1 adds "raw_base64")
+  DELETE /api/messages                     purge every message (and forget capture addresses)
+  GET    /api/messages/<id>                summary + mimeview.view(): headers, text, html, attachments, links, raw
   GET    /api/messages/<id>/raw            the stored bytes
+  GET    /api/messages/<id>/attachments/<n> one attachment's bytes
   DELETE /api/messages/<id>                delete one message
   POST   /api/users                        {"address": ..., "password": ...}
-  GET    /api/faults                       pending SMTP faults
-  POST   /api/faults                       {"command": "RCPT", "code": 451, "text": ..., "count": 1, "delay": 0, "drop": false}
+  POST   /api/domains                      {"domain": ...}
+  DELETE /api/throttle                     forget failed logins
+  GET    /api/faults                       pending faults
+  POST   /api/faults                       {"command": "RCPT", "protocol": "smtp", "code": 451, ...} (see faults.Fault)
   DELETE /api/faults                       clear pending faults
-  GET    /api/wait?count=N&timeout=S&to=.. long poll until N messages match
+  GET    /api/wait?count=N&timeout=S&settle=S&to=..  long poll until N messages match
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
-from email.message import EmailMessage
-from typing import Any
+from dataclasses import fields
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from twisted.internet import defer, task
@@ -36,11 +48,25 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from mailsuite.errors import MailError
-from mailsuite.testing.faults import Fault
-from mailsuite.testing.mailroom import CapturedMessage, Mailroom
+from mailsuite.testing import mimeview
+from mailsuite.testing.faults import Fault, FaultPlan
+from mailsuite.testing.mailroom import CapturedMessage, mailroom_for
 
 #: Longest a /api/wait request may ask to wait, seconds.
 MAX_WAIT = 300.0
+
+#: The capture HTTP site: path prefix (segments) -> "module:function" taking the ServerContext
+#: and returning the twisted.web resource for that prefix and everything below it.  The longest
+#: matching prefix wins; the empty prefix () would serve every path no other prefix claims.
+SITE: dict[tuple[str, ...], str] = {
+    ("api",): "mailsuite.testing.api:api_resource",
+    ("api", "v1"): "mailsuite.testing.mailpit:api_v1_resource",  # Mailpit-compatible API
+    ("view",): "mailsuite.testing.mailpit:view_resource",  # Mailpit's /view/ID.html, the UI's sandboxed frame
+    (): "mailsuite.testing.webui:ui_resource",  # the web UI: /, /ui/...
+}
+
+#: Filters every listing route takes (query parameter -> Mailroom.messages keyword).
+FILTERS = {"to": "to", "from": "from_", "subject": "subject", "mailbox": "mailbox"}
 
 
 class HTTPError(Exception):
@@ -52,59 +78,61 @@ class HTTPError(Exception):
         self.text = text
 
 
-def summary(message: CapturedMessage) -> dict[str, Any]:
-    """The short JSON form of a message used in lists."""
-    m = message.message
-    return {
+def summary(message: CapturedMessage, content: bool = False) -> dict[str, Any]:
+    """The short JSON form of a message used in lists (``content``: with the stored bytes in base64)."""
+    out = {
         "id": message.id,
         "mailbox": message.mailbox,
         "folder": message.folder,
         "uid": message.uid,
         "sender": message.sender,
         "recipients": message.recipients,
-        "from": str(m.get("From", "")),
-        "to": str(m.get("To", "")),
+        "queue_id": message.queue_id,
+        "seq": message.seq,
+        "from": message.header("From"),
+        "to": message.header("To"),
         "subject": message.subject,
-        "date": str(m.get("Date", "")),
-        "message_id": str(m.get("Message-ID", "")),
+        "date": message.header("Date"),
+        "message_id": message.header("Message-ID"),
         "size": len(message.raw),
     }
-
-
-def _part_text(part: EmailMessage) -> str:
-    try:
-        return str(part.get_content())
-    except (LookupError, ValueError, AssertionError):
-        payload = part.get_payload(decode=True) or b""
-        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
-
-
-def detail(message: CapturedMessage) -> dict[str, Any]:
-    """The full JSON form: headers, text and HTML bodies, attachment list, raw text."""
-    m = message.message
-    text_part = m.get_body(preferencelist=("plain",))
-    html_part = m.get_body(preferencelist=("html",))
-    attachments = []
-    for part in m.iter_attachments():
-        payload = part.get_payload(decode=True)
-        attachments.append({
-            "filename": part.get_filename(),
-            "content_type": part.get_content_type(),
-            "size": len(payload) if isinstance(payload, bytes) else 0,
-        })
-    out = summary(message)
-    out.update({
-        "headers": [[name, str(value)] for name, value in m.items()],
-        "text": _part_text(text_part) if text_part is not None else None,  # type: ignore[arg-type]
-        "html": _part_text(html_part) if html_part is not None else None,  # type: ignore[arg-type]
-        "attachments": attachments,
-        "raw": message.raw.decode("utf-8", "replace"),
-    })
+    if content:
+        out["raw_base64"] = base64.b64encode(message.raw).decode("ascii")
     return out
 
 
+def detail(message: CapturedMessage) -> dict[str, Any]:
+    """The full JSON form: the summary plus mimeview's view (headers, bodies, attachments, links) and the raw text."""
+    out = summary(message)
+    view = dict(message.view)
+    for key in ("subject", "from", "to", "date", "message_id"):
+        view.pop(key, None)  # the summary's own (never None) values stay
+    out.update(view)
+    out["raw"] = message.raw.decode("utf-8", "replace")
+    return out
+
+
+def status_of(error: BaseException) -> int | None:
+    """The HTTP status for an error with a meaning (None: a bug, 500)."""
+    if isinstance(error, HTTPError):
+        return error.status
+    try:
+        from mailsuite.auth.directory import AlreadyExists, DirectoryError, NotFound, NotLocal
+    except ImportError:  # pragma: no cover - the auth package is part of mailsuite
+        return 400 if isinstance(error, (MailError, ValueError)) else None
+    if isinstance(error, AlreadyExists):
+        return 409
+    if isinstance(error, NotLocal):
+        return 422
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, (DirectoryError, MailError, ValueError)):
+        return 400
+    return None
+
+
 class CaptureAPI(resource.Resource):
-    """One leaf resource routing every /api request by method and path."""
+    """The /api resource: routes every request below it by method and path."""
 
     isLeaf = True
     log = Logger()
@@ -113,7 +141,7 @@ class CaptureAPI(resource.Resource):
         super().__init__()
         self.context = context
         self.reactor = reactor
-        self.mailroom = Mailroom(context)
+        self.mailroom = mailroom_for(context)
 
     # -- twisted.web entry point ---------------------------------------------------
     def render(self, request: server.Request) -> int:
@@ -131,26 +159,22 @@ class CaptureAPI(resource.Resource):
         request.finish()
 
     def _fail(self, request: server.Request, failure: Any) -> None:
-        error = failure.value
-        if isinstance(error, HTTPError):
-            self._finish(request, error.status, {"error": error.text})
-        elif isinstance(error, (MailError, ValueError)):
-            self._finish(request, 400, {"error": str(error)})
+        status = status_of(failure.value)
+        if status is not None:
+            text = failure.value.text if isinstance(failure.value, HTTPError) else str(failure.value)
+            self._finish(request, status, {"error": text})
         else:
             self.log.failure("HTTP API request failed", failure)
-            self._finish(request, 500, {"error": "internal error (see the server log)"})
+            self._finish(request, 500, {"error": f"internal error: {failure.getErrorMessage()} (see the server log)"})
 
     # -- routing -------------------------------------------------------------------
     async def _dispatch(self, request: server.Request) -> tuple[Any, ...]:
         method = request.method.decode("ascii")
         segments = [unquote(s.decode("utf-8")) for s in request.postpath if s]
-        if not segments or segments[0] != "api":
-            raise HTTPError(404, "not found: every route is under /api")
-        route, rest = (segments[1] if len(segments) > 1 else ""), segments[2:]
+        route, rest = (segments[0] if segments else ""), segments[1:]
         args = {k.decode(): v[0].decode("utf-8") for k, v in request.args.items()}
         if route == "health" and method == "GET":
-            ports = {k: v for k, v in self._ports().items()}
-            return 200, {"status": "ok", "ports": ports}
+            return 200, {"status": "ok", "ports": self._ports()}
         if route == "messages":
             return await self._messages(method, rest, args)
         if route == "users" and method == "POST":
@@ -160,32 +184,54 @@ class CaptureAPI(resource.Resource):
                 raise HTTPError(400, 'body must be {"address": "...", "password": "..."}')
             await self.mailroom.add_user(address, password)
             return 201, {"address": address}
+        if route == "domains" and method == "POST":
+            domain = self._json(request).get("domain")
+            if not isinstance(domain, str):
+                raise HTTPError(400, 'body must be {"domain": "..."}')
+            await self.mailroom.add_domain(domain)
+            return 201, {"domain": domain}
+        if route == "throttle" and method == "DELETE":
+            self.mailroom.reset_throttle()
+            return 200, {"throttle": "reset"}
         if route == "faults":
             return self._faults(method, request)
         if route == "wait" and method == "GET":
             return await self._wait(args)
-        raise HTTPError(404 if method in ("GET", "POST", "DELETE") else 405, f"no route {method} /{'/'.join(segments)}")
+        raise HTTPError(404 if method in ("GET", "POST", "DELETE") else 405, f"no route {method} /api/{'/'.join(segments)}")
+
+    @staticmethod
+    def _filters(args: dict[str, str]) -> dict[str, str | None]:
+        return {keyword: args.get(name) for name, keyword in FILTERS.items()}
 
     async def _messages(self, method: str, rest: list[str], args: dict[str, str]) -> tuple[Any, ...]:
         if not rest:
             if method == "GET":
-                found = await self.mailroom.messages(args.get("to"), args.get("from"), args.get("subject"))
-                return 200, {"messages": [summary(m) for m in found]}
+                found = await self.mailroom.messages(**self._filters(args))
+                content = args.get("content", "") not in ("", "0", "false")
+                return 200, {"messages": [summary(m, content) for m in found]}
             if method == "DELETE":
                 return 200, {"deleted": await self.mailroom.purge()}
             raise HTTPError(405, "use GET or DELETE on /api/messages")
+        attachment: int | None = None
+        if len(rest) >= 5 and rest[-2] == "attachments" and rest[-1].isdigit():
+            attachment, rest = int(rest[-1]), rest[:-2]
         raw = rest[-1] == "raw"
         message_id = "/".join(rest[:-1] if raw else rest)
-        if method == "DELETE" and not raw:
+        if method == "DELETE" and not raw and attachment is None:
             if not await self.mailroom.delete(message_id):
                 raise HTTPError(404, f"no message {message_id}")
             return 200, {"deleted": 1}
         if method != "GET":
             raise HTTPError(405, "use GET or DELETE on a message")
-        for message in await self.mailroom.messages():
-            if message.id == message_id:
-                return (200, message.raw, b"message/rfc822") if raw else (200, detail(message))
-        raise HTTPError(404, f"no message {message_id}")
+        message = await self.mailroom.get(message_id)
+        if message is None:
+            raise HTTPError(404, f"no message {message_id}")
+        if attachment is not None:
+            data = mimeview.attachment_data(message.raw, attachment)
+            if data is None:
+                raise HTTPError(404, f"message {message_id} has no attachment {attachment}")
+            return 200, data, message.view["attachments"][attachment]["content_type"].encode("ascii", "replace")
+        return (200, message.raw, b"message/rfc822") if raw else (200, detail(message))
 
     def _faults(self, method: str, request: server.Request) -> tuple[Any, ...]:
         plan = self.context.faults
@@ -196,7 +242,7 @@ class CaptureAPI(resource.Resource):
             return 200, {"faults": []}
         if method == "POST":
             body = self._json(request)
-            allowed = {"command", "code", "text", "count", "delay", "drop"}
+            allowed = {f.name for f in fields(Fault)}
             if not isinstance(body, dict) or "command" not in body or set(body) - allowed:
                 raise HTTPError(400, f"body must be an object with command and any of {sorted(allowed - {'command'})}")
             try:
@@ -211,38 +257,84 @@ class CaptureAPI(resource.Resource):
         try:
             count = int(args.get("count", "1"))
             timeout = min(float(args.get("timeout", "10")), MAX_WAIT)
+            settle = min(float(args.get("settle", "0")), MAX_WAIT)
         except ValueError:
-            raise HTTPError(400, "count must be an integer and timeout a number of seconds") from None
+            raise HTTPError(400, "count must be an integer, timeout and settle numbers of seconds") from None
+        content = args.get("content", "") not in ("", "0", "false")
+        filters = self._filters(args)
         deadline = time.monotonic() + timeout
         while True:
-            found = await self.mailroom.messages(args.get("to"), args.get("from"), args.get("subject"))
+            found = await self.mailroom.messages(**filters)
             if len(found) >= count:
-                return 200, {"messages": [summary(m) for m in found]}
+                if settle > 0 and len(found) == count:  # wait a little longer: does another one come?
+                    await task.deferLater(self.reactor, settle, lambda: None)
+                    found = await self.mailroom.messages(**filters)
+                return 200, {"messages": [summary(m, content) for m in found]}
             if time.monotonic() >= deadline:
-                return 408, {"error": f"fewer than {count} matching messages after {timeout}s", "messages": [summary(m) for m in found]}
-            await task.deferLater(self.reactor, 0.1, lambda: None)
+                return 408, {"error": f"fewer than {count} matching messages after {timeout}s", "messages": [summary(m, content) for m in found]}
+            await task.deferLater(self.reactor, 0.05, lambda: None)
 
     def _json(self, request: server.Request) -> Any:
         try:
-            return json.loads(request.content.read() or b"{}")
+            body = json.loads(request.content.read() or b"{}")
         except ValueError:
             raise HTTPError(400, "the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise HTTPError(400, "the body must be a JSON object")
+        return body
 
     def _ports(self) -> dict[str, int]:
         service = self.context.root
         return service.bound_ports() if service is not None else {}
 
 
+def api_resource(context: Any) -> resource.Resource:
+    """The SITE entry for /api."""
+    return CaptureAPI(context, context.reactor)
+
+
+class SiteRoot(resource.Resource):
+    """Hands each request to the resource of the longest matching :data:`SITE` prefix."""
+
+    def __init__(self, parts: dict[tuple[str, ...], resource.Resource]) -> None:
+        super().__init__()
+        self.parts = sorted(parts.items(), key=lambda item: len(item[0]), reverse=True)
+
+    def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.Resource:  # noqa: N802 - twisted.web API
+        segments = [path.decode("utf-8", "replace"), *(s.decode("utf-8", "replace") for s in request.postpath)]
+        for prefix, child in self.parts:
+            if tuple(segments[: len(prefix)]) != prefix:
+                continue
+            if not prefix:  # the fallback sees the whole path
+                request.postpath.insert(0, request.prepath.pop())
+            for _ in prefix[1:]:
+                request.prepath.append(request.postpath.pop(0))
+            return child
+        return resource.NoResource("not found: the API is under /api")
+
+    def render(self, request: server.Request) -> bytes:
+        return self.getChildWithDefault(b"", request).render(request)  # type: ignore[no-any-return]
+
+
+def build_site(context: Any, parts: dict[tuple[str, ...], str] | None = None) -> server.Site:
+    """The capture HTTP site with every :data:`SITE` part."""
+    from mailsuite.service import _load
+
+    children = {prefix: _load(target)(context) for prefix, target in (SITE if parts is None else parts).items()}
+    site = server.Site(SiteRoot(children))
+    site.displayTracebacks = False
+    return site
+
+
 def open_http_api(context: Any) -> Any:
-    """A ``service.PARTS`` opener: the HTTP API listener when capture.http_enabled."""
+    """A ``service.PARTS`` opener: the HTTP site when capture.http_enabled (also gives the server a fault plan)."""
     capture = context.config.capture
     if not capture.http_enabled:
         return None
     from mailsuite.service import ListenerService, endpoint_description
-    from mailsuite.testing.webui import http_root
 
-    site = server.Site(http_root(CaptureAPI(context, context.reactor), context))  # web UI and Mailpit API too
-    site.displayTracebacks = False
+    if context.faults is None:
+        context.faults = FaultPlan()
     description = endpoint_description(type(context.config.smtp)(address=capture.http_address, port=capture.http_port))
-    context.http_api = ListenerService("http", context.reactor, description, site)
+    context.http_api = ListenerService("http", context.reactor, description, build_site(context))
     return context.http_api

@@ -119,8 +119,4 @@ def open_capture(context: Any) -> None:
     directory = CaptureDirectory(default_domain)
     context.directory = directory
     context.authenticator = CaptureAuthenticator(directory, context)
-    if context.faults is None:
-        from mailsuite.testing.faults import FaultPlan
-
-        context.faults = FaultPlan()
     return None

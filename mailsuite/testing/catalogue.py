@@ -20,8 +20,9 @@ Implementation notes:
 - "Read" lives in memory only: viewing a message in the UI or through the
   API must not set ``\\Seen`` in the store, which IMAP and POP3 clients
   under test would see.
-- Parsing (mimeview.view) is cached by the bytes' digest, so listing a
-  mailbox again costs a read of each file, not a parse.
+- Listing goes through the context's one Mailroom index (mailroom_for),
+  shared with the JSON API and the fixture: files are read once, and each
+  copy's parsed view (mimeview) is made once, when first asked for.
 """
 
 from __future__ import annotations
@@ -31,15 +32,11 @@ import email.utils
 import hashlib
 import re
 import shlex
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailsuite.testing import mimeview
-from mailsuite.testing.mailroom import CapturedMessage, Mailroom
+from mailsuite.testing.mailroom import CapturedMessage, mailroom_for
 
-#: Parsed views kept (by digest of the bytes).
-_CACHE_SIZE = 4000
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _QUEUE_ID = re.compile(r"\bwith \S+ id ([0-9a-f]{11})[0-9a-z]*\b", re.IGNORECASE)
 
@@ -118,19 +115,15 @@ class Catalogue:
     """Lists, finds, searches and deletes captured mail as Mailpit entries."""
 
     def __init__(self, context: Any) -> None:
-        self.mailroom = Mailroom(context)
+        self.mailroom = mailroom_for(context)
         self.read: set[str] = set()
-        self._views: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    def _view(self, digest: str, raw: bytes) -> dict[str, Any]:
-        found = self._views.get(digest)
-        if found is None:
-            found = self._views[digest] = mimeview.view(raw)
-            if len(self._views) > _CACHE_SIZE:
-                self._views.popitem(last=False)
-        else:
-            self._views.move_to_end(digest)
-        return found
+    @staticmethod
+    def _view(copy: CapturedMessage) -> dict[str, Any]:
+        """The copy's parsed view without its own Delivered-To line (the entry stands for every copy)."""
+        view = dict(copy.view)
+        view["headers"] = [h for h in view["headers"] if h[0].lower() != "delivered-to"]
+        return view
 
     async def entries(self) -> list[Entry]:
         """Every message, newest first."""
@@ -146,13 +139,12 @@ class Catalogue:
                     break
             else:
                 n = len(groups[digest])
-                view = self._view(digest, raw)
+                view = self._view(copy)
                 entry = Entry(digest[:22] + (f"-{n}" if n else ""), raw, view, _created(view), [copy])
                 groups[digest].append(entry)
                 order.append(entry)
-        # Later in the store's order is newer when the clock cannot tell (stable sort of the reversed list).
-        order.reverse()
-        order.sort(key=lambda e: e.created, reverse=True)
+        # Later in the index's arrival order is newer when the clock cannot tell.
+        order.sort(key=lambda e: (e.created, max(c.seq for c in e.copies)), reverse=True)
         present = {e.id for e in order}
         self.read &= present
         return order

@@ -233,7 +233,8 @@ class MailpitAPI(resource.Resource):
 
     async def _dispatch(self, request: server.Request) -> tuple[Any, ...]:
         method = request.method.decode("ascii")
-        path = [urllib.parse.unquote(s.decode("utf-8")) for s in request.postpath]
+        # The whole path, wherever the site root cut it (it serves this resource under /api/v1 and /view).
+        path = [urllib.parse.unquote(s.decode("utf-8")) for s in [*request.prepath, *request.postpath] if s]
         args = {k.decode(): v[0].decode("utf-8", "replace") for k, v in request.args.items()}
         if path[:1] == ["view"] and len(path) == 2 and method == "GET":
             return await self._view(path[1], args)
@@ -373,3 +374,13 @@ class MailpitAPI(resource.Resource):
         if not isinstance(body, dict):
             raise HTTPError(400, "the body must be a JSON object")
         return body
+
+
+def api_v1_resource(context: Any) -> MailpitAPI:
+    """The api.SITE entry for /api/v1."""
+    return MailpitAPI(Catalogue(context))
+
+
+def view_resource(context: Any) -> MailpitAPI:
+    """The api.SITE entry for /view (its catalogue's read state is never used: views do not mark read)."""
+    return MailpitAPI(Catalogue(context))

@@ -16,6 +16,7 @@ Implementation notes:
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import ssl
@@ -31,7 +32,7 @@ from twisted.internet import defer
 
 from mailsuite.config import LISTENER_NAMES
 from mailsuite.testing.faults import Fault, FaultPlan
-from mailsuite.testing.mailroom import CapturedMessage, Mailroom, parse_message
+from mailsuite.testing.mailroom import CapturedMessage, Mailroom, mailroom_for
 from mailsuite.testing.process import ChildServer, render_toml
 
 
@@ -212,66 +213,124 @@ class MailServer:
             payload = e.read()
             if e.code == 408:
                 return json.loads(payload)
-            raise RuntimeError(f"{method} {path}: HTTP {e.code}: {payload.decode(errors='replace')}") from None
+            try:
+                reason = str(json.loads(payload)["error"])
+            except (ValueError, KeyError, TypeError):
+                reason = payload.decode(errors="replace")
+            raise MailServerError(e.code, reason, f"{method} /api/{path}") from None
         return payload if raw else json.loads(payload)
 
-    def _fetch(self, summaries: list[dict[str, Any]]) -> list[CapturedMessage]:
-        found = []
-        for item in summaries:
-            raw = self._api("GET", f"messages/{urllib.parse.quote(item['id'])}/raw", raw=True)
-            found.append(CapturedMessage(item["mailbox"], item["folder"], item["uid"], item["sender"], raw, parse_message(raw)))
-        return found
+    @staticmethod
+    def _captured(items: list[dict[str, Any]]) -> list[CapturedMessage]:
+        return [
+            CapturedMessage(item["mailbox"], item["folder"], item["uid"], item["sender"], base64.b64decode(item["raw_base64"]),
+                            item["recipients"], queue_id=item.get("queue_id"), seq=item.get("seq", 0))
+            for item in items
+        ]
 
     # -- users -------------------------------------------------------------------
     def _mailroom(self) -> Mailroom:
         if self._service is None:
             raise RuntimeError("the *_async methods need start_async() (Twisted tests)")
-        return Mailroom(self._service.context)
+        return mailroom_for(self._service.context)
 
     def add_user(self, address: str, password: str) -> None:
-        """Create a user (strict mode) or pre-create a mailbox (capture mode)."""
+        """Create a user (strict mode; a fast test-strength hash) or pre-create a mailbox (capture mode).
+
+        Raises :class:`MailServerError` with the reason: status 409 when the
+        user exists, 422 when the domain is not local (see :meth:`add_domain`).
+        """
         self._api("POST", "users", {"address": address, "password": password})
 
     def add_user_async(self, address: str, password: str) -> defer.Deferred[None]:
-        """Twisted-test form of :meth:`add_user`."""
+        """Twisted-test form of :meth:`add_user` (fails with the directory's own exception)."""
         return self._mailroom().add_user(address, password)
 
+    def add_domain(self, domain: str) -> None:
+        """Make a domain local (strict mode; capture mode takes every domain). 409 if it is already."""
+        self._api("POST", "domains", {"domain": domain})
+
+    def add_domain_async(self, domain: str) -> defer.Deferred[None]:
+        """Twisted-test form of :meth:`add_domain`."""
+        return self._mailroom().add_domain(domain)
+
+    def reset_throttle(self) -> None:
+        """Forget failed logins (strict mode slows down and then blocks a client that keeps failing)."""
+        if self._child is not None:
+            self._api("DELETE", "throttle")
+        else:
+            self._mailroom().reset_throttle()
+
     # -- looking at mail -------------------------------------------------------
-    def messages(self, to: str | None = None, from_: str | None = None, subject: str | None = None) -> list[CapturedMessage]:
-        """Every stored message (all mailboxes and folders), filtered by substring of recipient, sender, subject."""
-        listing = self._api("GET", "messages", query={"to": to, "from": from_, "subject": subject})
-        return self._fetch(listing["messages"])
+    def messages(self, to: str | None = None, from_: str | None = None, subject: str | None = None, mailbox: str | None = None) -> list[CapturedMessage]:
+        """Every stored message (all mailboxes and folders, arrival order), filtered.
 
-    def messages_async(self, to: str | None = None, from_: str | None = None, subject: str | None = None) -> defer.Deferred[list[CapturedMessage]]:
+        ``to``, ``from_``, ``subject``: case-insensitive substrings of the
+        recipients (envelope, To, Cc), the sender (envelope, From) and the
+        Subject; ``mailbox``: exactly this mailbox.  One HTTP request.
+        """
+        listing = self._api("GET", "messages", query={"to": to, "from": from_, "subject": subject, "mailbox": mailbox, "content": 1})
+        return self._captured(listing["messages"])
+
+    def messages_async(self, to: str | None = None, from_: str | None = None, subject: str | None = None, mailbox: str | None = None) -> defer.Deferred[list[CapturedMessage]]:
         """Twisted-test form of :meth:`messages`."""
-        return defer.Deferred.fromCoroutine(self._mailroom().messages(to, from_, subject))
+        return defer.Deferred.fromCoroutine(self._mailroom().messages(to, from_, subject, mailbox))
 
-    def wait_for_messages(self, count: int, timeout: float = 5.0, to: str | None = None, from_: str | None = None, subject: str | None = None) -> list[CapturedMessage]:
-        """Block until at least ``count`` messages match; AssertionError saying what was there on timeout."""
-        answer = self._api("GET", "wait", query={"count": count, "timeout": timeout, "to": to, "from": from_, "subject": subject})
-        if "error" in answer:
-            filters = {k: v for k, v in {"to": to, "from_": from_, "subject": subject}.items() if v is not None}
-            raise AssertionError(f"expected {count} message(s) matching {filters or 'anything'} within {timeout}s, found {len(answer['messages'])}")
-        return self._fetch(answer["messages"])
+    def _wait(self, count: int, timeout: float, settle: float, filters: dict[str, Any]) -> tuple[bool, list[CapturedMessage]]:
+        query = {"count": count, "timeout": timeout, "settle": settle, "content": 1, "to": filters.get("to"), "from": filters.get("from_"),
+                 "subject": filters.get("subject"), "mailbox": filters.get("mailbox")}
+        answer = self._api("GET", "wait", query=query)
+        return "error" not in answer, self._captured(answer["messages"])
 
-    async def _wait_in_reactor(self, count: int, timeout: float, filters: dict[str, Any]) -> list[CapturedMessage]:
+    def wait_for_messages(self, count: int, timeout: float = 5.0, to: str | None = None, from_: str | None = None, subject: str | None = None,
+                          mailbox: str | None = None) -> list[CapturedMessage]:
+        """Block until at least ``count`` messages match and return every match; AssertionError listing what is there on timeout."""
+        filters = _filters(to, from_, subject, mailbox)
+        reached, found = self._wait(count, timeout, 0.0, filters)
+        if not reached:
+            raise AssertionError(_shortfall(f"at least {count}", filters, timeout, found))
+        return found
+
+    def expect_messages(self, count: int, timeout: float = 5.0, to: str | None = None, from_: str | None = None, subject: str | None = None,
+                        mailbox: str | None = None, settle: float = 0.1) -> list[CapturedMessage]:
+        """Exactly ``count`` matching messages: waits until they are there, then ``settle`` seconds more.
+
+        AssertionError, listing the messages found, on a timeout or when more
+        than ``count`` match (at once or within ``settle``).
+        """
+        filters = _filters(to, from_, subject, mailbox)
+        reached, found = self._wait(count, timeout, settle, filters)
+        if not reached or len(found) != count:
+            raise AssertionError(_shortfall(f"exactly {count}", filters, timeout, found))
+        return found
+
+    async def _wait_in_reactor(self, count: int, timeout: float, filters: dict[str, Any], exact: bool = False, settle: float = 0.0) -> list[CapturedMessage]:
         from twisted.internet import reactor, task
 
         deadline = time.monotonic() + timeout
         while True:
             found = await self._mailroom().messages(**filters)
             if len(found) >= count:
+                if exact and settle > 0 and len(found) == count:
+                    await task.deferLater(reactor, settle, lambda: None)
+                    found = await self._mailroom().messages(**filters)
+                if exact and len(found) != count:
+                    raise AssertionError(_shortfall(f"exactly {count}", filters, timeout, found))
                 return found
             if time.monotonic() >= deadline:
-                raise AssertionError(f"expected {count} message(s) matching {filters or 'anything'} within {timeout}s, found {len(found)}")
+                raise AssertionError(_shortfall(f"{'exactly' if exact else 'at least'} {count}", filters, timeout, found))
             await task.deferLater(reactor, 0.05, lambda: None)
 
     def wait_for_messages_async(self, count: int, timeout: float = 5.0, **filters: Any) -> defer.Deferred[list[CapturedMessage]]:
         """Twisted-test form of :meth:`wait_for_messages`."""
         return defer.Deferred.fromCoroutine(self._wait_in_reactor(count, timeout, filters))
 
+    def expect_messages_async(self, count: int, timeout: float = 5.0, settle: float = 0.1, **filters: Any) -> defer.Deferred[list[CapturedMessage]]:
+        """Twisted-test form of :meth:`expect_messages`."""
+        return defer.Deferred.fromCoroutine(self._wait_in_reactor(count, timeout, filters, exact=True, settle=settle))
+
     def purge(self) -> None:
-        """Delete every stored message and pending fault (users and mailboxes stay)."""
+        """Delete every stored message and pending fault (strict mode: users stay; capture mode: addresses are forgotten)."""
         self._api("DELETE", "messages")
         self._api("DELETE", "faults")
 
@@ -282,20 +341,60 @@ class MailServer:
 
     # -- faults ------------------------------------------------------------------
     def add_fault(self, fault: Fault) -> None:
-        """Queue a fault for the SMTP server (works in both modes)."""
+        """Add a fault to the server's plan (works in both modes); see :class:`mailsuite.testing.Fault`."""
         if self._child is not None:
             self._api("POST", "faults", fault.as_dict())
         else:
             self.faults.add(fault)
 
-    def fail_next(self, command: str, code: int, text: str = "Fault injected by test", count: int = 1) -> None:
-        """The next ``count`` SMTP commands of that kind ("CONNECT", "MAIL", "RCPT", "DATA"...) get this reply."""
-        self.add_fault(Fault(command, code=code, text=text, count=count))
+    def clear_faults(self) -> None:
+        """Forget every pending fault (persistent ones included)."""
+        if self._child is not None:
+            self._api("DELETE", "faults")
+        else:
+            self.faults.clear()
 
-    def delay_next(self, command: str, seconds: float, count: int = 1) -> None:
-        """Delay the reply to the next ``count`` SMTP commands of that kind."""
-        self.add_fault(Fault(command, delay=seconds, count=count))
+    def fail_next(self, command: str, code: int | str, text: str = "Fault injected by test", count: int | None = 1, **target: Any) -> None:
+        """The next ``count`` commands of that kind get this reply (``count=None``: every one until cleared).
 
-    def drop_next(self, command: str, count: int = 1) -> None:
-        """Close the connection instead of answering the next ``count`` SMTP commands of that kind."""
-        self.add_fault(Fault(command, drop=True, count=count))
+        SMTP by default (``code`` a reply code); ``protocol="imap"`` with code
+        "NO", "BAD" or "BYE", ``protocol="pop3"`` with "-ERR".  ``target``
+        takes the other :class:`Fault` fields: ``protocol``, ``port``,
+        ``sender``, ``recipient``, ``user``, ``probability``, ``delay``.
+        """
+        self.add_fault(Fault(command, code=code, text=text, count=count, **target))
+
+    def delay_next(self, command: str, seconds: float, count: int | None = 1, **target: Any) -> None:
+        """Delay the reply to the next ``count`` commands of that kind (same ``target`` keywords as :meth:`fail_next`)."""
+        self.add_fault(Fault(command, delay=seconds, count=count, **target))
+
+    def drop_next(self, command: str, count: int | None = 1, **target: Any) -> None:
+        """Close the connection instead of answering the next ``count`` commands of that kind."""
+        self.add_fault(Fault(command, drop=True, count=count, **target))
+
+    def drop_after_store(self, count: int | None = 1, command: str = "DATA", **target: Any) -> None:
+        """Store the next message, then drop the connection before the 250 (a client that retries sends a duplicate)."""
+        self.add_fault(Fault(command, after_store=True, count=count, **target))
+
+
+class MailServerError(RuntimeError):
+    """The server refused a fixture request; ``status`` is the HTTP status, ``reason`` the server's own words."""
+
+    def __init__(self, status: int, reason: str, request: str = "") -> None:
+        super().__init__(f"{request}: HTTP {status}: {reason}" if request else f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+def _filters(to: str | None, from_: str | None, subject: str | None, mailbox: str | None) -> dict[str, str]:
+    return {k: v for k, v in {"to": to, "from_": from_, "subject": subject, "mailbox": mailbox}.items() if v is not None}
+
+
+def _shortfall(expected: str, filters: dict[str, Any], timeout: float, found: list[CapturedMessage]) -> str:
+    """The assertion text: what was expected, and every message that is there."""
+    lines = [f"expected {expected} message(s) matching {filters or 'anything'} within {timeout}s, found {len(found)}" + (":" if found else "")]
+    for m in found[:20]:
+        lines.append(f"  - {m.mailbox} [{m.folder}] from <{m.sender}> subject {m.subject!r}")
+    if len(found) > 20:
+        lines.append(f"  ... and {len(found) - 20} more")
+    return "\n".join(lines)

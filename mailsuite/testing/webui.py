@@ -1,21 +1,20 @@
 """The capture server's web UI: captured mail in a browser, updated live.
 
 Implementation notes:
-- :func:`http_root` is the capture HTTP listener's root resource: ``/`` and
-  ``/ui/...`` are the UI, ``/api/v1/...`` and ``/view/...`` the
-  Mailpit-compatible API (mailpit.py) that the UI itself reads, anything
-  else the JSON API (api.py).
+- :func:`ui_resource` is the capture HTTP site's fallback part (api.SITE):
+  ``/`` and ``/ui/...``; the UI reads the Mailpit-compatible API
+  (mailpit.py, ``/api/v1/...`` and ``/view/...``).
 - The UI is three static files (static/index.html, app.css, app.js) shipped
   as package data: no build step, nothing fetched from another host.  They
   are answered with a strict Content-Security-Policy (scripts and styles
   from this origin only, frames only from this origin).
 - Live updates are Server-Sent Events (``/ui/events``, an ``event: change``
   line after any change to captured mail); the page then asks the API for
-  the list again.  :class:`ChangeFeed` learns of changes from the store's
-  own folder watcher (the one IMAP IDLE uses: in-process deliveries at
-  once, other processes' changes within a poll) on every folder of every
-  known address, and of new addresses by looking at the directory's list
-  twice a second while a browser is connected; nothing runs when none is.
+  the list again.  :class:`ChangeFeed` learns of changes from the Mailroom
+  index's watch (the store's folder watcher, the one IMAP IDLE uses:
+  in-process deliveries at once, other processes' changes within a poll),
+  and of new mailboxes by looking at the directory's list twice a second
+  while a browser is connected; nothing runs when none is.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from mailsuite.testing.catalogue import Catalogue
-from mailsuite.testing.mailpit import MailpitAPI
+from mailsuite.testing.mailroom import mailroom_for
 
 #: The UI's own files: name -> content type.
 STATIC = {
@@ -55,11 +53,11 @@ class ChangeFeed:
     def __init__(self, context: Any, clock: Any) -> None:
         self.context = context
         self.clock = clock
+        self.mailroom = mailroom_for(context)
         self.generation = 0
         self._subscribers: list[Callable[[int], None]] = []
         self._known: set[str] = set()
-        self._watched: set[tuple[str, str]] = set()
-        self._folders: list[Any] = []
+        self._unwatch: Callable[[], None] | None = None
         self._loop: task.LoopingCall | None = None
         self._busy = False
         self._pending: Any = None
@@ -68,6 +66,7 @@ class ChangeFeed:
         """``callback(generation)`` after changes; returns the unsubscribe function."""
         self._subscribers.append(callback)
         if self._loop is None:
+            self._unwatch = self.mailroom.watch(self.changed)
             self._loop = task.LoopingCall(self._tick)
             self._loop.clock = self.clock
             self._loop.start(ADDRESS_POLL, now=True).addErrback(lambda f: self.log.failure("web UI change feed stopped", f))
@@ -84,9 +83,10 @@ class ChangeFeed:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        for folder in self._folders:
-            folder.close()
-        self._folders, self._watched, self._known = [], set(), set()
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        self._known = set()
 
     def changed(self) -> None:
         """Something changed: tell the subscribers once, soon (several changes, one message)."""
@@ -98,12 +98,12 @@ class ChangeFeed:
         for callback in list(self._subscribers):
             callback(self.generation)
 
-    async def _addresses(self) -> list[str]:
+    async def _addresses(self) -> set[str]:
         directory = self.context.directory
         if hasattr(directory, "addresses"):  # capture mode: an in-memory list
-            return list(directory.addresses())
+            return set(directory.addresses())
         users = await threads.deferToThread(directory.list_users)
-        return [user.address for user in users]
+        return {user.address for user in users}
 
     def _tick(self) -> Any:
         if self._busy:
@@ -115,22 +115,12 @@ class ChangeFeed:
 
     async def _look(self) -> None:
         addresses = await self._addresses()
-        new = [a for a in addresses if a not in self._known]
-        self._known = set(addresses)
-        if not new:
-            return
-        self.changed()
-        store = self.context.store
-        for address in new:
-            mailbox = store.user_mailbox(address)
-            for info in await mailbox.list_folders():
-                if not info.selectable or (address, info.name) in self._watched or not self._subscribers:
-                    continue
-                folder = await mailbox.open_folder(info.name, read_only=True)
-                folder.watch(self.changed)
-                self._folders.append(folder)
-                self._watched.add((address, info.name))
-        self.changed()  # a delivery may have landed before its folder was watched
+        new = addresses - self._known
+        self._known = addresses
+        if new:
+            # The index watches the folders it has listed: list once so the new mailboxes are watched too.
+            await self.mailroom.messages()
+            self.changed()
 
 
 class EventStream(resource.Resource):
@@ -170,34 +160,30 @@ def _static(name: str) -> bytes:
     return importlib.resources.files("mailsuite.testing").joinpath("static", name).read_bytes()
 
 
-class HTTPRoot(resource.Resource):
-    """The capture listener's root: routes each request to the UI, the Mailpit API or the JSON API."""
+class WebUI(resource.Resource):
+    """``/`` and ``/ui/...``: the page, its script and style, and the event stream (the site's fallback part)."""
 
     isLeaf = True
 
-    def __init__(self, json_api: resource.Resource, context: Any, clock: Any) -> None:
+    def __init__(self, context: Any, clock: Any) -> None:
         super().__init__()
-        self.json_api = json_api
-        catalogue = Catalogue(context)
-        self.mailpit = MailpitAPI(catalogue)
         self.events = EventStream(ChangeFeed(context, clock), clock)
 
     def render(self, request: server.Request) -> Any:
-        path = request.postpath
-        if path[:2] == [b"api", b"v1"] or path[:1] == [b"view"]:
-            return self.mailpit.render(request)
-        if path in ([], [b""]) or path[:1] == [b"ui"]:
-            return self._ui(request, path[1] if len(path) == 2 and path[0] == b"ui" else b"index.html" if path in ([], [b""]) else b"")
-        return self.json_api.render(request)
-
-    def _ui(self, request: server.Request, name: bytes) -> bytes | int:
+        path = [s for s in [*request.prepath, *request.postpath] if s]  # the whole path (the site's fallback)
+        if not path:
+            name = b"index.html"
+        elif len(path) == 2 and path[0] == b"ui":
+            name = path[1]
+        else:
+            name = b""
         if name == b"events":
             return self.events.render(request)
         text = name.decode("ascii", "replace")
         if text not in STATIC or request.method not in (b"GET", b"HEAD"):
             request.setResponseCode(404)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"not found\n"
+            return b"not found: the web UI is at /, the JSON API under /api, Mailpit's under /api/v1\n"
         request.setHeader(b"content-type", STATIC[text])
         request.setHeader(b"content-security-policy", UI_CSP)
         request.setHeader(b"x-content-type-options", b"nosniff")
@@ -206,6 +192,6 @@ class HTTPRoot(resource.Resource):
         return _static(text)
 
 
-def http_root(json_api: resource.Resource, context: Any) -> HTTPRoot:
-    """The root resource of the capture HTTP listener (web UI, Mailpit API, JSON API)."""
-    return HTTPRoot(json_api, context, context.reactor)
+def ui_resource(context: Any) -> WebUI:
+    """The api.SITE entry for every path no other part claims: the web UI."""
+    return WebUI(context, context.reactor)

@@ -69,7 +69,10 @@ def test_list_filter_detail_raw_and_delete(server: MailServer) -> None:
     status, detail = call(server, "GET", f"messages/{message_id}")
     assert status == 200
     assert detail["text"] == "plain body\n" and detail["html"] == "<p>html body</p>\n"
-    assert detail["attachments"] == [{"filename": "report.pdf", "content_type": "application/pdf", "size": 13}]
+    [attachment] = detail["attachments"]
+    assert (attachment["filename"], attachment["content_type"], attachment["size"]) == ("report.pdf", "application/pdf", 13)
+    status, data = call(server, "GET", f"messages/{message_id}/attachments/{attachment['index']}")
+    assert status == 200 and data == b"%PDF-1.4 fake"
     assert ["Subject", "first"] in detail["headers"]
     status, raw = call(server, "GET", f"messages/{message_id}/raw")
     assert status == 200 and b"Subject: first\r\n" in raw
