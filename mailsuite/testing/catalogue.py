@@ -32,6 +32,7 @@ import email.utils
 import hashlib
 import re
 import shlex
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,15 @@ class Catalogue:
     def __init__(self, context: Any) -> None:
         self.mailroom = mailroom_for(context)
         self.read: set[str] = set()
+        # The index keeps one CapturedMessage object per stored copy: its transaction bytes and digest are made once.
+        self._digests: weakref.WeakKeyDictionary[CapturedMessage, tuple[bytes, str]] = weakref.WeakKeyDictionary()
+
+    def _digest(self, copy: CapturedMessage) -> tuple[bytes, str]:
+        found = self._digests.get(copy)
+        if found is None:
+            raw = _transaction_bytes(copy.raw)
+            found = self._digests[copy] = (raw, hashlib.sha256(raw).hexdigest())
+        return found
 
     @staticmethod
     def _view(copy: CapturedMessage) -> dict[str, Any]:
@@ -131,8 +141,7 @@ class Catalogue:
         groups: dict[str, list[Entry]] = {}
         order: list[Entry] = []
         for copy in copies:
-            raw = _transaction_bytes(copy.raw)
-            digest = hashlib.sha256(raw).hexdigest()
+            raw, digest = self._digest(copy)
             for entry in groups.setdefault(digest, []):
                 if all((c.mailbox, c.folder) != (copy.mailbox, copy.folder) for c in entry.copies):
                     entry.copies.append(copy)
