@@ -24,6 +24,7 @@ from mailsuite.testing import MailServer
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -238,6 +239,25 @@ def test_message_view_text_html_headers_raw(page: Any, server: MailServer) -> No
     assert "Subject Your weekly summary" in rows
     page.find_element(By.ID, "tab-raw").click()
     wait(page, lambda d: "Subject: Your weekly summary" in d.find_element(By.ID, "raw-body").text)
+
+
+def test_keyboard_only(page: Any, server: MailServer) -> None:
+    """Skip link, arrow keys through the list, Enter opens, the heading gets focus, Back returns to the item."""
+    send(server, "Older")
+    send(server, "Newer")
+    listed(page, "Newer", "Older")
+    body = page.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    assert page.switch_to.active_element.text == "Skip to the message list"
+    page.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(page, lambda d: d.switch_to.active_element.get_attribute("id") == "message-list")
+    assert page.find_element(By.ID, "live").text == "Live"  # the skip link's fragment is not taken for a message
+    page.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    page.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    assert "Older" in page.switch_to.active_element.text
+    page.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(page, lambda d: d.switch_to.active_element.get_attribute("id") == "message-subject")
+    assert page.switch_to.active_element.text == "Older"
 
 
 def test_html_cannot_run_scripts_and_remote_content_waits_for_the_button(page: Any, server: MailServer, pixels: str) -> None:

@@ -70,7 +70,7 @@ function renderList(data) {
   list.replaceChildren();
   for (const m of data.messages) {
     const link = el("a");
-    link.href = `#${encodeURIComponent(m.ID)}`;
+    link.href = `#m/${encodeURIComponent(m.ID)}`;  // "#m/": other fragments (the skip link) are not messages
     link.dataset.id = m.ID;
     if (!m.Read) link.classList.add("unread");
     if (m.ID === state.selected) link.setAttribute("aria-current", "true");
@@ -217,8 +217,8 @@ async function purge() {
 }
 
 function fromHash() {
-  const id = decodeURIComponent(location.hash.slice(1));
-  if (id) openMessage(id, true); else closeMessage();
+  if (location.hash.startsWith("#m/")) openMessage(decodeURIComponent(location.hash.slice(3)), true);
+  else if (state.selected) closeMessage();
 }
 
 // -- live updates ----------------------------------------------------------------------
