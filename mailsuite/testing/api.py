@@ -17,7 +17,7 @@ Implementation notes:
 - It listens on loopback by default: it has no authentication, it is a test tool.
 
 Routes:
-  GET    /api/health                       {"status": "ok", "ports": {...}}
+  GET    /api/health                       {"status": "ok", "ports": {...}, "mailboxes": N (indexed)}
   GET    /api/messages?to=&from=&subject=&mailbox=&content=1
                                            {"messages": [summary, ...]} (content=1 adds "raw_base64")
   DELETE /api/messages                     purge every message (and forget capture addresses)
@@ -171,10 +171,12 @@ class CaptureAPI(resource.Resource):
     async def _dispatch(self, request: server.Request) -> tuple[Any, ...]:
         method = request.method.decode("ascii")
         segments = [unquote(s.decode("utf-8")) for s in request.postpath if s]
+        if segments[:1] == ["api"] and request.prepath[-1:] != [b"api"]:
+            segments = segments[1:]  # handed the whole path by a root resource of its own
         route, rest = (segments[0] if segments else ""), segments[1:]
         args = {k.decode(): v[0].decode("utf-8") for k, v in request.args.items()}
         if route == "health" and method == "GET":
-            return 200, {"status": "ok", "ports": self._ports()}
+            return 200, {"status": "ok", "ports": self._ports(), "mailboxes": len(self.mailroom.mailboxes())}
         if route == "messages":
             return await self._messages(method, rest, args)
         if route == "users" and method == "POST":
@@ -263,15 +265,20 @@ class CaptureAPI(resource.Resource):
         content = args.get("content", "") not in ("", "0", "false")
         filters = self._filters(args)
         deadline = time.monotonic() + timeout
+        full = True  # the first and the last look list every folder; the polls between see changes only
         while True:
-            found = await self.mailroom.messages(**filters)
+            found = await self.mailroom.messages(**filters, full=full)
             if len(found) >= count:
                 if settle > 0 and len(found) == count:  # wait a little longer: does another one come?
                     await task.deferLater(self.reactor, settle, lambda: None)
                     found = await self.mailroom.messages(**filters)
                 return 200, {"messages": [summary(m, content) for m in found]}
             if time.monotonic() >= deadline:
+                if not full:
+                    full = True
+                    continue
                 return 408, {"error": f"fewer than {count} matching messages after {timeout}s", "messages": [summary(m, content) for m in found]}
+            full = False
             await task.deferLater(self.reactor, 0.05, lambda: None)
 
     def _json(self, request: server.Request) -> Any:

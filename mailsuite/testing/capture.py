@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -48,12 +48,18 @@ class CaptureDirectory:
         self.default_domain = default_domain
         self._seen: dict[str, None] = {}
         self._lock = threading.Lock()
+        #: Called with each address the first time it is seen (the fixture's index opens its folders).
+        self.on_new: list[Callable[[str], None]] = []
 
     def remember(self, address: str) -> str:
         """Record an address (normalised) as having a mailbox; returns the normal form."""
         address = normalise(address, self.default_domain)
         with self._lock:
+            new = address not in self._seen
             self._seen[address] = None
+        if new:
+            for callback in self.on_new:
+                callback(address)
         return address
 
     def addresses(self) -> list[str]:

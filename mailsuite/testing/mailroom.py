@@ -36,6 +36,8 @@ from mailsuite.testing import mimeview
 
 _PARSER = BytesParser(policy=email.policy.default)
 _HEADER_PARSER = BytesHeaderParser(policy=email.policy.default)
+#: Seconds a background sync waits after a change, so a burst of deliveries is indexed in one pass.
+BACKGROUND_DELAY = 0.02
 _QUEUE_ID = re.compile(rb"\(mailsuite\) with [A-Za-z0-9]+ id ([0-9A-Za-z]+)")
 
 
@@ -263,6 +265,11 @@ class Mailroom:
         self._lock = defer.DeferredLock()
         self._listeners: list[Callable[[], None]] = []
         self._notify_call: Any = None
+        self._background: Any = None  # the pending background sync (a DelayedCall), if any
+        self._new: list[CapturedMessage] = []  # found by the running sync, numbered when it ends
+        on_new = getattr(context.directory, "on_new", None)
+        if on_new is not None:  # capture mode: a new address's folders are opened before a test asks
+            on_new.append(lambda address: context.reactor.callFromThread(self._changed, None))
 
     # -- change notification (web UI live updates) ------------------------------------------
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
@@ -279,12 +286,28 @@ class Mailroom:
 
         return remove
 
-    def _changed(self, key: tuple[str, str]) -> None:
-        view = self._views.get(key)
+    def _changed(self, key: tuple[str, str] | None) -> None:
+        """A watched folder changed (``key``) or a mailbox appeared (None): sync in the background, tell listeners."""
+        view = self._views.get(key) if key is not None else None
         if view is not None:
             view.dirty = True
+        if self._background is None:
+            self._background = self.context.reactor.callLater(BACKGROUND_DELAY, self._sync_in_background)
         if self._listeners and self._notify_call is None:
             self._notify_call = self.context.reactor.callLater(0, self._notify)
+
+    def _sync_in_background(self) -> None:
+        """Keep the index current between requests, so a listing finds the work (first opens, reads) done."""
+        self._background = None
+
+        async def sync() -> None:
+            await self._lock.acquire()
+            try:
+                await self._sync(full=False)
+            finally:
+                self._lock.release()
+
+        defer.ensureDeferred(sync()).addErrback(lambda f: self.log.failure("background index sync failed", f))
 
     def _notify(self) -> None:
         self._notify_call = None
@@ -342,30 +365,58 @@ class Mailroom:
 
         for uid, raw in await self._run(read_all):
             if raw is not None:
-                view.messages[uid] = CapturedMessage(address, name, uid, envelope_sender(raw), raw, seq=next(self._seq))
+                view.messages[uid] = message = CapturedMessage(address, name, uid, envelope_sender(raw), raw)
+                self._new.append(message)
 
-    async def _sync(self) -> list[CapturedMessage]:
-        """Bring the index up to date; every stored message in arrival order."""
+    async def _sync_mailbox(self, address: str) -> None:
+        if (address, "INBOX") not in self._views:
+            await self._sync_one(address, "INBOX")  # opening INBOX creates a new mailbox (and its folders)
+        try:
+            names = await self._folders(address)
+        except Exception as e:  # noqa: BLE001 - e.g. a name the store refuses
+            self.log.debug("index: {address}: {error}", address=address, error=e)
+            return
+        for key in [k for k in self._views if k[0] == address and k[1] not in names]:
+            self._views.pop(key).close()
+        await defer.gatherResults([defer.ensureDeferred(self._sync_one(address, name)) for name in names], consumeErrors=True)
+
+    async def _sync_one(self, address: str, name: str) -> None:
+        view = self._views.get((address, name))
+        fresh = view is None
+        try:
+            if view is None:
+                view = await self._open(address, name)
+            await self._sync_folder(address, name, view, fresh)
+        except Exception as e:  # noqa: BLE001 - deleted or re-created meanwhile: look again next time
+            self.log.debug("index: {address} {folder}: {error}", address=address, folder=name, error=e)
+            stale = self._views.pop((address, name), None)
+            if stale is not None:
+                stale.close()
+
+    async def _sync(self, full: bool = True) -> list[CapturedMessage]:
+        """Bring the index up to date; every stored message in arrival order.
+
+        ``full``: also list every mailbox's folders again (a folder made by an
+        IMAP CREATE is news to nobody); otherwise only new mailboxes and the
+        folders whose watch fired are looked at.  Mailboxes and folders are
+        synced concurrently: a folder's first open writes its UID state (an
+        fsync), and the store's threads do those in parallel.
+        """
         addresses = self._addresses()
         wanted = set(addresses)
         for key in [k for k in self._views if k[0] not in wanted]:
             self._views.pop(key).close()
-        for address in addresses:
-            names = await self._folders(address)
-            for key in [k for k in self._views if k[0] == address and k[1] not in names]:
-                self._views.pop(key).close()
-            for name in names:
-                view = self._views.get((address, name))
-                fresh = view is None
-                try:
-                    if view is None:
-                        view = await self._open(address, name)
-                    await self._sync_folder(address, name, view, fresh)
-                except Exception as e:  # noqa: BLE001 - deleted or re-created meanwhile: look again next time
-                    self.log.debug("index: {address} {folder}: {error}", address=address, folder=name, error=e)
-                    stale = self._views.pop((address, name), None)
-                    if stale is not None:
-                        stale.close()
+        work = [self._sync_mailbox(a) for a in addresses if full or (a, "INBOX") not in self._views]
+        if not full:
+            work += [self._sync_one(*key) for key, view in self._views.items() if view.dirty]
+        await defer.gatherResults([defer.ensureDeferred(w) for w in work], consumeErrors=True)
+        # Number the newly found in arrival order (the queue id starts with the millisecond clock),
+        # whatever order the concurrent folder syncs ended in.
+        order = {a: i for i, a in enumerate(addresses)}
+        self._new.sort(key=lambda m: (m.queue_id or "", order.get(m.mailbox, 0), m.folder, m.uid))
+        for message in self._new:
+            message.seq = next(self._seq)
+        self._new = []
         found = [m for view in self._views.values() for m in view.messages.values()]
         found.sort(key=lambda m: m.seq)
         by_queue: dict[str, list[str]] = {}
@@ -379,11 +430,20 @@ class Mailroom:
         return found
 
     # -- the public operations ----------------------------------------------------------------
-    async def messages(self, to: str | None = None, from_: str | None = None, subject: str | None = None, mailbox: str | None = None) -> list[CapturedMessage]:
-        """Every stored message (all mailboxes and folders, arrival order) matching the filters."""
+    def mailboxes(self) -> list[str]:
+        """The addresses whose folders the index holds open."""
+        return list(dict.fromkeys(address for address, _ in self._views))
+
+    async def messages(self, to: str | None = None, from_: str | None = None, subject: str | None = None, mailbox: str | None = None,
+                       *, full: bool = True) -> list[CapturedMessage]:
+        """Every stored message (all mailboxes and folders, arrival order) matching the filters.
+
+        ``full=False`` skips listing every mailbox's folders again (for polling
+        loops; changes in known folders and new mailboxes are still seen).
+        """
         await self._lock.acquire()
         try:
-            found = await self._sync()
+            found = await self._sync(full)
         finally:
             self._lock.release()
         return [m for m in found if m.matches(to, from_, subject, mailbox)]
@@ -425,10 +485,8 @@ class Mailroom:
         await self._lock.acquire()
         try:
             await self._sync()
-            removed = 0
-            for (address, name), view in list(self._views.items()):
-                if view.messages:
-                    removed += len(await self._remove(address, name, None))
+            targets = [defer.ensureDeferred(self._remove(address, name, None)) for (address, name), view in list(self._views.items()) if view.messages]
+            removed = sum(len(uids) for uids in await defer.gatherResults(targets, consumeErrors=True))
             directory = self.context.directory
             if hasattr(directory, "forget_all"):
                 directory.forget_all()

@@ -80,8 +80,12 @@ def wait_for_ports(process: subprocess.Popen[bytes], data_root: Path, timeout: f
 class ChildServer:
     """Runs ``python -m mailsuite.testing.runner CONFIG`` and waits for its ports."""
 
-    def __init__(self, config_path: Path, data_root: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config_path: Path, data_root: Path, log_path: Path, env: Mapping[str, str] | None = None,
+                 orphan_remove: Path | None = None) -> None:
         self.config_path = config_path
+        #: Removed by the child itself if this process dies without stopping it (see runner.py).
+        self.orphan_remove = orphan_remove
+        self._lifeline: int | None = None
         self.data_root = data_root
         self.log_path = log_path
         self.env = dict(env) if env is not None else dict(os.environ)
@@ -93,11 +97,18 @@ class ChildServer:
     def start(self, timeout: float = 20.0) -> dict[str, int]:
         """Start the child and return listener name -> bound port once all are listening."""
         clear_ports(self.data_root)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mailsuite.testing.runner", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.config_path.parent),
-            )
+        # The child stops (and cleans up) when this pipe's write end closes: when we stop it, or die.
+        read_end, self._lifeline = os.pipe()
+        command = [sys.executable, "-m", "mailsuite.testing.runner", str(self.config_path), "--lifeline", str(read_end)]
+        if self.orphan_remove is not None:
+            command += ["--orphan-remove", str(self.orphan_remove)]
+        try:
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.config_path.parent), pass_fds=(read_end,),
+                )
+        finally:
+            os.close(read_end)
         try:
             self.ports = wait_for_ports(self.process, self.data_root, timeout, self.log, poll=0.01)
         except NotReady:
@@ -116,6 +127,9 @@ class ChildServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
         return self.process.returncode
 
     def log(self) -> str:

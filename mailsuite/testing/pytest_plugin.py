@@ -26,11 +26,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The MailServer keywords for this test: --mailsuite-strict, then the test's mailsuite marker."""
     options: dict[str, Any] = {"strict": bool(request.config.getoption("--mailsuite-strict"))}
-    marker = request.node.get_closest_marker("mailsuite") if request.scope == "function" else None
+    marker = request.node.get_closest_marker("mailsuite")
     if marker is not None:
         options.update({k: v for k, v in marker.kwargs.items() if v is not None})
     return options
+
+
+def _key(options: dict[str, Any]) -> str:
+    return repr(sorted((k, repr(v)) for k, v in options.items()))
 
 
 @pytest.fixture
@@ -41,13 +46,25 @@ def mail_server(request: pytest.FixtureRequest) -> Iterator[MailServer]:
 
 
 @pytest.fixture(scope="session")
-def _mailsuite_session_server(request: pytest.FixtureRequest) -> Iterator[MailServer]:
-    with MailServer(**_options(request)) as server:
-        yield server
+def _mailsuite_session_servers() -> Iterator[dict[str, MailServer]]:
+    """The session's shared servers, one per set of options (capture, strict...), started on first use."""
+    servers: dict[str, MailServer] = {}
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 @pytest.fixture
-def mail_server_session(_mailsuite_session_server: MailServer) -> MailServer:
-    """The session's shared mail server, emptied (messages and faults) before this test."""
-    _mailsuite_session_server.purge()
-    return _mailsuite_session_server
+def mail_server_session(request: pytest.FixtureRequest, _mailsuite_session_servers: dict[str, MailServer]) -> MailServer:
+    """The session's shared mail server for this test's options (the mailsuite marker counts),
+    emptied before the test: messages, faults and failed-login records."""
+    options = _options(request)
+    server = _mailsuite_session_servers.get(_key(options))
+    if server is None:
+        server = _mailsuite_session_servers[_key(options)] = MailServer(**options).start()
+    server.purge()
+    if server.strict:
+        server.reset_throttle()
+    return server

@@ -95,7 +95,7 @@ class MailServer:
         self._data_root = Path(tempfile.mkdtemp(prefix="mailsuite-test-"))
         config_path = self._data_root / "mailsuite.toml"
         config_path.write_text(render_toml(self.settings(self._data_root / "data")))
-        self._child = ChildServer(config_path, self._data_root / "data", self._data_root / "server.log")
+        self._child = ChildServer(config_path, self._data_root / "data", self._data_root / "server.log", orphan_remove=self._data_root)
         try:
             self.ports = self._child.start()
         except Exception:
