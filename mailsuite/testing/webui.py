@@ -13,8 +13,9 @@ Implementation notes:
   the list again.  :class:`ChangeFeed` learns of changes from the Mailroom
   index's watch (the store's folder watcher, the one IMAP IDLE uses:
   in-process deliveries at once, other processes' changes within a poll),
-  and of new mailboxes by looking at the directory's list twice a second
-  while a browser is connected; nothing runs when none is.
+  which in capture mode also hears of new addresses; with a user
+  directory (strict mode) the feed looks at the list of users twice a
+  second while a browser is connected.  Nothing runs when none is.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ STATIC = {
 UI_CSP = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
           b"frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
-#: Seconds between looks at the directory for new addresses (only while a browser listens).
+#: Seconds between looks at a user directory for new users (strict mode, only while a browser listens).
 ADDRESS_POLL = 0.5
 #: Seconds between keep-alive comments on an idle event stream.
 KEEPALIVE = 15.0
@@ -65,8 +66,10 @@ class ChangeFeed:
     def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
         """``callback(generation)`` after changes; returns the unsubscribe function."""
         self._subscribers.append(callback)
-        if self._loop is None:
+        if self._unwatch is None:
             self._unwatch = self.mailroom.watch(self.changed)
+        # The capture directory tells the index of new addresses itself; a user directory must be asked.
+        if self._loop is None and not hasattr(self.context.directory, "on_new"):
             self._loop = task.LoopingCall(self._tick)
             self._loop.clock = self.clock
             self._loop.start(ADDRESS_POLL, now=True).addErrback(lambda f: self.log.failure("web UI change feed stopped", f))

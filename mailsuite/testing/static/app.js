@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { query: "", selected: null, message: null, rawLoaded: false, refreshing: null, again: false };
+const state = { query: "", selected: null, message: null, rawLoaded: false, refreshing: null, again: false, signature: "" };
 // Remote content the frame's CSP blocks: images, media, backgrounds, style sheets (links to click are not).
 const REMOTE = /\b(?:src|srcset|background|poster)\s*=\s*["']?\s*(?:https?:)?\/\/|url\(\s*["']?\s*(?:https?:)?\/\/|<link\b[^>]*\bhref\s*=\s*["']?\s*(?:https?:)?\/\/|@import\s+["']?(?:https?:)?\/\//i;
 
@@ -64,6 +64,10 @@ async function refresh() {
 }
 
 function renderList(data) {
+  // Rebuild only when something shown changed: a rebuild would move focus and disturb screen readers.
+  const signature = JSON.stringify([state.query, data.total, data.messages_count, data.messages.map((m) => [m.ID, m.Read])]);
+  if (signature === state.signature) return;
+  state.signature = signature;
   const list = $("message-list");
   const focused = document.activeElement && document.activeElement.closest("#message-list a");
   const focusedId = focused ? focused.dataset.id : null;
