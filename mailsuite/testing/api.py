@@ -60,6 +60,9 @@ MAX_WAIT = 300.0
 #: matching prefix wins; the empty prefix () would serve every path no other prefix claims.
 SITE: dict[tuple[str, ...], str] = {
     ("api",): "mailsuite.testing.api:api_resource",
+    ("api", "v1"): "mailsuite.testing.mailpit:api_v1_resource",  # Mailpit-compatible API
+    ("view",): "mailsuite.testing.mailpit:view_resource",  # Mailpit's /view/ID.html, the UI's sandboxed frame
+    (): "mailsuite.testing.webui:ui_resource",  # the web UI: /, /ui/...
 }
 
 #: Filters every listing route takes (query parameter -> Mailroom.messages keyword).
