@@ -42,7 +42,7 @@ class DirectoryChecker:
     def __init__(self, directory: Any) -> None:
         self.directory = directory
 
-    def requestAvatarId(self, creds: Any) -> defer.Deferred[str]:
+    def requestAvatarId(self, creds: Any) -> defer.Deferred[str]:  # type: ignore[override]  # our avatar ids are str addresses, cred's stubs say bytes
         username = creds.username.decode("utf-8", "replace") if isinstance(creds.username, bytes) else creds.username
         password = creds.password.decode("utf-8", "replace") if isinstance(creds.password, bytes) else creds.password
         if hasattr(self.directory, "authenticate"):
@@ -55,7 +55,8 @@ class DirectoryChecker:
                 raise error.UnauthorizedLogin("bad credentials")
             return address
 
-        return d.addCallback(decided)
+        result: defer.Deferred[str] = d.addCallback(decided)
+        return result
 
 
 @implementer(IRealm)

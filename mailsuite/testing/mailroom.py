@@ -423,6 +423,9 @@ class Mailroom:
         wanted = set(addresses)
         for key in [k for k in self._views if k[0] not in wanted]:
             self._views.pop(key).close()
+        if full:  # an explicit read looks at every known folder, not only those whose watch fired (a refresh
+            for view in self._views.values():  # of an unchanged folder is a stat), so a missed event cannot hide mail
+                view.dirty = True
         work = [self._sync_mailbox(a) for a in addresses if full or (a, "INBOX") not in self._views]
         if not full:
             work += [self._sync_one(*key) for key, view in self._views.items() if view.dirty]

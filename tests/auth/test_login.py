@@ -168,7 +168,22 @@ def stepped(tmp_path: Any) -> Any:
         directory.add_user(f"{user}@example.test", f"{user} password")
     throttle = LoginThrottle(reactor, free_failures=2, max_failures=8, max_delay=4.0, block_seconds=60.0)
     auth = Authenticator(make_portal(Context(store=FakeStore()), directory), throttle, reactor, slots=1)
+    started: list[Any] = []
+    login = auth.login
+
+    def tracked(*args: Any) -> Any:
+        d = login(*args)
+        started.append(d)
+        return d
+
+    auth.login = tracked  # type: ignore[method-assign]
     yield auth, reactor, pool, throttle
+    # finish every check the test left waiting, so nothing of it runs (or is collected) during a later test
+    for _ in range(50):
+        pool.run_all()
+        reactor.advance(10)
+    for d in started:
+        d.addErrback(lambda _: None)
     directory.close()
 
 

@@ -129,7 +129,8 @@ def check_session(session: Session, commands: list[bytes], recover: bytes, probe
     try:
         answered = b"".join(session.send(c) for c in commands)
         # A line ending in a literal marker ("{5}", "{0+}") is not a complete command yet.
-        complete = [c for c in commands if c.endswith(b"\r\n") and not re.search(rb"\{\d+\+?\}\r\n$", c)]
+        # A blank line (only spaces) is skipped without an answer by IMAP, like the CRLF after a literal.
+        complete = [c for c in commands if c.endswith(b"\r\n") and c.strip() and not re.search(rb"\{\d+\+?\}\r\n$", c)]
         if not session.closed and complete:
             assert answered, "commands got no answer at all"
         session.send(recover)
