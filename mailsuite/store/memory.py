@@ -33,21 +33,25 @@ from mailsuite.errors import (
     ReadOnlyFolder,
     TemporaryFailure,
 )
+from mailsuite.facts import FactsCache
 from mailsuite.interfaces import (
     SYSTEM_FLAGS,
     Delivery,
     DeliveryResult,
     FolderChange,
+    FolderFacts,
     FolderInfo,
     FolderStatus,
     IFolder,
     IIncomingMessage,
+    IMessageOctets,
     IMessageReader,
     IMessageStore,
     IUserMailbox,
     MessageInfo,
 )
 from mailsuite.store import names
+from mailsuite.store.header_cache import HeaderCache, header_lines, through_cache
 from mailsuite.store.incoming import IncomingMessage
 from mailsuite.store.quota import QuotaLimits
 
@@ -134,6 +138,9 @@ class MemoryStore:
         self.quotas = dict(quotas or {})
         self._users: dict[tuple[str, str], _User] = {}
         self._last_uidvalidity = int(time.time()) - 1
+        #: header blocks (IFolder.read_headers) and facts derived from octets (IFolder.facts), as the Maildir store keeps them
+        self.headers = HeaderCache()
+        self.facts = FactsCache()
 
     def _uidvalidity(self) -> int:
         self._last_uidvalidity += 1
@@ -575,8 +582,50 @@ class MemoryFolder:
             raise NoSuchMessage()
         return m.data
 
+    def _incarnation(self) -> tuple[str, str, int]:
+        return (self.mailbox.address, self.name, self._folder.uidvalidity)
+
+    def read_headers(self, uids: Sequence[int], max_size: int | None = None) -> defer.Deferred[dict[int, bytes]]:
+        def read(missing: list[int]) -> defer.Deferred[dict[int, bytes]]:
+            def work() -> dict[int, bytes]:
+                found: dict[int, bytes] = {}
+                for uid in missing:
+                    try:
+                        block = header_lines(io.BytesIO(self._data(uid)), max_size)
+                    except NoSuchMessage:
+                        continue
+                    if block is not None:
+                        found[uid] = block
+                return found
+
+            return _call(work)
+
+        infos = self._infos  # only messages of this session's view
+        return through_cache(self.mailbox.store.headers, self._incarnation(), [u for u in uids if u in infos], read)
+
+    def with_messages(self, fn: Callable[[IMessageOctets], Any]) -> defer.Deferred[Any]:
+        return _call(fn, _MemoryOctets(self))
+
+    def facts(self) -> FolderFacts:
+        cache = self.mailbox.store.facts
+        return FolderFacts(cache, cache.folder_id(self._incarnation()))
+
     def close(self) -> None:
         for callback in self._watchers:
             if callback in self._folder.watchers:
                 self._folder.watchers.remove(callback)
         self._watchers = []
+
+
+@implementer(IMessageOctets)
+class _MemoryOctets:
+    """A folder's messages handed out on demand (IFolder.with_messages)."""
+
+    def __init__(self, folder: MemoryFolder) -> None:
+        self._folder = folder
+
+    def header(self, uid: int) -> bytes:
+        return header_lines(io.BytesIO(self._folder._data(uid))) or b""
+
+    def message(self, uid: int) -> bytes:
+        return self._folder._data(uid)
