@@ -14,7 +14,7 @@ Implementation notes:
   prefix) into ``new/``, fsync ``new/``; only then does the Deferred fire.
   Deliveries do not touch the state files: the next session or STATUS gives
   them UIDs, exactly like a message dropped into new/ by another program.
-- All disk work runs in the store's thread pool (``Runner``); the reactor
+- All disk work runs in the store's thread pool (``mailsuite.threads.Runner``); the reactor
   thread only builds Deferreds, diffs snapshots, opens message files
   (``open_message`` is one open(2)) and stats directories for the watcher.
 - A session's snapshot (``messages()``) changes only in ``refresh()`` and
@@ -50,7 +50,6 @@ import time
 from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -93,17 +92,6 @@ from mailsuite.store.watch import FolderWatcher
 from mailsuite.threads import after_result
 
 _CANONICAL_FLAGS = {flag.lower(): flag for flag in SYSTEM_FLAGS.values()}
-
-
-class Runner:
-    """Runs blocking store work in a dedicated thread pool; results come back as Deferreds."""
-
-    def __init__(self, reactor: Any, pool: Any) -> None:
-        self.reactor = reactor
-        self.pool = pool
-
-    def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
-        return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)
 
 
 class InlineRunner:
