@@ -259,9 +259,11 @@ class IMessageReader(Interface):
 
     size = Attribute("Octets of the stored message (int).")
 
-    def read(start: int, length: int) -> Deferred[bytes]:
+    def read(start: int, length: int, then: Callable[[bytes], T] | None = None) -> Deferred[bytes | T]:
         """Up to ``length`` octets from offset ``start`` (fewer only at the end), read on the
-        store's threads: only those octets are read."""
+        store's threads: only those octets are read.  With ``then``, fires with ``then(octets)``
+        computed on the same thread (per-chunk work such as POP3's byte-stuffing stays off
+        the reactor thread, as map_messages does for whole messages)."""
 
     def close() -> None:
         """Release the reader (no read may be in progress)."""

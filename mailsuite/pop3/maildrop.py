@@ -143,9 +143,11 @@ READ_CHUNK = 128 * 1024
 
 class EncodedMessage:
     """A stored message as RETR / TOP send it (byte-stuffed, CRLF, ``.`` line at the end;
-    RFC 1939 3), read a chunk at a time through an :class:`~mailsuite.interfaces.IMessageReader`
-    on the store's threads.  :meth:`close` waits for a read under way before releasing the
-    reader, so a connection that drops mid-message never frees a descriptor being read."""
+    RFC 1939 3), read and encoded a chunk at a time through an
+    :class:`~mailsuite.interfaces.IMessageReader` on the store's threads (one chunk at a time,
+    so the encoder's state is never touched by two threads at once).  :meth:`close` waits for
+    a read under way before releasing the reader, so a connection that drops mid-message never
+    frees a descriptor being read."""
 
     def __init__(self, reader: IMessageReader, body_lines: int | None) -> None:
         self._reader = reader
@@ -161,8 +163,9 @@ class EncodedMessage:
             return defer.succeed(None)
         if self._encoder.done:  # TOP's lines are all out: the rest of the file is not needed
             return defer.succeed(self._chunk(b""))
-        reading = self._reading = self._reader.read(self._position, READ_CHUNK)
-        return reading.addBoth(self._read_done).addCallback(self._chunk)
+        # read and encoded on the store's thread; the next read is asked for once this one is back
+        reading = self._reading = self._reader.read(self._position, READ_CHUNK, self._chunk)
+        return reading.addBoth(self._read_done)
 
     def _read_done(self, result: Any) -> Any:
         self._reading = None
@@ -171,6 +174,7 @@ class EncodedMessage:
         return result
 
     def _chunk(self, data: bytes) -> bytes:
+        """The response piece for octets just read (on the store's thread, or for TOP's end here)."""
         if not data:
             self._finished = True
             return self._encoder.finish()

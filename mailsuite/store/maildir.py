@@ -1301,15 +1301,21 @@ class FileReader:
         self.runner = runner
         self.size = os.fstat(fd).st_size
 
-    def read(self, start: int, length: int) -> defer.Deferred[bytes]:
+    def read(self, start: int, length: int, then: Callable[[bytes], Any] | None = None) -> defer.Deferred[Any]:
         if self.fd < 0:
             return defer.fail(ValueError("reader closed"))
-        return self.runner.run(os.pread, self.fd, max(0, length), max(0, start))
+        if then is None:
+            return self.runner.run(os.pread, self.fd, max(0, length), max(0, start))
+        return self.runner.run(_pread_then, self.fd, max(0, length), max(0, start), then)
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+def _pread_then(fd: int, length: int, start: int, then: Callable[[bytes], Any]) -> Any:
+    return then(os.pread(fd, length, start))
 
 
 #: Messages up to this size are read into memory for map_messages; bigger ones are mapped.

@@ -228,9 +228,10 @@ class BytesReader:
         self.data = data
         self.size = len(data)
 
-    def read(self, start: int, length: int) -> defer.Deferred[bytes]:
+    def read(self, start: int, length: int, then: Callable[[bytes], Any] | None = None) -> defer.Deferred[Any]:
         start = max(0, start)
-        return defer.succeed(self.data[start : start + max(0, length)])
+        data = self.data[start : start + max(0, length)]
+        return defer.succeed(data) if then is None else _call(then, data)
 
     def close(self) -> None:
         self.data = b""

@@ -472,8 +472,8 @@ def test_streaming_respects_backpressure() -> None:
         def __init__(self, inner):  # type: ignore[no-untyped-def]
             self.inner = inner
 
-        def read(self, start, length):  # type: ignore[no-untyped-def]
-            return gate(lambda: self.inner.read(start, length))
+        def read(self, start, length, then=None):  # type: ignore[no-untyped-def]
+            return gate(lambda: self.inner.read(start, length, then))
 
         def close(self) -> None:
             self.inner.close()

@@ -126,3 +126,17 @@ def test_maildir_header_blocks_come_from_the_cache_once_read(store, tmp_path):
     assert result(other.read_headers([1])) == {1: block}
     with pytest.raises(NoSuchMessage):
         result(other.with_messages(lambda source: source.header(1)))
+
+
+def test_a_reader_applies_then_to_the_octets_it_read(any_store):
+    """``IMessageReader.read(start, length, then)`` fires with ``then(octets)`` (worked out where
+    the store reads: POP3 byte-stuffs there); an exception in ``then`` fails the Deferred."""
+    data = msg(1, b"0123456789" * 100)
+    deliver_bytes(any_store, ALICE, data)
+    folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
+    reader = result(folder.open_reader(1))
+    assert result(reader.read(5, 10, lambda octets: octets.upper() + b"!")) == data[5:15].upper() + b"!"
+    assert result(reader.read(len(data), 10, len)) == 0
+    with pytest.raises(ZeroDivisionError):
+        result(reader.read(0, 10, lambda octets: 1 / 0))
+    reader.close()
