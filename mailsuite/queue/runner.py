@@ -100,7 +100,9 @@ class RelayQueue(service.Service):
 
     # -- helpers ---------------------------------------------------------
     def _run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
-        return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)  # self.pool read at each call (the benchmark swaps it)
+        # self.pool read at each call (the benchmark swaps it); LeanThreadPool offers what
+        # deferToThreadPool uses of Twisted's ThreadPool (see mailsuite.threads)
+        return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)  # type: ignore[arg-type]
 
     # -- IRelayQueue -----------------------------------------------------
     def enqueue(self, envelope: Envelope, message: IIncomingMessage, header_prefix: bytes = b"") -> defer.Deferred[str]:

@@ -15,8 +15,14 @@ Implementation notes:
   Deliveries do not touch the state files: the next session or STATUS gives
   them UIDs, exactly like a message dropped into new/ by another program.
 - All disk work runs in the store's thread pool (``mailsuite.threads.Runner``); the reactor
-  thread only builds Deferreds, diffs snapshots, opens message files
-  (``open_message`` is one open(2)) and stats directories for the watcher.
+  thread only builds Deferreds, diffs snapshots, opens message files for
+  callers of ``open_message`` (one open(2); no protocol uses it any more:
+  they read through ``open_reader``, ``map_messages``, ``read_headers`` and
+  ``with_messages``) and stats directories for the watcher.
+- The store owns the caches derived from immutable message octets, shared
+  by every session: header blocks (``self.headers``, header_cache.py) and
+  SEARCH's facts (``self.facts``, :mod:`mailsuite.facts`, handed out per
+  folder incarnation by ``IFolder.facts()``).
 - A session's snapshot (``messages()``) changes only in ``refresh()`` and
   in the results of the session's own store/expunge/move, so sequence numbers
   kept by the IMAP layer stay valid between them.

@@ -7,7 +7,6 @@ import itertools
 from typing import Any, Callable, Iterable, Sequence
 
 from mailsuite.facts import FactsCache, MessageFacts
-from mailsuite.imap import mime
 from mailsuite.imap.search.context import MessageContext
 from mailsuite.imap.search.keys import (
     AllOf,
