@@ -97,9 +97,12 @@ class Mailroom:
             for name in await self._folders(address):
                 folder = await store.user_mailbox(address).open_folder(name, read_only=True)
                 try:
+                    # read on the store's threads, one trip per folder (never a file opened here)
+                    octets = await folder.map_messages([m.uid for m in folder.messages()], lambda uid, data: bytes(data))
                     for meta in folder.messages():
-                        with folder.open_message(meta.uid) as f:
-                            raw = f.read()
+                        raw = octets.get(meta.uid)
+                        if raw is None:  # expunged meanwhile
+                            continue
                         message = CapturedMessage(address, name, meta.uid, _envelope_sender(raw), raw, parse_message(raw))
                         if message.matches(to, from_, subject):
                             found.append(message)
