@@ -326,17 +326,6 @@ class IFolder(Interface):
     def move(uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:
         """Copy then expunge atomically from the client's point of view: [(source uid, new uid)]."""
 
-    def open_message(uid: int) -> BinaryIO:
-        """A binary reader over the stored message (seekable; stream it, don't load it whole).
-
-        Opening is a single open(2) of a known path; reading large messages
-        should be done in chunks (the protocols use producers).
-        Raises NoSuchMessage if it was expunged meanwhile.
-        """
-
-    def read_header(uid: int) -> Deferred[bytes]:
-        """The header block (up to and including the blank line) without reading the body."""
-
     def open_reader(uid: int) -> Deferred[IMessageReader]:
         """A reader of the stored message for reading it in pieces on the store's threads
         (opened there; NoSuchMessage if it was expunged).  It keeps reading the same octets

@@ -14,11 +14,10 @@ Implementation notes:
   prefix) into ``new/``, fsync ``new/``; only then does the Deferred fire.
   Deliveries do not touch the state files: the next session or STATUS gives
   them UIDs, exactly like a message dropped into new/ by another program.
-- All disk work runs in the store's thread pool (``mailsuite.threads.Runner``); the reactor
-  thread only builds Deferreds, diffs snapshots, opens message files for
-  callers of ``open_message`` (one open(2); no protocol uses it any more:
-  they read through ``open_reader``, ``map_messages``, ``read_headers`` and
-  ``with_messages``) and stats directories for the watcher.
+- All disk work runs in the store's thread pool (``mailsuite.threads.Runner``),
+  message reads included (``open_reader``, ``map_messages``,
+  ``read_headers``, ``with_messages``); the reactor thread only builds
+  Deferreds, diffs snapshots and stats directories for the watcher.
 - The store owns the caches derived from immutable message octets, shared
   by every session: header blocks (``self.headers``, header_cache.py) and
   SEARCH's facts (``self.facts``, :mod:`mailsuite.facts`, handed out per
@@ -53,7 +52,7 @@ import os
 import shutil
 import threading
 import time
-from typing import Any, BinaryIO, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -1151,17 +1150,6 @@ class MaildirFolder:
                 break
         raise NoSuchMessage()
 
-    def open_message(self, uid: int) -> BinaryIO:
-        path = self._current_path(uid)
-        try:
-            return open(path, "rb")
-        except FileNotFoundError:
-            pass
-        try:
-            return open(self._find(uid), "rb")
-        except FileNotFoundError:
-            raise NoSuchMessage() from None
-
     def _open_fd(self, uid: int, path: str | None = None) -> int:
         """A read-only descriptor of the message file (NoSuchMessage when it is gone)."""
         try:
@@ -1175,7 +1163,7 @@ class MaildirFolder:
     def _read_message(self, uid: int) -> bytes:
         """The whole message, read in the calling thread (a store thread).  For SEARCH
         BODY/TEXT over many small files: one open(2) and usually one read(2), no file object
-        (2.5x cheaper than open_message + read)."""
+        (2.5x cheaper than a file object and its read)."""
         fd = self._open_fd(uid)
         try:
             info = self._infos.get(uid)  # one lookup: the reactor thread may refresh meanwhile
@@ -1226,22 +1214,6 @@ class MaildirFolder:
     def facts(self) -> FolderFacts:
         cache = self.store.facts
         return FolderFacts(cache, cache.folder_id((self.mailbox.address, self.name, self.uidvalidity)))
-
-    def read_header(self, uid: int) -> defer.Deferred[bytes]:
-        try:
-            path = self._current_path(uid)
-        except NoSuchMessage as e:
-            return defer.fail(e)
-
-        def work() -> bytes:
-            try:
-                f = open(path, "rb")
-            except FileNotFoundError:
-                f = open(self._find(uid), "rb")
-            with f:
-                return _read_header(f)
-
-        return self.store.runner.run(work)
 
     def open_reader(self, uid: int) -> defer.Deferred[IMessageReader]:
         try:
@@ -1339,25 +1311,6 @@ def _with_octets(fd: int, fn: Callable[[Any], Any]) -> Any:
         return fn(mapped)
     finally:
         mapped.close()
-
-
-def _read_header(f: BinaryIO, chunk: int = 8192, limit: int = 16 * 1024 * 1024) -> bytes:
-    """Bytes up to and including the first blank line (the whole message if it has none)."""
-    data = b""
-    searched = 0
-    while True:
-        more = f.read(chunk)
-        if not more:
-            return data
-        data += more
-        start = max(0, searched - 3)
-        for sep in (b"\r\n\r\n", b"\n\n"):
-            i = data.find(sep, start)
-            if i >= 0:
-                return data[: i + len(sep)]
-        searched = len(data)
-        if len(data) > limit:
-            return data
 
 
 def _copy_into_new(src: str, folder_dir: str, name: str) -> None:

@@ -17,7 +17,7 @@ import datetime
 import io
 import itertools
 import time
-from typing import Any, BinaryIO, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -541,23 +541,6 @@ class MemoryFolder:
             pairs = self._copy(list(uids), destination)
             self._remove([s for s, _ in pairs], only_deleted=False)
             return pairs
-
-        return _call(work)
-
-    def open_message(self, uid: int) -> BinaryIO:
-        m = self._folder.messages.get(uid)
-        if m is None or uid not in self._infos:
-            raise NoSuchMessage()
-        return io.BytesIO(m.data)
-
-    def read_header(self, uid: int) -> defer.Deferred[bytes]:
-        def work() -> bytes:
-            data = self.open_message(uid).read()
-            for sep in (b"\r\n\r\n", b"\n\n"):
-                i = data.find(sep)
-                if i >= 0:
-                    return data[: i + len(sep)]
-            return data
 
         return _call(work)
 
