@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from twisted.internet import defer, task  # noqa: E402
-from twisted.python.threadpool import ThreadPool  # noqa: E402
 
 from bench.report import record  # noqa: E402
 from mailsuite import config as config_module  # noqa: E402
@@ -45,6 +44,7 @@ from mailsuite.queue.service import QUEUE_THREADS, tls_options_factory  # noqa: 
 from mailsuite.queue.spool import QueueEntry, RecipientState, Spool, new_id  # noqa: E402
 from mailsuite.service import ServerContext  # noqa: E402
 from mailsuite.store.incoming import IncomingMessage  # noqa: E402
+from mailsuite.threads import LeanThreadPool  # noqa: E402
 from tests.support.dnsserver import DNSServer  # noqa: E402
 
 DOMAINS = [f"d{i}.bench.test" for i in range(10)]
@@ -66,7 +66,7 @@ def make_queue(reactor, data_root: Path, dns: DNSServer, sink_port: int) -> Rela
            f"retry_schedule = [1.0]\ndelay_warning = 0.0\nmax_connections = 50\nmax_connections_per_domain = 5\n"
     config = config_module.parse(text)
     context = ServerContext(config=config, reactor=reactor)
-    pool = ThreadPool(minthreads=0, maxthreads=QUEUE_THREADS, name="bench-queue")
+    pool = LeanThreadPool(QUEUE_THREADS, name="bench-queue")
     resolver = CachingResolver(reactor, dns.address)
     queue = RelayQueue(context, Spool(config.data_path / "queue"), resolver, pool, tls_options_factory(context))
     context.queue = queue
@@ -92,7 +92,7 @@ async def bench_relay(reactor, queue: RelayQueue, count: int) -> tuple[float, in
     for i in range(count):
         await queue.enqueue(Envelope("a@example.test", (f"user{i}@{DOMAINS[i % 10]}",)), IncomingMessage.from_bytes(BODY))
     queue.pool.stop()
-    queue.pool = ThreadPool(minthreads=0, maxthreads=QUEUE_THREADS, name="bench-queue")
+    queue.pool = LeanThreadPool(QUEUE_THREADS, name="bench-queue")
     start = time.perf_counter()
     queue.startService()
     while queue._entries or queue._active:

@@ -69,7 +69,7 @@ def delivery_rates(root: Path, n: int, concurrency: int) -> tuple[float, float]:
     from twisted.internet import reactor
     from twisted.python.threadpool import ThreadPool
 
-    from mailsuite.store.maildir import Runner
+    from mailsuite.threads import Runner
     from mailsuite.store.service import STORE_THREADS
 
     pool = ThreadPool(minthreads=STORE_THREADS, maxthreads=STORE_THREADS, name="bench-store")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 import mmap
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterable, Sequence, TypeVar, Union
+from typing import Any, BinaryIO, Callable, Iterable, Sequence, TypeVar, Union
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -112,6 +112,19 @@ class FolderChange:
     added: tuple[MessageInfo, ...] = ()
     changed: tuple[MessageInfo, ...] = ()
     expunged: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class FolderFacts:
+    """Where callers that derive facts from a folder's messages keep them (``IFolder.facts``).
+
+    ``cache`` is the store's :class:`mailsuite.facts.FactsCache` (thread-safe, bounded, shared
+    by every session on the store); ``folder`` the number standing for this folder incarnation
+    (user, folder, UIDVALIDITY) in its keys, ``(folder, uid, info.key, info.size)``.
+    """
+
+    cache: Any
+    folder: int
 
 
 @dataclass(frozen=True)
@@ -246,12 +259,26 @@ class IMessageReader(Interface):
 
     size = Attribute("Octets of the stored message (int).")
 
-    def read(start: int, length: int) -> Deferred[bytes]:
+    def read(start: int, length: int, then: Callable[[bytes], T] | None = None) -> Deferred[bytes | T]:
         """Up to ``length`` octets from offset ``start`` (fewer only at the end), read on the
-        store's threads: only those octets are read."""
+        store's threads: only those octets are read.  With ``then``, fires with ``then(octets)``
+        computed on the same thread (per-chunk work such as POP3's byte-stuffing stays off
+        the reactor thread, as map_messages does for whole messages)."""
 
     def close() -> None:
         """Release the reader (no read may be in progress)."""
+
+
+class IMessageOctets(Interface):
+    """The octets of a folder's messages on demand, inside ``IFolder.with_messages`` (on the
+    store's thread, valid only during that call).  Both raise NoSuchMessage for a message
+    expunged meanwhile."""
+
+    def header(uid: int) -> bytes:
+        """The header block (up to and including the first empty line), reading no further."""
+
+    def message(uid: int) -> bytes:
+        """The whole stored message."""
 
 
 class IFolder(Interface):
@@ -299,17 +326,6 @@ class IFolder(Interface):
     def move(uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:
         """Copy then expunge atomically from the client's point of view: [(source uid, new uid)]."""
 
-    def open_message(uid: int) -> BinaryIO:
-        """A binary reader over the stored message (seekable; stream it, don't load it whole).
-
-        Opening is a single open(2) of a known path; reading large messages
-        should be done in chunks (the protocols use producers).
-        Raises NoSuchMessage if it was expunged meanwhile.
-        """
-
-    def read_header(uid: int) -> Deferred[bytes]:
-        """The header block (up to and including the blank line) without reading the body."""
-
     def open_reader(uid: int) -> Deferred[IMessageReader]:
         """A reader of the stored message for reading it in pieces on the store's threads
         (opened there; NoSuchMessage if it was expunged).  It keeps reading the same octets
@@ -325,6 +341,20 @@ class IFolder(Interface):
         protocol code runs parsing work (MIME structure, sections) off the reactor thread
         without opening files itself.
         """
+
+    def read_headers(uids: Sequence[int], max_size: int | None = None) -> Deferred[dict[int, bytes]]:
+        """``{uid: header block}`` (as :meth:`IMessageOctets.header`) for ``uids``, expunged ones
+        left out: from the store's header cache, the others read in one trip to the store's
+        threads and cached.  With ``max_size``, blocks longer than that are left out too (and
+        read no further).  For header-only FETCHes and header SEARCHes."""
+
+    def with_messages(fn: Callable[[IMessageOctets], T]) -> Deferred[T]:
+        """``fn(octets)`` once on the store's threads, reading only the octets ``fn`` asks for
+        (:class:`IMessageOctets`).  For work that decides per message whether it needs the
+        header or the whole message (SEARCH over a batch of candidates)."""
+
+    def facts() -> FolderFacts:
+        """The store's cache of facts derived from this folder incarnation's messages (no disk access)."""
 
     def close() -> None:
         """End the session (stop watching; nothing is expunged implicitly)."""

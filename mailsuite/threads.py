@@ -1,4 +1,12 @@
-"""A small thread pool for blocking work (fsync, SQLite) with little Python on either side.
+"""The one thread-pool kind of the server: blocking work (fsync, SQLite, password hashing,
+mail-authentication checks) with little Python on either side.
+
+Every part that blocks owns one named :class:`LeanThreadPool`, sized by that part's constant
+or config (store 24 for concurrent fsyncs, auth, queue, mailauth), started and stopped with
+the server by the part's service (StoreService, AuthService, the queue, MailAuth), and
+reached through a :class:`Runner` (``run(f, *args) -> Deferred``) or
+``deferToThreadPool``, which is what Runner calls.  Protocol code never chooses a thread: it
+calls the part's interface (IFolder, IUserDirectory...), whose implementation runs on its pool.
 
 Implementation notes:
 
@@ -27,6 +35,8 @@ import queue
 import threading
 from typing import Any, Callable
 
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -128,3 +138,14 @@ class LeanThreadPool:
             self._jobs.put(_STOP)
         for thread in threads:
             thread.join()
+
+
+class Runner:
+    """Runs blocking work of one part in its pool; results come back as Deferreds on the reactor."""
+
+    def __init__(self, reactor: Any, pool: Any) -> None:
+        self.reactor = reactor
+        self.pool = pool
+
+    def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)

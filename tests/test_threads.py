@@ -103,3 +103,45 @@ def test_work_left_for_after_the_result_runs_in_the_same_thread_once_the_result_
     ran: list[int] = []
     after_result(lambda: ran.append(1))  # outside a pool job: at once
     assert ran == [1]
+
+
+def test_every_part_that_blocks_owns_a_named_lean_pool_its_service_runs(tmp_path: Any) -> None:
+    """One pool kind (issue 16): the store, auth, queue and mail-authentication parts each get
+    their own named LeanThreadPool, sized by the part's constant, which their service starts
+    and stops; nothing uses the reactor's pool or Twisted's ThreadPool."""
+    from twisted.internet import task
+
+    from mailsuite import config as config_module
+    from mailsuite.auth.service import AUTH_THREADS, open_auth
+    from mailsuite.mailauth.service import THREADS as MAILAUTH_THREADS
+    from mailsuite.mailauth.service import open_mailauth
+    from mailsuite.queue.service import QUEUE_THREADS, open_queue
+    from mailsuite.resolver import CachingResolver
+    from mailsuite.service import ServerContext
+    from mailsuite.store.service import STORE_THREADS, open_store
+    from tests.conftest import render_config
+
+    clock = task.Clock()
+    context = ServerContext(config=config_module.parse(render_config(tmp_path / "data", {})), reactor=clock)
+    context.resolver = CachingResolver(clock, "127.0.0.1:53")
+    store_service = open_store(context)
+    auth_service = open_auth(context)
+    queue_service = open_queue(context)
+    mailauth_service = open_mailauth(context)
+    pools = {
+        "store": (store_service.pool, STORE_THREADS),
+        "auth": (auth_service.pool, AUTH_THREADS),
+        "queue": (queue_service.pool, QUEUE_THREADS),
+        "mailauth": (mailauth_service.mailauth.pool, MAILAUTH_THREADS),
+    }
+    for part, (pool, size) in pools.items():
+        assert type(pool) is LeanThreadPool, part
+        assert pool.name == f"mailsuite-{part}" and pool.max == size, part
+    assert context.store.runner.pool is store_service.pool
+    assert STORE_THREADS == 24  # concurrent fsyncs commit together (see store/service.py)
+    store_service.startService()
+    mailauth_service.startService()
+    assert store_service.pool.started and mailauth_service.mailauth.pool.started
+    mailauth_service.stopService()
+    store_service.stopService()
+    assert not store_service.pool.started and not mailauth_service.mailauth.pool.started

@@ -6,8 +6,11 @@
 implementation notes), ``dispatch`` the command table, ``commands_*`` the
 commands by state, ``fetch`` the streaming FETCH, ``idle`` IDLE push,
 ``session`` the per-connection sequence-number view of the selected folder,
-``responses`` the one mapping of errors to ``NO``/``BAD``, ``header_cache``
-the shared header-block cache; ``wire`` (syntax), ``mime`` (message
-structure, ``mime_fetch`` its use on the store's threads) and ``search``
-(SEARCH keys, through ``search_adapter``) are the protocol's own libraries.
+``responses`` the one mapping of errors to ``NO``/``BAD``; ``wire``
+(syntax), ``mime`` (message structure, ``mime_fetch`` its use on the store's
+threads) and ``search`` (SEARCH keys, through ``search_adapter``) are the
+protocol's own libraries.  Message octets and header blocks come only through
+``IFolder`` (``read_headers``, ``map_messages``, ``open_reader``,
+``with_messages``), on the store's threads; the caches of header blocks and
+of SEARCH's facts belong to the store.
 """

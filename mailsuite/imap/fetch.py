@@ -15,9 +15,9 @@ Implementation notes:
   an open file, so an expunge meanwhile does not cut it short) in :data:`CHUNK`
   pieces under the same flow control, so sixty copies of a 10 MB section cost
   no more memory than one chunk.
-* Header-only FETCHes take small header blocks from the shared header cache
-  or read them in one worker trip per :data:`HEADER_BATCH` messages, never
-  reading a body.  Every other content item is worked out on the store's
+* Header-only FETCHes take small header blocks from ``IFolder.read_headers``
+  (the store's header cache, or one trip to its threads per
+  :data:`HEADER_BATCH` messages), never reading a body.  Every other content item is worked out on the store's
   threads (``IFolder.map_messages`` with :mod:`mailsuite.imap.mime_fetch`):
   the MIME structure is parsed there at most once per message and FETCH,
   however many items ask for it, and each item becomes a span of the file, a
@@ -41,21 +41,23 @@ Implementation notes:
 from __future__ import annotations
 
 import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, task
 
 from mailsuite import errors
-from mailsuite.imap import header_cache, mime_fetch
-from mailsuite.imap import mime
+from mailsuite.imap import mime, mime_fetch
 from mailsuite.imap import wire
 from mailsuite.imap.args import FetchAtt
 from mailsuite.imap.responses import Response
 from mailsuite.imap.session import flag_list
 
 BATCH_BYTES = 64 * 1024
-#: Headers read per trip to a worker thread for header-only FETCHes (and messages per window).
+#: Headers read per trip to the store's threads for header-only FETCHes (and messages per window).
 HEADER_BATCH = 256
+#: Header-only FETCHes answer from header blocks up to this size (the store caches those);
+#: a message with a longer one goes the planned way (map_messages).
+SMALL_HEADER = 64 * 1024
 #: Octets of a literal read from the store per trip and written at once.
 CHUNK = 256 * 1024
 #: Small messages prepared per trip to the store.
@@ -189,8 +191,8 @@ class _Writer:
                 live.append(uid)
             headers: dict[int, bytes] = {}
             if header_only and live:
-                # small header blocks through the shared cache; big ones go the planned way
-                headers = await read_headers(self.server, self.folder, live, max_size=header_cache.MAX_ENTRY)
+                # small header blocks through the store's header cache; big ones go the planned way
+                headers = await self.folder.read_headers(live, max_size=SMALL_HEADER)
             index = 0
             while index < len(live):
                 uid = live[index]
@@ -341,70 +343,11 @@ async def _breathe(server: Any) -> None:
         await task.deferLater(server.reactor, 0, lambda: None)
 
 
-async def read_headers(server: Any, folder: Any, uids: list[int], *, max_size: int | None = None) -> dict[int, bytes]:
-    """Header blocks of ``uids`` (missing messages left out): from the shared cache, the rest
-    read in one worker-thread trip and cached.  With ``max_size``, bigger header blocks are
-    left out too (and read no further than that)."""
-    prefix = header_cache.folder_key(server, folder)
-    cache = header_cache.CACHE
-    out: dict[int, bytes] = {}
-    missing: list[int] = []
-    for uid in uids:
-        block = cache.get((*prefix, uid))
-        if block is None:
-            missing.append(uid)
-        else:
-            out[uid] = block
-    if not missing:
-        return out
-
-    def work() -> dict[int, bytes]:
-        found: dict[int, bytes] = {}
-        for uid in missing:
-            try:
-                fp = folder.open_message(uid)
-            except errors.NoSuchMessage:
-                continue
-            with fp:
-                if max_size is None:
-                    found[uid] = mime.read_header(fp)
-                    continue
-                block = _bounded_header(fp, max_size)
-                if block is not None:
-                    found[uid] = block
-        return found
-
-    pool = getattr(server.reactor, "getThreadPool", None)
-    if pool is None:  # a test clock: no threads
-        found = work()
-    else:
-        found = await threads.deferToThreadPool(server.reactor, pool(), work)
-    for uid, block in found.items():
-        cache.put((*prefix, uid), block)
-    out.update(found)
-    return out
-
-
 def _whole_message(att: FetchAtt) -> bool:
     """RFC822 / BODY[] without a partial."""
     if att.name == "RFC822":
         return True
     return att.name == "BODY" and att.section == () and att.specifier == "" and att.partial is None
-
-
-def _bounded_header(fp: BinaryIO, limit: int) -> bytes | None:
-    """The header block if it ends within ``limit`` octets, else None (read no further)."""
-    lines = []
-    size = 0
-    while size <= limit:
-        line = fp.readline(limit + 1 - size)
-        if not line:
-            break
-        lines.append(line)
-        size += len(line)
-        if line in (b"\r\n", b"\n"):
-            break
-    return b"".join(lines) if size <= limit else None
 
 
 #: Cached items: (response template piece, value getter) -- values are formatted by one % per line.

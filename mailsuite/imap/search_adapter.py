@@ -8,27 +8,25 @@ numbers, cached flags, \\Recent) and the store's message reader, and formats
 is answered ``NO [BADCHARSET (UTF-8 US-ASCII)]``.
 
 Searches that only look at flags, sizes, dates or UIDs run on the reactor
-thread from cached data; those that read headers or bodies run on a worker
-thread in batches, so the reactor keeps serving other sessions.  What they
-learn of each message (decoded header values, the MIME structure) is kept in
-the shared :mod:`mailsuite.imap.search_cache`; header blocks are taken from
-:mod:`mailsuite.imap.header_cache` (a client's header FETCH fills it) only
-for messages whose facts are not cached yet.
+thread from cached data; those that read headers or bodies run on the
+store's threads in batches (``IFolder.with_messages``: the evaluator reads
+each message's header or octets only when a key needs them), so the reactor
+keeps serving other sessions.  What they learn of each message (decoded
+header values, the MIME structure) is kept in the store's facts cache
+(``IFolder.facts()``); header blocks come from ``IFolder.read_headers`` (the
+store's header cache, which a client's header FETCH fills) only for messages
+whose facts are not cached yet.  No file is opened here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import threads
-
-from mailsuite.imap import header_cache, search_cache
 from mailsuite.imap import search as engine
 from mailsuite.imap.args import Arguments
-from mailsuite.imap.fetch import read_headers
 from mailsuite.imap.responses import bad, no
 
-#: Messages evaluated per worker-thread trip when the criteria read files.
+#: Messages evaluated per trip to the store's threads when the criteria read messages.
 BATCH = 1000
 
 
@@ -53,25 +51,19 @@ async def search(server: Any, selected: Any, args: Arguments, *, uid: bool) -> b
     candidates = [(i + 1, u, selected.info[u], u in recent) for i, u in enumerate(selected.uids)]
     folder = selected.folder
 
-    def opener(message_uid: int) -> Any:
-        return lambda: folder.open_message(message_uid)
-
     if criteria.key.needs == "meta":
-        matches = engine.evaluate(criteria, candidates, opener)
+        matches = engine.evaluate(criteria, candidates, None)
     else:
-        cache = search_cache.CACHE
-        folder_id = cache.folder_id(header_cache.folder_key(server, folder))
+        facts = folder.facts()
+        cache, folder_id = facts.cache, facts.folder
         names = engine.header_fields_needed(criteria.key)
-        # whole messages in one read where the store offers it (Maildir), else through open_message
-        reader = getattr(folder, "read_message", None)
         matches = []
-        pool = getattr(server.reactor, "getThreadPool", None)
         for start in range(0, len(candidates), BATCH):
             chunk = candidates[start : start + BATCH]
             headers = None
             if criteria.key.needs == "header":
-                # header blocks through the shared cache (a client's header FETCH filled it),
-                # only for messages whose decoded fields are not known yet
+                # header blocks through the store's header cache (a client's header FETCH filled
+                # it), only for messages whose decoded fields are not known yet
                 if cache.knows_folder(folder_id):
                     get = cache.get_quiet
                     answer = engine.facts_answer
@@ -79,17 +71,11 @@ async def search(server: Any, selected: Any, args: Arguments, *, uid: bool) -> b
                 else:
                     unknown = [c[1] for c in chunk]  # nothing learnt about this folder yet
                 if unknown:
-                    headers = await read_headers(server, folder, unknown)
-            if pool is None:
-                matches.extend(engine.evaluate(criteria, chunk, opener, headers, cache, folder_id, reader))
-            else:
-                matches.extend(await threads.deferToThreadPool(
-                    server.reactor, pool(), engine.evaluate, criteria, chunk, opener, headers, cache, folder_id, reader))
+                    headers = await folder.read_headers(unknown)
+            matches.extend(await folder.with_messages(
+                lambda source, chunk=chunk, headers=headers: engine.evaluate(criteria, chunk, source, headers, cache, folder_id)))
     numbers = [m[1] if uid else m[0] for m in matches]
     line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
     if criteria.uses_modseq and matches:
         line += b" (MODSEQ %d)" % max(m[2] for m in matches)
     return line + b"\r\n"
-
-
-

@@ -36,9 +36,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from mailsuite.config import Config
 from mailsuite.mailauth import arc
@@ -48,6 +46,7 @@ from mailsuite.mailauth.keys import KeyStore
 from mailsuite.mailauth.results import ResultsFilter, strip_results
 from mailsuite.mailauth.signing import Signer
 from mailsuite.mailauth.verdict import ACCEPT, Verdict
+from mailsuite.threads import LeanThreadPool, Runner
 
 #: Worker threads for checks and signing.  Most of their time is spent waiting
 #: for DNS answers (no GIL held); each inbound check uses two at once.
@@ -69,7 +68,8 @@ class MailAuth:
         self.reactor = reactor
         self.authserv_id = config.hostname
         self.resolver = resolver  # the server's one DNS client (context.resolver)
-        self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="mailsuite-mailauth")
+        self.pool = LeanThreadPool(threads, name="mailsuite-mailauth")
+        self._runner = Runner(reactor, self.pool)
         self.keys = KeyStore(key_dir(config), config.mailauth.selectors)
         self.signer = Signer(self.keys, config.mailauth.sign)
         self.checker = InboundChecker(reactor, self.resolver, self.pool, config.mailauth, self.authserv_id)
@@ -137,7 +137,7 @@ class MailAuth:
         def work() -> bytes:
             return self.signer.sign(header_prefix + read_message(message), domain)
 
-        return self._track(deferToThreadPool(self.reactor, self.pool, work))
+        return self._track(self._runner.run(work))
 
     def arc_seal_message(self, message: Any, header_prefix: bytes) -> defer.Deferred[bytes]:
         """The ARC set for ``header_prefix + message`` (the prefix starting with our Authentication-Results).
@@ -152,7 +152,7 @@ class MailAuth:
         def work() -> bytes:
             return arc.seal(header_prefix + read_message(message), keys[0], self.authserv_id)
 
-        return self._track(deferToThreadPool(self.reactor, self.pool, work))
+        return self._track(self._runner.run(work))
 
     def check_inbound(self, client_ip: str, helo: str, mail_from: str, message: Any,
                       session_id: str = "-") -> defer.Deferred[Verdict]:

@@ -3,17 +3,17 @@
 Implementation notes:
 - One :class:`SessionSettings` per listener, built once from the shared
   :class:`~mailsuite.service.ServerContext`: the authenticator, the TLS
-  provider, the reactor (for timers and the thread pool) and the config.
+  provider, the reactor (for timers) and the config.
 - "pop3s" is wrapped in implicit TLS by service.py; the factory only needs
   to know it so sessions allow logins and do not offer STLS.
-- Blocking reads of message files run in the reactor's thread pool.
+- Message octets are read through the store (IFolder.open_reader, on the
+  store's threads); no thread is chosen here or in the protocol.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
@@ -39,15 +39,6 @@ class POP3Factory(Factory):
         return session
 
 
-def thread_runner(reactor: Any) -> Callable[..., Deferred[Any]]:
-    """``run(f, *args)`` in the reactor's thread pool, result back on the reactor thread."""
-
-    def run(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
-
-    return run
-
-
 def build_factory(context: Any, name: str, listener_config: ListenerConfig) -> Factory:
     """LISTENER_BUILDERS entry for "pop3" and "pop3s"."""
     config = context.config
@@ -63,7 +54,6 @@ def build_factory(context: Any, name: str, listener_config: ListenerConfig) -> F
         timeout=config.limits.pop3_timeout,
         login_timeout=config.limits.pop3_login_timeout,
         clock=context.reactor,
-        run_blocking=thread_runner(context.reactor),
         tls_creator=tls_creator,
         implicit_tls=implicit,
         allow_plaintext_auth=config.tls.allow_plaintext_auth,

@@ -32,7 +32,8 @@ from typing import Any, Iterator
 from twisted.internet import defer
 
 from mailsuite.errors import NoSuchMessage
-from mailsuite.interfaces import MessageInfo
+from mailsuite.interfaces import IMessageReader, MessageInfo
+from mailsuite.pop3.encoding import MessageEncoder
 
 #: RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
 _UNIQUE_ID = re.compile(rb"[\x21-\x7e]{1,70}")
@@ -110,9 +111,10 @@ class Maildrop:
         """UIDs marked for deletion."""
         return [self._infos[i].uid for i in sorted(self._deleted)]
 
-    def open_message(self, info: MessageInfo) -> Any:
-        """A binary reader over the stored message (may raise NoSuchMessage)."""
-        return self.folder.open_message(info.uid)
+    def open_encoded(self, info: MessageInfo, body_lines: int | None) -> defer.Deferred[EncodedMessage]:
+        """RETR / TOP's response body for a message, read through the store's reader
+        (IFolder.open_reader, on the store's threads); fails with NoSuchMessage."""
+        return self.folder.open_reader(info.uid).addCallback(EncodedMessage, body_lines)
 
     async def commit(self) -> int:
         """UPDATE state: remove the marked messages from the store; returns how many were removed.
@@ -133,3 +135,56 @@ class Maildrop:
         finally:
             folder.close()
         return len(removed)
+
+
+#: Octets read from a stored message per step of RETR / TOP.
+READ_CHUNK = 128 * 1024
+
+
+class EncodedMessage:
+    """A stored message as RETR / TOP send it (byte-stuffed, CRLF, ``.`` line at the end;
+    RFC 1939 3), read and encoded a chunk at a time through an
+    :class:`~mailsuite.interfaces.IMessageReader` on the store's threads (one chunk at a time,
+    so the encoder's state is never touched by two threads at once).  :meth:`close` waits for
+    a read under way before releasing the reader, so a connection that drops mid-message never
+    frees a descriptor being read."""
+
+    def __init__(self, reader: IMessageReader, body_lines: int | None) -> None:
+        self._reader = reader
+        self._encoder = MessageEncoder(body_lines)
+        self._position = 0
+        self._finished = False
+        self._reading: defer.Deferred[Any] | None = None
+        self._closed = False
+
+    def next_chunk(self) -> defer.Deferred[bytes | None]:
+        """The next piece of the response (None once the terminating line has been given)."""
+        if self._finished or self._closed:
+            return defer.succeed(None)
+        if self._encoder.done:  # TOP's lines are all out: the rest of the file is not needed
+            return defer.succeed(self._chunk(b""))
+        # read and encoded on the store's thread; the next read is asked for once this one is back
+        reading = self._reading = self._reader.read(self._position, READ_CHUNK, self._chunk)
+        return reading.addBoth(self._read_done)
+
+    def _read_done(self, result: Any) -> Any:
+        self._reading = None
+        if self._closed:
+            self._reader.close()  # closed while this read was under way
+        return result
+
+    def _chunk(self, data: bytes) -> bytes:
+        """The response piece for octets just read (on the store's thread, or for TOP's end here)."""
+        if not data:
+            self._finished = True
+            return self._encoder.finish()
+        self._position += len(data)
+        return self._encoder.feed(data)
+
+    def close(self) -> None:
+        """Release the reader (at once, or when the read under way ends)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._reading is None:
+            self._reader.close()

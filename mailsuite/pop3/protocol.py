@@ -71,7 +71,7 @@ from zope.interface import implementer
 
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailboxInUse, MailError, NoSuchMessage
 from mailsuite.limits import mark_logged_in, peer_ip
-from mailsuite.pop3.encoding import TERMINATOR, MessageEncoder
+from mailsuite.pop3.encoding import TERMINATOR
 from mailsuite.pop3.maildrop import Maildrop, NoSuchNumber
 from mailsuite.pop3.streaming import ResponseStreamer
 
@@ -79,8 +79,6 @@ AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
 UPDATE = "UPDATE"
 
-#: Bytes read from a stored message per step of RETR / TOP.
-CHUNK_SIZE = 128 * 1024
 #: Message lines per write while streaming LIST / UIDL.
 LISTING_BATCH = 1024
 #: Failed logins tolerated on one connection before it is closed.
@@ -118,8 +116,6 @@ class SessionSettings:
     timeout: float
     #: Provides callLater and seconds (the reactor, or task.Clock in tests).
     clock: Any
-    #: ``run_blocking(f, *args) -> Deferred``: runs disk reads off the reactor thread.
-    run_blocking: Callable[..., defer.Deferred[Any]]
     #: Returns the server TLS connection creator for STLS; None when TLS is not set up.
     tls_creator: Callable[[], Any] | None
     #: The listener wraps connections in TLS from the first byte (port 995).
@@ -663,29 +659,14 @@ class POP3Session(Protocol):
         return defer.Deferred.fromCoroutine(self._send_message(info, int(parts[1]), "Top of message follows"))
 
     async def _send_message(self, info: Any, body_lines: int | None, first_line: str) -> None:
-        maildrop = self._drop()
-        run = self.settings.run_blocking
-        reader = await run(maildrop.open_message, info)
+        message = await self._drop().open_encoded(info, body_lines)  # read on the store's threads
         try:
             if self._closed:
                 return
             self.ok(first_line)
-            encoder = MessageEncoder(body_lines)
-            finished = False
-
-            def next_chunk() -> bytes | None:  # runs in a worker thread
-                nonlocal finished
-                if finished:
-                    return None
-                data = b"" if encoder.done else reader.read(CHUNK_SIZE)
-                if not data:
-                    finished = True
-                    return encoder.finish()
-                return encoder.feed(data)
-
-            await self._stream(lambda: run(next_chunk))
+            await self._stream(message.next_chunk)
         finally:
-            reader.close()
+            message.close()
 
     def do_DELE(self, arg: bytes) -> None:
         """RFC 1939 5 DELE msg: only marks; the store is changed in the UPDATE state."""

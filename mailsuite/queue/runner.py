@@ -32,7 +32,6 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from mailsuite.errors import MailError, NoSuchUser
@@ -42,6 +41,7 @@ from mailsuite.queue.client import RecipientResult, Transaction
 from mailsuite.queue.dsn import RecipientReport, build_dsn, count_received
 from mailsuite.queue.routing import Hop, HopRunner, mx_hosts
 from mailsuite.queue.spool import DELIVERED, FAILED, PENDING, QueueEntry, RecipientState, Spool, new_id
+from mailsuite.threads import LeanThreadPool
 
 #: RFC 5321 6.3 suggests a hop limit; more Received fields than this is a loop.
 MAX_RECEIVED = 50
@@ -77,7 +77,7 @@ class RelayQueue(service.Service):
     name = "queue"
     log = Logger()
 
-    def __init__(self, context: Any, spool: Spool, resolver: IResolver, pool: ThreadPool, tls_options: Callable[[str, bool], Any], rng: random.Random | None = None) -> None:
+    def __init__(self, context: Any, spool: Spool, resolver: IResolver, pool: LeanThreadPool, tls_options: Callable[[str, bool], Any], rng: random.Random | None = None) -> None:
         self.context = context
         self.config = context.config
         self.reactor = context.reactor
@@ -100,7 +100,9 @@ class RelayQueue(service.Service):
 
     # -- helpers ---------------------------------------------------------
     def _run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
-        return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)
+        # self.pool read at each call (the benchmark swaps it); LeanThreadPool offers what
+        # deferToThreadPool uses of Twisted's ThreadPool (see mailsuite.threads)
+        return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)  # type: ignore[arg-type]
 
     # -- IRelayQueue -----------------------------------------------------
     def enqueue(self, envelope: Envelope, message: IIncomingMessage, header_prefix: bytes = b"") -> defer.Deferred[str]:

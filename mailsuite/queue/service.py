@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
-from twisted.python.threadpool import ThreadPool
 
 from mailsuite.queue.runner import RelayQueue
 from mailsuite.queue.spool import Spool
+from mailsuite.threads import LeanThreadPool
 
 #: Worker threads for spool writes (fsync-bound) and body reads.
 QUEUE_THREADS = 4
@@ -38,7 +38,7 @@ def tls_options_factory(context: Any) -> Any:
 def open_queue(context: Any) -> RelayQueue:
     """Set ``context.queue``; return the delivering service."""
     config = context.config
-    pool = ThreadPool(minthreads=0, maxthreads=QUEUE_THREADS, name="mailsuite-queue")
+    pool = LeanThreadPool(QUEUE_THREADS, name="mailsuite-queue")  # started and stopped by the queue service
     queue = RelayQueue(context, Spool(config.data_path / "queue"), context.resolver, pool, tls_options_factory(context))
     context.queue = queue
     return queue

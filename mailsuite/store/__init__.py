@@ -26,7 +26,8 @@ same contract tests (for fast protocol tests).
 """
 
 from mailsuite.store.incoming import IncomingMessage
-from mailsuite.store.maildir import InlineRunner, MaildirStore, Runner
+from mailsuite.store.maildir import InlineRunner, MaildirStore
 from mailsuite.store.quota import QuotaLimits
+from mailsuite.threads import Runner  # the store runs its disk work through the server's one runner kind
 
 __all__ = ["IncomingMessage", "InlineRunner", "MaildirStore", "QuotaLimits", "Runner"]

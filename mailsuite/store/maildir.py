@@ -14,9 +14,14 @@ Implementation notes:
   prefix) into ``new/``, fsync ``new/``; only then does the Deferred fire.
   Deliveries do not touch the state files: the next session or STATUS gives
   them UIDs, exactly like a message dropped into new/ by another program.
-- All disk work runs in the store's thread pool (``Runner``); the reactor
-  thread only builds Deferreds, diffs snapshots, opens message files
-  (``open_message`` is one open(2)) and stats directories for the watcher.
+- All disk work runs in the store's thread pool (``mailsuite.threads.Runner``),
+  message reads included (``open_reader``, ``map_messages``,
+  ``read_headers``, ``with_messages``); the reactor thread only builds
+  Deferreds, diffs snapshots and stats directories for the watcher.
+- The store owns the caches derived from immutable message octets, shared
+  by every session: header blocks (``self.headers``, header_cache.py) and
+  SEARCH's facts (``self.facts``, :mod:`mailsuite.facts`, handed out per
+  folder incarnation by ``IFolder.facts()``).
 - A session's snapshot (``messages()``) changes only in ``refresh()`` and
   in the results of the session's own store/expunge/move, so sequence numbers
   kept by the IMAP layer stay valid between them.
@@ -47,10 +52,9 @@ import os
 import shutil
 import threading
 import time
-from typing import Any, BinaryIO, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -64,15 +68,18 @@ from mailsuite.errors import (
     ReadOnlyFolder,
     storage_error,
 )
+from mailsuite.facts import FactsCache
 from mailsuite.interfaces import (
     SYSTEM_FLAGS,
     Delivery,
     DeliveryResult,
     FolderChange,
+    FolderFacts,
     FolderInfo,
     FolderStatus,
     IFolder,
     IIncomingMessage,
+    IMessageOctets,
     IMessageReader,
     IMessageStore,
     IUserMailbox,
@@ -80,6 +87,7 @@ from mailsuite.interfaces import (
 )
 from mailsuite.store import names
 from mailsuite.store.durable import FILE_MODE, DirSync, fsync_dir, make_dir, make_dirs, unique_name, write_atomic, write_file
+from mailsuite.store.header_cache import HeaderCache, header_lines, through_cache
 from mailsuite.store.incoming import IncomingMessage
 from mailsuite.store.spares import SparePool, open_spare
 from mailsuite.store.quota import QuotaLimits, UsageCounter
@@ -89,17 +97,6 @@ from mailsuite.store.watch import FolderWatcher
 from mailsuite.threads import after_result
 
 _CANONICAL_FLAGS = {flag.lower(): flag for flag in SYSTEM_FLAGS.values()}
-
-
-class Runner:
-    """Runs blocking store work in a dedicated thread pool; results come back as Deferreds."""
-
-    def __init__(self, reactor: Any, pool: Any) -> None:
-        self.reactor = reactor
-        self.pool = pool
-
-    def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
-        return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)
 
 
 class InlineRunner:
@@ -148,6 +145,9 @@ class MaildirStore:
         self.watcher = FolderWatcher(clock)
         self.usage_counter = UsageCounter()
         self.dirsync = DirSync()
+        #: header blocks (IFolder.read_headers) and facts derived from octets (IFolder.facts), for every session
+        self.headers = HeaderCache()
+        self.facts = FactsCache()
         self._states: dict[str, FolderState] = {}
         self._states_lock = threading.Lock()
         self._ready_users: set[str] = set()
@@ -1150,17 +1150,6 @@ class MaildirFolder:
                 break
         raise NoSuchMessage()
 
-    def open_message(self, uid: int) -> BinaryIO:
-        path = self._current_path(uid)
-        try:
-            return open(path, "rb")
-        except FileNotFoundError:
-            pass
-        try:
-            return open(self._find(uid), "rb")
-        except FileNotFoundError:
-            raise NoSuchMessage() from None
-
     def _open_fd(self, uid: int, path: str | None = None) -> int:
         """A read-only descriptor of the message file (NoSuchMessage when it is gone)."""
         try:
@@ -1171,10 +1160,10 @@ class MaildirFolder:
             except (FileNotFoundError, KeyError):
                 raise NoSuchMessage() from None
 
-    def read_message(self, uid: int) -> bytes:
-        """The whole message, read in the calling thread (call it off the reactor).  For
-        SEARCH BODY/TEXT over many small files: one open(2) and usually one read(2), no file
-        object (2.5x cheaper than open_message + read).  Optional, not in IFolder."""
+    def _read_message(self, uid: int) -> bytes:
+        """The whole message, read in the calling thread (a store thread).  For SEARCH
+        BODY/TEXT over many small files: one open(2) and usually one read(2), no file object
+        (2.5x cheaper than a file object and its read)."""
         fd = self._open_fd(uid)
         try:
             info = self._infos.get(uid)  # one lookup: the reactor thread may refresh meanwhile
@@ -1189,21 +1178,42 @@ class MaildirFolder:
         finally:
             os.close(fd)
 
-    def read_header(self, uid: int) -> defer.Deferred[bytes]:
-        try:
-            path = self._current_path(uid)
-        except NoSuchMessage as e:
-            return defer.fail(e)
+    def _read_header_block(self, uid: int, path: str | None = None, limit: int | None = None) -> bytes | None:
+        """The header block (see header_lines), read in the calling thread (a store thread)."""
+        with os.fdopen(self._open_fd(uid, path), "rb") as fp:
+            return header_lines(fp, limit)
 
-        def work() -> bytes:
-            try:
-                f = open(path, "rb")
-            except FileNotFoundError:
-                f = open(self._find(uid), "rb")
-            with f:
-                return _read_header(f)
+    def read_headers(self, uids: Sequence[int], max_size: int | None = None) -> defer.Deferred[dict[int, bytes]]:
+        def read(missing: list[int]) -> defer.Deferred[dict[int, bytes]]:
+            paths: dict[int, str] = {}
+            for uid in missing:
+                try:
+                    paths[uid] = self._current_path(uid)
+                except NoSuchMessage:
+                    continue
 
-        return self.store.runner.run(work)
+            def work() -> dict[int, bytes]:
+                found: dict[int, bytes] = {}
+                for uid, path in paths.items():
+                    try:
+                        block = self._read_header_block(uid, path, max_size)
+                    except NoSuchMessage:
+                        continue
+                    if block is not None:
+                        found[uid] = block
+                return found
+
+            return self.store.runner.run(work)
+
+        infos = self._infos  # only messages of this session's view
+        return through_cache(self.store.headers, (self.mailbox.address, self.name, self.uidvalidity), [u for u in uids if u in infos], read)
+
+    def with_messages(self, fn: Callable[[IMessageOctets], Any]) -> defer.Deferred[Any]:
+        return self.store.runner.run(fn, _FolderOctets(self))
+
+    def facts(self) -> FolderFacts:
+        cache = self.store.facts
+        return FolderFacts(cache, cache.folder_id((self.mailbox.address, self.name, self.uidvalidity)))
 
     def open_reader(self, uid: int) -> defer.Deferred[IMessageReader]:
         try:
@@ -1243,6 +1253,22 @@ class MaildirFolder:
         self._unwatch = []
 
 
+@implementer(IMessageOctets)
+class _FolderOctets:
+    """A folder's messages read on demand in a store thread (IFolder.with_messages)."""
+
+    __slots__ = ("_folder",)
+
+    def __init__(self, folder: MaildirFolder) -> None:
+        self._folder = folder
+
+    def header(self, uid: int) -> bytes:
+        return self._folder._read_header_block(uid) or b""
+
+    def message(self, uid: int) -> bytes:
+        return self._folder._read_message(uid)
+
+
 @implementer(IMessageReader)
 class FileReader:
     """An open message file read with pread(2) on the store's threads (the descriptor keeps
@@ -1253,15 +1279,21 @@ class FileReader:
         self.runner = runner
         self.size = os.fstat(fd).st_size
 
-    def read(self, start: int, length: int) -> defer.Deferred[bytes]:
+    def read(self, start: int, length: int, then: Callable[[bytes], Any] | None = None) -> defer.Deferred[Any]:
         if self.fd < 0:
             return defer.fail(ValueError("reader closed"))
-        return self.runner.run(os.pread, self.fd, max(0, length), max(0, start))
+        if then is None:
+            return self.runner.run(os.pread, self.fd, max(0, length), max(0, start))
+        return self.runner.run(_pread_then, self.fd, max(0, length), max(0, start), then)
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+def _pread_then(fd: int, length: int, start: int, then: Callable[[bytes], Any]) -> Any:
+    return then(os.pread(fd, length, start))
 
 
 #: Messages up to this size are read into memory for map_messages; bigger ones are mapped.
@@ -1279,25 +1311,6 @@ def _with_octets(fd: int, fn: Callable[[Any], Any]) -> Any:
         return fn(mapped)
     finally:
         mapped.close()
-
-
-def _read_header(f: BinaryIO, chunk: int = 8192, limit: int = 16 * 1024 * 1024) -> bytes:
-    """Bytes up to and including the first blank line (the whole message if it has none)."""
-    data = b""
-    searched = 0
-    while True:
-        more = f.read(chunk)
-        if not more:
-            return data
-        data += more
-        start = max(0, searched - 3)
-        for sep in (b"\r\n\r\n", b"\n\n"):
-            i = data.find(sep, start)
-            if i >= 0:
-                return data[: i + len(sep)]
-        searched = len(data)
-        if len(data) > limit:
-            return data
 
 
 def _copy_into_new(src: str, folder_dir: str, name: str) -> None:

@@ -17,7 +17,7 @@ import datetime
 import io
 import itertools
 import time
-from typing import Any, BinaryIO, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -33,21 +33,25 @@ from mailsuite.errors import (
     ReadOnlyFolder,
     TemporaryFailure,
 )
+from mailsuite.facts import FactsCache
 from mailsuite.interfaces import (
     SYSTEM_FLAGS,
     Delivery,
     DeliveryResult,
     FolderChange,
+    FolderFacts,
     FolderInfo,
     FolderStatus,
     IFolder,
     IIncomingMessage,
+    IMessageOctets,
     IMessageReader,
     IMessageStore,
     IUserMailbox,
     MessageInfo,
 )
 from mailsuite.store import names
+from mailsuite.store.header_cache import HeaderCache, header_lines, through_cache
 from mailsuite.store.incoming import IncomingMessage
 from mailsuite.store.quota import QuotaLimits
 
@@ -134,6 +138,9 @@ class MemoryStore:
         self.quotas = dict(quotas or {})
         self._users: dict[tuple[str, str], _User] = {}
         self._last_uidvalidity = int(time.time()) - 1
+        #: header blocks (IFolder.read_headers) and facts derived from octets (IFolder.facts), as the Maildir store keeps them
+        self.headers = HeaderCache()
+        self.facts = FactsCache()
 
     def _uidvalidity(self) -> int:
         self._last_uidvalidity += 1
@@ -221,9 +228,10 @@ class BytesReader:
         self.data = data
         self.size = len(data)
 
-    def read(self, start: int, length: int) -> defer.Deferred[bytes]:
+    def read(self, start: int, length: int, then: Callable[[bytes], Any] | None = None) -> defer.Deferred[Any]:
         start = max(0, start)
-        return defer.succeed(self.data[start : start + max(0, length)])
+        data = self.data[start : start + max(0, length)]
+        return defer.succeed(data) if then is None else _call(then, data)
 
     def close(self) -> None:
         self.data = b""
@@ -536,23 +544,6 @@ class MemoryFolder:
 
         return _call(work)
 
-    def open_message(self, uid: int) -> BinaryIO:
-        m = self._folder.messages.get(uid)
-        if m is None or uid not in self._infos:
-            raise NoSuchMessage()
-        return io.BytesIO(m.data)
-
-    def read_header(self, uid: int) -> defer.Deferred[bytes]:
-        def work() -> bytes:
-            data = self.open_message(uid).read()
-            for sep in (b"\r\n\r\n", b"\n\n"):
-                i = data.find(sep)
-                if i >= 0:
-                    return data[: i + len(sep)]
-            return data
-
-        return _call(work)
-
     def open_reader(self, uid: int) -> defer.Deferred[IMessageReader]:
         return _call(lambda: BytesReader(self._data(uid)))
 
@@ -575,8 +566,50 @@ class MemoryFolder:
             raise NoSuchMessage()
         return m.data
 
+    def _incarnation(self) -> tuple[str, str, int]:
+        return (self.mailbox.address, self.name, self._folder.uidvalidity)
+
+    def read_headers(self, uids: Sequence[int], max_size: int | None = None) -> defer.Deferred[dict[int, bytes]]:
+        def read(missing: list[int]) -> defer.Deferred[dict[int, bytes]]:
+            def work() -> dict[int, bytes]:
+                found: dict[int, bytes] = {}
+                for uid in missing:
+                    try:
+                        block = header_lines(io.BytesIO(self._data(uid)), max_size)
+                    except NoSuchMessage:
+                        continue
+                    if block is not None:
+                        found[uid] = block
+                return found
+
+            return _call(work)
+
+        infos = self._infos  # only messages of this session's view
+        return through_cache(self.mailbox.store.headers, self._incarnation(), [u for u in uids if u in infos], read)
+
+    def with_messages(self, fn: Callable[[IMessageOctets], Any]) -> defer.Deferred[Any]:
+        return _call(fn, _MemoryOctets(self))
+
+    def facts(self) -> FolderFacts:
+        cache = self.mailbox.store.facts
+        return FolderFacts(cache, cache.folder_id(self._incarnation()))
+
     def close(self) -> None:
         for callback in self._watchers:
             if callback in self._folder.watchers:
                 self._folder.watchers.remove(callback)
         self._watchers = []
+
+
+@implementer(IMessageOctets)
+class _MemoryOctets:
+    """A folder's messages handed out on demand (IFolder.with_messages)."""
+
+    def __init__(self, folder: MemoryFolder) -> None:
+        self._folder = folder
+
+    def header(self, uid: int) -> bytes:
+        return header_lines(io.BytesIO(self._folder._data(uid))) or b""
+
+    def message(self, uid: int) -> bytes:
+        return self._folder._data(uid)

@@ -13,10 +13,10 @@ from typing import Any
 
 from twisted.application import service
 
-from mailsuite.store.maildir import MaildirStore, Runner
+from mailsuite.store.maildir import MaildirStore
 from mailsuite.store.quota import QuotaLimits
 from mailsuite.store.spares import SPARE_DIRNAME, SparePool
-from mailsuite.threads import LeanThreadPool
+from mailsuite.threads import LeanThreadPool, Runner
 
 #: Worker threads for disk work.  A delivery spends nearly all its time waiting
 #: in fsync (file, then directory), and the filesystem's journal commits

@@ -368,19 +368,11 @@ class Mailroom:
         new = sorted(present - view.messages.keys())
         if not new:
             return
-        folder = view.folder
-
-        def read_all() -> list[tuple[int, bytes | None]]:
-            out: list[tuple[int, bytes | None]] = []
-            for uid in new:
-                try:
-                    with folder.open_message(uid) as f:
-                        out.append((uid, f.read()))
-                except Exception:  # noqa: BLE001 - expunged meanwhile: the next refresh drops it
-                    out.append((uid, None))
-            return out
-
-        for uid, raw in await self._run(read_all):
+        # read on the store's threads, one trip per folder (never a file opened here); a message
+        # expunged meanwhile is left out and the next refresh drops it
+        octets = await view.folder.map_messages(new, lambda uid, data: bytes(data))
+        for uid in new:
+            raw = octets.get(uid)
             if raw is not None:
                 view.messages[uid] = message = CapturedMessage(address, name, uid, envelope_sender(raw), raw)
                 self._new.append(message)

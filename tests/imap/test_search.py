@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailsuite.errors import NoSuchMessage
 from mailsuite.imap import mime, search
 from mailsuite.imap.search import BadCharset, SearchMessage, parse_search
 from mailsuite.imap.wire import ParseError
@@ -212,18 +213,30 @@ def test_needs_and_modseq_flag() -> None:
 
 
 def test_compat_api_with_bound_sets(tmp_path: Path) -> None:
-    """parse(args, resolve)/evaluate(...) behave like search_fallback's, files opened only when needed."""
+    """parse(args, resolve)/evaluate(...) bind sequence sets across batches; messages are read
+    (through the store's IMessageOctets) only when a key needs them."""
     paths = {}
     for uid, data in ((10, M1), (20, M2), (30, M3)):
         paths[uid] = tmp_path / str(uid)
         paths[uid].write_bytes(data)
     opened: list[int] = []
 
-    def opener(uid: int):
-        def open_file():
+    class Octets:  # IMessageOctets over the files
+        def header(self, uid: int) -> bytes:
             opened.append(uid)
-            return paths[uid].open("rb")
-        return open_file
+            return mime.read_header(paths[uid].read_bytes())
+
+        def message(self, uid: int) -> bytes:
+            opened.append(uid)
+            return paths[uid].read_bytes()
+
+    class Missing:  # every message expunged meanwhile
+        def header(self, uid: int) -> bytes:
+            raise NoSuchMessage()
+
+        message = header
+
+    opener = Octets()
 
     class Args:
         def __init__(self, data: bytes) -> None:
@@ -246,7 +259,7 @@ def test_compat_api_with_bound_sets(tmp_path: Path) -> None:
     assert opened == []
     assert search.evaluate(search.parse(Args(b"BODY lait"), resolve), candidates, opener) == [(1, 10, 1)]
     assert sorted(set(opened)) == [10, 20, 30]
-    missing = lambda uid: (lambda: (_ for _ in ()).throw(FileNotFoundError()))  # noqa: E731
+    missing = Missing()
     assert search.evaluate(search.parse(Args(b"FROM x"), resolve), candidates, missing) == []
     # header blocks already read (the server's header cache) are used instead of the files
     cached = {20: b"From: cached@example.com\r\n\r\n"}

@@ -1,7 +1,7 @@
 """SEARCH's shared cache and fast paths give exactly the answers of a full decode.
 
 mailsuite.imap.search keeps decoded header values and MIME text-leaf offsets in
-mailsuite.imap.search_cache, matches ASCII parts as bytes and skips messages
+the store's mailsuite.facts cache, matches ASCII parts as bytes and skips messages
 by a raw-octet pre-filter.  These tests compare every such shortcut, cold and
 warm, with a reference written the slow way (mime.parse + mime.body_text +
 str.casefold for every text part, split_fields for every field), on tricky
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from mailsuite.imap import mime, search
 from mailsuite.imap.search import decode_header_text, parse_search, unfolded_field
-from mailsuite.imap.search_cache import SearchCache
+from mailsuite.facts import FactsCache as SearchCache
 from mailsuite.interfaces import MessageInfo
 from tests.imap.harness import Harness
 
@@ -77,20 +77,32 @@ def info(uid: int, data: bytes, key: str | None = None) -> MessageInfo:
     return MessageInfo(uid, frozenset(), len(data), datetime.datetime(2024, 1, 1, tzinfo=UTC), 1, key or f"m{uid}")
 
 
+class Octets:
+    """Messages as the store hands them to SEARCH (IMessageOctets), from a list (UID n is item n-1)."""
+
+    def __init__(self, messages: list[bytes], refuse: bool = False) -> None:
+        self.messages = messages
+        self.refuse = refuse
+
+    def header(self, uid: int) -> bytes:
+        if self.refuse:
+            raise AssertionError("message read although the cache knew the answer")
+        return mime.read_header(io.BytesIO(self.messages[uid - 1]))
+
+    def message(self, uid: int) -> bytes:
+        if self.refuse:
+            raise AssertionError("message read although the cache knew the answer")
+        return self.messages[uid - 1]
+
+
 def run(messages: list[bytes], query: bytes, cache: SearchCache | None, folder: object = "t", *,
-        blocks: bool = False, reader: bool = False) -> list[int]:
-    """UIDs matching ``query`` through search.evaluate (the server's path), files as BytesIO;
-    ``blocks``: header blocks handed in as the server's header cache does; ``reader``: whole
-    messages through a reader function as Maildir's read_message does."""
+        blocks: bool = False) -> list[int]:
+    """UIDs matching ``query`` through search.evaluate (the server's path), messages through an
+    IMessageOctets; ``blocks``: header blocks handed in as the store's header cache does."""
     candidates = [(i + 1, i + 1, info(i + 1, m), False) for i, m in enumerate(messages)]
-
-    def opener(uid: int):
-        return lambda: io.BytesIO(messages[uid - 1])
-
     headers = {i + 1: mime.read_header(io.BytesIO(m)) for i, m in enumerate(messages)} if blocks else None
-    read = (lambda uid: messages[uid - 1]) if reader else None
     q = parse_search(query)
-    return [uid for _seq, uid, _modseq in search.evaluate(q, candidates, opener, headers, cache, folder, read)]
+    return [uid for _seq, uid, _modseq in search.evaluate(q, candidates, Octets(messages), headers, cache, folder)]
 
 
 def check(messages: list[bytes], kind: str, needle: str, name: str = "") -> list[int]:
@@ -100,11 +112,11 @@ def check(messages: list[bytes], kind: str, needle: str, name: str = "") -> list
     query = criteria(kind, needle, name)
     cache = SearchCache()
     assert run(messages, query, None) == expected, (kind, needle, "no cache")
-    assert run(messages, query, None, blocks=True, reader=True) == expected, (kind, needle, "no cache, blocks")
+    assert run(messages, query, None, blocks=True) == expected, (kind, needle, "no cache, blocks")
     assert run(messages, query, cache, blocks=True) == expected, (kind, needle, "cold, blocks")
     assert run(messages, query, cache) == expected, (kind, needle, "warm")
     other = SearchCache()
-    assert run(messages, query, other, reader=True) == expected, (kind, needle, "cold")
+    assert run(messages, query, other) == expected, (kind, needle, "cold")
     assert run(messages, query, other, blocks=True) == expected, (kind, needle, "warm, blocks")
     return expected
 
@@ -374,11 +386,7 @@ def test_warm_header_search_reads_no_file() -> None:
     assert run(messages, query, cache) == [1]
     candidates = [(i + 1, i + 1, info(i + 1, m), False) for i, m in enumerate(messages)]
 
-    def refuse(uid: int):
-        def open_file():
-            raise AssertionError("file opened although the cache knew the answer")
-        return open_file
-
+    refuse = Octets(messages, refuse=True)
     q = parse_search(query)
     assert [m[1] for m in search.evaluate(q, candidates, refuse, None, cache, "t")] == [1]
     assert [m[1] for m in search.evaluate(parse_search(criteria("HEADER", "köln", "subject")), candidates, refuse, None, cache, "t")] == [2]
@@ -398,7 +406,7 @@ def test_a_message_with_the_same_uid_but_other_identity_is_not_confused() -> Non
     assert len(twin) == len(ENCODED_WORD_HEADER)
     candidates = [(1, 1, info(1, twin, key="another-name"), False)]
     q = parse_search(query)
-    assert search.evaluate(q, candidates, lambda uid: (lambda: io.BytesIO(twin)), None, cache, "t") == []
+    assert search.evaluate(q, candidates, Octets([twin]), None, cache, "t") == []
 
 
 def test_cache_is_bounded_lru() -> None:
@@ -514,9 +522,18 @@ def test_expunged_message_and_new_one_with_same_content(tmp_path: Path) -> None:
     assert c.send("köln\r\n".encode("utf-8")) == b"* SEARCH\r\ns OK UID SEARCH completed.\r\n"
 
 
-def test_maildir_read_message_reads_what_open_message_does(tmp_path: Path) -> None:
-    """Maildir's read_message (SEARCH's whole-message reader) returns the stored octets for small
-    and large messages, after a flag change renamed the file, and refuses an expunged message;
+def _fired(d):
+    """The result of a Deferred the InlineRunner store has already fired (its failure raised)."""
+    out: list = []
+    d.addBoth(out.append)
+    if hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return out[0]
+
+
+def test_maildir_with_messages_reads_what_map_messages_does(tmp_path: Path) -> None:
+    """Maildir's IFolder.with_messages (SEARCH's reader) gives the stored octets and header block
+    for small and large messages, after a flag change renamed the file, and refuses an expunged message;
     a BODY search finds a word at the very end of a 200 KB message."""
     from mailsuite.errors import NoSuchMessage
 
@@ -532,13 +549,13 @@ def test_maildir_read_message_reads_what_open_message_does(tmp_path: Path) -> No
     h.store.user_mailbox(ALICE).open_folder("INBOX").addCallback(opened.append)
     folder = opened[0]
     for uid, expected in ((1, PLAIN), (2, big)):
-        with folder.open_message(uid) as fp:
-            assert fp.read() == expected
-        assert folder.read_message(uid) == expected
+        assert _fired(folder.map_messages([uid], lambda u, data: bytes(data))) == {uid: expected}  # noqa: B023
+        assert _fired(folder.with_messages(lambda source: source.message(uid))) == expected  # noqa: B023
+        assert _fired(folder.with_messages(lambda source: source.header(uid))) == mime.read_header(io.BytesIO(expected))  # noqa: B023
     c.send("c STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
     c.send("d EXPUNGE\r\n")
     with pytest.raises(NoSuchMessage):
-        folder.read_message(1)
+        _fired(folder.with_messages(lambda source: source.message(1)))
 
 
 def test_sent_dates_cold_and_warm() -> None:

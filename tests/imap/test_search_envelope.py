@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailsuite.imap.search_cache import SearchCache
+from mailsuite.facts import FactsCache as SearchCache
 from tests.imap.test_search_cache import run
 
 MESSAGES = [

@@ -3,14 +3,14 @@
 Used only by the StringTransport unit tests of the state machine; the
 integration tests run the real server, store and authenticator.  They keep
 the documented contracts: messages() is a snapshot that only refresh()
-changes, open_message raises NoSuchMessage for an expunged UID, expunge
+changes, open_reader fails with NoSuchMessage for an expunged UID (its reader
+is the in-memory store's BytesReader), expunge
 removes only \\Deleted messages among the given UIDs, the lock is exclusive.
 """
 
 from __future__ import annotations
 
 import datetime
-import io
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,6 +18,7 @@ from twisted.internet import defer
 
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailboxInUse, NoSuchMessage, ReadOnlyFolder
 from mailsuite.interfaces import MessageInfo
+from mailsuite.store.memory import BytesReader
 
 
 class FakeFolder:
@@ -44,11 +45,11 @@ class FakeFolder:
     def messages(self) -> list[MessageInfo]:
         return list(self._snapshot)
 
-    def open_message(self, uid: int) -> io.BytesIO:
+    def open_reader(self, uid: int) -> defer.Deferred[BytesReader]:
         if uid not in self.mailbox.bodies:
-            raise NoSuchMessage()
+            return defer.fail(NoSuchMessage())
         self.mailbox.opened.append(uid)
-        return io.BytesIO(self.mailbox.bodies[uid])
+        return defer.succeed(BytesReader(self.mailbox.bodies[uid]))
 
     def store_flags(self, uids: Any, flags: Any, mode: str, unchanged_since: int | None = None) -> defer.Deferred[list[MessageInfo]]:
         assert mode == "add"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
 from mailsuite.pop3.protocol import POP3Session, SessionSettings
@@ -64,7 +64,6 @@ class Harness:
             hostname="mail.example.test",
             timeout=timeout,
             clock=self.clock,
-            run_blocking=defer.maybeDeferred,
             tls_creator=(lambda: "server-tls-creator") if tls else None,
             implicit_tls=secure,
             allow_plaintext_auth=plaintext,

@@ -382,7 +382,7 @@ def test_unexpected_error_is_logged_and_answered() -> None:
     def broken(uid: int) -> None:
         raise RuntimeError("boom")
 
-    h.session.maildrop.folder.open_message = broken  # type: ignore[union-attr]
+    h.session.maildrop.folder.open_reader = broken  # type: ignore[union-attr]
     with capturedLogs() as events:
         assert h.command("RETR 1") == b"-ERR [SYS/TEMP] Internal server error, try again later\r\n"
     assert any(e.get("log_level") == LogLevel.critical and "boom" in str(e.get("log_failure")) for e in events)
@@ -459,17 +459,28 @@ def test_streaming_respects_backpressure() -> None:
     paused: list[bool] = []
     read_calls: list[int] = []
 
-    real_runner = h.settings.run_blocking
     waiting: list[defer.Deferred[object]] = []
 
-    def gated(f, *args):  # type: ignore[no-untyped-def]
+    def gate(then):  # type: ignore[no-untyped-def]
+        """A store call that completes when the test says so."""
         read_calls.append(1)
         d: defer.Deferred[object] = defer.Deferred()
         waiting.append(d)
-        d.addCallback(lambda _: real_runner(f, *args))
-        return d
+        return d.addCallback(lambda _: then())
 
-    h.session.settings.__dict__["run_blocking"] = gated
+    class GatedReader:
+        def __init__(self, inner):  # type: ignore[no-untyped-def]
+            self.inner = inner
+
+        def read(self, start, length, then=None):  # type: ignore[no-untyped-def]
+            return gate(lambda: self.inner.read(start, length, then))
+
+        def close(self) -> None:
+            self.inner.close()
+
+    folder = h.session.maildrop.folder  # type: ignore[union-attr]
+    real_open = folder.open_reader
+    folder.open_reader = lambda uid: gate(lambda: real_open(uid)).addCallback(GatedReader)
     h.send(b"RETR 1\r\n")
     waiting.pop(0).callback(None)  # open the file
     h.transport.producer.pauseProducing()

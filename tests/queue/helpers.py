@@ -8,7 +8,6 @@ from typing import Any, Iterator
 
 import pytest
 from twisted.internet import defer, task
-from twisted.python.threadpool import ThreadPool
 
 from mailsuite import config as config_module
 from mailsuite.interfaces import Envelope
@@ -16,6 +15,7 @@ from mailsuite.resolver import CachingResolver
 from mailsuite.queue.runner import RelayQueue
 from mailsuite.queue.service import tls_options_factory
 from mailsuite.queue.spool import Spool
+from mailsuite.threads import LeanThreadPool
 from mailsuite.service import ServerContext
 from mailsuite.store import MaildirStore, Runner
 from mailsuite.store.incoming import IncomingMessage
@@ -52,10 +52,10 @@ class QueueHarness:
         base.update(overrides)
         self.config = config_module.parse(render_config(tmp_path / "data", base))
         self.context = ServerContext(config=self.config, reactor=reactor)
-        self.store_pool = ThreadPool(minthreads=0, maxthreads=2, name="test-queue-store")
+        self.store_pool = LeanThreadPool(2, name="test-queue-store")
         self.store_pool.start()
         self.context.store = MaildirStore(self.config.data_path / "mail", runner=Runner(reactor, self.store_pool), clock=reactor)
-        self.pool = ThreadPool(minthreads=0, maxthreads=4, name="test-queue")
+        self.pool = LeanThreadPool(4, name="test-queue")
         self.resolver = CachingResolver(reactor, dns.address)
         self.context.resolver = self.resolver
         self.spool = Spool(self.config.data_path / "queue")

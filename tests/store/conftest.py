@@ -30,6 +30,16 @@ def result(d: Any) -> Any:
     return out[0]
 
 
+def octets(folder: Any, uid: int) -> bytes:
+    """A stored message read through IFolder.map_messages (NoSuchMessage when it is gone)."""
+    from mailsuite.errors import NoSuchMessage
+
+    found = result(folder.map_messages([uid], lambda _uid, data: bytes(data)))
+    if uid not in found:
+        raise NoSuchMessage()
+    return found[uid]
+
+
 def run(coro: Any) -> Any:
     """Run an async function whose awaits all fire synchronously (InlineRunner)."""
     return result(defer.Deferred.fromCoroutine(coro))
@@ -67,7 +77,7 @@ def msg(n: int | str, body: bytes = b"hello\r\n") -> bytes:
     return b"From: a@example.test\r\nTo: b@example.test\r\nSubject: message " + str(n).encode() + b"\r\n\r\n" + body
 
 
-__all__ = ["QuotaLimits", "deliver_bytes", "make_store", "msg", "result", "run"]
+__all__ = ["QuotaLimits", "deliver_bytes", "make_store", "msg", "octets", "result", "run"]
 
 
 @pytest.fixture(params=["maildir", "memory"])

@@ -60,11 +60,14 @@ def test_large_message_is_delivered_and_read_with_bounded_memory(store, tmp_path
         folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
         (info,) = folder.messages()
         assert info.size == total + len(b"Subject: big\r\n\r\n")
-        assert result(folder.read_header(info.uid)) == b"Subject: big\r\n\r\n"
+        assert result(folder.read_headers([info.uid])) == {info.uid: b"Subject: big\r\n\r\n"}
         check = hashlib.sha256()
-        with folder.open_message(info.uid) as f:
-            while chunk := f.read(65536):
-                check.update(chunk)
+        reader = result(folder.open_reader(info.uid))
+        position = 0
+        while chunk := result(reader.read(position, 65536)):
+            check.update(chunk)
+            position += len(chunk)
+        reader.close()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

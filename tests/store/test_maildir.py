@@ -12,7 +12,7 @@ from mailsuite.errors import FolderExists, InvalidName, MailboxInUse, NoSuchFold
 from mailsuite.interfaces import Delivery, IFolder, IIncomingMessage, IMessageReader, IMessageStore, IUserMailbox
 from mailsuite.store import IncomingMessage
 
-from .conftest import deliver_bytes, make_store, msg, result, run
+from .conftest import deliver_bytes, make_store, msg, octets, result, run
 
 ALICE = "alice@example.test"
 
@@ -133,8 +133,7 @@ def test_read_only_session_never_changes_flags(any_store):
     """EXAMINE: store_flags, expunge and move are refused; reading does not set \\Seen."""
     deliver_bytes(any_store, ALICE, msg(1))
     folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX", read_only=True))
-    with folder.open_message(1) as f:
-        assert f.read() == msg(1)
+    assert octets(folder, 1) == msg(1)
     for call in (lambda: folder.store_flags([1], ["\\Seen"], "add"), lambda: folder.expunge(), lambda: folder.move([1], "Trash")):
         with pytest.raises(ReadOnlyFolder):
             result(call())
@@ -171,7 +170,7 @@ def test_refresh_reports_other_sessions_changes(any_store):
     assert [(m.uid, m.flags) for m in change.changed] == [(1, {"\\Seen"})]
     assert [m.uid for m in b.messages()] == [1, 3]
     with pytest.raises(NoSuchMessage):
-        a.open_message(2)
+        octets(a, 2)
 
 
 def test_copy_and_move_keep_flags_and_report_new_uids(any_store):
@@ -188,8 +187,7 @@ def test_copy_and_move_keep_flags_and_report_new_uids(any_store):
     assert [m.uid for m in inbox.messages()] == [3]
     trash = result(mailbox.open_folder("Trash"))
     assert [(m.uid, m.flags) for m in trash.messages()] == [(1, frozenset()), (2, {"\\Seen", "Important"})]
-    with trash.open_message(2) as f:
-        assert f.read() == msg(1)
+    assert octets(trash, 2) == msg(1)
     result(archive.refresh())
     assert archive.messages()[0].flags == {"\\Seen", "Important"}
     with pytest.raises(NoSuchFolder):
@@ -224,17 +222,15 @@ def test_key_is_stable_when_flags_change(any_store):
     assert ":" not in key and "/" not in key
 
 
-def test_read_header_and_open_message(any_store):
-    """read_header stops at the blank line; open_message streams the whole message."""
+def test_read_headers_stops_at_the_blank_line(any_store):
+    """read_headers stops at the blank line; the body is read only through the readers."""
     body = b"line\r\n" * 1000
     deliver_bytes(any_store, ALICE, msg(1, body))
     folder = result(any_store.user_mailbox(ALICE).open_folder("INBOX"))
-    assert result(folder.read_header(1)) == msg(1, b"")
-    with folder.open_message(1) as f:
-        f.seek(len(msg(1, b"")))
-        assert f.read(6) == b"line\r\n"
-    with pytest.raises(NoSuchMessage):
-        folder.open_message(99)
+    assert result(folder.read_headers([1, 99])) == {1: msg(1, b"")}
+    reader = result(folder.open_reader(1))
+    assert result(reader.read(len(msg(1, b"")), 6)) == b"line\r\n"
+    reader.close()
 
 
 def test_open_reader_reads_slices_of_the_message(any_store):
@@ -269,15 +265,14 @@ def test_map_messages_runs_a_function_over_each_message(any_store, size):
     assert out == {uid: (len(d), d[-5:], d.find(b"\r\n\r\n")) for uid, d in zip((1, 2), bodies)}
 
 
-def test_open_message_finds_a_file_renamed_by_another_program(store, tmp_path):
+def test_reading_finds_a_file_renamed_by_another_program(store, tmp_path):
     """A flag change by mutt (rename in cur/) does not break reading a message by UID."""
     deliver_bytes(store, ALICE, msg(1))
     folder = result(store.user_mailbox(ALICE).open_folder("INBOX"))
     cur = tmp_path / "mail" / "example.test" / "alice" / "cur"
     (name,) = os.listdir(cur)
     os.rename(cur / name, cur / (name.split(":2,")[0] + ":2,RS"))
-    with folder.open_message(1) as f:
-        assert f.read() == msg(1)
+    assert octets(folder, 1) == msg(1)
     reader = result(folder.open_reader(1))
     assert result(reader.read(0, 4)) == msg(1)[:4]
     reader.close()
@@ -298,8 +293,7 @@ def test_external_delivery_is_picked_up(store, tmp_path):
     assert added.uid == 2 and added.size == len(crlf)  # bare LF line ends made CRLF, like SMTP's
     assert added.key == "1700000000.P1Q1.otherhost"
     assert folder.recent == {1, 2}
-    with folder.open_message(2) as f:
-        assert f.read() == crlf
+    assert octets(folder, 2) == crlf
 
 
 def test_line_end_normalisation_handles_chunk_boundaries(tmp_path):

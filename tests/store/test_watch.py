@@ -117,8 +117,8 @@ async def test_delivery_by_another_process_wakes_an_idle_session_within_a_second
         assert await woke - done < 1.0
         change = await folder.refresh()
         assert [m.uid for m in change.added] == [1]
-        with folder.open_message(1) as f:
-            assert f.read().startswith(b"Subject: from another process")
+        found = await folder.map_messages([1], lambda uid, data: bytes(data))
+        assert found[1].startswith(b"Subject: from another process")
         folder.close()
     finally:
         store.close()

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from twisted.internet import defer, task
 
-from mailsuite.errors import NoSuchMessage
 from mailsuite.interfaces import Delivery
 from mailsuite.store import IncomingMessage, InlineRunner, MaildirStore
 
@@ -63,12 +62,11 @@ def main() -> None:
                     raise SystemExit(f"key {info.key} changed uid {seen[info.key]} -> {info.uid}")
                 seen[info.key] = info.uid
             mine = []
+            heads = _result(folder.read_headers([info.uid for info in folder.messages()]))
             for info in folder.messages():
-                try:
-                    with folder.open_message(info.uid) as f:
-                        head = f.readline().decode()
-                except NoSuchMessage:
+                if info.uid not in heads:
                     continue  # expunged by the other process since our snapshot: expected
+                head = heads[info.uid].split(b"\n", 1)[0].decode() + "\n"
                 if head.startswith(f"Subject: {tag}-") and len(mine) < 2:
                     mine.append((info.uid, head.split(": ", 1)[1].strip()))
             if mine:

@@ -28,10 +28,10 @@ Public API:
   a key needs them (at most once each).
 * ``matches(query, message, *, last_seq, last_uid) -> bool``.
 * ``parse(args, resolve) -> Query`` (``args`` has ``data``/``pos``) and
-  ``evaluate(query, candidates, opener, headers=None, cache=None, folder=None, reader=None)
-  -> [(seq, uid, modseq)]``;
-  with ``cache`` (:mod:`mailsuite.imap.search_cache`) what is learnt of each
-  message is shared across searches and sessions.
+  ``evaluate(query, candidates, source, headers=None, cache=None, folder=None)
+  -> [(seq, uid, modseq)]`` (``source``: the store's ``IMessageOctets``);
+  with ``cache`` (the store's :mod:`mailsuite.facts`, from ``IFolder.facts()``)
+  what is learnt of each message is shared across searches and sessions.
 
 Implementation notes:
 
@@ -55,7 +55,7 @@ Speed without changing an answer (tests/imap/test_search_cache.py compares
 every shortcut with a full decode):
 
 * Decoded, folded header values and the Date: day are cached per message
-  (:mod:`search_cache`, keyed by folder incarnation, UID, Maildir name and
+  (:mod:`mailsuite.facts`, keyed by folder incarnation, UID, Maildir name and
   size); so is the MIME structure (header ranges, text leaves with their
   transfer encoding and codec) of messages that needed work to find it.  A
   message without any Content-* header field is one text/plain us-ascii leaf;

@@ -6,7 +6,8 @@ import datetime
 import email.utils
 from typing import Any
 
-from mailsuite.imap import mime, search_cache
+from mailsuite.facts import FactsCache, MessageFacts
+from mailsuite.imap import mime
 from mailsuite.imap.search.structure import (
     PLAIN_SAFE,
     Leaf,
@@ -26,13 +27,13 @@ from mailsuite.imap.search.text import BLANKS, address_texts, decode_header_text
 
 class MessageContext:
     """Per-message caches so each file is read and each header parsed at most once;
-    ``facts`` (the shared :mod:`search_cache` entry) carries them across searches."""
+    ``facts`` (the store's :mod:`mailsuite.facts` entry) carries them across searches."""
 
     __slots__ = ("msg", "last_seq", "last_uid", "facts", "cache", "key", "_header", "_fields", "_lf_header", "_message",
                  "_structure", "_simple", "_lower", "_leaf_texts", "_header_texts")
 
     def __init__(self, msg: SearchMessage, last_seq: int, last_uid: int,
-                 facts: search_cache.MessageFacts | None = None, cache: search_cache.SearchCache | None = None,
+                 facts: MessageFacts | None = None, cache: FactsCache | None = None,
                  key: Any = None) -> None:
         self.msg = msg
         self.last_seq = last_seq
@@ -104,7 +105,7 @@ class MessageContext:
             store.add_field(self.facts, key, texts)  # type: ignore[arg-type]
         return texts
 
-    def _store(self) -> search_cache.SearchCache | None:
+    def _store(self) -> FactsCache | None:
         """The cache to remember a fact in (``self.facts`` made to exist), or None."""
         cache = self.cache
         if cache is None:

@@ -6,7 +6,7 @@ import bisect
 import itertools
 from typing import Any, Callable, Iterable, Sequence
 
-from mailsuite.imap import mime, search_cache
+from mailsuite.facts import FactsCache, MessageFacts
 from mailsuite.imap.search.context import MessageContext
 from mailsuite.imap.search.keys import (
     AllOf,
@@ -62,7 +62,7 @@ def header_fields_needed(key: Key) -> frozenset[str]:
     return frozenset()
 
 
-def facts_answer(facts: search_cache.MessageFacts | None, names: frozenset[str]) -> bool:
+def facts_answer(facts: MessageFacts | None, names: frozenset[str]) -> bool:
     """Do the cached facts of a message answer every header key (``names``) without its header?"""
     if facts is None:
         return False
@@ -94,7 +94,7 @@ def _required_header_key(key: Key) -> HeaderContains | None:
 
 
 def _batch_excluded(key: Key, candidates: Sequence[tuple[int, int, Any, bool]], known: dict[int, bytes],
-                    cache: search_cache.SearchCache | None, folder: Any) -> set[int]:
+                    cache: FactsCache | None, folder: Any) -> set[int]:
     """UIDs of a batch whose header blocks rule ``key`` out, found with one scan of all the
     blocks joined instead of one call per message (the per-message rule of
     :meth:`MessageContext.header_excludes`; needles with blanks, which may span a fold, are left to it)."""
@@ -138,52 +138,45 @@ def _batch_excluded(key: Key, candidates: Sequence[tuple[int, int, Any, bool]], 
 
 class _StoredMessage:
     """A candidate as :func:`evaluate` sees it: the :class:`SearchMessage` fields, octets read
-    through the store's opener (no per-message closures)."""
+    through the store's :class:`~mailsuite.interfaces.IMessageOctets` (no per-message closures)."""
 
-    __slots__ = ("seq", "info", "recent", "_open", "_block", "_read")
+    __slots__ = ("seq", "info", "recent", "_source", "_block")
 
-    def __init__(self, seq: int, info: Any, recent: bool, open_file: Callable[[], Any], block: bytes | None,
-                 read: Callable[[int], bytes] | None) -> None:
+    def __init__(self, seq: int, info: Any, recent: bool, source: Any, block: bytes | None) -> None:
         self.seq = seq
         self.info = info
         self.recent = recent
-        self._open = open_file
+        self._source = source
         self._block = block
-        self._read = read
 
     def header(self) -> bytes:
         if self._block is not None:
             return self._block
-        with self._open() as fp:
-            return mime.read_header(fp)
+        return self._source.header(self.info.uid)
 
     def message(self) -> bytes:
-        if self._read is not None:
-            return self._read(self.info.uid)
-        with self._open() as fp:
-            fp.seek(0)
-            return bytes(fp.read())
+        return self._source.message(self.info.uid)
 
 
 def evaluate(
     query: Query,
     candidates: Sequence[tuple[int, int, Any, bool]],
-    opener: Callable[[int], Callable[[], Any]],
+    source: Any,
     headers: dict[int, bytes] | None = None,
-    cache: search_cache.SearchCache | None = None,
+    cache: FactsCache | None = None,
     folder: Any = None,
-    reader: Callable[[int], bytes] | None = None,
 ) -> list[tuple[int, int, int]]:
-    """Drop-in for ``search_fallback.evaluate``: ``(seq, uid, modseq)`` of the matches among
-    ``(seq, uid, info, recent)`` candidates; ``opener(uid)()`` opens the message file;
-    ``headers`` may hold header blocks already read (by UID), used instead of the file.
-    With ``cache``, what is learnt of each message is shared under
-    ``(folder, uid, info.key, info.size)`` (``folder``: the folder incarnation's
-    :meth:`~search_cache.SearchCache.folder_id`).
-    ``reader(uid)``, if given, returns a whole message (cheaper than the opener for BODY/TEXT).
+    """``(seq, uid, modseq)`` of the matches among ``(seq, uid, info, recent)`` candidates.
+
+    ``source`` gives octets on demand (:class:`~mailsuite.interfaces.IMessageOctets`: the
+    store hands one to the function of ``IFolder.with_messages``, on its thread; None when
+    the query needs none); ``headers`` may hold header blocks already read (by UID), used
+    instead of ``source.header``.  With ``cache``, what is learnt of each message is shared
+    under ``(folder, uid, info.key, info.size)`` (``cache`` and ``folder`` as
+    ``IFolder.facts()`` gives them).
 
     Sequence sets must be bound (:meth:`Query.bind`) when candidates are a batch.
-    A message that vanished meanwhile (open fails) does not match.
+    A message that vanished meanwhile (reading it fails) does not match.
     """
     out = []
     last_seq = candidates[-1][0] if candidates else 0
@@ -214,7 +207,7 @@ def evaluate(
                 hits.append(message_key)
         else:
             message_key = None
-        msg = _StoredMessage(seq, info, recent, opener(uid), known.get(uid), reader)
+        msg = _StoredMessage(seq, info, recent, source, known.get(uid))
         try:
             if match(MessageContext(msg, last_seq, last_uid, facts, cache, message_key)):  # type: ignore[arg-type]
                 out.append((seq, uid, info.modseq))

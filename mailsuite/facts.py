@@ -1,10 +1,16 @@
-"""A bounded, process-wide cache of what SEARCH learnt about each stored message.
+"""A bounded cache of facts derived from stored messages' octets (what SEARCH learnt).
 
 Why: a client searches the same folder again and again (every sync, every
 "quick filter" keystroke), and each SEARCH FROM/SUBJECT re-parsed every
 header block while each BODY search re-parsed every MIME structure.  A stored
 message never changes (only its flags and its file name do), so what a search
-derives from its octets can be kept for every session of the process:
+derives from its octets can be kept for every session on the same store.
+
+Who owns it: each store (``MaildirStore.facts``, ``MemoryStore.facts``) keeps
+one and hands it out per folder incarnation through ``IFolder.facts()``
+(:class:`mailsuite.interfaces.FolderFacts`); callers that derive facts (the
+IMAP SEARCH evaluator) fill it.  It lives outside ``store/`` and ``imap/``
+because both use it and neither may import the other.  What is kept:
 
 * ``fields``: per lower-cased header field name, the values as SEARCH matches
   them (unfolded, RFC 2047-decoded, case-folded); an empty tuple says the
@@ -14,8 +20,8 @@ derives from its octets can be kept for every session of the process:
   are (byte offsets), with each leaf's transfer encoding and charset codec,
   so BODY/TEXT need no MIME parse the next time.
 
-Keys name the message's identity: the folder incarnation (store root, user,
-folder, UIDVALIDITY, as a small number from :meth:`SearchCache.folder_id`),
+Keys name the message's identity: the folder incarnation (user, folder,
+UIDVALIDITY, as a small number from :meth:`FactsCache.folder_id`),
 the UID, and the store's stable message key (the Maildir base name) and
 size, so an expunged message and a later one with the same content or UID
 never share an entry.  A key's first element names its folder.
@@ -26,9 +32,9 @@ Implementation notes:
   recently used messages dropped first.
 * Used from the reactor thread and from worker threads (SEARCH evaluates on
   the thread pool), so every change of the LRU and of a :class:`MessageFacts`
-  happens under one lock; :meth:`SearchCache.get_quiet` reads without it (a
+  happens under one lock; :meth:`FactsCache.get_quiet` reads without it (a
   dict lookup is atomic) and the reader marks its hits with one
-  :meth:`SearchCache.touch` per batch.  Facts handed out may be dropped from
+  :meth:`FactsCache.touch` per batch.  Facts handed out may be dropped from
   the cache meanwhile, which only means additions to them are not kept.
 * Only messages a search actually had to decode get an entry (a raw
   pre-filter that rules a message out stores nothing).
@@ -43,7 +49,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Hashable
 
-__all__ = ["MAX_BYTES", "MessageFacts", "SearchCache", "CACHE"]
+__all__ = ["MAX_BYTES", "MessageFacts", "FactsCache"]
 
 #: Estimated bytes of facts kept (least recently used messages dropped first).
 MAX_BYTES = 24 * 1024 * 1024
@@ -75,7 +81,7 @@ def _texts_cost(texts: tuple[str, ...]) -> int:
     return 80 + sum(64 + 2 * len(t) for t in texts)
 
 
-class SearchCache:
+class FactsCache:
     """LRU of :class:`MessageFacts` bounded by their estimated size; thread-safe."""
 
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
@@ -191,6 +197,3 @@ class SearchCache:
 def _folder_of(key: Hashable) -> Hashable:
     return key[0] if isinstance(key, tuple) and key else None
 
-
-#: The process-wide cache every session's SEARCH shares.
-CACHE = SearchCache()
