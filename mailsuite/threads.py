@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, ParamSpec, Protocol, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
@@ -42,6 +42,9 @@ from twisted.python.failure import Failure
 
 _STOP = object()
 _job = threading.local()  # .after: callables to run once the current job's result is handed back
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def after_result(work: Callable[[], Any]) -> None:
@@ -140,6 +143,14 @@ class LeanThreadPool:
             thread.join()
 
 
+class BlockingRunner(Protocol):
+    """What parts are given to run blocking work: :class:`Runner` on a pool, or an inline one in tests."""
+
+    def run(self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> defer.Deferred[_T]:
+        """``f(*args, **kwargs)`` off the caller's path; its outcome as a Deferred."""
+        ...
+
+
 class Runner:
     """Runs blocking work of one part in its pool; results come back as Deferreds on the reactor."""
 
@@ -147,5 +158,6 @@ class Runner:
         self.reactor = reactor
         self.pool = pool
 
-    def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+    def run(self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> defer.Deferred[_T]:
+        """``f(*args, **kwargs)`` in the pool; its result or exception comes back on the reactor."""
         return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)

@@ -112,7 +112,8 @@ def test_every_part_that_blocks_owns_a_named_lean_pool_its_service_runs(tmp_path
     from twisted.internet import task
 
     from mailsuite import config as config_module
-    from mailsuite.auth.service import AUTH_THREADS, open_auth
+    from mailsuite.auth.service import POOL_THREADS as AUTH_POOL_THREADS
+    from mailsuite.auth.service import open_auth
     from mailsuite.mailauth.service import THREADS as MAILAUTH_THREADS
     from mailsuite.mailauth.service import open_mailauth
     from mailsuite.queue.service import QUEUE_THREADS, open_queue
@@ -130,7 +131,7 @@ def test_every_part_that_blocks_owns_a_named_lean_pool_its_service_runs(tmp_path
     mailauth_service = open_mailauth(context)
     pools = {
         "store": (store_service.pool, STORE_THREADS),
-        "auth": (auth_service.pool, AUTH_THREADS),
+        "auth": (auth_service.pool, AUTH_POOL_THREADS),  # the hashing slots plus one for directory lookups
         "queue": (queue_service.pool, QUEUE_THREADS),
         "mailauth": (mailauth_service.mailauth.pool, MAILAUTH_THREADS),
     }

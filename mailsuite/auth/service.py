@@ -56,11 +56,11 @@ class AuthService(service.Service):
         self.pool = pool
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # twisted.application is untyped
         self.pool.start()
 
     def stopService(self) -> Any:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self.pool.started:
             self.pool.stop()
 

@@ -52,7 +52,7 @@ import os
 import shutil
 import threading
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, ParamSpec, Sequence, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -94,7 +94,10 @@ from mailsuite.store.quota import QuotaLimits, UsageCounter
 from mailsuite.store.state import FolderState, allocate_uidvalidity
 from mailsuite.store.state_records import Entry
 from mailsuite.store.watch import FolderWatcher
-from mailsuite.threads import after_result
+from mailsuite.threads import BlockingRunner, after_result
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _CANONICAL_FLAGS = {flag.lower(): flag for flag in SYSTEM_FLAGS.values()}
 
@@ -102,7 +105,8 @@ _CANONICAL_FLAGS = {flag.lower(): flag for flag in SYSTEM_FLAGS.values()}
 class InlineRunner:
     """Runs store work synchronously in the caller's thread (admin CLI, fast deterministic tests)."""
 
-    def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+    def run(self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> defer.Deferred[_T]:
+        """``f(*args, **kwargs)`` now, as a Deferred."""
         return defer.maybeDeferred(f, *args, **kwargs)
 
 
@@ -130,7 +134,7 @@ class MaildirStore:
         self,
         root: str | os.PathLike[str],
         *,
-        runner: Any,
+        runner: BlockingRunner,
         clock: Any,
         default_quota: QuotaLimits = QuotaLimits(),
         directory: Any = None,
@@ -271,11 +275,14 @@ class MaildirStore:
     def deliver(self, message: IIncomingMessage, deliveries: Sequence[Delivery]) -> defer.Deferred[list[DeliveryResult]]:
         deliveries = list(deliveries)
         addresses = sorted({d.address for d in deliveries})
+        limits: defer.Deferred[list[QuotaLimits]]
         if len(addresses) == 1:  # the common case, without gatherResults' bookkeeping (~25 us)
-            d = self.quota_limits(addresses[0]).addCallback(lambda limits: [limits])
+            limits = self.quota_limits(addresses[0]).addCallback(lambda one: [one])
         else:
-            d = defer.gatherResults([self.quota_limits(a) for a in addresses], consumeErrors=True)
-        d.addCallback(lambda limits: self.runner.run(self._deliver_blocking, message, deliveries, dict(zip(addresses, limits))))
+            limits = defer.gatherResults([self.quota_limits(a) for a in addresses], consumeErrors=True)
+
+        def write(found: list[QuotaLimits]) -> defer.Deferred[tuple[list[DeliveryResult], set[str]]]:
+            return self.runner.run(self._deliver_blocking, message, deliveries, dict(zip(addresses, found)))
 
         def delivered(outcome: tuple[list[DeliveryResult], set[str]]) -> list[DeliveryResult]:
             results, touched = outcome
@@ -283,7 +290,7 @@ class MaildirStore:
                 self.watcher.notify(path)
             return results
 
-        return d.addCallback(delivered)
+        return limits.addCallback(write).addCallback(delivered)
 
     def _deliver_blocking(self, message: IIncomingMessage, deliveries: list[Delivery], limits: dict[str, QuotaLimits]) -> tuple[list[DeliveryResult], set[str]]:
         results = [DeliveryResult(d) for d in deliveries]
@@ -487,8 +494,8 @@ class UserMailbox:
         self.address = address
         self.root = root
 
-    def _run(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        def work() -> Any:
+    def _run(self, f: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
+        def work() -> _T:
             self.store.ensure_user(self.root)
             return f(*args)
 
@@ -755,9 +762,11 @@ class UserMailbox:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
 
-        d.addCallback(lambda limits: self.store.runner.run(work, limits))
-        d.addCallback(lambda uid: (self.store.watcher.notify(path), uid)[1])
-        return d
+        def stored(uid: int) -> int:
+            self.store.watcher.notify(path)
+            return uid
+
+        return d.addCallback(lambda limits: self.store.runner.run(work, limits)).addCallback(stored)
 
     def quota_usage(self) -> defer.Deferred[tuple[int, int]]:
         return self._run(self.store.usage_counter.usage, self.root)
@@ -779,7 +788,7 @@ class UserMailbox:
             return fd
 
         def taken(fd: int) -> Callable[[], None]:
-            released = []
+            released: list[bool] = []
 
             def release() -> None:
                 if released:
@@ -803,7 +812,8 @@ def _status(state: FolderState) -> FolderStatus:
     """STATUS counters (lock held); recounted only when the state changed since the last STATUS."""
     cached = state.status_cache
     if cached is not None and cached[0] == state.version:
-        return cached[1]
+        status: FolderStatus = cached[1]
+        return status
     messages = unseen = size = 0
     recent = len(state.unclaimed_recent())
     for entry in state.entries.values():
@@ -1012,7 +1022,7 @@ class MaildirFolder:
     def _remove(self, uids: list[int], *, only_deleted: bool) -> defer.Deferred[list[int]]:
         state = self.state
 
-        def work() -> list[int]:
+        def work() -> tuple[list[int], int]:
             with state.locked():
                 records: list[str] = []
                 removed: list[int] = []
@@ -1067,7 +1077,7 @@ class MaildirFolder:
             return defer.fail(e)
         source_state = self.state
 
-        def link_all(limits: QuotaLimits) -> list[tuple[int, str, frozenset[str]]]:
+        def link_all(limits: QuotaLimits) -> list[tuple[int, int]]:
             if not os.path.isdir(os.path.join(dest_path, "cur")):
                 raise NoSuchFolder(f"No such folder: {destination}")
             linked: list[tuple[int, str, frozenset[str]]] = []
@@ -1113,10 +1123,11 @@ class MaildirFolder:
                 raise
             return [(src_uid, new_uid) for (src_uid, _, _), new_uid in zip(linked, new_uids)]
 
-        d = self.store.quota_limits(mailbox.address)
-        d.addCallback(lambda limits: self.store.runner.run(link_all, limits))
-        d.addCallback(lambda pairs: (self.store.watcher.notify(dest_path), pairs)[1])
-        return d
+        def copied(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+            self.store.watcher.notify(dest_path)
+            return pairs
+
+        return self.store.quota_limits(mailbox.address).addCallback(lambda limits: self.store.runner.run(link_all, limits)).addCallback(copied)
 
     def move(self, uids: Iterable[int], destination: str) -> defer.Deferred[list[tuple[int, int]]]:
         if self.read_only:
@@ -1274,7 +1285,7 @@ class FileReader:
     """An open message file read with pread(2) on the store's threads (the descriptor keeps
     the octets readable after a rename or an expunge by anyone)."""
 
-    def __init__(self, fd: int, runner: Any) -> None:
+    def __init__(self, fd: int, runner: BlockingRunner) -> None:
         self.fd = fd
         self.runner = runner
         self.size = os.fstat(fd).st_size

@@ -43,7 +43,7 @@ class StoreService(service.Service):
         self.spares = spares
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # twisted.application is untyped
         self.pool.start()
         self.store.runner.run(self.store.clean_incoming)
         if self.spares is not None:
@@ -53,7 +53,7 @@ class StoreService(service.Service):
                 lambda f: self.store.log.failure("spare message files unavailable", f))
 
     def stopService(self) -> Any:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self.store.close()
         if self.pool.started:
             self.pool.stop()
