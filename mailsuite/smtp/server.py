@@ -32,7 +32,9 @@ Implementation notes (invariants this module keeps):
   pipelined behind the command is thrown away, and EHLO, AUTH and the
   transaction are forgotten (CVE-2011-0411 class of injection).
 - AUTH PLAIN / LOGIN (RFC 4954) only over TLS unless
-  ``tls.allow_plaintext_auth``; through the shared throttled authenticator;
+  ``tls.allow_plaintext_auth``; the mechanisms are :mod:`mailsuite.sasl`'s
+  exchanges (this module only frames them: 334 challenges, continuation
+  lines); logins go through the shared throttled authenticator;
   a throttled login gets 454 4.7.0 and the connection is closed.  SASL
   payloads, passwords and message bodies are never logged.
 - Policy decisions live in :mod:`mailsuite.smtp.policy`; DKIM signing and
@@ -40,9 +42,10 @@ Implementation notes (invariants this module keeps):
   per complete message); the store and queue hand-off in
   :mod:`mailsuite.smtp.delivery`.  250 after DATA/BDAT LAST is
   sent only once every copy is fsynced.
-- :class:`~mailsuite.errors.MailError` becomes a reply in :meth:`SMTPSession._fail`
-  (the one place); anything else is logged with its traceback and answered
-  451 4.3.0.
+- :class:`~mailsuite.errors.MailError` and :class:`~mailsuite.sasl.SASLError`
+  become replies in :meth:`SMTPSession._fail` (the one place, AUTH's login
+  failures included); anything else is logged with its traceback and
+  answered 451 4.3.0.
 - RFC 5321 4.5.3.2 timeouts are deadlines, never moved by a byte arriving
   (a client trickling a byte at a time must not hold a connection forever):
   a command line must be complete ``limits.smtp_timeout`` seconds after its
@@ -63,13 +66,11 @@ Implementation notes (invariants this module keeps):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 import re
 from dataclasses import dataclass
 from types import CoroutineType
-from typing import Any, Awaitable, Callable, Generator
+from typing import Any, Awaitable, Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -78,6 +79,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailsuite import sasl
+from mailsuite.compat import start_eagerly
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge, storage_error
 from mailsuite.limits import mark_logged_in, peer_ip, spare_while
 from mailsuite.netwrite import write_now
@@ -93,6 +96,8 @@ MAX_BUFFERED = 256 * 1024
 MAX_HOPS = 100
 #: Seconds a connection closed for a timeout may take to read its 421 before it is aborted.
 CLOSE_GRACE = 10.0
+#: SASL mechanisms offered by EHLO (RFC 4954 3), in that order.
+AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 
 _HELO_NAME = re.compile(r"[A-Za-z0-9._\-\[\]:]{1,255}\Z")
 _BDAT_ARGS = re.compile(r"([0-9]{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
@@ -195,6 +200,7 @@ class SMTPSession(Protocol):
         self._deadline = 0.0  # the client must have done its part by this clock time (see _timed_out)
         self._login_timer: Any = None
         self._line_handler: Callable[[bytes], Any] | None = None  # AUTH continuation
+        self._verb = ""  # the command being (or last) handled: _fail maps AUTH's errors
         self._decoder: DataDecoder | None = None
         self._bdat_remaining = 0
         self._bdat_last = False
@@ -410,15 +416,14 @@ class SMTPSession(Protocol):
             return
         if may_finish_now and isinstance(result, CoroutineType):
             try:
-                result.send(None)
-            except StopIteration:
-                self._done(None)
-                return
+                result = start_eagerly(result)
             except BaseException:
                 self._fail_failure(Failure())
                 self._done(None)
                 return
-            result = _resume(result)
+            if result is None:
+                self._done(None)
+                return
         self._busy = True
         d = defer.ensureDeferred(result)
         d.addErrback(self._fail_failure)
@@ -463,14 +468,37 @@ class SMTPSession(Protocol):
                 self._close()
 
     def _fail(self, error: BaseException) -> None:
-        """The one place a MailError becomes a reply; anything else is a logged 451."""
-        if isinstance(error, MailError):
+        """The one place an error becomes a reply; anything unexpected is a logged 451.
+
+        A MailError carries its reply.  During AUTH (RFC 4954 6): a throttled
+        login is refused and the connection closed; a failure of the login
+        service itself, which is neither the client's wrong password nor its
+        throttling, is the temporary 454 4.7.0; SASL errors of the client's
+        responses are syntax errors (501), except an authorization identity
+        that is not the login name, a failed login (535).
+        """
+        if isinstance(error, sasl.SASLError):
+            if isinstance(error, sasl.Cancelled):
+                self.reply(501, "5.0.0", "Authentication cancelled")
+            elif isinstance(error, sasl.UnknownMechanism):
+                self.reply(504, "5.5.4", "Unrecognized authentication type")
+            elif isinstance(error, sasl.AuthorizationDenied):
+                self.reply(535, "5.7.8", "Authentication credentials invalid")
+            else:
+                self.reply(501, "5.5.2", str(error))
+        elif isinstance(error, LoginThrottled):
             self.reply(error.code, error.enhanced, error.text)
+            self._close()
+        elif isinstance(error, MailError):
+            if self._verb == "AUTH" and not isinstance(error, (AuthenticationFailed, SMTPReply)):
+                self.reply(454, "4.7.0", "Temporary authentication failure" if error.permanent else error.text)
+            else:
+                self.reply(error.code, error.enhanced, error.text)
         else:
             self.reply(451, "4.3.0", "Internal error, try again later")
 
     def _fail_failure(self, failure: Any) -> None:
-        if not isinstance(failure.value, MailError):
+        if not isinstance(failure.value, (MailError, sasl.SASLError)):
             self.log.failure("[{session}] unexpected error", failure, session=self.session_id)
         self._fail(failure.value)
 
@@ -504,7 +532,7 @@ class SMTPSession(Protocol):
             self.reply(500, "5.5.2", "Invalid UTF-8 in command")
             return
         verb, _, arg = line.partition(" ")
-        verb = verb.upper()
+        verb = self._verb = verb.upper()
         handler = self._COMMANDS.get(verb)
         if handler is None:
             self.reply(500, "5.5.2", "Command unrecognized")
@@ -560,7 +588,7 @@ class SMTPSession(Protocol):
         if not self.tls and self.s.tls_creator is not None:
             ext.append("STARTTLS")
         if self._auth_offered():
-            ext.append("AUTH PLAIN LOGIN")
+            ext.append("AUTH " + " ".join(AUTH_MECHANISMS))
         self.reply(250, None, ext[-1], ext[:-1])
 
     def _auth_offered(self) -> bool:
@@ -612,111 +640,45 @@ class SMTPSession(Protocol):
         self.helo, self.esmtp, self.user = None, False, None
         self._reset_tx()
 
-    def do_AUTH(self, arg: str) -> Any:
+    async def do_AUTH(self, arg: str) -> None:
         if not self.s.offer_auth:
             self.reply(503, "5.5.1", "AUTH not available on this port")
-            return None
+            return
         if not self.tls and not self.s.allow_plaintext_auth:
             self.reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
-            return None
+            return
         if self.helo is None:
             self.reply(503, "5.5.1", "Send EHLO first")
-            return None
+            return
         if self.user is not None:
             self.reply(503, "5.5.1", "Already authenticated")
-            return None
+            return
         if self.tx is not None:
             self.reply(503, "5.5.1", "AUTH not allowed during a mail transaction")
-            return None
+            return
         parts = arg.split()
         if not parts or len(parts) > 2:
             self.reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
-            return None
-        mechanism = parts[0].upper()
-        initial = parts[1] if len(parts) == 2 else None
-        if mechanism == "PLAIN":
-            if initial is None:
-                return self._ask("", self._plain_response)
-            return self._plain_response(initial.encode("ascii", "replace"))
-        if mechanism == "LOGIN":
-            if initial is None:
-                return self._ask("VXNlcm5hbWU6", self._login_username)  # "Username:"
-            return self._login_username(initial.encode("ascii", "replace"))
-        self.reply(504, "5.5.4", "Unrecognized authentication type")
-        return None
+            return
+        exchange = sasl.exchange(parts[0], offered=AUTH_MECHANISMS)
+        initial = sasl.decode_response(parts[1].encode("ascii", "replace")) if len(parts) == 2 else None
+        await self._sasl_step(exchange, exchange.start(initial))
 
-    def _ask(self, challenge: str, then: Callable[[bytes], Any]) -> None:
-        self._write(334, None, challenge)
-        self._line_handler = then
+    async def _sasl_step(self, exchange: sasl.Exchange, step: sasl.Step) -> None:
+        """RFC 4954 4: a challenge goes out as 334 and the next line answers it; credentials log in."""
+        if isinstance(step, sasl.Challenge):
+            self._write(334, None, sasl.encode_challenge(step).decode("ascii"))
+            self._line_handler = lambda line: self._sasl_respond(exchange, line)
+            return
+        await self._login(step.username, step.password)
 
-    def _sasl_decode(self, line: bytes) -> bytes | None:
-        if line.strip() == b"*":
-            self.reply(501, "5.0.0", "Authentication cancelled")
-            return None
-        if line == b"=":
-            return b""
-        try:
-            return base64.b64decode(line, validate=True)
-        except (binascii.Error, ValueError):
-            self.reply(501, "5.5.2", "Invalid base64 data")
-            return None
-
-    def _plain_response(self, line: bytes) -> Any:
-        decoded = self._sasl_decode(line)
-        if decoded is None:
-            return None
-        fields = decoded.split(b"\x00")
-        if len(fields) != 3:
-            self.reply(501, "5.5.2", "Invalid PLAIN response")
-            return None
-        try:
-            authzid, authcid, password = (f.decode("utf-8") for f in fields)
-        except UnicodeDecodeError:
-            self.reply(501, "5.5.2", "Invalid UTF-8 in credentials")
-            return None
-        if authzid and authzid != authcid:
-            self.reply(535, "5.7.8", "Authentication credentials invalid")
-            return None
-        return self._login(authcid, password)
-
-    def _login_username(self, line: bytes) -> Any:
-        decoded = self._sasl_decode(line)
-        if decoded is None:
-            return None
-        try:
-            username = decoded.decode("utf-8")
-        except UnicodeDecodeError:
-            self.reply(501, "5.5.2", "Invalid UTF-8 in credentials")
-            return None
-        return self._ask("UGFzc3dvcmQ6", lambda pw_line: self._login_password(username, pw_line))  # "Password:"
-
-    def _login_password(self, username: str, line: bytes) -> Any:
-        decoded = self._sasl_decode(line)
-        if decoded is None:
-            return None
-        try:
-            password = decoded.decode("utf-8")
-        except UnicodeDecodeError:
-            self.reply(501, "5.5.2", "Invalid UTF-8 in credentials")
-            return None
-        return self._login(username, password)
+    async def _sasl_respond(self, exchange: sasl.Exchange, line: bytes) -> None:
+        await self._sasl_step(exchange, exchange.respond(sasl.decode_response(line)))
 
     async def _login(self, username: str, password: str) -> None:
         if self.s.authenticator is None:
-            self.reply(454, "4.7.0", "Temporary authentication failure")
-            return
-        try:
-            avatar = await self.s.authenticator.login(self.ip, username, password)
-        except LoginThrottled as e:
-            self.reply(e.code, e.enhanced, e.text)
-            self._close()
-            return
-        except AuthenticationFailed as e:
-            self.reply(e.code, e.enhanced, e.text)
-            return
-        except MailError as e:
-            self.reply(454, "4.7.0", "Temporary authentication failure" if e.permanent else e.text)
-            return
+            raise SMTPReply("Temporary authentication failure", code=454, enhanced="4.7.0")
+        avatar = await self.s.authenticator.login(self.ip, username, password)  # failures: see _fail
         if self._mode == CLOSED:
             return
         self.user = avatar.address
@@ -1027,15 +989,6 @@ class SMTPSession(Protocol):
         "RSET": do_RSET, "NOOP": do_NOOP, "QUIT": do_QUIT, "VRFY": do_VRFY, "EXPN": do_EXPN, "HELP": do_HELP,
         "STARTTLS": do_STARTTLS, "AUTH": do_AUTH,
     }
-
-
-def _resume(coroutine: Any) -> Generator[Any, Any, Any]:
-    """Go on with a coroutine that is waiting for a Deferred (SMTPSession._start ran its first step).
-
-    Resuming it at once makes it yield the same unfired Deferred again, and
-    from then on Twisted's driver sends it each result as usual.
-    """
-    return (yield from coroutine.__await__())
 
 
 def _sleep(clock: Any, seconds: float) -> Awaitable[None]:
