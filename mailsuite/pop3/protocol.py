@@ -47,15 +47,16 @@ Implementation notes:
   reactor thread, paused with the connection, so memory stays flat for any
   message size; LIST and UIDL use the snapshot taken at login and read no
   message body.
-- Errors become replies in one place (:meth:`POP3Session.reply_error`);
+- SASL mechanisms are :mod:`mailsuite.sasl`'s exchanges; this module only
+  frames them ("+ " challenges, one response line each).
+- Errors, SASL ones included, become replies in one place
+  (:meth:`POP3Session.reply_error`);
   anything unexpected is logged with its traceback and answered
   ``-ERR [SYS/TEMP]``; no password or AUTH payload is ever logged.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 import socket
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailsuite import sasl
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailboxInUse, MailError, NoSuchMessage
 from mailsuite.limits import mark_logged_in, peer_ip
 from mailsuite.pop3.encoding import TERMINATOR, MessageEncoder
@@ -94,6 +96,8 @@ MAX_BUFFERED = 64 * 1024
 #: Seconds a connection closed after a timeout may take to hear its last reply
 #: before it is aborted (a client that does not read would otherwise hold it open).
 CLOSE_GRACE = 10.0
+#: SASL mechanisms offered (RFC 5034 / RFC 2449 6.3): PLAIN only, as before the shared module.
+SASL_MECHANISMS = ("PLAIN",)
 
 #: Which commands each state accepts (RFC 1939 4-6, RFC 2449 5, RFC 2595 4, RFC 5034 4).
 COMMANDS: dict[str, frozenset[bytes]] = {
@@ -156,6 +160,7 @@ class POP3Session(Protocol):
         self.user: str | None = None
         self.maildrop: Maildrop | None = None
         self._pending_user: bytes | None = None
+        self._exchange: sasl.Exchange | None = None  # the SASL exchange waiting for a response line
         self._release: Callable[[], None] | None = None
         self._buffer = bytearray()
         self._busy = False
@@ -430,7 +435,15 @@ class POP3Session(Protocol):
         elif isinstance(error, LoginThrottled):
             self.err("Too many failed logins, try again later", b"SYS/TEMP")  # RFC 3206 4
             self._close()
-        elif isinstance(error, AuthenticationFailed):
+        elif isinstance(error, sasl.Cancelled):
+            self.err("Authentication cancelled")  # RFC 5034 4
+        elif isinstance(error, sasl.InvalidBase64):
+            self.err("Invalid base64 in AUTH response")
+        elif isinstance(error, sasl.UnknownMechanism):
+            self.err("Unsupported SASL mechanism")
+        elif isinstance(error, (AuthenticationFailed, sasl.SASLError)):
+            if isinstance(error, sasl.SASLError):
+                self._auth_failures += 1  # a malformed PLAIN response, or acting as someone else: a failed login
             self.err("Authentication failed", b"AUTH")  # RFC 3206 5
             if self._auth_failures >= MAX_AUTH_FAILURES:
                 self._close()
@@ -453,7 +466,7 @@ class POP3Session(Protocol):
         """What this connection can do (RFC 2449 6); the same list in both states (RFC 2449 5)."""
         caps = [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
         if self._login_allowed():
-            caps += [b"USER", b"SASL PLAIN"]
+            caps += [b"USER", b"SASL " + " ".join(SASL_MECHANISMS).encode()]
         if self._tls_available():
             caps.append(b"STLS")
         return caps
@@ -496,59 +509,47 @@ class POP3Session(Protocol):
         user, self._pending_user = self._pending_user, None
         if user is None:
             return self.err("USER first")
-        return defer.Deferred.fromCoroutine(self._login(user, arg))
+        try:
+            name, secret = user.decode("utf-8"), arg.decode("utf-8")
+        except UnicodeDecodeError:
+            self._auth_failures += 1
+            raise AuthenticationFailed() from None
+        return defer.Deferred.fromCoroutine(self._login(name, secret))
 
     def do_APOP(self, arg: bytes) -> None:
         """RFC 1939 7 APOP needs the plaintext password on the server: not offered (hashes are stored)."""
         self.err("APOP is not supported")
 
     def do_AUTH(self, arg: bytes) -> defer.Deferred[None] | None:
-        """RFC 5034 4: AUTH PLAIN, with or without an initial response."""
+        """RFC 5034 4: AUTH with one of :data:`SASL_MECHANISMS`, with or without an initial response."""
         if not self._login_allowed():
             return self._refuse_plaintext()
         if not arg.strip():
             # Pre-RFC 5034 clients send a bare AUTH to list mechanisms.
-            self.transport.write(b"+OK SASL mechanisms follow\r\nPLAIN\r\n" + TERMINATOR)
+            self.transport.write(b"+OK SASL mechanisms follow\r\n" + b"".join(m.encode() + b"\r\n" for m in SASL_MECHANISMS) + TERMINATOR)
             return None
         mechanism, _, initial = arg.strip().partition(b" ")
-        if mechanism.upper() != b"PLAIN":
-            return self.err("Unsupported SASL mechanism")
-        if initial:
-            return self._sasl_plain(initial)
-        self.state = "AUTH"
-        self._send(b"+ ")  # RFC 5034 4: empty challenge for PLAIN
-        return None
+        exchange = sasl.exchange(mechanism.decode("ascii", "replace"), offered=SASL_MECHANISMS)
+        return self._sasl_step(exchange, exchange.start(sasl.decode_response(initial) if initial else None))
 
     def state_AUTH(self, line: bytes) -> defer.Deferred[None] | None:
         """The client's SASL response line after "+ "."""
         self.state = "COMMAND"
-        if line.strip() == b"*":
-            return self.err("Authentication cancelled")  # RFC 5034 4
-        return self._sasl_plain(line.strip())
+        exchange, self._exchange = self._exchange, None
+        assert exchange is not None
+        return self._sasl_step(exchange, exchange.respond(sasl.decode_response(line)))
 
-    def _sasl_plain(self, encoded: bytes) -> defer.Deferred[None] | None:
-        """RFC 4616: [authzid] NUL authcid NUL passwd; acting as someone else is not allowed."""
-        try:
-            decoded = b"" if encoded == b"=" else base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            return self.err("Invalid base64 in AUTH response")
-        parts = decoded.split(b"\x00")
-        if len(parts) != 3 or not parts[1]:
-            self._auth_failures += 1
-            return self.reply_error(Failure(AuthenticationFailed()))
-        authzid, authcid, password = parts
-        if authzid and authzid != authcid:
-            self._auth_failures += 1
-            return self.reply_error(Failure(AuthenticationFailed()))
-        return defer.Deferred.fromCoroutine(self._login(authcid, password))
+    def _sasl_step(self, exchange: sasl.Exchange, step: sasl.Step) -> defer.Deferred[None] | None:
+        """A challenge goes out after "+ " (RFC 5034 4) and the next line answers it; credentials log in."""
+        if isinstance(step, sasl.Challenge):
+            self.state = "AUTH"
+            self._exchange = exchange
+            self._send(b"+ " + sasl.encode_challenge(step))
+            return None
+        return defer.Deferred.fromCoroutine(self._login(step.username, step.password))
 
-    async def _login(self, username: bytes, password: bytes) -> None:
+    async def _login(self, name: str, secret: str) -> None:
         """Authenticate, take the maildrop lock, open INBOX, snapshot it: TRANSACTION state."""
-        try:
-            name, secret = username.decode("utf-8"), password.decode("utf-8")
-        except UnicodeDecodeError:
-            self._auth_failures += 1
-            raise AuthenticationFailed() from None
         try:
             avatar = await defer.maybeDeferred(self.settings.authenticator.login, self.ip, name, secret)
         except AuthenticationFailed:
