@@ -85,13 +85,13 @@ from zope.interface import implementer
 
 from mailsuite import errors
 from mailsuite.imap import dispatch
+from mailsuite.imap.args import Arguments, ParseError
 from mailsuite.imap.dispatch import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, CommandSpec
-from mailsuite.imap.responses import ANSWERED, Response, failure_response
+from mailsuite.imap.responses import ANSWERED, SERVER_BUG, Response, failure_response, literal_too_big
 from mailsuite.limits import mark_logged_in, peer_ip
 
 # Handlers register themselves in dispatch.COMMANDS when imported.
 from mailsuite.imap import commands_any, commands_auth, commands_folders, commands_messages, idle  # noqa: F401,E402
-from mailsuite.imap import args as argparse_  # noqa: E402
 
 #: ``{123}`` or ``{123+}`` at the end of a line announces a literal (RFC 3501 4.3, RFC 7888).
 _LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}$")
@@ -621,7 +621,7 @@ class IMAPServer(Protocol):
             return None
         _, sep, rest = raw[m.end():].partition(b" ")
         try:
-            args = argparse_.Arguments(sep + rest)
+            args = Arguments(sep + rest)
             args.space()
             name = args.mailbox()
             if args.at_end():
@@ -685,7 +685,7 @@ class IMAPServer(Protocol):
         else:
             limit = min(self.max_literal, COMMAND_LITERAL_LIMIT)
         if size > limit or self._literal_total + size > limit:
-            return f"{tag} NO [TOOBIG] Literal too large (limit {limit} bytes).\r\n".encode()
+            return literal_too_big(limit).line(tag)
         return None
 
     def _lookup(self, rest: bytes) -> tuple[str, CommandSpec | None]:
@@ -743,12 +743,12 @@ class IMAPServer(Protocol):
     async def _run(self, spec: CommandSpec, tag: str, args_bytes: bytes) -> None:
         self.log.debug("{cid}: {tag} {command}", cid=self.cid, tag=tag, command=spec.name)
         try:
-            args = argparse_.Arguments(args_bytes)
+            args = Arguments(args_bytes)
             result = await spec.handler(self, tag, args)
         except BaseException as e:  # noqa: BLE001 - every failure becomes one tagged line
             if isinstance(e, defer.CancelledError) and self._closing:
                 return
-            response = failure_response(e, spec.name.split()[-1], argparse_.ParseError)
+            response = failure_response(e, spec.name.split()[-1], ParseError)
             if response.unexpected:
                 self.log.failure("{cid}: {command} failed", Failure(e), cid=self.cid, command=spec.name)
             bad_command = response.status == "BAD"
@@ -785,7 +785,7 @@ class IMAPServer(Protocol):
 
     def _crashed(self, failure: Failure, tag: str) -> None:
         self.log.failure("{cid}: internal error", failure, cid=self.cid)
-        self.write(f"{tag} NO [SERVERBUG] Internal error.\r\n".encode())
+        self.write(SERVER_BUG.line(tag))
         self.resume_input()
 
     # ------------------------------------------------------------------
