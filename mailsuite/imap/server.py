@@ -89,6 +89,8 @@ from mailsuite.imap.args import Arguments, ParseError
 from mailsuite.imap.dispatch import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, CommandSpec
 from mailsuite.imap.responses import ANSWERED, SERVER_BUG, Response, failure_response, literal_too_big
 from mailsuite.limits import mark_logged_in, peer_ip
+from mailsuite.protocol.deadline import Deadline
+from mailsuite.protocol.flow import InputThrottle
 
 # Handlers register themselves in dispatch.COMMANDS when imported.
 from mailsuite.imap import commands_any, commands_auth, commands_folders, commands_messages, idle  # noqa: F401,E402
@@ -170,7 +172,6 @@ class IMAPServer(Protocol):
         self._discard_line = False
         self._busy = False
         self._draining = False
-        self._reading_paused = False
         self._line_hook: Callable[[bytes], None] | None = None
         self._closing = False
         self._errors = 0
@@ -182,10 +183,10 @@ class IMAPServer(Protocol):
         self.logging_out = False
         self._abort_call: Any = None
         self._lost = False
-        self._timer: Any = None  # the one connection timer, see _arm
+        self._deadline = Deadline(self.reactor, self._timer_fired)  # the one connection timer, see _arm
         self._timer_kind = _WAIT_COMMAND
-        self._deadline = 0.0
-        self._login_call: Any = None
+        self._login_deadline = Deadline(self.reactor, self._login_timed_out)
+        self._input: InputThrottle = None  # type: ignore[assignment]  # set once connected
         #: Why writing a streamed APPEND literal failed (disk full...), answered by APPEND.
         self.streamed_literal_error: BaseException | None = None
 
@@ -198,8 +199,9 @@ class IMAPServer(Protocol):
             self.tls = True
         self.transport.registerProducer(self, True)
         self._producing = True
+        self._input = InputThrottle(self.transport, INPUT_HIGH_WATER)
         self._arm(_WAIT_COMMAND, self.idle_timeout)
-        self._login_call = self.reactor.callLater(self.login_timeout, self._login_timed_out)
+        self._login_deadline.set(self.login_timeout)
         try:  # small responses must not wait for delayed ACKs (Nagle)
             self.transport.setTcpNoDelay(True)
         except Exception:
@@ -211,10 +213,11 @@ class IMAPServer(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closing = True
         self._lost = True
-        for call in (self._abort_call, self._timer, self._login_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._abort_call = self._timer = self._login_call = None
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
+        self._deadline.cancel()
+        self._login_deadline.cancel()
         for hook in self._on_lost:
             try:
                 hook()
@@ -252,25 +255,13 @@ class IMAPServer(Protocol):
     def _arm(self, kind: str, seconds: float) -> None:
         """Close the connection ``seconds`` from now unless the timer is armed again first.
 
-        Only the deadline moves when the timer is re-armed for a later time:
-        rescheduling the call every command would cost a heap operation
-        each time; _timer_fired re-arms itself when it fires early.
+        A later deadline costs no heap operation (see mailsuite.protocol.deadline).
         """
         self._timer_kind = kind
-        self._deadline = self.reactor.seconds() + seconds
-        timer = self._timer
-        if timer is None or not timer.active():
-            self._timer = self.reactor.callLater(seconds, self._timer_fired)
-        elif timer.getTime() > self._deadline:
-            timer.reset(seconds)
+        self._deadline.set(seconds)
 
     def _timer_fired(self) -> None:
-        self._timer = None
         if self._closing:
-            return
-        remaining = self._deadline - self.reactor.seconds()
-        if remaining > 0:
-            self._timer = self.reactor.callLater(remaining, self._timer_fired)
             return
         if self._timer_kind == _RUNNING and self._line_hook is None and not self._write_paused:
             # the server, not the client, is slow (a big SEARCH, a slow disk): never cut its work
@@ -299,7 +290,6 @@ class IMAPServer(Protocol):
 
     def _login_timed_out(self) -> None:
         """limits.imap_login_timeout passed since connect without a login: BYE, whatever the client does."""
-        self._login_call = None
         if self._closing or self.state != NOT_AUTHENTICATED:
             return
         self.log.info("{cid}: no login within {seconds} s", cid=self.cid, seconds=self.login_timeout)
@@ -429,13 +419,7 @@ class IMAPServer(Protocol):
         """Pause reading the socket while too much input waits that cannot be handled yet."""
         if self._closing:
             return
-        held = self._write_paused or (self._busy and self._line_hook is None)
-        if held and len(self._buffer) > INPUT_HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pauseProducing()
-        elif self._reading_paused and (not held or len(self._buffer) <= INPUT_HIGH_WATER // 2):
-            self._reading_paused = False
-            self.transport.resumeProducing()
+        self._input.update(self._write_paused or (self._busy and self._line_hook is None), len(self._buffer))
 
     def set_line_hook(self, hook: Callable[[bytes], None] | None) -> None:
         """Route whole input lines to ``hook`` (IDLE, AUTHENTICATE) instead of the parser."""
@@ -876,9 +860,7 @@ class IMAPServer(Protocol):
             return False
         if not self.factory.user_connections.acquire(user.address):
             return False
-        if self._login_call is not None and self._login_call.active():
-            self._login_call.cancel()
-        self._login_call = None
+        self._login_deadline.cancel()
         self._slot_taken = True
         self.user = user
         self.mailbox = user.mailbox

@@ -76,6 +76,8 @@ from mailsuite.limits import mark_logged_in, peer_ip
 from mailsuite.pop3.encoding import TERMINATOR, MessageEncoder
 from mailsuite.pop3.maildrop import Maildrop, NoSuchNumber
 from mailsuite.pop3.streaming import ResponseStreamer
+from mailsuite.protocol.deadline import Deadline
+from mailsuite.protocol.flow import InputThrottle
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -166,15 +168,14 @@ class POP3Session(Protocol):
         self._busy = False
         self._processing = False
         self._closed = False
-        self._read_paused = False  # we paused socket reads: too much input waits
         self._write_paused = False  # the transport paused us: the client does not read
         self._streamer: ResponseStreamer | None = None
         self._mid_response = False
         self._auth_failures = 0
         self._bad_commands = 0
-        self._deadline = 0.0  # the client must have done its part by this clock time
-        self._timer: Any = None
-        self._login_timer: Any = None
+        self._deadline = Deadline(self.clock, self._timed_out)  # the client must have done its part by then
+        self._login_deadline = Deadline(self.clock, self._login_timed_out)
+        self._input: InputThrottle = None  # type: ignore[assignment]  # set once connected
 
     # -- connection ---------------------------------------------------------
     def connectionMade(self) -> None:
@@ -189,18 +190,17 @@ class POP3Session(Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             enable_keepalive(sock)
         self.transport.registerProducer(self, True)
+        self._input = InputThrottle(self.transport, MAX_BUFFERED)
         self._expect_client()
-        self._login_timer = self.clock.callLater(self.settings.login_timeout, self._login_timed_out)
+        self._login_deadline.set(self.settings.login_timeout)
         self._send(b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready")
 
     def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
         """Forget buffered input, stop a response under way, give the maildrop lock back (unless UPDATE still runs)."""
         self._closed = True
         self._buffer.clear()
-        for timer in (self._timer, self._login_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._timer = self._login_timer = None
+        self._deadline.cancel()
+        self._login_deadline.cancel()
         if self._streamer is not None:
             self._streamer.stopProducing()
         if self.phase != UPDATE:
@@ -230,8 +230,7 @@ class POP3Session(Protocol):
             return
         self._closed = True
         self._buffer.clear()
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
+        self._login_deadline.cancel()
         # a registered producer that is paused would keep the transport open after loseConnection
         self.transport.unregisterProducer()
         self.transport.loseConnection()
@@ -239,25 +238,13 @@ class POP3Session(Protocol):
 
     # -- timers ----------------------------------------------------------------
     def _set_deadline(self, seconds: float) -> None:
-        # One timer, moved lazily: _timed_out re-arms itself when it fires before
-        # the deadline, so a later deadline costs no heap operation.
-        self._deadline = self.clock.seconds() + seconds
-        timer = self._timer
-        if timer is None or not timer.active():
-            self._timer = self.clock.callLater(seconds, self._timed_out)
-        elif timer.getTime() > self._deadline:
-            timer.reset(seconds)
+        self._deadline.set(seconds)
 
     def _expect_client(self) -> None:
         """The client now has ``timeout`` seconds to do its part: send the next command line, read output."""
         self._set_deadline(self.settings.timeout)
 
     def _timed_out(self) -> None:
-        self._timer = None
-        remaining = self._deadline - self.clock.seconds()
-        if remaining > 0:
-            self._timer = self.clock.callLater(remaining, self._timed_out)
-            return
         if self._closed:  # closed, but the client never took its last replies
             self.transport.abortConnection()
             return
@@ -274,7 +261,6 @@ class POP3Session(Protocol):
         self._close(CLOSE_GRACE)
 
     def _login_timed_out(self) -> None:
-        self._login_timer = None
         if self._closed or self.phase != AUTHORIZATION:
             return
         self.log.info("{cid} no login from {ip} within {seconds}s", cid=self.cid, ip=self.ip, seconds=self.settings.login_timeout)
@@ -324,13 +310,7 @@ class POP3Session(Protocol):
         if self._closed:
             return
         # stop reading the socket while input piles up that cannot be handled yet
-        held = self._busy or self._write_paused
-        if held and len(self._buffer) > MAX_BUFFERED and not self._read_paused:
-            self._read_paused = True
-            self.transport.pauseProducing()
-        elif self._read_paused and (not held or len(self._buffer) <= MAX_BUFFERED // 2):
-            self._read_paused = False
-            self.transport.resumeProducing()
+        self._input.update(self._busy or self._write_paused, len(self._buffer))
 
     def _line_too_long(self, length: int) -> None:
         """A line beyond MAX_LENGTH: say so and hang up (the rest of the stream is unframed)."""
@@ -578,9 +558,7 @@ class POP3Session(Protocol):
             return
         self.phase = TRANSACTION
         mark_logged_in(self.transport)  # never dropped to make room at the total connection cap
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
-        self._login_timer = None
+        self._login_deadline.cancel()
         count, octets = self.maildrop.stat()
         self.log.info("{cid} logged in as {user}: {count} messages", cid=self.cid, user=self.user, count=count)
         self.ok(f"Logged in, {count} messages ({octets} octets)")

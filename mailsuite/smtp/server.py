@@ -85,6 +85,8 @@ from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, Me
 from mailsuite.limits import mark_logged_in, peer_ip, spare_while
 from mailsuite.netwrite import write_now
 from mailsuite.mailauth import smtp_hook
+from mailsuite.protocol.deadline import Deadline
+from mailsuite.protocol.flow import InputThrottle
 from mailsuite.smtp import headers, policy
 from mailsuite.smtp.address import AddressError, Mailbox, parse_command_argument
 from mailsuite.smtp.data import ChunkChecker, DataDecoder
@@ -194,11 +196,10 @@ class SMTPSession(Protocol):
         self._mode = LINE
         self._busy = False
         self._processing = False
-        self._paused = False  # socket reading paused because too much input waits
         self._write_paused = False  # the transport's buffer is full: the client is not reading
-        self._timer: Any = None
-        self._deadline = 0.0  # the client must have done its part by this clock time (see _timed_out)
-        self._login_timer: Any = None
+        self._deadline = Deadline(settings.clock, self._timed_out)  # the client must have done its part by then
+        self._login_deadline = Deadline(settings.clock, self._login_timed_out)
+        self._input: InputThrottle = None  # type: ignore[assignment]  # set once connected
         self._line_handler: Callable[[bytes], Any] | None = None  # AUTH continuation
         self._verb = ""  # the command being (or last) handled: _fail maps AUTH's errors
         self._decoder: DataDecoder | None = None
@@ -211,6 +212,7 @@ class SMTPSession(Protocol):
     def connectionMade(self) -> None:
         self.ip = peer_ip(self.transport.getPeer())
         self.transport.registerProducer(self, True)
+        self._input = InputThrottle(self.transport, MAX_BUFFERED)
         spare_while(self.transport, lambda: self.tx is not None)  # at the connection cap, spared during a mail transaction
         try:
             self.transport.setTcpNoDelay(True)
@@ -219,7 +221,7 @@ class SMTPSession(Protocol):
         self.log.info("[{session}] {listener}: connection from {ip}{tls}", session=self.session_id, listener=self.s.listener, ip=self.ip, tls=" (TLS)" if self.tls else "")
         self._expect_client()
         if self.s.submission and self.s.login_timeout is not None:
-            self._login_timer = self.s.clock.callLater(self.s.login_timeout, self._login_timed_out)
+            self._login_deadline.set(self.s.login_timeout)
         fault = self._fault("CONNECT")
         greeting = f"220 {self.s.hostname} ESMTP mailsuite\r\n".encode()
         if fault is None:
@@ -248,10 +250,8 @@ class SMTPSession(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._mode = CLOSED
-        for timer in (self._timer, self._login_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._timer = self._login_timer = None
+        self._deadline.cancel()
+        self._login_deadline.cancel()
         if self.tx is not None:
             self.tx.discard()
             self.tx = None
@@ -268,30 +268,14 @@ class SMTPSession(Protocol):
     # -- timers ----------------------------------------------------------------
     def _set_deadline(self, seconds: float) -> None:
         """The client has ``seconds`` from now (at most until its DATA/BDAT phase ends) to do its part."""
-        now = self.s.clock.seconds()
-        deadline = now + seconds
         tx = self.tx
-        if tx is not None and tx.phase_end is not None and tx.phase_end < deadline:
-            deadline = tx.phase_end
-        self._deadline = deadline
-        # One timer, moved lazily: a later deadline costs no heap operation, since
-        # _timed_out re-arms itself when it fires before the deadline.
-        timer = self._timer
-        if timer is None or not timer.active():
-            self._timer = self.s.clock.callLater(deadline - now, self._timed_out)
-        elif timer.getTime() > deadline:  # a shorter deadline now applies
-            timer.reset(deadline - now)
+        self._deadline.set(seconds, None if tx is None else tx.phase_end)
 
     def _expect_client(self) -> None:
         """Waiting for a command line (RFC 5321 4.5.3.2.7: 5 minutes by default)."""
         self._set_deadline(self.s.timeout)
 
     def _timed_out(self) -> None:
-        self._timer = None
-        remaining = self._deadline - self.s.clock.seconds()
-        if remaining > 0:
-            self._timer = self.s.clock.callLater(remaining, self._timed_out)
-            return
         if self._mode == CLOSED:  # closed by us, but the client never took its last replies
             self.transport.abortConnection()
             return
@@ -309,7 +293,6 @@ class SMTPSession(Protocol):
 
     def _login_timed_out(self) -> None:
         """Submission: no AUTH within limits.submission_login_timeout of connecting."""
-        self._login_timer = None
         if self._mode == CLOSED or self.user is not None:
             return
         self.log.info("[{session}] {ip} did not authenticate within {seconds}s", session=self.session_id, ip=self.ip, seconds=self.s.login_timeout)
@@ -356,13 +339,7 @@ class SMTPSession(Protocol):
             return
         # stop reading the socket while input piles up that cannot be processed yet
         # (a command waits for a Deferred, or the client does not read our replies)
-        held = self._busy or self._write_paused
-        if held and len(self._buffer) > MAX_BUFFERED and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
-        elif self._paused and (not held or len(self._buffer) <= MAX_BUFFERED // 2):
-            self._paused = False
-            self.transport.resumeProducing()
+        self._input.update(self._busy or self._write_paused, len(self._buffer))
 
     # -- IPushProducer: the transport tells us when its write buffer is full ------
     def pauseProducing(self) -> None:
@@ -512,9 +489,7 @@ class SMTPSession(Protocol):
         if self.tx is not None:
             self.tx.discard()
             self.tx = None
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
-        self._login_timer = None
+        self._login_deadline.cancel()
         # a registered producer would keep the transport open after loseConnection
         self.transport.unregisterProducer()
         self.transport.loseConnection()
@@ -683,9 +658,7 @@ class SMTPSession(Protocol):
             return
         self.user = avatar.address
         mark_logged_in(self.transport)  # never dropped to make room at the total connection cap
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
-        self._login_timer = None
+        self._login_deadline.cancel()
         self.log.info("[{session}] authenticated as {user}", session=self.session_id, user=self.user)
         self.reply(235, "2.7.0", "Authentication successful")
 

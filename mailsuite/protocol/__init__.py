@@ -1,0 +1,17 @@
+"""The protocol kit: connection mechanics SMTP, POP3 and IMAP share.
+
+Each protocol module keeps its own protocol logic (commands, replies,
+states); what every connection needs the same way lives here, written and
+tested once:
+
+- :mod:`.deadline`: a deadline timer (command line deadline, idle timeout,
+  login deadline, the grace before an abort) that moves later without a
+  heap operation;
+- :mod:`.flow`: the input high-water mark that stops socket reads while
+  input waits that cannot be handled yet (a command is busy, or the client
+  does not read its replies).
+
+Not yet here (see issue 16, item 3): the line/literal receiver itself, with
+pipelining and maximum line length, and the close-with-grace logic; each
+protocol still frames lines in its own module.
+"""
