@@ -114,7 +114,7 @@ def _small_window(conn: Connection, size: int = 65536) -> None:
 
 def _big_fetch(tmp_path: Path) -> tuple[Harness, Connection]:
     harness = Harness(tmp_path, imap_timeout=60.0)
-    harness.deliver(ALICE, b"Subject: big\r\n\r\n" + b"y" * 5_000_000 + b"\r\n")
+    harness.deliver(ALICE, b"Subject: big\r\n\r\n" + b"y" * 2_000_000 + b"\r\n")
     conn = harness.connect(ALICE)
     conn.send("s SELECT INBOX\r\n")
     _small_window(conn)
