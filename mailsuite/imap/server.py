@@ -91,6 +91,7 @@ from mailsuite.imap.responses import ANSWERED, SERVER_BUG, Response, failure_res
 from mailsuite.limits import mark_logged_in, peer_ip
 from mailsuite.protocol.deadline import Deadline
 from mailsuite.protocol.flow import InputThrottle
+from mailsuite.protocol.lines import take_bytes, take_line
 
 # Handlers register themselves in dispatch.COMMANDS when imported.
 from mailsuite.imap import commands_any, commands_auth, commands_folders, commands_messages, idle  # noqa: F401,E402
@@ -444,11 +445,10 @@ class IMAPServer(Protocol):
             self._line_hook is not None or (not self._busy and not self._write_paused)
         ):
             if self._literal_left:
-                chunk = self._buffer[: self._literal_left]
-                del self._buffer[: self._literal_left]
+                chunk = take_bytes(self._buffer, self._literal_left)
                 self._literal_left -= len(chunk)
                 if self._literal_sink is not None:
-                    self._write_literal(bytes(chunk))
+                    self._write_literal(chunk)
                     if not self._literal_left:
                         self._parts.append(b"")  # the data went to the store, see streamed_literal
                         self._literal_sink = None
@@ -458,15 +458,11 @@ class IMAPServer(Protocol):
                     self._parts.append(bytes(self._literal))
                     self._literal = bytearray()
                 continue
-            end = self._buffer.find(b"\n")
-            if end < 0:
+            line = take_line(self._buffer)
+            if line is None:
                 if len(self._buffer) > self.max_line:
                     self._line_too_long(bytes(self._buffer[:200]), complete=False)
                 break
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            if line.endswith(b"\r"):
-                line = line[:-1]
             if self._discard_line:
                 self._discard_line = False
                 continue

@@ -78,6 +78,7 @@ from mailsuite.pop3.maildrop import Maildrop, NoSuchNumber
 from mailsuite.pop3.streaming import ResponseStreamer
 from mailsuite.protocol.deadline import Deadline
 from mailsuite.protocol.flow import InputThrottle
+from mailsuite.protocol.lines import take_line
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -292,15 +293,11 @@ class POP3Session(Protocol):
         self._processing = True
         try:
             while not self._busy and not self._write_paused and not self._closed:
-                end = self._buffer.find(b"\n")
-                if end < 0:
+                line = take_line(self._buffer)
+                if line is None:
                     if len(self._buffer) > self.MAX_LENGTH:
                         self._line_too_long(len(self._buffer))
                     break
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                if line.endswith(b"\r"):
-                    line = line[:-1]
                 if len(line) > self.MAX_LENGTH:
                     self._line_too_long(len(line))
                     break

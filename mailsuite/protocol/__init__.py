@@ -9,9 +9,12 @@ tested once:
   heap operation;
 - :mod:`.flow`: the input high-water mark that stops socket reads while
   input waits that cannot be handled yet (a command is busy, or the client
-  does not read its replies).
+  does not read its replies);
+- :mod:`.lines`: taking lines (CRLF or bare LF) and counted octets
+  (literals, BDAT chunks) from the front of a protocol's input buffer.
 
-Not yet here (see issue 16, item 3): the line/literal receiver itself, with
-pipelining and maximum line length, and the close-with-grace logic; each
-protocol still frames lines in its own module.
+Not yet here (see issue 16, item 3): one receiver driving the input loop
+itself (pipelining while a command is busy, over-long lines, raw modes for
+DATA/BDAT and IMAP literals) and the close-with-grace logic; each protocol
+still runs its own loop over the helpers above.
 """

@@ -87,6 +87,7 @@ from mailsuite.netwrite import write_now
 from mailsuite.mailauth import smtp_hook
 from mailsuite.protocol.deadline import Deadline
 from mailsuite.protocol.flow import InputThrottle
+from mailsuite.protocol.lines import take_bytes, take_line
 from mailsuite.smtp import headers, policy
 from mailsuite.smtp.address import AddressError, Mailbox, parse_command_argument
 from mailsuite.smtp.data import ChunkChecker, DataDecoder
@@ -320,11 +321,9 @@ class SMTPSession(Protocol):
                     if not self._next_line():
                         break
                 elif self._mode == DISCARD_LINE:
-                    end = self._buffer.find(b"\n")
-                    if end < 0:
+                    if take_line(self._buffer) is None:
                         self._buffer.clear()
                         break
-                    del self._buffer[: end + 1]
                     self._mode = LINE
                     self.reply(500, "5.5.2", "Line too long")
                 elif self._mode == DATA:
@@ -356,16 +355,12 @@ class SMTPSession(Protocol):
         self._write_paused = True
 
     def _next_line(self) -> bool:
-        end = self._buffer.find(b"\n")
-        if end < 0:
+        line = take_line(self._buffer)
+        if line is None:
             if len(self._buffer) > self.s.max_line_length:
                 self._buffer.clear()
                 self._mode = DISCARD_LINE
             return False
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
         self._expect_client()  # the next line's time starts now (or at its first byte, if later)
         handler, self._line_handler = self._line_handler, None
         if len(line) > self.s.max_line_length:
@@ -841,8 +836,7 @@ class SMTPSession(Protocol):
         take = min(self._bdat_remaining, len(self._buffer))
         if take == 0:
             return
-        chunk = bytes(self._buffer[:take])
-        del self._buffer[:take]
+        chunk = take_bytes(self._buffer, take)
         self._bdat_remaining -= take
         tx = self.tx
         if self._bdat_error is None and tx is not None and tx.bdat_failed is None:
