@@ -89,6 +89,7 @@ from mailsuite.imap.args import Arguments, ParseError
 from mailsuite.imap.dispatch import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, CommandSpec
 from mailsuite.imap.responses import ANSWERED, SERVER_BUG, Response, failure_response, literal_too_big
 from mailsuite.limits import mark_logged_in, peer_ip
+from mailsuite.protocol.closing import close_with_grace
 from mailsuite.protocol.deadline import Deadline
 from mailsuite.protocol.flow import InputThrottle
 from mailsuite.protocol.lines import take_bytes, take_line
@@ -182,7 +183,7 @@ class IMAPServer(Protocol):
         self._on_lost: list[Callable[[], None]] = []
         self._change_listeners: list[Callable[[], None]] = []
         self.logging_out = False
-        self._abort_call: Any = None
+        self._abort_deadline = Deadline(self.reactor, self._abort)  # set by disconnect
         self._lost = False
         self._deadline = Deadline(self.reactor, self._timer_fired)  # the one connection timer, see _arm
         self._timer_kind = _WAIT_COMMAND
@@ -214,9 +215,7 @@ class IMAPServer(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closing = True
         self._lost = True
-        if self._abort_call is not None and self._abort_call.active():
-            self._abort_call.cancel()
-        self._abort_call = None
+        self._abort_deadline.cancel()
         self._deadline.cancel()
         self._login_deadline.cancel()
         for hook in self._on_lost:
@@ -304,19 +303,14 @@ class IMAPServer(Protocol):
         write buffer never drains), so the connection is aborted after
         ``CLOSE_GRACE`` seconds if it is still open.
         """
-        if self._closing and self._abort_call is not None:
+        if self._closing and self._abort_deadline.pending:
             return
         self._closing = True
         self._buffer.clear()
-        # a registered producer would keep a TLS transport open after loseConnection
-        if self._producing:
-            self._producing = False
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
-        self._abort_call = self.reactor.callLater(CLOSE_GRACE, self._abort)
+        unregister, self._producing = self._producing, False
+        close_with_grace(self.transport, self._abort_deadline, CLOSE_GRACE, unregister=unregister)
 
     def _abort(self) -> None:
-        self._abort_call = None
         abort = getattr(self.transport, "abortConnection", None)
         if abort is not None and not self._lost:
             self.log.info("{cid}: peer not reading; connection aborted", cid=self.cid)

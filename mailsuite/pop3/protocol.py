@@ -76,6 +76,7 @@ from mailsuite.limits import mark_logged_in, peer_ip
 from mailsuite.pop3.encoding import TERMINATOR, MessageEncoder
 from mailsuite.pop3.maildrop import Maildrop, NoSuchNumber
 from mailsuite.pop3.streaming import ResponseStreamer
+from mailsuite.protocol.closing import close_with_grace
 from mailsuite.protocol.deadline import Deadline
 from mailsuite.protocol.flow import InputThrottle
 from mailsuite.protocol.lines import take_line
@@ -232,10 +233,7 @@ class POP3Session(Protocol):
         self._closed = True
         self._buffer.clear()
         self._login_deadline.cancel()
-        # a registered producer that is paused would keep the transport open after loseConnection
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
-        self._set_deadline(self.settings.timeout if grace is None else grace)
+        close_with_grace(self.transport, self._deadline, self.settings.timeout if grace is None else grace)  # _timed_out aborts
 
     # -- timers ----------------------------------------------------------------
     def _set_deadline(self, seconds: float) -> None:

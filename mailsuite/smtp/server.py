@@ -85,6 +85,7 @@ from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, Me
 from mailsuite.limits import mark_logged_in, peer_ip, spare_while
 from mailsuite.netwrite import write_now
 from mailsuite.mailauth import smtp_hook
+from mailsuite.protocol.closing import close_with_grace
 from mailsuite.protocol.deadline import Deadline
 from mailsuite.protocol.flow import InputThrottle
 from mailsuite.protocol.lines import take_bytes, take_line
@@ -485,10 +486,7 @@ class SMTPSession(Protocol):
             self.tx.discard()
             self.tx = None
         self._login_deadline.cancel()
-        # a registered producer would keep the transport open after loseConnection
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
-        self._set_deadline(self.s.timeout if grace is None else grace)
+        close_with_grace(self.transport, self._deadline, self.s.timeout if grace is None else grace)  # _timed_out aborts
 
     def _fault(self, command: str) -> Any:
         plan = self.s.fault_plan()
