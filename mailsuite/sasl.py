@@ -39,6 +39,10 @@ class MalformedResponse(SASLError):
     """Not base64, wrong field count or not UTF-8: a syntax error in the client's response."""
 
 
+class InvalidBase64(MalformedResponse):
+    """A response line that is not base64 (POP3 answers it apart from other malformed responses)."""
+
+
 class AuthorizationDenied(SASLError):
     """An authorization identity other than the login name (we support no proxy logins)."""
 
@@ -75,7 +79,7 @@ def decode_response(line: bytes) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise MalformedResponse("Invalid base64 data") from None
+        raise InvalidBase64("Invalid base64 data") from None
 
 
 def encode_challenge(challenge: Challenge) -> bytes:

@@ -220,3 +220,54 @@ def test_renew_forked_reactor_on_the_epoll_reactor() -> None:
     finally:
         for fd in (other.waker.i, other.waker.o):
             os.close(fd)
+
+
+# -- Twisted: coroutines started eagerly -------------------------------------------------
+def test_start_eagerly_is_used() -> None:
+    """Measured on Twisted 24.3-26.10: a coroutine waiting for an unfired Deferred yields it again when resumed."""
+    assert 24 <= _major(twisted.__version__) <= 26, f"re-measure compat.start_eagerly on Twisted {twisted.__version__}"
+    assert compat.EAGER_COROUTINES
+
+
+def test_start_eagerly_finishes_a_coroutine_that_never_waits() -> None:
+    ran = []
+
+    async def quick() -> None:
+        ran.append(1)
+
+    assert compat.start_eagerly(quick()) is None
+    assert ran == [1]
+
+
+def test_start_eagerly_raises_what_the_first_step_raises() -> None:
+    async def broken() -> None:
+        raise ValueError("first step")
+
+    with pytest.raises(ValueError, match="first step"):
+        compat.start_eagerly(broken())
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_a_waiting_coroutine_goes_on_under_ensure_deferred(monkeypatch: pytest.MonkeyPatch, eager: bool) -> None:
+    """Whether the first step ran here or (the fallback) not, ensureDeferred drives it to the end with each result."""
+    monkeypatch.setattr(compat, "EAGER_COROUTINES", eager)
+    first: defer.Deferred[int] = defer.Deferred()
+    second: defer.Deferred[int] = defer.Deferred()
+    steps = []
+
+    async def waits() -> int:
+        steps.append("start")
+        a = await first
+        steps.append(a)
+        b = await second
+        return a + b
+
+    rest = compat.start_eagerly(waits())
+    assert rest is not None
+    assert steps == (["start"] if eager else [])
+    d = defer.ensureDeferred(rest)
+    assert steps == ["start"]
+    first.callback(2)
+    assert steps == ["start", 2] and not d.called
+    second.callback(3)
+    assert d.result == 5

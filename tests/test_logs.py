@@ -46,7 +46,7 @@ def test_failure_traceback_follows_the_line() -> None:
     out = io.StringIO()
     log = Logger(namespace="mailsuite.test", observer=LogPublisher(LineObserver(out)))
     try:
-        1 / 0
+        _ = 1 / 0
     except ZeroDivisionError:
         log.failure("delivery to {address} failed", Failure(), address="x@example.test")
     lines = out.getvalue().splitlines()
@@ -128,7 +128,7 @@ def test_safe_observer_gives_twistds_observer_escaped_text() -> None:
     log.debug("per command {tag}", tag="a")
     log.info("login failed for {user}", user="x\r\nforged\x1b[0m")
     try:
-        1 / 0
+        _ = 1 / 0
     except ZeroDivisionError:
         log.failure("oops {what}", Failure(), what="\x00")
     lines = out.getvalue().splitlines()

@@ -153,8 +153,8 @@ class HashGate:
                 return
             queued = Counter(w.source for w in self._waiting)
 
-            def lone(w: _Waiting) -> bool:
-                return w.known or self._key(w, standings, queued)[1:3] == (0, 1)
+            def lone(w: _Waiting) -> bool:  # used only in this iteration
+                return w.known or self._key(w, standings, queued)[1:3] == (0, 1)  # noqa: B023
 
             kept = self._running_shared >= max(1, self.slots - 1)
             if kept:

@@ -6,14 +6,12 @@ portal with login throttling).  Passwords and SASL payloads are never logged.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from twisted.internet import defer
 
-from mailsuite import errors
-from mailsuite.imap.args import Arguments, ParseError
+from mailsuite import errors, sasl
+from mailsuite.imap.args import Arguments
 from mailsuite.imap.dispatch import ONLY_NOT_AUTHENTICATED, command
 from mailsuite.imap.responses import ANSWERED, Response, bad, no
 
@@ -46,8 +44,6 @@ async def _login(server: Any, username: str, password: str) -> Response:
     except errors.AuthenticationFailed:
         server.log.info("{cid}: login failed for {user}", cid=server.cid, user=username[:100])
         raise
-    except errors.InvalidName:
-        raise no("Authentication failed.", "AUTHENTICATIONFAILED") from None
     if server.closing:
         # the client hung up (or the login deadline passed) while the password was checked:
         # no session, no connection slot (see IMAPServer.logged_in)
@@ -74,51 +70,44 @@ async def login(server: Any, tag: str, args: Arguments) -> Response:
     return await _login(server, username, password)
 
 
-def _decode_plain(line: bytes) -> tuple[str, str]:
-    """RFC 4616: ``authzid NUL authcid NUL passwd``, base64 encoded."""
-    try:
-        data = base64.b64decode(line.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise bad("Invalid base64 data.") from None
-    parts = data.split(b"\0")
-    if len(parts) != 3:
-        raise bad("Invalid PLAIN response.")
-    try:
-        authzid, authcid, password = (p.decode("utf-8") for p in parts)
-    except UnicodeDecodeError:
-        raise bad("Invalid PLAIN response (not UTF-8).") from None
-    if authzid and authzid != authcid:
-        raise no("Authorization identity differs from the login name.", "AUTHORIZATIONFAILED")
-    return authcid, password
+#: SASL mechanisms offered (CAPABILITY AUTH=...): PLAIN only, as before the shared module.
+SASL_MECHANISMS = ("PLAIN",)
 
 
 @command("AUTHENTICATE", ONLY_NOT_AUTHENTICATED)
 async def authenticate(server: Any, tag: str, args: Arguments) -> Response:
-    """RFC 3501 6.2.2 with SASL-IR (RFC 4959); PLAIN is the one mechanism offered."""
+    """RFC 3501 6.2.2 with SASL-IR (RFC 4959): the :mod:`mailsuite.sasl` exchange framed as ``+`` lines.
+
+    SASL errors (cancelled, malformed, another authorization identity) are
+    answered in :func:`mailsuite.imap.responses.failure_response`.
+    """
     args.space()
     mechanism = args.atom().upper()
     initial: bytes | None = None
     if args.maybe_space():
         initial = str(args.atom()).encode("ascii")  # base64 and "=" are atom characters
     args.end()
-    if mechanism != "PLAIN":
-        raise no("Unsupported authentication mechanism.")
+    exchange = sasl.exchange(mechanism, offered=SASL_MECHANISMS)
     if not server.plaintext_auth_allowed():
         raise no("Plaintext authentication disallowed on non-secure connections.", "PRIVACYREQUIRED")
-    if initial is None:
-        server.write(b"+ \r\n")
-        answer: defer.Deferred[bytes] = defer.Deferred()
+    step = exchange.start(None if initial is None else sasl.decode_response(initial))
+    while isinstance(step, sasl.Challenge):
+        server.write(b"+ " + sasl.encode_challenge(step) + b"\r\n")
+        step = exchange.respond(sasl.decode_response(await _response_line(server)))
+    return await _login(server, step.username, step.password)
 
-        def line(data: bytes) -> None:
-            server.set_line_hook(None)
-            answer.callback(data)
 
-        server.set_line_hook(line)
-        server.on_lost(lambda: None if answer.called else answer.cancel())
-        initial = await answer
-        if initial.strip() == b"*":
-            raise bad("Authentication aborted by client.")
-    elif initial == b"=":
-        initial = b""
-    authcid, password = _decode_plain(initial)
-    return await _login(server, authcid, password)
+async def _response_line(server: Any) -> bytes:
+    """The client's next line, the answer to a challenge (RFC 3501 6.2.2)."""
+    answer: defer.Deferred[bytes] = defer.Deferred()
+
+    def line(data: bytes) -> None:
+        server.set_line_hook(None)
+        answer.callback(data)
+
+    server.set_line_hook(line)
+    remove = server.on_lost(lambda: None if answer.called else answer.cancel())
+    try:
+        return await answer
+    finally:
+        remove()

@@ -270,10 +270,8 @@ def _list_line(verb: str, name: str, attrs: list[str], extra: bytes = b"") -> by
 
 async def _list(server: Any, args: Arguments, verb: str) -> None:
     selection: list[str] = []
-    extended = False
     args.space()
     if verb == "LIST" and args.peek() == 0x28:
-        extended = True
         selection = [s.upper() for s in args.paren_atoms()]
         for opt in selection:
             if opt not in ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"):
@@ -287,7 +285,6 @@ async def _list(server: Any, args: Arguments, verb: str) -> None:
     args.space()
     given: list[str | None]
     if verb == "LIST" and args.peek() == 0x28:
-        extended = True
         args.pos += 1
         given = []
         while not args.accept(b")"):
@@ -299,7 +296,6 @@ async def _list(server: Any, args: Arguments, verb: str) -> None:
     returns: list[str] = []
     status_items: list[str] = []
     if verb == "LIST" and args.maybe_space():
-        extended = True
         args.expect(b"RETURN ")
         if args.peek() != 0x28:
             raise ParseError("Expected (")

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from mailsuite import errors
-from mailsuite.imap import fetch as fetch_
 from mailsuite.imap import search_adapter
-from mailsuite.imap.args import Arguments, ParseError
+from mailsuite.imap.args import Arguments
 from mailsuite.imap.dispatch import ONLY_SELECTED, command
+from mailsuite.imap.fetch import run_fetch
 from mailsuite.imap.responses import Response, bad, no
 from mailsuite.imap.session import flag_list
 
@@ -62,7 +62,7 @@ async def _fetch(server: Any, args: Arguments, *, uid: bool) -> Response | None:
         uids = server.selected.resolve(ranges, uid=uid)
     except ValueError as e:
         raise bad(str(e)) from None
-    return await fetch_.run_fetch(server, uids, atts, uid_command=uid, changed_since=changed_since)
+    return await run_fetch(server, uids, atts, uid_command=uid, changed_since=changed_since)
 
 
 @command("FETCH", ONLY_SELECTED, expunge_ok=False)

@@ -204,7 +204,7 @@ class _Writer:
                 index += len(group)
                 budget = mime_fetch.Budget()
                 plans = {u: mime_fetch.MessagePlan(self.content) for u in group}
-                filled = await self.folder.map_messages(group, lambda u, octets: plans[u].fill(octets, budget))
+                filled = await self.folder.map_messages(group, lambda u, octets: plans[u].fill(octets, budget))  # noqa: B023 - awaited here
                 for u in group:
                     if u not in filled:
                         self.expunge_issued += 1
@@ -275,7 +275,7 @@ class _Writer:
                 if content >= plan.next and not lost:
                     # the rest of the items, in another trip to the store (the tree is kept)
                     budget = mime_fetch.Budget()
-                    filled = await self.folder.map_messages([uid], lambda u, octets: plan.fill(octets, budget))
+                    filled = await self.folder.map_messages([uid], lambda u, octets: plan.fill(octets, budget))  # noqa: B023 - awaited here
                     lost = uid not in filled
                 piece, plan.pieces[content] = plan.pieces[content], None
                 content += 1

@@ -22,7 +22,8 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from mailsuite import errors
+from mailsuite import errors, sasl
+from mailsuite.imap.search.keys import BadCharset
 
 
 class CommandError(Exception):
@@ -60,11 +61,21 @@ class Response:
         return f"{tag} {self.status} {code}{self.text}\r\n".encode("utf-8", "replace")
 
 
+#: The tagged answer to a command that failed outside any handler (a bug), logged by the caller.
+SERVER_BUG = Response("NO", "Internal error.", "SERVERBUG")
+
+
+def literal_too_big(limit: int) -> Response:
+    """A synchronising literal over the cap, refused before the client sends it (RFC 7888 4)."""
+    return Response("NO", f"Literal too large (limit {limit} bytes).", "TOOBIG")
+
+
 #: Returned by a handler that wrote its own tagged line (STARTTLS must before switching).
 ANSWERED = Response("OK", "")
 
 #: Commands whose missing target folder gets [TRYCREATE] (RFC 3501 6.3.11, 6.4.7; RFC 6851).
 _TRYCREATE_COMMANDS = frozenset({"APPEND", "COPY", "MOVE"})
+_LOGIN_COMMANDS = frozenset({"LOGIN", "AUTHENTICATE"})
 
 
 def _disk_full(error: BaseException) -> int | None:
@@ -85,6 +96,16 @@ def failure_response(error: BaseException, command: str, parse_error: type[BaseE
     """Map an exception raised while running ``command`` to its tagged response."""
     if isinstance(error, CommandError):
         return Response(error.status, error.text, error.code)
+    if isinstance(error, sasl.SASLError):  # AUTHENTICATE (RFC 3501 6.2.2)
+        if isinstance(error, sasl.Cancelled):
+            return Response("BAD", "Authentication aborted by client.")
+        if isinstance(error, sasl.UnknownMechanism):
+            return Response("NO", "Unsupported authentication mechanism.")
+        if isinstance(error, sasl.AuthorizationDenied):
+            return Response("NO", "Authorization identity differs from the login name.", "AUTHORIZATIONFAILED")
+        return Response("BAD", f"{error}.")
+    if isinstance(error, BadCharset):  # SEARCH (RFC 3501 6.4.4)
+        return Response("NO", str(error), error.code)
     if parse_error is not None and isinstance(error, parse_error):
         return Response("BAD", f"Error in IMAP command {command}: {error}".rstrip(": "))
     full = _disk_full(error)
@@ -104,6 +125,8 @@ def failure_response(error: BaseException, command: str, parse_error: type[BaseE
     if isinstance(error, errors.MessageTooLarge):
         return Response("NO", "Message too large", "TOOBIG")
     if isinstance(error, errors.InvalidName):
+        if command in _LOGIN_COMMANDS:  # a login name the directory cannot even look up
+            return Response("NO", "Authentication failed.", "AUTHENTICATIONFAILED")
         return Response("NO", f"Invalid mailbox name: {error.text}", "CANNOT")
     if isinstance(error, errors.NoSuchMessage):
         return Response("NO", "Some of the requested messages no longer exist", "EXPUNGEISSUED")

@@ -24,7 +24,7 @@ from typing import Any
 
 from mailsuite.imap import search as engine
 from mailsuite.imap.args import Arguments
-from mailsuite.imap.responses import bad, no
+from mailsuite.imap.responses import bad
 
 #: Messages evaluated per trip to the store's threads when the criteria read messages.
 BATCH = 1000
@@ -35,14 +35,12 @@ async def search(server: Any, selected: Any, args: Arguments, *, uid: bool) -> b
     if args.accept(b"CHARSET "):
         charset = args.astring().decode("ascii", "replace").upper()
         if charset not in ("UTF-8", "US-ASCII"):
-            raise no(f"Unsupported charset {charset[:40]}", "BADCHARSET (UTF-8 US-ASCII)")
+            raise engine.BadCharset(charset)  # answered in responses.failure_response
         args.space()
     if args.accept(b"RETURN "):
         raise bad("ESEARCH is not supported")
     try:
         criteria = engine.parse(args, lambda ranges, is_uid: selected.resolve(ranges, uid=is_uid))
-    except engine.BadCharset as e:
-        raise no(f"Unsupported charset {str(e)[:40]}", "BADCHARSET (UTF-8 US-ASCII)") from None
     except ValueError as e:  # an invalid sequence number (or a parse error)
         raise bad(str(e) or "Invalid search") from None
     if criteria.uses_modseq:

@@ -85,13 +85,17 @@ from zope.interface import implementer
 
 from mailsuite import errors
 from mailsuite.imap import dispatch
+from mailsuite.imap.args import Arguments, ParseError
 from mailsuite.imap.dispatch import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, CommandSpec
-from mailsuite.imap.responses import ANSWERED, Response, failure_response
+from mailsuite.imap.responses import ANSWERED, SERVER_BUG, Response, failure_response, literal_too_big
 from mailsuite.limits import mark_logged_in, peer_ip
+from mailsuite.protocol.closing import close_with_grace
+from mailsuite.protocol.deadline import Deadline
+from mailsuite.protocol.flow import InputThrottle
+from mailsuite.protocol.lines import take_bytes, take_line
 
 # Handlers register themselves in dispatch.COMMANDS when imported.
 from mailsuite.imap import commands_any, commands_auth, commands_folders, commands_messages, idle  # noqa: F401,E402
-from mailsuite.imap import args as argparse_  # noqa: E402
 
 #: ``{123}`` or ``{123+}`` at the end of a line announces a literal (RFC 3501 4.3, RFC 7888).
 _LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}$")
@@ -170,7 +174,6 @@ class IMAPServer(Protocol):
         self._discard_line = False
         self._busy = False
         self._draining = False
-        self._reading_paused = False
         self._line_hook: Callable[[bytes], None] | None = None
         self._closing = False
         self._errors = 0
@@ -180,12 +183,12 @@ class IMAPServer(Protocol):
         self._on_lost: list[Callable[[], None]] = []
         self._change_listeners: list[Callable[[], None]] = []
         self.logging_out = False
-        self._abort_call: Any = None
+        self._abort_deadline = Deadline(self.reactor, self._abort)  # set by disconnect
         self._lost = False
-        self._timer: Any = None  # the one connection timer, see _arm
+        self._deadline = Deadline(self.reactor, self._timer_fired)  # the one connection timer, see _arm
         self._timer_kind = _WAIT_COMMAND
-        self._deadline = 0.0
-        self._login_call: Any = None
+        self._login_deadline = Deadline(self.reactor, self._login_timed_out)
+        self._input: InputThrottle = None  # type: ignore[assignment]  # set once connected
         #: Why writing a streamed APPEND literal failed (disk full...), answered by APPEND.
         self.streamed_literal_error: BaseException | None = None
 
@@ -198,8 +201,9 @@ class IMAPServer(Protocol):
             self.tls = True
         self.transport.registerProducer(self, True)
         self._producing = True
+        self._input = InputThrottle(self.transport, INPUT_HIGH_WATER)
         self._arm(_WAIT_COMMAND, self.idle_timeout)
-        self._login_call = self.reactor.callLater(self.login_timeout, self._login_timed_out)
+        self._login_deadline.set(self.login_timeout)
         try:  # small responses must not wait for delayed ACKs (Nagle)
             self.transport.setTcpNoDelay(True)
         except Exception:
@@ -216,10 +220,9 @@ class IMAPServer(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closing = True
         self._lost = True
-        for call in (self._abort_call, self._timer, self._login_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._abort_call = self._timer = self._login_call = None
+        self._abort_deadline.cancel()
+        self._deadline.cancel()
+        self._login_deadline.cancel()
         for hook in self._on_lost:
             try:
                 hook()
@@ -257,25 +260,13 @@ class IMAPServer(Protocol):
     def _arm(self, kind: str, seconds: float) -> None:
         """Close the connection ``seconds`` from now unless the timer is armed again first.
 
-        Only the deadline moves when the timer is re-armed for a later time:
-        rescheduling the call every command would cost a heap operation
-        each time; _timer_fired re-arms itself when it fires early.
+        A later deadline costs no heap operation (see mailsuite.protocol.deadline).
         """
         self._timer_kind = kind
-        self._deadline = self.reactor.seconds() + seconds
-        timer = self._timer
-        if timer is None or not timer.active():
-            self._timer = self.reactor.callLater(seconds, self._timer_fired)
-        elif timer.getTime() > self._deadline:
-            timer.reset(seconds)
+        self._deadline.set(seconds)
 
     def _timer_fired(self) -> None:
-        self._timer = None
         if self._closing:
-            return
-        remaining = self._deadline - self.reactor.seconds()
-        if remaining > 0:
-            self._timer = self.reactor.callLater(remaining, self._timer_fired)
             return
         if self._timer_kind == _RUNNING and self._line_hook is None and not self._write_paused:
             # the server, not the client, is slow (a big SEARCH, a slow disk): never cut its work
@@ -304,7 +295,6 @@ class IMAPServer(Protocol):
 
     def _login_timed_out(self) -> None:
         """limits.imap_login_timeout passed since connect without a login: BYE, whatever the client does."""
-        self._login_call = None
         if self._closing or self.state != NOT_AUTHENTICATED:
             return
         self.log.info("{cid}: no login within {seconds} s", cid=self.cid, seconds=self.login_timeout)
@@ -318,19 +308,14 @@ class IMAPServer(Protocol):
         write buffer never drains), so the connection is aborted after
         ``CLOSE_GRACE`` seconds if it is still open.
         """
-        if self._closing and self._abort_call is not None:
+        if self._closing and self._abort_deadline.pending:
             return
         self._closing = True
         self._buffer.clear()
-        # a registered producer would keep a TLS transport open after loseConnection
-        if self._producing:
-            self._producing = False
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
-        self._abort_call = self.reactor.callLater(CLOSE_GRACE, self._abort)
+        unregister, self._producing = self._producing, False
+        close_with_grace(self.transport, self._abort_deadline, CLOSE_GRACE, unregister=unregister)
 
     def _abort(self) -> None:
-        self._abort_call = None
         abort = getattr(self.transport, "abortConnection", None)
         if abort is not None and not self._lost:
             self.log.info("{cid}: peer not reading; connection aborted", cid=self.cid)
@@ -434,13 +419,7 @@ class IMAPServer(Protocol):
         """Pause reading the socket while too much input waits that cannot be handled yet."""
         if self._closing:
             return
-        held = self._write_paused or (self._busy and self._line_hook is None)
-        if held and len(self._buffer) > INPUT_HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pauseProducing()
-        elif self._reading_paused and (not held or len(self._buffer) <= INPUT_HIGH_WATER // 2):
-            self._reading_paused = False
-            self.transport.resumeProducing()
+        self._input.update(self._write_paused or (self._busy and self._line_hook is None), len(self._buffer))
 
     def set_line_hook(self, hook: Callable[[bytes], None] | None) -> None:
         """Route whole input lines to ``hook`` (IDLE, AUTHENTICATE) instead of the parser."""
@@ -465,11 +444,10 @@ class IMAPServer(Protocol):
             self._line_hook is not None or (not self._busy and not self._write_paused)
         ):
             if self._literal_left:
-                chunk = self._buffer[: self._literal_left]
-                del self._buffer[: self._literal_left]
+                chunk = take_bytes(self._buffer, self._literal_left)
                 self._literal_left -= len(chunk)
                 if self._literal_sink is not None:
-                    self._write_literal(bytes(chunk))
+                    self._write_literal(chunk)
                     if not self._literal_left:
                         self._parts.append(b"")  # the data went to the store, see streamed_literal
                         self._literal_sink = None
@@ -479,15 +457,11 @@ class IMAPServer(Protocol):
                     self._parts.append(bytes(self._literal))
                     self._literal = bytearray()
                 continue
-            end = self._buffer.find(b"\n")
-            if end < 0:
+            line = take_line(self._buffer)
+            if line is None:
                 if len(self._buffer) > self.max_line:
                     self._line_too_long(bytes(self._buffer[:200]), complete=False)
                 break
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            if line.endswith(b"\r"):
-                line = line[:-1]
             if self._discard_line:
                 self._discard_line = False
                 continue
@@ -626,7 +600,7 @@ class IMAPServer(Protocol):
             return None
         _, sep, rest = raw[m.end():].partition(b" ")
         try:
-            args = argparse_.Arguments(sep + rest)
+            args = Arguments(sep + rest)
             args.space()
             name = args.mailbox()
             if args.at_end():
@@ -690,7 +664,7 @@ class IMAPServer(Protocol):
         else:
             limit = min(self.max_literal, COMMAND_LITERAL_LIMIT)
         if size > limit or self._literal_total + size > limit:
-            return f"{tag} NO [TOOBIG] Literal too large (limit {limit} bytes).\r\n".encode()
+            return literal_too_big(limit).line(tag)
         return None
 
     def _lookup(self, rest: bytes) -> tuple[str, CommandSpec | None]:
@@ -752,14 +726,14 @@ class IMAPServer(Protocol):
             self.discard_streamed_literal()  # a test's fault answered (or dropped) in the command's place
             return None if self._closing else self.resume_input()
         try:
-            args = argparse_.Arguments(args_bytes)
+            args = Arguments(args_bytes)
             result = await spec.handler(self, tag, args)
         except GeneratorExit:  # the coroutine itself is being closed: nothing more may run
             raise
         except BaseException as e:  # noqa: BLE001 - every failure becomes one tagged line
             if isinstance(e, defer.CancelledError) and self._closing:
                 return
-            response = failure_response(e, spec.name.split()[-1], argparse_.ParseError)
+            response = failure_response(e, spec.name.split()[-1], ParseError)
             if response.unexpected:
                 self.log.failure("{cid}: {command} failed", Failure(e), cid=self.cid, command=spec.name)
             bad_command = response.status == "BAD"
@@ -796,7 +770,7 @@ class IMAPServer(Protocol):
 
     def _crashed(self, failure: Failure, tag: str) -> None:
         self.log.failure("{cid}: internal error", failure, cid=self.cid)
-        self.write(f"{tag} NO [SERVERBUG] Internal error.\r\n".encode())
+        self.write(SERVER_BUG.line(tag))
         self.resume_input()
 
     # ------------------------------------------------------------------
@@ -887,9 +861,7 @@ class IMAPServer(Protocol):
             return False
         if not self.factory.user_connections.acquire(user.address):
             return False
-        if self._login_call is not None and self._login_call.active():
-            self._login_call.cancel()
-        self._login_call = None
+        self._login_deadline.cancel()
         self._slot_taken = True
         self.user = user
         self.mailbox = user.mailbox

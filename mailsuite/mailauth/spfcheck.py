@@ -19,7 +19,6 @@ Implementation notes:
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any

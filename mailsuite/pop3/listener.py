@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -47,9 +46,10 @@ def build_factory(context: Any, name: str, listener_config: ListenerConfig) -> F
     if config.tls.allow_plaintext_auth and not implicit:
         log.warn("{listener}: tls.allow_plaintext_auth is on: POP3 passwords may cross the network unencrypted", listener=name)
     if context.authenticator is None:
-        log.warn("{listener}: no authenticator is configured: every POP3 login will fail", listener=name)
+        # service.PARTS opens the auth part (or capture mode's) before any listener is built
+        raise RuntimeError(f"{name}: POP3 needs context.authenticator (the auth part was not opened)")
     settings = SessionSettings(
-        authenticator=context.authenticator if context.authenticator is not None else _NoAuthenticator(),
+        authenticator=context.authenticator,
         hostname=config.hostname,
         timeout=config.limits.pop3_timeout,
         login_timeout=config.limits.pop3_login_timeout,
@@ -62,13 +62,3 @@ def build_factory(context: Any, name: str, listener_config: ListenerConfig) -> F
     )
     return POP3Factory(settings)
 
-
-class _NoAuthenticator:
-    """Stands in while the auth package is missing: refuses every login as a temporary failure."""
-
-    def login(self, ip: str, username: str, password: str) -> Deferred[Any]:
-        from twisted.internet import defer
-
-        from mailsuite.errors import TemporaryFailure
-
-        return defer.fail(TemporaryFailure("Login service unavailable"))

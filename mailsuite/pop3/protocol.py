@@ -47,15 +47,16 @@ Implementation notes:
   reactor thread, paused with the connection, so memory stays flat for any
   message size; LIST and UIDL use the snapshot taken at login and read no
   message body.
-- Errors become replies in one place (:meth:`POP3Session.reply_error`);
+- SASL mechanisms are :mod:`mailsuite.sasl`'s exchanges; this module only
+  frames them ("+ " challenges, one response line each).
+- Errors, SASL ones included, become replies in one place
+  (:meth:`POP3Session.reply_error`);
   anything unexpected is logged with its traceback and answered
   ``-ERR [SYS/TEMP]``; no password or AUTH payload is ever logged.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 import socket
 from dataclasses import dataclass
@@ -69,11 +70,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailsuite import sasl
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailboxInUse, MailError, NoSuchMessage
 from mailsuite.limits import mark_logged_in, peer_ip
 from mailsuite.pop3.encoding import TERMINATOR
 from mailsuite.pop3.maildrop import Maildrop, NoSuchNumber
 from mailsuite.pop3.streaming import ResponseStreamer
+from mailsuite.protocol.closing import close_with_grace
+from mailsuite.protocol.deadline import Deadline
+from mailsuite.protocol.flow import InputThrottle
+from mailsuite.protocol.lines import take_line
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -92,6 +98,8 @@ MAX_BUFFERED = 64 * 1024
 #: Seconds a connection closed after a timeout may take to hear its last reply
 #: before it is aborted (a client that does not read would otherwise hold it open).
 CLOSE_GRACE = 10.0
+#: SASL mechanisms offered (RFC 5034 / RFC 2449 6.3): PLAIN only, as before the shared module.
+SASL_MECHANISMS = ("PLAIN",)
 
 #: Which commands each state accepts (RFC 1939 4-6, RFC 2449 5, RFC 2595 4, RFC 5034 4).
 COMMANDS: dict[str, frozenset[bytes]] = {
@@ -154,20 +162,20 @@ class POP3Session(Protocol):
         self.user: str | None = None
         self.maildrop: Maildrop | None = None
         self._pending_user: bytes | None = None
+        self._exchange: sasl.Exchange | None = None  # the SASL exchange waiting for a response line
         self._release: Callable[[], None] | None = None
         self._buffer = bytearray()
         self._busy = False
         self._processing = False
         self._closed = False
-        self._read_paused = False  # we paused socket reads: too much input waits
         self._write_paused = False  # the transport paused us: the client does not read
         self._streamer: ResponseStreamer | None = None
         self._mid_response = False
         self._auth_failures = 0
         self._bad_commands = 0
-        self._deadline = 0.0  # the client must have done its part by this clock time
-        self._timer: Any = None
-        self._login_timer: Any = None
+        self._deadline = Deadline(self.clock, self._timed_out)  # the client must have done its part by then
+        self._login_deadline = Deadline(self.clock, self._login_timed_out)
+        self._input: InputThrottle = None  # type: ignore[assignment]  # set once connected
 
     # -- connection ---------------------------------------------------------
     def connectionMade(self) -> None:
@@ -182,8 +190,9 @@ class POP3Session(Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             enable_keepalive(sock)
         self.transport.registerProducer(self, True)
+        self._input = InputThrottle(self.transport, MAX_BUFFERED)
         self._expect_client()
-        self._login_timer = self.clock.callLater(self.settings.login_timeout, self._login_timed_out)
+        self._login_deadline.set(self.settings.login_timeout)
         greeting = b"+OK " + self.settings.hostname.encode("ascii", "replace") + b" POP3 server ready"
         fault = self._fault("CONNECT")
         if fault is None:
@@ -195,10 +204,8 @@ class POP3Session(Protocol):
         """Forget buffered input, stop a response under way, give the maildrop lock back (unless UPDATE still runs)."""
         self._closed = True
         self._buffer.clear()
-        for timer in (self._timer, self._login_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._timer = self._login_timer = None
+        self._deadline.cancel()
+        self._login_deadline.cancel()
         if self._streamer is not None:
             self._streamer.stopProducing()
         if self.phase != UPDATE:
@@ -228,34 +235,18 @@ class POP3Session(Protocol):
             return
         self._closed = True
         self._buffer.clear()
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
-        # a registered producer that is paused would keep the transport open after loseConnection
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
-        self._set_deadline(self.settings.timeout if grace is None else grace)
+        self._login_deadline.cancel()
+        close_with_grace(self.transport, self._deadline, self.settings.timeout if grace is None else grace)  # _timed_out aborts
 
     # -- timers ----------------------------------------------------------------
     def _set_deadline(self, seconds: float) -> None:
-        # One timer, moved lazily: _timed_out re-arms itself when it fires before
-        # the deadline, so a later deadline costs no heap operation.
-        self._deadline = self.clock.seconds() + seconds
-        timer = self._timer
-        if timer is None or not timer.active():
-            self._timer = self.clock.callLater(seconds, self._timed_out)
-        elif timer.getTime() > self._deadline:
-            timer.reset(seconds)
+        self._deadline.set(seconds)
 
     def _expect_client(self) -> None:
         """The client now has ``timeout`` seconds to do its part: send the next command line, read output."""
         self._set_deadline(self.settings.timeout)
 
     def _timed_out(self) -> None:
-        self._timer = None
-        remaining = self._deadline - self.clock.seconds()
-        if remaining > 0:
-            self._timer = self.clock.callLater(remaining, self._timed_out)
-            return
         if self._closed:  # closed, but the client never took its last replies
             self.transport.abortConnection()
             return
@@ -272,7 +263,6 @@ class POP3Session(Protocol):
         self._close(CLOSE_GRACE)
 
     def _login_timed_out(self) -> None:
-        self._login_timer = None
         if self._closed or self.phase != AUTHORIZATION:
             return
         self.log.info("{cid} no login from {ip} within {seconds}s", cid=self.cid, ip=self.ip, seconds=self.settings.login_timeout)
@@ -304,15 +294,11 @@ class POP3Session(Protocol):
         self._processing = True
         try:
             while not self._busy and not self._write_paused and not self._closed:
-                end = self._buffer.find(b"\n")
-                if end < 0:
+                line = take_line(self._buffer)
+                if line is None:
                     if len(self._buffer) > self.MAX_LENGTH:
                         self._line_too_long(len(self._buffer))
                     break
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                if line.endswith(b"\r"):
-                    line = line[:-1]
                 if len(line) > self.MAX_LENGTH:
                     self._line_too_long(len(line))
                     break
@@ -322,13 +308,7 @@ class POP3Session(Protocol):
         if self._closed:
             return
         # stop reading the socket while input piles up that cannot be handled yet
-        held = self._busy or self._write_paused
-        if held and len(self._buffer) > MAX_BUFFERED and not self._read_paused:
-            self._read_paused = True
-            self.transport.pauseProducing()
-        elif self._read_paused and (not held or len(self._buffer) <= MAX_BUFFERED // 2):
-            self._read_paused = False
-            self.transport.resumeProducing()
+        self._input.update(self._busy or self._write_paused, len(self._buffer))
 
     def _line_too_long(self, length: int) -> None:
         """A line beyond MAX_LENGTH: say so and hang up (the rest of the stream is unframed)."""
@@ -441,7 +421,15 @@ class POP3Session(Protocol):
         elif isinstance(error, LoginThrottled):
             self.err("Too many failed logins, try again later", b"SYS/TEMP")  # RFC 3206 4
             self._close()
-        elif isinstance(error, AuthenticationFailed):
+        elif isinstance(error, sasl.Cancelled):
+            self.err("Authentication cancelled")  # RFC 5034 4
+        elif isinstance(error, sasl.InvalidBase64):
+            self.err("Invalid base64 in AUTH response")
+        elif isinstance(error, sasl.UnknownMechanism):
+            self.err("Unsupported SASL mechanism")
+        elif isinstance(error, (AuthenticationFailed, sasl.SASLError)):
+            if isinstance(error, sasl.SASLError):
+                self._auth_failures += 1  # a malformed PLAIN response, or acting as someone else: a failed login
             self.err("Authentication failed", b"AUTH")  # RFC 3206 5
             if self._auth_failures >= MAX_AUTH_FAILURES:
                 self._close()
@@ -464,7 +452,7 @@ class POP3Session(Protocol):
         """What this connection can do (RFC 2449 6); the same list in both states (RFC 2449 5)."""
         caps = [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
         if self._login_allowed():
-            caps += [b"USER", b"SASL PLAIN"]
+            caps += [b"USER", b"SASL " + " ".join(SASL_MECHANISMS).encode()]
         if self._tls_available():
             caps.append(b"STLS")
         return caps
@@ -507,59 +495,47 @@ class POP3Session(Protocol):
         user, self._pending_user = self._pending_user, None
         if user is None:
             return self.err("USER first")
-        return defer.Deferred.fromCoroutine(self._login(user, arg))
+        try:
+            name, secret = user.decode("utf-8"), arg.decode("utf-8")
+        except UnicodeDecodeError:
+            self._auth_failures += 1
+            raise AuthenticationFailed() from None
+        return defer.Deferred.fromCoroutine(self._login(name, secret))
 
     def do_APOP(self, arg: bytes) -> None:
         """RFC 1939 7 APOP needs the plaintext password on the server: not offered (hashes are stored)."""
         self.err("APOP is not supported")
 
     def do_AUTH(self, arg: bytes) -> defer.Deferred[None] | None:
-        """RFC 5034 4: AUTH PLAIN, with or without an initial response."""
+        """RFC 5034 4: AUTH with one of :data:`SASL_MECHANISMS`, with or without an initial response."""
         if not self._login_allowed():
             return self._refuse_plaintext()
         if not arg.strip():
             # Pre-RFC 5034 clients send a bare AUTH to list mechanisms.
-            self.transport.write(b"+OK SASL mechanisms follow\r\nPLAIN\r\n" + TERMINATOR)
+            self.transport.write(b"+OK SASL mechanisms follow\r\n" + b"".join(m.encode() + b"\r\n" for m in SASL_MECHANISMS) + TERMINATOR)
             return None
         mechanism, _, initial = arg.strip().partition(b" ")
-        if mechanism.upper() != b"PLAIN":
-            return self.err("Unsupported SASL mechanism")
-        if initial:
-            return self._sasl_plain(initial)
-        self.state = "AUTH"
-        self._send(b"+ ")  # RFC 5034 4: empty challenge for PLAIN
-        return None
+        exchange = sasl.exchange(mechanism.decode("ascii", "replace"), offered=SASL_MECHANISMS)
+        return self._sasl_step(exchange, exchange.start(sasl.decode_response(initial) if initial else None))
 
     def state_AUTH(self, line: bytes) -> defer.Deferred[None] | None:
         """The client's SASL response line after "+ "."""
         self.state = "COMMAND"
-        if line.strip() == b"*":
-            return self.err("Authentication cancelled")  # RFC 5034 4
-        return self._sasl_plain(line.strip())
+        exchange, self._exchange = self._exchange, None
+        assert exchange is not None
+        return self._sasl_step(exchange, exchange.respond(sasl.decode_response(line)))
 
-    def _sasl_plain(self, encoded: bytes) -> defer.Deferred[None] | None:
-        """RFC 4616: [authzid] NUL authcid NUL passwd; acting as someone else is not allowed."""
-        try:
-            decoded = b"" if encoded == b"=" else base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            return self.err("Invalid base64 in AUTH response")
-        parts = decoded.split(b"\x00")
-        if len(parts) != 3 or not parts[1]:
-            self._auth_failures += 1
-            return self.reply_error(Failure(AuthenticationFailed()))
-        authzid, authcid, password = parts
-        if authzid and authzid != authcid:
-            self._auth_failures += 1
-            return self.reply_error(Failure(AuthenticationFailed()))
-        return defer.Deferred.fromCoroutine(self._login(authcid, password))
+    def _sasl_step(self, exchange: sasl.Exchange, step: sasl.Step) -> defer.Deferred[None] | None:
+        """A challenge goes out after "+ " (RFC 5034 4) and the next line answers it; credentials log in."""
+        if isinstance(step, sasl.Challenge):
+            self.state = "AUTH"
+            self._exchange = exchange
+            self._send(b"+ " + sasl.encode_challenge(step))
+            return None
+        return defer.Deferred.fromCoroutine(self._login(step.username, step.password))
 
-    async def _login(self, username: bytes, password: bytes) -> None:
+    async def _login(self, name: str, secret: str) -> None:
         """Authenticate, take the maildrop lock, open INBOX, snapshot it: TRANSACTION state."""
-        try:
-            name, secret = username.decode("utf-8"), password.decode("utf-8")
-        except UnicodeDecodeError:
-            self._auth_failures += 1
-            raise AuthenticationFailed() from None
         try:
             avatar = await defer.maybeDeferred(self.settings.authenticator.login, self.ip, name, secret)
         except AuthenticationFailed:
@@ -588,9 +564,7 @@ class POP3Session(Protocol):
             return
         self.phase = TRANSACTION
         mark_logged_in(self.transport)  # never dropped to make room at the total connection cap
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
-        self._login_timer = None
+        self._login_deadline.cancel()
         count, octets = self.maildrop.stat()
         self.log.info("{cid} logged in as {user}: {count} messages", cid=self.cid, user=self.user, count=count)
         self.ok(f"Logged in, {count} messages ({octets} octets)")

@@ -32,7 +32,9 @@ Implementation notes (invariants this module keeps):
   pipelined behind the command is thrown away, and EHLO, AUTH and the
   transaction are forgotten (CVE-2011-0411 class of injection).
 - AUTH PLAIN / LOGIN (RFC 4954) only over TLS unless
-  ``tls.allow_plaintext_auth``; through the shared throttled authenticator;
+  ``tls.allow_plaintext_auth``; the mechanisms are :mod:`mailsuite.sasl`'s
+  exchanges (this module only frames them: 334 challenges, continuation
+  lines); logins go through the shared throttled authenticator;
   a throttled login gets 454 4.7.0 and the connection is closed.  SASL
   payloads, passwords and message bodies are never logged.
 - Policy decisions live in :mod:`mailsuite.smtp.policy`; DKIM signing and
@@ -40,9 +42,10 @@ Implementation notes (invariants this module keeps):
   per complete message); the store and queue hand-off in
   :mod:`mailsuite.smtp.delivery`.  250 after DATA/BDAT LAST is
   sent only once every copy is fsynced.
-- :class:`~mailsuite.errors.MailError` becomes a reply in :meth:`SMTPSession._fail`
-  (the one place); anything else is logged with its traceback and answered
-  451 4.3.0.
+- :class:`~mailsuite.errors.MailError` and :class:`~mailsuite.sasl.SASLError`
+  become replies in :meth:`SMTPSession._fail` (the one place, AUTH's login
+  failures included); anything else is logged with its traceback and
+  answered 451 4.3.0.
 - RFC 5321 4.5.3.2 timeouts are deadlines, never moved by a byte arriving
   (a client trickling a byte at a time must not hold a connection forever):
   a command line must be complete ``limits.smtp_timeout`` seconds after its
@@ -63,13 +66,11 @@ Implementation notes (invariants this module keeps):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 import re
 from dataclasses import dataclass
 from types import CoroutineType
-from typing import Any, Awaitable, Callable, Generator
+from typing import Any, Awaitable, Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -78,10 +79,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailsuite import sasl
+from mailsuite.compat import start_eagerly
 from mailsuite.errors import AuthenticationFailed, LoginThrottled, MailError, MessageTooLarge, storage_error
 from mailsuite.limits import mark_logged_in, peer_ip, spare_while
 from mailsuite.netwrite import write_now
 from mailsuite.mailauth import smtp_hook
+from mailsuite.protocol.closing import close_with_grace
+from mailsuite.protocol.deadline import Deadline
+from mailsuite.protocol.flow import InputThrottle
+from mailsuite.protocol.lines import take_bytes, take_line
 from mailsuite.smtp import headers, policy
 from mailsuite.smtp.address import AddressError, Mailbox, parse_command_argument
 from mailsuite.smtp.data import ChunkChecker, DataDecoder
@@ -93,6 +100,8 @@ MAX_BUFFERED = 256 * 1024
 MAX_HOPS = 100
 #: Seconds a connection closed for a timeout may take to read its 421 before it is aborted.
 CLOSE_GRACE = 10.0
+#: SASL mechanisms offered by EHLO (RFC 4954 3), in that order.
+AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 
 _HELO_NAME = re.compile(r"[A-Za-z0-9._\-\[\]:]{1,255}\Z")
 _BDAT_ARGS = re.compile(r"([0-9]{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
@@ -189,12 +198,12 @@ class SMTPSession(Protocol):
         self._mode = LINE
         self._busy = False
         self._processing = False
-        self._paused = False  # socket reading paused because too much input waits
         self._write_paused = False  # the transport's buffer is full: the client is not reading
-        self._timer: Any = None
-        self._deadline = 0.0  # the client must have done its part by this clock time (see _timed_out)
-        self._login_timer: Any = None
+        self._deadline = Deadline(settings.clock, self._timed_out)  # the client must have done its part by then
+        self._login_deadline = Deadline(settings.clock, self._login_timed_out)
+        self._input: InputThrottle = None  # type: ignore[assignment]  # set once connected
         self._line_handler: Callable[[bytes], Any] | None = None  # AUTH continuation
+        self._verb = ""  # the command being (or last) handled: _fail maps AUTH's errors
         self._decoder: DataDecoder | None = None
         self._bdat_remaining = 0
         self._bdat_last = False
@@ -205,6 +214,7 @@ class SMTPSession(Protocol):
     def connectionMade(self) -> None:
         self.ip = peer_ip(self.transport.getPeer())
         self.transport.registerProducer(self, True)
+        self._input = InputThrottle(self.transport, MAX_BUFFERED)
         spare_while(self.transport, lambda: self.tx is not None)  # at the connection cap, spared during a mail transaction
         try:
             self.transport.setTcpNoDelay(True)
@@ -213,7 +223,7 @@ class SMTPSession(Protocol):
         self.log.info("[{session}] {listener}: connection from {ip}{tls}", session=self.session_id, listener=self.s.listener, ip=self.ip, tls=" (TLS)" if self.tls else "")
         self._expect_client()
         if self.s.submission and self.s.login_timeout is not None:
-            self._login_timer = self.s.clock.callLater(self.s.login_timeout, self._login_timed_out)
+            self._login_deadline.set(self.s.login_timeout)
         fault = self._fault("CONNECT")
         greeting = f"220 {self.s.hostname} ESMTP mailsuite\r\n".encode()
         if fault is None:
@@ -242,10 +252,8 @@ class SMTPSession(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._mode = CLOSED
-        for timer in (self._timer, self._login_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._timer = self._login_timer = None
+        self._deadline.cancel()
+        self._login_deadline.cancel()
         if self.tx is not None:
             self.tx.discard()
             self.tx = None
@@ -262,30 +270,14 @@ class SMTPSession(Protocol):
     # -- timers ----------------------------------------------------------------
     def _set_deadline(self, seconds: float) -> None:
         """The client has ``seconds`` from now (at most until its DATA/BDAT phase ends) to do its part."""
-        now = self.s.clock.seconds()
-        deadline = now + seconds
         tx = self.tx
-        if tx is not None and tx.phase_end is not None and tx.phase_end < deadline:
-            deadline = tx.phase_end
-        self._deadline = deadline
-        # One timer, moved lazily: a later deadline costs no heap operation, since
-        # _timed_out re-arms itself when it fires before the deadline.
-        timer = self._timer
-        if timer is None or not timer.active():
-            self._timer = self.s.clock.callLater(deadline - now, self._timed_out)
-        elif timer.getTime() > deadline:  # a shorter deadline now applies
-            timer.reset(deadline - now)
+        self._deadline.set(seconds, None if tx is None else tx.phase_end)
 
     def _expect_client(self) -> None:
         """Waiting for a command line (RFC 5321 4.5.3.2.7: 5 minutes by default)."""
         self._set_deadline(self.s.timeout)
 
     def _timed_out(self) -> None:
-        self._timer = None
-        remaining = self._deadline - self.s.clock.seconds()
-        if remaining > 0:
-            self._timer = self.s.clock.callLater(remaining, self._timed_out)
-            return
         if self._mode == CLOSED:  # closed by us, but the client never took its last replies
             self.transport.abortConnection()
             return
@@ -303,7 +295,6 @@ class SMTPSession(Protocol):
 
     def _login_timed_out(self) -> None:
         """Submission: no AUTH within limits.submission_login_timeout of connecting."""
-        self._login_timer = None
         if self._mode == CLOSED or self.user is not None:
             return
         self.log.info("[{session}] {ip} did not authenticate within {seconds}s", session=self.session_id, ip=self.ip, seconds=self.s.login_timeout)
@@ -331,11 +322,9 @@ class SMTPSession(Protocol):
                     if not self._next_line():
                         break
                 elif self._mode == DISCARD_LINE:
-                    end = self._buffer.find(b"\n")
-                    if end < 0:
+                    if take_line(self._buffer) is None:
                         self._buffer.clear()
                         break
-                    del self._buffer[: end + 1]
                     self._mode = LINE
                     self.reply(500, "5.5.2", "Line too long")
                 elif self._mode == DATA:
@@ -350,13 +339,7 @@ class SMTPSession(Protocol):
             return
         # stop reading the socket while input piles up that cannot be processed yet
         # (a command waits for a Deferred, or the client does not read our replies)
-        held = self._busy or self._write_paused
-        if held and len(self._buffer) > MAX_BUFFERED and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
-        elif self._paused and (not held or len(self._buffer) <= MAX_BUFFERED // 2):
-            self._paused = False
-            self.transport.resumeProducing()
+        self._input.update(self._busy or self._write_paused, len(self._buffer))
 
     # -- IPushProducer: the transport tells us when its write buffer is full ------
     def pauseProducing(self) -> None:
@@ -373,16 +356,12 @@ class SMTPSession(Protocol):
         self._write_paused = True
 
     def _next_line(self) -> bool:
-        end = self._buffer.find(b"\n")
-        if end < 0:
+        line = take_line(self._buffer)
+        if line is None:
             if len(self._buffer) > self.s.max_line_length:
                 self._buffer.clear()
                 self._mode = DISCARD_LINE
             return False
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
         self._expect_client()  # the next line's time starts now (or at its first byte, if later)
         handler, self._line_handler = self._line_handler, None
         if len(line) > self.s.max_line_length:
@@ -410,15 +389,14 @@ class SMTPSession(Protocol):
             return
         if may_finish_now and isinstance(result, CoroutineType):
             try:
-                result.send(None)
-            except StopIteration:
-                self._done(None)
-                return
+                result = start_eagerly(result)
             except BaseException:
                 self._fail_failure(Failure())
                 self._done(None)
                 return
-            result = _resume(result)
+            if result is None:
+                self._done(None)
+                return
         self._busy = True
         d = defer.ensureDeferred(result)
         d.addErrback(self._fail_failure)
@@ -463,14 +441,37 @@ class SMTPSession(Protocol):
                 self._close()
 
     def _fail(self, error: BaseException) -> None:
-        """The one place a MailError becomes a reply; anything else is a logged 451."""
-        if isinstance(error, MailError):
+        """The one place an error becomes a reply; anything unexpected is a logged 451.
+
+        A MailError carries its reply.  During AUTH (RFC 4954 6): a throttled
+        login is refused and the connection closed; a failure of the login
+        service itself, which is neither the client's wrong password nor its
+        throttling, is the temporary 454 4.7.0; SASL errors of the client's
+        responses are syntax errors (501), except an authorization identity
+        that is not the login name, a failed login (535).
+        """
+        if isinstance(error, sasl.SASLError):
+            if isinstance(error, sasl.Cancelled):
+                self.reply(501, "5.0.0", "Authentication cancelled")
+            elif isinstance(error, sasl.UnknownMechanism):
+                self.reply(504, "5.5.4", "Unrecognized authentication type")
+            elif isinstance(error, sasl.AuthorizationDenied):
+                self.reply(535, "5.7.8", "Authentication credentials invalid")
+            else:
+                self.reply(501, "5.5.2", str(error))
+        elif isinstance(error, LoginThrottled):
             self.reply(error.code, error.enhanced, error.text)
+            self._close()
+        elif isinstance(error, MailError):
+            if self._verb == "AUTH" and not isinstance(error, (AuthenticationFailed, SMTPReply)):
+                self.reply(454, "4.7.0", "Temporary authentication failure" if error.permanent else error.text)
+            else:
+                self.reply(error.code, error.enhanced, error.text)
         else:
             self.reply(451, "4.3.0", "Internal error, try again later")
 
     def _fail_failure(self, failure: Any) -> None:
-        if not isinstance(failure.value, MailError):
+        if not isinstance(failure.value, (MailError, sasl.SASLError)):
             self.log.failure("[{session}] unexpected error", failure, session=self.session_id)
         self._fail(failure.value)
 
@@ -484,13 +485,8 @@ class SMTPSession(Protocol):
         if self.tx is not None:
             self.tx.discard()
             self.tx = None
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
-        self._login_timer = None
-        # a registered producer would keep the transport open after loseConnection
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
-        self._set_deadline(self.s.timeout if grace is None else grace)
+        self._login_deadline.cancel()
+        close_with_grace(self.transport, self._deadline, self.s.timeout if grace is None else grace)  # _timed_out aborts
 
     def _fault(self, command: str, arg: str = "", tx: _Tx | None = None) -> Any:
         plan = self.s.fault_plan()
@@ -508,7 +504,7 @@ class SMTPSession(Protocol):
             self.reply(500, "5.5.2", "Invalid UTF-8 in command")
             return
         verb, _, arg = line.partition(" ")
-        verb = verb.upper()
+        verb = self._verb = verb.upper()
         handler = self._COMMANDS.get(verb)
         if handler is None:
             self.reply(500, "5.5.2", "Command unrecognized")
@@ -564,7 +560,7 @@ class SMTPSession(Protocol):
         if not self.tls and self.s.tls_creator is not None:
             ext.append("STARTTLS")
         if self._auth_offered():
-            ext.append("AUTH PLAIN LOGIN")
+            ext.append("AUTH " + " ".join(AUTH_MECHANISMS))
         self.reply(250, None, ext[-1], ext[:-1])
 
     def _auth_offered(self) -> bool:
@@ -616,118 +612,50 @@ class SMTPSession(Protocol):
         self.helo, self.esmtp, self.user = None, False, None
         self._reset_tx()
 
-    def do_AUTH(self, arg: str) -> Any:
+    async def do_AUTH(self, arg: str) -> None:
         if not self.s.offer_auth:
             self.reply(503, "5.5.1", "AUTH not available on this port")
-            return None
+            return
         if not self.tls and not self.s.allow_plaintext_auth:
             self.reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
-            return None
+            return
         if self.helo is None:
             self.reply(503, "5.5.1", "Send EHLO first")
-            return None
+            return
         if self.user is not None:
             self.reply(503, "5.5.1", "Already authenticated")
-            return None
+            return
         if self.tx is not None:
             self.reply(503, "5.5.1", "AUTH not allowed during a mail transaction")
-            return None
+            return
         parts = arg.split()
         if not parts or len(parts) > 2:
             self.reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
-            return None
-        mechanism = parts[0].upper()
-        initial = parts[1] if len(parts) == 2 else None
-        if mechanism == "PLAIN":
-            if initial is None:
-                return self._ask("", self._plain_response)
-            return self._plain_response(initial.encode("ascii", "replace"))
-        if mechanism == "LOGIN":
-            if initial is None:
-                return self._ask("VXNlcm5hbWU6", self._login_username)  # "Username:"
-            return self._login_username(initial.encode("ascii", "replace"))
-        self.reply(504, "5.5.4", "Unrecognized authentication type")
-        return None
+            return
+        exchange = sasl.exchange(parts[0], offered=AUTH_MECHANISMS)
+        initial = sasl.decode_response(parts[1].encode("ascii", "replace")) if len(parts) == 2 else None
+        await self._sasl_step(exchange, exchange.start(initial))
 
-    def _ask(self, challenge: str, then: Callable[[bytes], Any]) -> None:
-        self._write(334, None, challenge)
-        self._line_handler = then
+    async def _sasl_step(self, exchange: sasl.Exchange, step: sasl.Step) -> None:
+        """RFC 4954 4: a challenge goes out as 334 and the next line answers it; credentials log in."""
+        if isinstance(step, sasl.Challenge):
+            self._write(334, None, sasl.encode_challenge(step).decode("ascii"))
+            self._line_handler = lambda line: self._sasl_respond(exchange, line)
+            return
+        await self._login(step.username, step.password)
 
-    def _sasl_decode(self, line: bytes) -> bytes | None:
-        if line.strip() == b"*":
-            self.reply(501, "5.0.0", "Authentication cancelled")
-            return None
-        if line == b"=":
-            return b""
-        try:
-            return base64.b64decode(line, validate=True)
-        except (binascii.Error, ValueError):
-            self.reply(501, "5.5.2", "Invalid base64 data")
-            return None
-
-    def _plain_response(self, line: bytes) -> Any:
-        decoded = self._sasl_decode(line)
-        if decoded is None:
-            return None
-        fields = decoded.split(b"\x00")
-        if len(fields) != 3:
-            self.reply(501, "5.5.2", "Invalid PLAIN response")
-            return None
-        try:
-            authzid, authcid, password = (f.decode("utf-8") for f in fields)
-        except UnicodeDecodeError:
-            self.reply(501, "5.5.2", "Invalid UTF-8 in credentials")
-            return None
-        if authzid and authzid != authcid:
-            self.reply(535, "5.7.8", "Authentication credentials invalid")
-            return None
-        return self._login(authcid, password)
-
-    def _login_username(self, line: bytes) -> Any:
-        decoded = self._sasl_decode(line)
-        if decoded is None:
-            return None
-        try:
-            username = decoded.decode("utf-8")
-        except UnicodeDecodeError:
-            self.reply(501, "5.5.2", "Invalid UTF-8 in credentials")
-            return None
-        return self._ask("UGFzc3dvcmQ6", lambda pw_line: self._login_password(username, pw_line))  # "Password:"
-
-    def _login_password(self, username: str, line: bytes) -> Any:
-        decoded = self._sasl_decode(line)
-        if decoded is None:
-            return None
-        try:
-            password = decoded.decode("utf-8")
-        except UnicodeDecodeError:
-            self.reply(501, "5.5.2", "Invalid UTF-8 in credentials")
-            return None
-        return self._login(username, password)
+    async def _sasl_respond(self, exchange: sasl.Exchange, line: bytes) -> None:
+        await self._sasl_step(exchange, exchange.respond(sasl.decode_response(line)))
 
     async def _login(self, username: str, password: str) -> None:
         if self.s.authenticator is None:
-            self.reply(454, "4.7.0", "Temporary authentication failure")
-            return
-        try:
-            avatar = await self.s.authenticator.login(self.ip, username, password)
-        except LoginThrottled as e:
-            self.reply(e.code, e.enhanced, e.text)
-            self._close()
-            return
-        except AuthenticationFailed as e:
-            self.reply(e.code, e.enhanced, e.text)
-            return
-        except MailError as e:
-            self.reply(454, "4.7.0", "Temporary authentication failure" if e.permanent else e.text)
-            return
+            raise SMTPReply("Temporary authentication failure", code=454, enhanced="4.7.0")
+        avatar = await self.s.authenticator.login(self.ip, username, password)  # failures: see _fail
         if self._mode == CLOSED:
             return
         self.user = avatar.address
         mark_logged_in(self.transport)  # never dropped to make room at the total connection cap
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
-        self._login_timer = None
+        self._login_deadline.cancel()
         self.log.info("[{session}] authenticated as {user}", session=self.session_id, user=self.user)
         self.reply(235, "2.7.0", "Authentication successful")
 
@@ -910,8 +838,7 @@ class SMTPSession(Protocol):
         take = min(self._bdat_remaining, len(self._buffer))
         if take == 0:
             return
-        chunk = bytes(self._buffer[:take])
-        del self._buffer[:take]
+        chunk = take_bytes(self._buffer, take)
         self._bdat_remaining -= take
         tx = self.tx
         if self._bdat_error is None and tx is not None and tx.bdat_failed is None:
@@ -1036,15 +963,6 @@ class SMTPSession(Protocol):
         "RSET": do_RSET, "NOOP": do_NOOP, "QUIT": do_QUIT, "VRFY": do_VRFY, "EXPN": do_EXPN, "HELP": do_HELP,
         "STARTTLS": do_STARTTLS, "AUTH": do_AUTH,
     }
-
-
-def _resume(coroutine: Any) -> Generator[Any, Any, Any]:
-    """Go on with a coroutine that is waiting for a Deferred (SMTPSession._start ran its first step).
-
-    Resuming it at once makes it yield the same unfired Deferred again, and
-    from then on Twisted's driver sends it each result as usual.
-    """
-    return (yield from coroutine.__await__())
 
 
 def _sleep(clock: Any, seconds: float) -> Awaitable[None]:

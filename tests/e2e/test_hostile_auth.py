@@ -16,7 +16,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
 
 USERS = {
     "alice@example.test": "alice-secret-1",

@@ -14,7 +14,6 @@ import os
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path

@@ -105,7 +105,7 @@ def test_slow_clients_do_not_delay_others(server: Any) -> None:
         slow.append(sock)
     try:
         worst = 0.0
-        for second in range(4):
+        for _second in range(4):
             for sock in slow:
                 sock.send(b"N")  # one byte per client per second, never a full line
             for protocol in ("smtp", "pop3", "imap"):

@@ -9,8 +9,6 @@ import pytest
 
 from tests.imap.conftest import start_server
 
-pytest.importorskip("mailsuite.auth.service")
-
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Any:

@@ -153,7 +153,7 @@ def test_k9_android_session(imap_server: Any, wires: Any) -> None:
     assert set(flags) == {1, 2, 3} and all("\\Seen" not in flags_of(v) for v in flags.values())
     headers = fetch_uid_map(w.command("12", f"UID FETCH 1,2,3 (UID INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({K9_HEADER_FIELDS})])").ok())
     key = f"BODY[HEADER.FIELDS ({K9_HEADER_FIELDS.upper()})]"
-    for uid, items in headers.items():
+    for _uid, items in headers.items():
         assert re.fullmatch(rb"[ 0-3]\d-[A-Z][a-z]{2}-\d{4} \d\d:\d\d:\d\d [+-]\d{4}", items["INTERNALDATE"]), items
         header_key = next(k for k in items if k.startswith("BODY[HEADER.FIELDS"))
         assert header_key.upper() == key, header_key

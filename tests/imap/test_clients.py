@@ -5,7 +5,6 @@ from __future__ import annotations
 import imaplib
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -226,7 +225,6 @@ def test_big_append_and_streamed_fetch(imap_server):
 
 def test_idle_push_of_a_real_smtp_delivery(imap_server):
     """Mail accepted by the SMTP listener shows up in an IDLE session within a second."""
-    pytest.importorskip("mailsuite.smtp.listener")
     import smtplib
 
     from imapclient import IMAPClient

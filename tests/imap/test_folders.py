@@ -27,10 +27,10 @@ def test_select_reports_state(harness, conn):
     assert lines[0].startswith(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft")
     assert lines[1].startswith(b"* OK [PERMANENTFLAGS (") and b"\\*)]" in lines[1]
     assert b"* 2 EXISTS" in lines and b"* 2 RECENT" in lines
-    assert any(l.startswith(b"* OK [UNSEEN 1]") for l in lines)
-    assert any(l.startswith(b"* OK [UIDVALIDITY ") for l in lines)
-    assert any(l.startswith(b"* OK [UIDNEXT 3]") for l in lines)
-    assert any(l.startswith(b"* OK [HIGHESTMODSEQ ") for l in lines)
+    assert any(line.startswith(b"* OK [UNSEEN 1]") for line in lines)
+    assert any(line.startswith(b"* OK [UIDVALIDITY ") for line in lines)
+    assert any(line.startswith(b"* OK [UIDNEXT 3]") for line in lines)
+    assert any(line.startswith(b"* OK [HIGHESTMODSEQ ") for line in lines)
     assert lines[-2] == b"a OK [READ-WRITE] SELECT completed."
 
 

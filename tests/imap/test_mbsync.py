@@ -56,7 +56,7 @@ def run_mbsync(cfg: Path) -> subprocess.CompletedProcess[str]:
 def local_state(local: Path) -> dict[str, list[str]]:
     """Folder -> sorted message file names (flags are in the names)."""
     state = {}
-    for root, dirs, files in os.walk(local):
+    for root, _dirs, files in os.walk(local):
         if os.path.basename(root) in ("cur", "new"):
             folder = os.path.relpath(os.path.dirname(root), local)
             state.setdefault(folder, []).extend(f"{os.path.basename(root)}/{f}" for f in files)

@@ -242,7 +242,7 @@ def check_exchanges(mutt: Mutt, server: Any, created: tuple[str, ...] = ()) -> l
     log = server.log()
     assert "Traceback" not in log and "SERVERBUG" not in log, log[-4000:]
     # our server's debug log names each command it ran, by tag: it saw everything mutt sent
-    for tag, command, status, _ in exchanges:
+    for tag, command, _status, _ in exchanges:
         name = command.split()[0].upper()
         if command.upper().startswith("UID "):
             name = "UID " + command.split()[1].upper()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 
 import pytest
+from twisted.internet import defer
+
+from mailsuite import errors
 
 from tests.imap.harness import Harness
 
@@ -88,6 +91,26 @@ def test_authenticate_plain_with_continuation(harness):
     assert conn.send("!!notbase64\r\n") == b"c BAD Invalid base64 data.\r\n"
     assert conn.send("d AUTHENTICATE CRAM-MD5\r\n").startswith(b"d NO")
     assert conn.send("e NOOP\r\n") == b"e OK NOOP completed.\r\n"
+
+
+def test_authenticate_sasl_errors_and_invalid_login_names(harness):
+    """Malformed PLAIN responses BAD, another authorization identity NO [AUTHORIZATIONFAILED],
+    a login name the directory rejects as invalid NO [AUTHENTICATIONFAILED] (not a mailbox's [CANNOT])."""
+    conn = harness.connect()
+    one_field = base64.b64encode(b"alice").decode()
+    assert conn.send(f"a AUTHENTICATE PLAIN {one_field}\r\n") == b"a BAD Invalid PLAIN response.\r\n"
+    other = base64.b64encode(b"bob@example.test\0alice@example.test\0secret").decode()
+    assert conn.send(f"b AUTHENTICATE PLAIN {other}\r\n") == (
+        b"b NO [AUTHORIZATIONFAILED] Authorization identity differs from the login name.\r\n")
+    assert harness.context.authenticator.calls == []
+
+    def invalid(ip, username, password):
+        return defer.fail(errors.InvalidName("bad name"))
+
+    harness.context.authenticator.login = invalid
+    assert conn.send("c LOGIN x y\r\n") == b"c NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+    token = base64.b64encode(b"\0x\0y").decode()
+    assert conn.send(f"d AUTHENTICATE PLAIN {token}\r\n") == b"d NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
 
 
 def test_malformed_commands_get_bad_and_connection_survives(harness):

@@ -10,8 +10,6 @@ import pytest
 
 from tests.imap.conftest import sample, start_server
 
-pytest.importorskip("mailsuite.tls")
-
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Any:

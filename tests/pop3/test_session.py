@@ -170,6 +170,22 @@ def test_auth_plain_cancel_and_bad_base64() -> None:
     assert h.auth.attempts == []
 
 
+def test_auth_replies_exactly_and_malformed_responses_count_as_failed_logins() -> None:
+    """Cancel, bad base64 and an unknown mechanism keep their own -ERR texts and cost nothing;
+    malformed PLAIN responses (wrong field count, empty login name, not UTF-8) are failed logins:
+    the third ends the connection, and the authenticator is never asked."""
+    h = Harness(secure=True)
+    h.command("AUTH PLAIN")
+    assert h.command("*") == b"-ERR Authentication cancelled\r\n"
+    assert h.command("AUTH PLAIN !!!") == b"-ERR Invalid base64 in AUTH response\r\n"
+    assert h.command("AUTH CRAM-MD5") == b"-ERR Unsupported SASL mechanism\r\n"
+    for payload in (b"only one field", b"\x00\x00secret", b"\x00alice\x00\xff"):
+        assert not h.transport.disconnecting
+        assert h.command("AUTH PLAIN " + base64.b64encode(payload).decode()) == b"-ERR [AUTH] Authentication failed\r\n"
+    assert h.transport.disconnecting
+    assert h.auth.attempts == []
+
+
 def test_auth_plain_other_authzid_refused() -> None:
     h = Harness(secure=True)
     assert h.command("AUTH PLAIN " + plain("bob@example.test", ALICE, PASSWORD)).startswith(b"-ERR [AUTH]")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from twisted.internet import defer, task
+from twisted.internet import task
 
 from mailsuite import config as config_module
 from mailsuite.interfaces import Envelope

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mailsuite.errors import TemporaryFailure
+from mailsuite.errors import MailError, TemporaryFailure
 from .harness import ALICE, BOB, PASSWORD, World
 
 
@@ -179,6 +180,42 @@ def test_auth_login_and_failures(world: World) -> None:
     assert s.codes(s.cmd("AUTH CRAM-MD5")) == ["504 5.5.4"]
     assert s.codes(s.login()) == ["235 2.7.0"]
     assert s.codes(s.login()) == ["503 5.5.1"]
+
+
+class _FailingAuthenticator:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def login(self, ip: str, username: str, password: str) -> Any:
+        from twisted.internet import defer
+
+        return defer.fail(self.error)
+
+
+@pytest.mark.parametrize(("error", "reply"), [
+    (TemporaryFailure("directory busy"), b"454 4.7.0 directory busy\r\n"),
+    (MailError("disk broken", code=554, enhanced="5.3.0"), b"454 4.7.0 Temporary authentication failure\r\n"),
+])
+def test_auth_login_service_failure_is_454(world: World, error: Exception, reply: bytes) -> None:
+    """RFC 4954 6: the login service failing (not the password) is 454 4.7.0, and the session goes on."""
+    world.context.authenticator = _FailingAuthenticator(error)
+    s = world.session("submissions")
+    s.cmd("EHLO c")
+    assert s.login() == reply
+    assert not s.closed
+    assert s.codes(s.cmd("NOOP")) == ["250 2.0.0"]
+
+
+def test_auth_sasl_errors_of_each_kind(world: World) -> None:
+    """Malformed PLAIN responses 501 5.5.2 with the reason; acting as another user 535 5.7.8; LOGIN over two lines."""
+    s = world.session("submissions")
+    s.cmd("EHLO c")
+    assert s.cmd("AUTH PLAIN " + base64.b64encode(b"just one field").decode()) == b"501 5.5.2 Invalid PLAIN response\r\n"
+    assert s.cmd("AUTH PLAIN " + base64.b64encode(b"\x00alice\x00\xff").decode()) == b"501 5.5.2 Invalid UTF-8 in credentials\r\n"
+    assert s.cmd("AUTH PLAIN =") == b"501 5.5.2 Invalid PLAIN response\r\n"
+    assert s.codes(s.cmd("AUTH PLAIN " + base64.b64encode(f"{BOB}\0{ALICE}\0{PASSWORD}".encode()).decode())) == ["535 5.7.8"]
+    assert s.cmd("AUTH LOGIN " + base64.b64encode(ALICE.encode()).decode()) == b"334 UGFzc3dvcmQ6\r\n"
+    assert s.codes(s.cmd(base64.b64encode(PASSWORD.encode()).decode())) == ["235 2.7.0"]
 
 
 def test_auth_throttle_ends_with_454_and_disconnect(world: World) -> None:

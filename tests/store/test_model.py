@@ -57,7 +57,7 @@ class StoresAgree(RuleBasedStateMachine):
         for _ in range(count):
             self.counter += 1
             data = f"Subject: {self.counter}\r\n\r\n{'x' * self.counter}\r\n".encode()
-            a, b = self.both(lambda s: s.deliver(IncomingMessage.from_bytes(data), [Delivery(USER, folder)]))
+            a, b = self.both(lambda s: s.deliver(IncomingMessage.from_bytes(data), [Delivery(USER, folder)]))  # noqa: B023 - called at once
             assert [type(r.error).__name__ for r in a[1]] == [type(r.error).__name__ for r in b[1]]
 
     @rule(folder=st.sampled_from(FOLDERS), flags=st.sets(st.sampled_from(FLAGS), max_size=2))
