@@ -191,6 +191,110 @@ class MailAuthConfig:
     arc_domain: str = ""
 
 
+def _valid_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+_action = _check(lambda v: v in ("score", "reject"), 'must be "score" or "reject"')
+
+
+@dataclass(frozen=True)
+class DNSListConfig:
+    """One DNS block or allow list (an item of ``antispam.dnsbl.zones``)."""
+
+    #: The list's zone, queried as <reversed client IP>.<zone> (RFC 5782 2).
+    zone: str = field(default="", metadata=_check(lambda v: bool(v) and "." in v and not any(c.isspace() for c in v), "must be a DNS zone such as zen.spamhaus.org"))
+    #: "score" (add weight), "reject" (refuse a listed client) or "allow" (trust a listed client: no other port-25 check, no greylisting).
+    action: str = field(default="score", metadata=_check(lambda v: v in ("score", "reject", "allow"), 'must be "score", "reject" or "allow"'))
+    #: Added to the client's score when listed (action "score").
+    weight: float = 1.0
+    #: 127.0.0.x answers that count as listed; empty: any 127.0.0.0/24 answer.
+    codes: list[str] = field(default_factory=list, metadata=_check(lambda v: _valid_ip(v) and v.startswith("127."), "must be an address in 127.0.0.0/8 such as 127.0.0.2"))
+
+
+@dataclass(frozen=True)
+class DNSBLConfig:
+    """DNS block and allow lists asked about each port-25 client (mailsuite.antispam.dnsbl)."""
+
+    enabled: bool = True
+    zones: list[DNSListConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PregreetConfig:
+    """Pregreet detection: the greeting on port 25 waits ``delay`` seconds; a client that talks first is caught."""
+
+    enabled: bool = True
+    delay: float = field(default=1.0, metadata=_positive)
+    action: str = field(default="reject", metadata=_action)
+    weight: float = 5.0
+    #: Seconds a client that waited is remembered and greeted at once.
+    pass_ttl: float = field(default=86400.0, metadata=_non_negative)
+
+
+@dataclass(frozen=True)
+class ScoreCheckConfig:
+    """A check that adds ``weight`` to the client's score ("score") or refuses it ("reject")."""
+
+    enabled: bool = True
+    action: str = field(default="score", metadata=_action)
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class GreylistConfig:
+    """RFC 6647 greylisting of (client network, sender, recipient) triplets on port 25."""
+
+    enabled: bool = False
+    #: Seconds a new triplet is refused (451 4.7.1) before a retry is accepted.
+    delay: float = field(default=300.0, metadata=_non_negative)
+    #: Seconds a refused triplet waits for its retry before it starts over.
+    retry_window: float = field(default=86400.0, metadata=_positive)
+    #: Seconds an accepted triplet (or auto-allowed client) is remembered after its last use.
+    expire: float = field(default=35 * 86400.0, metadata=_positive)
+    #: Triplets a client network must pass before all its mail is accepted at once; 0: never.
+    auto_allow: int = field(default=5, metadata=_non_negative)
+    ipv4_prefix: int = field(default=24, metadata=_check(lambda v: 8 <= v <= 32, "must be from 8 to 32"))
+    ipv6_prefix: int = field(default=64, metadata=_check(lambda v: 16 <= v <= 128, "must be from 16 to 128"))
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Rate limits: per client IP (per minute) and per authenticated user (per hour); 0: no limit."""
+
+    ip_connections_per_minute: int = field(default=60, metadata=_non_negative)
+    ip_messages_per_minute: int = field(default=60, metadata=_non_negative)
+    ip_recipients_per_minute: int = field(default=300, metadata=_non_negative)
+    user_messages_per_hour: int = field(default=500, metadata=_non_negative)
+    user_recipients_per_hour: int = field(default=2000, metadata=_non_negative)
+
+
+@dataclass(frozen=True)
+class AntispamConfig:
+    """Spam defence at the door (mailsuite.antispam): port-25 checks, greylisting, rate limits."""
+
+    #: Turn the whole section on; off, no check runs and no greeting waits.
+    enabled: bool = False
+    #: A port-25 client whose checks add up to this score is refused at RCPT (554 5.7.1).
+    reject_score: float = field(default=5.0, metadata=_positive)
+    #: Client networks (CIDR) exempt from port-25 checks and greylisting (rate limits still apply).
+    allow_networks: list[str] = field(default_factory=list, metadata=_check(_valid_network, "must be a network such as 192.0.2.0/24 or 2001:db8::/32"))
+    #: Sender domains (and FCrDNS-verified client host names under them) exempt from greylisting.
+    allow_domains: list[str] = field(default_factory=list)
+    #: Seconds to wait for the DNS answers of the port-25 checks (DNSBL, FCrDNS); unanswered checks count as not listed.
+    dns_timeout: float = field(default=3.0, metadata=_positive)
+    dnsbl: DNSBLConfig = field(default_factory=DNSBLConfig)
+    pregreet: PregreetConfig = field(default_factory=PregreetConfig)
+    fcrdns: ScoreCheckConfig = field(default_factory=ScoreCheckConfig)
+    helo: ScoreCheckConfig = field(default_factory=ScoreCheckConfig)
+    greylist: GreylistConfig = field(default_factory=GreylistConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+
+
 @dataclass(frozen=True)
 class CaptureConfig:
     """Capture mode, for tests and manual use: accept everything, relay nothing."""
@@ -220,6 +324,7 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     mailauth: MailAuthConfig = field(default_factory=MailAuthConfig)
+    antispam: AntispamConfig = field(default_factory=AntispamConfig)
     smtp: ListenerConfig = _listener(25)
     submission: ListenerConfig = _listener(587, auth=True)
     submissions: ListenerConfig = _listener(465, auth=True)
