@@ -32,6 +32,7 @@ from mailsuite.limits import ConnectionLimiter, LimitedFactory
 if TYPE_CHECKING:  # the concrete parts, named for the reader and mypy only: build_context() loads them by name
     from twisted.cred.portal import Portal
 
+    from mailsuite.antispam.policy import Antispam
     from mailsuite.auth.login import Authenticator
     from mailsuite.interfaces import ILoginThrottle, IMessageStore, IRelayQueue, IUserDirectory
     from mailsuite.mailauth.service import MailAuth
@@ -88,6 +89,7 @@ class ServerContext:
     queue: IRelayQueue | None = None
     resolver: CachingResolver | None = None  # IResolver, and the TTL cache mail authentication asks
     mailauth: MailAuth | None = None  # DKIM signing, SPF/DKIM/DMARC checks
+    antispam: Antispam | None = None  # port-25 checks, greylisting, rate limits (antispam.enabled)
     authenticator: Authenticator | None = None  # .login(ip, username, password) -> Deferred[IMailUser], throttled
     limiter: ConnectionLimiter | None = None
     faults: FaultPlan | None = None  # capture mode's fault plan, consulted by the protocols before replies
@@ -247,12 +249,14 @@ PARTS: list[str] = [
     "mailsuite.resolver:open_resolver",  # context.resolver: the one DNS client and cache
     "mailsuite.queue.service:open_queue",  # context.queue (+ its delivery service)
     "mailsuite.mailauth.service:open_mailauth",  # context.mailauth: DKIM signing, SPF/DKIM/DMARC checks
+    "mailsuite.antispam.policy:open_antispam",  # context.antispam: DNSBL, pregreet, greylisting, rate limits
     "mailsuite.testing.api:open_http_api",  # capture.http_enabled: the HTTP JSON API
 ]
 
 #: Parts a capture server does without: it relays nothing (every address is local) and checks
 #: no sender against DNS, so a test fixture starts faster and never touches the network.
-CAPTURE_SKIPS = frozenset({"mailsuite.resolver:open_resolver", "mailsuite.queue.service:open_queue", "mailsuite.mailauth.service:open_mailauth"})
+CAPTURE_SKIPS = frozenset({"mailsuite.resolver:open_resolver", "mailsuite.queue.service:open_queue", "mailsuite.mailauth.service:open_mailauth",
+                           "mailsuite.antispam.policy:open_antispam"})
 
 
 def _load(target: str) -> Callable[..., Any]:

@@ -71,6 +71,7 @@ def settings_for(context: Any, name: str, listener_config: ListenerConfig) -> Se
         queue=context.queue,
         fault_plan=lambda: context.faults,
         mailauth=getattr(context, "mailauth", None),
+        antispam=getattr(context, "antispam", None),
     )
 
 

@@ -113,6 +113,7 @@ class SessionSettings:
     queue: Any = None
     fault_plan: Callable[[], Any] = lambda: None  # read at each use: tests install a plan after start-up
     mailauth: Any = None  # mailsuite.mailauth: DKIM signing (submission), SPF/DKIM/DMARC checks (inbound)
+    antispam: Any = None  # mailsuite.antispam.policy.Antispam: port-25 checks, greylisting, rate limits
 
 
 class _Tx:
@@ -178,6 +179,7 @@ class SMTPSession(Protocol):
         self._bdat_last = False
         self._bdat_error: MailError | None = None
         self._out: list[bytes] = []  # replies not yet written (see _send_raw)
+        self.screen: Any = None  # mailsuite.antispam ClientScreen: called at connect, RCPT and end of message
 
     # -- connection ------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -189,6 +191,23 @@ class SMTPSession(Protocol):
             pass
         self.log.info("[{session}] {listener}: connection from {ip}{tls}", session=self.session_id, listener=self.s.listener, ip=self.ip, tls=" (TLS)" if self.tls else "")
         self._touch()
+        if self.s.antispam is not None:  # may hold the greeting (pregreet) or refuse the client instead
+            self.screen = self.s.antispam.screen(self.ip, self.s.listener, self.session_id)
+            self._start(self._screened_greeting())
+            return
+        self._greeting()
+
+    async def _screened_greeting(self) -> None:
+        try:
+            await self.screen.connect(lambda: None if self._mode == CLOSED else bool(self._buffer))
+        except MailError as e:
+            self._write(e.code, e.enhanced, e.text)
+            self._close()
+            return
+        if self._mode != CLOSED:
+            self._greeting()
+
+    def _greeting(self) -> None:
         fault = self._fault("CONNECT")
         greeting = f"220 {self.s.hostname} ESMTP mailsuite\r\n".encode()
         if fault is None:
@@ -738,6 +757,10 @@ class SMTPSession(Protocol):
         )
         if self.tx is not tx:
             return
+        if self.screen is not None:
+            await self.screen.recipient(helo=self.helo or "", user=self.user, sender=tx.sender_text, recipient=mailbox.address, first=not tx.recipients)
+            if self.tx is not tx:
+                return
         tx.recipients.append(mailbox.address)
         for address in resolution.local:
             tx.local.setdefault(address, None)
@@ -902,6 +925,8 @@ class SMTPSession(Protocol):
                                                  remote=list(tx.remote), session_id=self.session_id)
             if self._mode == CLOSED:
                 return
+            if self.screen is not None:
+                await self.screen.message(user=self.user, sender=tx.sender_text, recipients=tx.recipients)
             await hand_off(self.s.store, self.s.queue, message, Transaction(
                 sender=tx.sender_text, local=list(tx.local), remote=list(tx.remote), smtputf8=tx.smtputf8,
                 body_8bit=tx.body_8bit, trace=outcome.header + trace, session_id=self.session_id, queue_id=queue_id,
