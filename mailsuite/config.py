@@ -274,6 +274,20 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class MilterConfig:
+    """One milter (an item of ``antispam.milters``), asked in the order listed."""
+
+    #: "inet:host:port", "host:port", "inet6:[::1]:port" or "unix:/path/to/socket".
+    address: str = field(default="", metadata=_check(lambda v: v.startswith("unix:/") or (":" in v and v.rpartition(":")[2].isdigit()), 'must be "inet:host:port" or "unix:/path"'))
+    #: Seconds to wait for the connection and for each answer.
+    timeout: float = field(default=10.0, metadata=_positive)
+    #: When the milter is down or too slow: "tempfail" (451 4.7.1) or "accept" (go on without it).
+    default_action: str = field(default="tempfail", metadata=_check(lambda v: v in ("tempfail", "accept"), 'must be "tempfail" or "accept"'))
+    #: Also for authenticated sessions (submission); port-25 mail from other hosts always.
+    submission: bool = False
+
+
+@dataclass(frozen=True)
 class AntispamConfig:
     """Spam defence at the door (mailsuite.antispam): port-25 checks, greylisting, rate limits."""
 
@@ -293,6 +307,10 @@ class AntispamConfig:
     helo: ScoreCheckConfig = field(default_factory=ScoreCheckConfig)
     greylist: GreylistConfig = field(default_factory=GreylistConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    #: Content filters speaking the milter protocol (rspamd's proxy worker, opendkim, clamav-milter...).
+    milters: list[MilterConfig] = field(default_factory=list)
+    #: Folder local copies go to when a milter quarantines a message.
+    junk_folder: str = "Junk"
 
 
 @dataclass(frozen=True)

