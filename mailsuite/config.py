@@ -309,8 +309,12 @@ class AntispamConfig:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     #: Content filters speaking the milter protocol (rspamd's proxy worker, opendkim, clamav-milter...).
     milters: list[MilterConfig] = field(default_factory=list)
-    #: Folder local copies go to when a milter quarantines a message.
+    #: Folder local copies go to when a milter quarantines a message or junk_score is reached.
     junk_folder: str = "Junk"
+    #: Deliver to junk_folder instead of the inbox when the port-25 checks' score plus the highest
+    #: spam score a milter reports (X-Spam-Score, X-Spam-Status score=, X-Spamd-Result [n / m])
+    #: reaches this, or a milter adds X-Spam: Yes; 0: off.
+    junk_score: float = field(default=0.0, metadata=_non_negative)
 
 
 @dataclass(frozen=True)

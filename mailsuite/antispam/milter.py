@@ -36,6 +36,7 @@ Implementation notes:
 
 from __future__ import annotations
 
+import re
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -109,6 +110,37 @@ class Modifications:
     def touches_message(self) -> bool:
         """True when the stored bytes must change (not only recipients or folder)."""
         return bool(self.add_headers or self.change_headers or self.insert_headers or self.body is not None)
+
+
+_SCORES = (
+    re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*$"),  # X-Spam-Score: 6.2
+    re.compile(r"\bscore=(-?[0-9]+(?:\.[0-9]+)?)"),  # X-Spam-Status: Yes, score=6.2 (SpamAssassin, rspamd)
+    re.compile(r"\[\s*(-?[0-9]+(?:\.[0-9]+)?)\s*/"),  # X-Spamd-Result: default: True [6.20 / 15.00]
+)
+_SCORE_FIELDS = ("x-spam-score", "x-spam-status", "x-spamd-result")
+_FLAG_FIELDS = ("x-spam", "x-spam-flag")
+
+
+def _milter_fields(mods: Modifications) -> list[tuple[str, str]]:
+    return list(mods.add_headers) + [(n, v) for _, n, v in mods.change_headers + mods.insert_headers if v]
+
+
+def spam_score(mods: Modifications) -> float:
+    """The highest spam score the milters wrote in the fields they added (0 when none did)."""
+    scores = []
+    for name, value in _milter_fields(mods):
+        if name.lower() in _SCORE_FIELDS:
+            for pattern in _SCORES:
+                found = pattern.search(value)
+                if found:
+                    scores.append(float(found.group(1)))
+                    break
+    return max(scores, default=0.0)
+
+
+def spam_flagged(mods: Modifications) -> bool:
+    """True when a milter added ``X-Spam: Yes`` / ``X-Spam-Flag: YES`` (rspamd's "add header" action)."""
+    return any(n.lower() in _FLAG_FIELDS and v.strip().lower().startswith("yes") for n, v in _milter_fields(mods))
 
 
 def _cstrings(data: bytes) -> list[str]:

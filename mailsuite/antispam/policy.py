@@ -48,7 +48,7 @@ from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.logger import Logger
 
 from mailsuite.antispam import checks, dnsbl
-from mailsuite.antispam.milter import MilterChain, apply_modifications
+from mailsuite.antispam.milter import MilterChain, Modifications, apply_modifications, spam_flagged, spam_score
 from mailsuite.antispam.greylist import SWEEP_INTERVAL, Greylist, Journal
 from mailsuite.antispam.ratelimit import RateLimits
 from mailsuite.config import Config
@@ -96,6 +96,7 @@ class ScreenOutcome:
     message: Any
     folder: str | None = None  # None: where it was going anyway
     discard: bool = False
+    header: bytes = b""  # fields to put before the trace (X-Spam-Flag, X-Spam-Score on junk)
 
 
 @dataclass
@@ -158,6 +159,9 @@ class ClientScreen:
         self.pregreet: Hit | None = None
         self.port = 0
         self._milters: MilterChain | None = None
+        #: The port-25 checks' hits and score at the last RCPT (below reject_score, or it was refused).
+        self.door_hits: list[Hit] = []
+        self.door_score = 0.0
         self._facts: _PortFacts | None = None
         self._facts_waiters: list[defer.Deferred[None]] | None = None
 
@@ -279,6 +283,7 @@ class ClientScreen:
             if hit.action == "reject":
                 self._refuse(Refused(self._blocked_text(hit)), hit.check, hit.reason, context)
         score = sum(hit.weight for hit in found)
+        self.door_hits, self.door_score = found, score
         if found and score >= self.antispam.settings.reject_score:
             reason = f"score {score:g} >= {self.antispam.settings.reject_score:g}: " + "; ".join(f"{h.check} {h.reason} ({h.weight:+g})" for h in found)
             worst = max(found, key=lambda h: h.weight)
@@ -314,29 +319,47 @@ class ClientScreen:
         a.rates.count_message(self.ip, user)
         outcome = ScreenOutcome(message)
         chain = self._milters
-        if chain is None or not any(m.in_message for m in chain.milters):
-            return outcome
-        raw = await deferToThread(_read_all, message)
-        context = ("", sender, ",".join(recipients))
-        try:
-            verdict = await chain.message(raw, queue_id)
-        except MailError as e:
-            self._refuse(e, "milter", e.text, context)
-        if verdict.discard:
-            log.info("[{session}] {qid}: discarded by a milter (client [{ip}], sender <{sender}>)", session=self.session_id, qid=queue_id,
-                     ip=self.ip, sender=sender)
-            outcome.discard = True
-            return outcome
-        mods = verdict.mods
-        if mods.touches_message() and a.store is not None:
-            outcome.message = await deferToThread(_rewrite, a.store, raw, mods)
-            message.discard()
-        if local is not None and remote is not None:
-            await self._change_recipients(mods.add_recipients, mods.delete_recipients, local, remote)
-        if mods.quarantine is not None:
+        mods = Modifications()
+        if chain is not None and any(m.in_message for m in chain.milters):
+            raw = await deferToThread(_read_all, message)
+            context = ("", sender, ",".join(recipients))
+            try:
+                verdict = await chain.message(raw, queue_id)
+            except MailError as e:
+                self._refuse(e, "milter", e.text, context)
+            if verdict.discard:
+                log.info("[{session}] {qid}: discarded by a milter (client [{ip}], sender <{sender}>)", session=self.session_id, qid=queue_id,
+                         ip=self.ip, sender=sender)
+                outcome.discard = True
+                return outcome
+            mods = verdict.mods
+            if mods.touches_message() and a.store is not None:
+                outcome.message = await deferToThread(_rewrite, a.store, raw, mods)
+                message.discard()
+            if local is not None and remote is not None:
+                await self._change_recipients(mods.add_recipients, mods.delete_recipients, local, remote)
+        junk = self._junk(mods)
+        if mods.quarantine is not None or junk is not None:
             outcome.folder = await self._junk_folder(list(local or ()))
-            log.info("[{session}] {qid}: quarantined by a milter: {reason}", session=self.session_id, qid=queue_id, reason=mods.quarantine)
+            log.info("[{session}] {qid}: to {folder}: {reason}", session=self.session_id, qid=queue_id, folder=outcome.folder or "INBOX",
+                     reason=f"quarantined by a milter: {mods.quarantine}" if mods.quarantine is not None else junk)
+        if junk is not None:
+            score = self.door_score + spam_score(mods)
+            outcome.header = f"X-Spam-Flag: YES\r\nX-Spam-Score: {score:g}\r\n".encode()
         return outcome
+
+    def _junk(self, mods: Modifications) -> str | None:
+        """Why a message goes to the junk folder (``junk_score`` reached, or a milter flagged it), or None."""
+        threshold = self.antispam.settings.junk_score
+        if not threshold:
+            return None
+        if spam_flagged(mods):
+            return "a milter flagged it as spam"
+        score = self.door_score + spam_score(mods)
+        if score >= threshold:
+            parts = [f"{h.check} {h.weight:+g}" for h in self.door_hits] + ([f"milter {spam_score(mods):+g}"] if spam_score(mods) else [])
+            return f"score {score:g} >= junk_score {threshold:g} ({', '.join(parts)})"
+        return None
 
     async def _change_recipients(self, added: list[str], deleted: list[str], local: dict[str, None], remote: dict[str, None]) -> None:
         for address in deleted:

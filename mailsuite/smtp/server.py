@@ -928,18 +928,18 @@ class SMTPSession(Protocol):
                                                  remote=list(tx.remote), session_id=self.session_id)
             if self._mode == CLOSED:
                 return
-            folder = outcome.folder
+            folder, header = outcome.folder, outcome.header
             if self.screen is not None:  # rate count, milters: may rewrite the message, change recipients or folder, discard
                 screened = await self.screen.message(user=self.user, sender=tx.sender_text, recipients=tx.recipients, message=message,
                                                      queue_id=queue_id, local=tx.local, remote=tx.remote)
                 message = tx.message = screened.message
-                folder = screened.folder or folder
+                folder, header = screened.folder or folder, screened.header + header
                 if screened.discard or not (tx.local or tx.remote):
                     self.reply(250, "2.0.0", f"Ok: queued as {queue_id}")
                     return
             await hand_off(self.s.store, self.s.queue, message, Transaction(
                 sender=tx.sender_text, local=list(tx.local), remote=list(tx.remote), smtputf8=tx.smtputf8,
-                body_8bit=tx.body_8bit, trace=outcome.header + trace, session_id=self.session_id, queue_id=queue_id,
+                body_8bit=tx.body_8bit, trace=header + trace, session_id=self.session_id, queue_id=queue_id,
                 folder=folder,
             ))
             # the client waits for this reply alone: send it before the log line is written

@@ -53,6 +53,7 @@ def settings(dns_server: DNSServer, **more: Any) -> dict[str, Any]:
         "antispam.ratelimit.ip_connections_per_minute": 5,
         "antispam.ratelimit.ip_messages_per_minute": 3,
         "antispam.ratelimit.user_messages_per_hour": 2,
+        "antispam.junk_score": 3.0,
     }
     base.update(more)
     return base
@@ -121,7 +122,7 @@ def test_answers_outside_the_codes_and_authenticated_users_are_not_refused(serve
 
 
 def test_scores_add_up_dnsbl_fcrdns_and_helo(server: Any) -> None:
-    """Weight 3 on a list + no reverse DNS + a bad HELO reaches reject_score 5; with FCrDNS and a good HELO it does not."""
+    """Weight 3 on a list + no reverse DNS + a bad HELO reaches reject_score 5; with FCrDNS and a good HELO it does not, but junk_score 3."""
     with connect(server, "127.0.0.99", helo="localhost") as c:
         c.ehlo()
         c.mail("someone@allowed.test")
@@ -130,9 +131,11 @@ def test_scores_add_up_dnsbl_fcrdns_and_helo(server: Any) -> None:
     line = wait_for_refusal(server, "127.0.0.99", "score")
     assert "score 5 >= 5" in line and "dnsbl score.test" in line and "fcrdns" in line and "helo" in line
     with connect(server, "127.0.0.100", helo="mx.good.test") as c:
-        c.ehlo()
-        c.mail("someone@allowed.test")
-        assert c.rcpt(BOB)[0] == 250
+        assert c.sendmail("someone@allowed.test", [BOB], MESSAGE.replace(b"hi", b"scored")) == {}
+    # below reject_score but at junk_score (3): delivered to Junk, flagged
+    junk = server.mail_dir(BOB) / ".Junk" / "new"
+    [copy] = [p.read_bytes() for p in junk.iterdir() if b"scored" in p.read_bytes()]
+    assert b"\r\nX-Spam-Flag: YES\r\nX-Spam-Score: 3\r\n" in copy
 
 
 def test_greylisting_refuses_a_new_triplet_then_accepts_the_retry(server: Any) -> None:

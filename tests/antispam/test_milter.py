@@ -29,6 +29,7 @@ def settings(dns_server: DNSServer, milters: list[dict[str, Any]]) -> dict[str, 
         "antispam.enabled": True,
         "antispam.pregreet.enabled": False,
         "antispam.milters": milters,
+        "antispam.junk_score": 6.0,
     }
 
 
@@ -124,6 +125,16 @@ def test_quarantine_goes_to_junk_and_discard_drops(server: Any, script: FakeMilt
     script.script, script.final = [], b"d"
     assert send(server, message("gone", "discarded")) == {}
     assert not any(b"discarded@remote.test" in m for folder in ("", "Junk") for m in stored(server, BOB, folder))
+
+
+def test_a_milter_spam_score_over_junk_score_goes_to_junk(server: Any, script: FakeMilter) -> None:
+    """junk_score 6: no reverse DNS (+1) and a milter's X-Spam-Score 7.5 deliver to Junk, flagged; a clean message stays in INBOX."""
+    script.script = [pkt(b"h", cstr("X-Spam-Score", "7.5"))]
+    assert send(server, message("cheap pills", "scored")) == {}
+    [copy] = [m for m in stored(server, BOB, "Junk") if b"scored@remote.test" in m]
+    assert copy.startswith(b"Return-Path: <a@remote.test>\r\nDelivered-To: bob@example.test\r\nX-Spam-Flag: YES\r\nX-Spam-Score: 8.5\r\n")
+    assert "to Junk: score 8.5 >= junk_score 6 (fcrdns +1, milter +7.5)" in server.log()
+    assert not any(b"clean@remote.test" in m for m in stored(server, BOB, "Junk"))
 
 
 def test_a_milter_that_is_down_tempfails_by_default(server: Any, script: FakeMilter) -> None:
