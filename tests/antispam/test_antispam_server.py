@@ -6,6 +6,7 @@ state of one test (pregreet memory, rate windows, greylist) is not another's.
 
 from __future__ import annotations
 
+import imaplib
 import smtplib
 import socket
 import time
@@ -236,3 +237,22 @@ def test_greylist_state_survives_a_restart(mailsuite_server: Any, dns: DNSServer
     time.sleep(max(0.0, 1.1 - (time.monotonic() - first)))
     with connect(server, "127.0.0.101") as c:
         assert c.sendmail("late@remote.test", [BOB], MESSAGE) == {}
+
+
+def test_moves_into_and_out_of_junk_are_logged_for_training(server: Any) -> None:
+    """An IMAP MOVE to Junk logs "training spam", and back to INBOX "training ham", with the user and UIDs."""
+    with connect(server, "127.0.0.104") as c:
+        assert c.sendmail("someone@allowed.test", [ALICE], MESSAGE.replace(b"hi", b"train me")) == {}
+    imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
+    try:
+        imap.login(ALICE, PASSWORD)
+        imap.create("Junk")
+        imap.select("INBOX")
+        assert imap.uid("MOVE", "1", "Junk")[0] == "OK"
+        imap.select("Junk")
+        assert imap.uid("MOVE", "1", "INBOX")[0] == "OK"
+    finally:
+        imap.logout()
+    log = server.log()
+    assert f"training spam: user={ALICE} moved 1 message(s) INBOX -> Junk uids=1" in log
+    assert f"training ham: user={ALICE} moved 1 message(s) Junk -> INBOX uids=1" in log
