@@ -318,6 +318,19 @@ class AntispamConfig:
 
 
 @dataclass(frozen=True)
+class SRSConfig:
+    """Sender Rewriting Scheme for mail that aliases forward to other domains (mailsuite.srs)."""
+
+    enabled: bool = False
+    #: The HMAC key; required when enabled (keep it private and stable: bounces to old addresses need it).
+    secret: str = ""
+    #: The domain of rewritten senders; empty: the first of ``domains``, else ``hostname``.
+    domain: str = ""
+    #: Days a rewritten sender stays valid for bounces.
+    max_age_days: int = field(default=21, metadata=_check(lambda v: 1 <= v <= 1000, "must be from 1 to 1000"))
+
+
+@dataclass(frozen=True)
 class CaptureConfig:
     """Capture mode, for tests and manual use: accept everything, relay nothing."""
 
@@ -347,6 +360,7 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     mailauth: MailAuthConfig = field(default_factory=MailAuthConfig)
     antispam: AntispamConfig = field(default_factory=AntispamConfig)
+    srs: SRSConfig = field(default_factory=SRSConfig)
     smtp: ListenerConfig = _listener(25)
     submission: ListenerConfig = _listener(587, auth=True)
     submissions: ListenerConfig = _listener(465, auth=True)
@@ -452,6 +466,8 @@ def _validate_whole(config: Config, file: str) -> None:
         raise ConfigError(file, "queue.smarthost.host", "must be set when queue.smarthost.enabled is true")
     if any(d != d.strip() or not d or "@" in d or "/" in d for d in config.domains):
         raise ConfigError(file, "domains", "each domain must be a bare domain name such as example.org")
+    if config.srs.enabled and len(config.srs.secret) < 16:
+        raise ConfigError(file, "srs.secret", "must be set (16 characters or more) when srs.enabled is true")
     if not config.hostname or any(c.isspace() for c in config.hostname):
         raise ConfigError(file, "hostname", "must be a host name without spaces")
     bound: dict[tuple[str, int], str] = {}

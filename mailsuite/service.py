@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the concrete parts, named for the reader and mypy only: bui
     from mailsuite.interfaces import ILoginThrottle, IMessageStore, IRelayQueue, IUserDirectory
     from mailsuite.mailauth.service import MailAuth
     from mailsuite.resolver import CachingResolver
+    from mailsuite.srs import SRS
     from mailsuite.testing.faults import FaultPlan
     from mailsuite.tls import TLSProvider
 
@@ -90,6 +91,7 @@ class ServerContext:
     resolver: CachingResolver | None = None  # IResolver, and the TTL cache mail authentication asks
     mailauth: MailAuth | None = None  # DKIM signing, SPF/DKIM/DMARC checks
     antispam: Antispam | None = None  # port-25 checks, greylisting, rate limits (antispam.enabled)
+    srs: SRS | None = None  # Sender Rewriting Scheme for forwarded mail (srs.enabled)
     authenticator: Authenticator | None = None  # .login(ip, username, password) -> Deferred[IMailUser], throttled
     limiter: ConnectionLimiter | None = None
     faults: FaultPlan | None = None  # capture mode's fault plan, consulted by the protocols before replies
@@ -250,6 +252,7 @@ PARTS: list[str] = [
     "mailsuite.queue.service:open_queue",  # context.queue (+ its delivery service)
     "mailsuite.mailauth.service:open_mailauth",  # context.mailauth: DKIM signing, SPF/DKIM/DMARC checks
     "mailsuite.antispam.policy:open_antispam",  # context.antispam: DNSBL, pregreet, greylisting, rate limits
+    "mailsuite.srs:open_srs",  # context.srs: SRS rewriting of forwarded senders, reversal of bounces
     "mailsuite.testing.api:open_http_api",  # capture.http_enabled: the HTTP JSON API
 ]
 

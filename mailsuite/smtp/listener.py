@@ -72,6 +72,7 @@ def settings_for(context: Any, name: str, listener_config: ListenerConfig) -> Se
         fault_plan=lambda: context.faults,
         mailauth=getattr(context, "mailauth", None),
         antispam=getattr(context, "antispam", None),
+        srs=getattr(context, "srs", None),
     )
 
 

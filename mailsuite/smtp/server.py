@@ -114,6 +114,7 @@ class SessionSettings:
     fault_plan: Callable[[], Any] = lambda: None  # read at each use: tests install a plan after start-up
     mailauth: Any = None  # mailsuite.mailauth: DKIM signing (submission), SPF/DKIM/DMARC checks (inbound)
     antispam: Any = None  # mailsuite.antispam.policy.Antispam: port-25 checks, greylisting, rate limits
+    srs: Any = None  # mailsuite.srs.SRS: forwarded senders rewritten, bounces to them reversed
 
 
 class _Tx:
@@ -756,7 +757,7 @@ class SMTPSession(Protocol):
         resolution = await policy.check_recipient(
             self.s.directory, self.s.store, self._facts(), mailbox.address, mailbox.domain,
             literal=mailbox.domain.startswith("["), size=tx.declared_size, queue_available=self.s.queue is not None,
-            configured_domains=self.s.configured_domains,
+            configured_domains=self.s.configured_domains, srs=self.s.srs,
         )
         if self.tx is not tx:
             return
@@ -940,7 +941,7 @@ class SMTPSession(Protocol):
             await hand_off(self.s.store, self.s.queue, message, Transaction(
                 sender=tx.sender_text, local=list(tx.local), remote=list(tx.remote), smtputf8=tx.smtputf8,
                 body_8bit=tx.body_8bit, trace=header + trace, session_id=self.session_id, queue_id=queue_id,
-                folder=folder,
+                folder=folder, relay_sender=self._relay_sender(tx),
             ))
             # the client waits for this reply alone: send it before the log line is written
             self.reply(250, "2.0.0", f"Ok: queued as {queue_id}")
@@ -949,6 +950,12 @@ class SMTPSession(Protocol):
                           session=self.session_id, qid=queue_id, sender=tx.sender_text, local=len(tx.local), remote=len(tx.remote), size=message.size)
         finally:
             tx.discard()
+
+    def _relay_sender(self, tx: _Tx) -> str | None:
+        """The SRS envelope sender for copies an alias forwards to other domains (mail from other hosts only)."""
+        if self.s.srs is None or not tx.remote or self.user is not None or self.s.submission:
+            return None
+        return str(self.s.srs.forward(tx.sender_text))
 
     def _trace(self, tx: _Tx, queue_id: str, names: list[str]) -> bytes:
         protocol = headers.protocol_keyword(esmtp=self.esmtp, tls=self.tls, authenticated=self.user is not None, utf8=tx.smtputf8)
