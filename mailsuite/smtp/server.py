@@ -37,6 +37,10 @@ Implementation notes (invariants this module keeps):
   per complete message); the store and queue hand-off in
   :mod:`mailsuite.smtp.delivery`.  250 after DATA/BDAT LAST is
   sent only once every copy is fsynced.
+- Spam defence (:mod:`mailsuite.antispam.policy`, when ``antispam.enabled``):
+  ``self.screen`` is asked before the greeting (which it may hold or replace
+  with a refusal), at each RCPT the policy accepted, and once a message is
+  complete (it may rewrite the message, change targets or folder, or drop it).
 - :class:`~mailsuite.errors.MailError` becomes a reply in :meth:`SMTPSession._fail`
   (the one place); anything else is logged with its traceback and answered
   451 4.3.0.
