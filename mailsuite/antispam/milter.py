@@ -389,22 +389,24 @@ def apply_modifications(raw: bytes, mods: Modifications) -> bytes:
             if n.lower() == name.lower():
                 seen += 1
                 if seen == max(index, 1):
-                    if value:
-                        fields[i] = (n, " " + value.lstrip(" ") if not value.startswith((" ", "\t")) else value)
-                    else:
-                        fields[i] = ("", "")
+                    fields[i] = (n, _spaced(value)) if value else ("", "")
                     break
         else:
             if value:
-                fields.append((name, " " + value))
+                fields.append((name, _spaced(value)))
     fields = [f for f in fields if f[0]]
     for index, name, value in mods.insert_headers:
-        fields.insert(min(index, len(fields)), (name, " " + value))
+        fields.insert(min(index, len(fields)), (name, _spaced(value)))
     for name, value in mods.add_headers:
-        fields.append((name, " " + value))
+        fields.append((name, _spaced(value)))
     head = b"".join(f"{n}:{v}".replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "surrogateescape") + b"\r\n" for n, v in fields)
     new_body = body if mods.body is None else mods.body
     return head + b"\r\n" + new_body
+
+
+def _spaced(value: str) -> str:
+    """A field value as written after the colon: one space first unless the milter gave its own (SMFIP_HDR_LEADSPC)."""
+    return value if value.startswith((" ", "\t")) else " " + value
 
 
 def reply_error(reply: Reply, stage: str) -> MailError | None:

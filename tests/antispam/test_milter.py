@@ -158,3 +158,28 @@ def test_reply_parsing_and_header_edits() -> None:
     assert fields == [("Subject", " a"), ("X-Long", " one\n two"), ("X-Old", " x")] and body == b"body\r\n"
     mods = Modifications(change_headers=[(1, "X-Old", "")], add_headers=[("X-New", "a\n\tb")])
     assert apply_modifications(raw, mods) == b"Subject: a\r\nX-Long: one\r\n two\r\nX-New: a\r\n\tb\r\n\r\nbody\r\n"
+
+
+def test_opendkim_signs_submitted_mail(mailsuite_server: Any, dns: DNSServer, tmp_path: Any) -> None:  # noqa: F811
+    """A milter with submission = true sees authenticated mail: opendkim signs it, and the signature verifies."""
+    import dkim
+
+    from mailsuite.mailauth.keys import generate_key
+    from tests.support import opendkim as opendkim_support
+
+    if not opendkim_support.available():
+        pytest.skip("opendkim is not installed (.ci/run installs it)")
+    key, path = generate_key(tmp_path / "keys", "example.test", "od")
+    path.chmod(0o600)
+    with opendkim_support.OpenDKIM("example.test", "od", path) as opendkim:
+        server = mailsuite_server({**settings(dns, [{"address": opendkim.address, "timeout": 10.0, "submission": True}]),
+                                   "tls.allow_plaintext_auth": True, "mailauth.sign": False}, users={BOB: PASSWORD, CAROL: PASSWORD})
+        with smtplib.SMTP(timeout=30, source_address=("127.0.0.112", 0), local_hostname="laptop.example.test") as c:
+            c.connect("127.0.0.1", server.ports["submission"])
+            c.login(CAROL, PASSWORD)
+            raw = message("signed by opendkim", "dkim").replace(b"From: a@remote.test", f"From: {CAROL}".encode())
+            assert c.sendmail(CAROL, [BOB], raw) == {}
+    [copy] = [m for m in stored(server, BOB) if b"dkim@remote.test" in m]
+    assert b"\r\nDKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; d=example.test; s=od;" in copy
+    txt = "".join(key.txt_strings()).encode()
+    assert dkim.verify(copy, dnsfunc=lambda name, timeout=5: txt if name == b"od._domainkey.example.test." else None)
