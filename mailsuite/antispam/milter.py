@@ -440,6 +440,7 @@ class _Milter:
     down: bool = False
     helo: str | None = None
     done: bool = False  # accepted (or discarded) the current message: no more events for it
+    done_session: bool = False  # accepted at connect or HELO: nothing more for the whole session
     in_message: bool = False
 
 
@@ -483,9 +484,11 @@ class MilterChain:
             family = b"6" if ":" in self.ip else b"4"
             reply = await client.event(b"C", strings(self.client_name) + family + struct.pack("!H", self.port) + strings(self.ip))
             self._check(milter, reply, "rcpt")
-        if milter.helo != helo and not milter.done:
+            milter.done_session = milter.done  # accept at connect: the milter wants nothing more of this session
+        if milter.helo != helo and not milter.done_session:
             milter.helo = helo
             self._check(milter, await client.event(b"H", strings(helo)), "rcpt")
+            milter.done_session = milter.done
 
     def _check(self, milter: _Milter, reply: Reply, stage: str) -> None:
         if reply.action == ACCEPT:
@@ -505,7 +508,7 @@ class MilterChain:
         if first:
             self.discard = False
         for milter in self.milters:
-            if milter.down:
+            if milter.down or milter.done_session:
                 continue
             try:
                 if first:

@@ -63,7 +63,7 @@ def scripted() -> Iterator[FakeMilter]:
 def script(scripted: FakeMilter) -> Iterator[FakeMilter]:
     """The scripted milter (last in the chain), back to "continue, no changes" after each test."""
     yield scripted
-    scripted.script, scripted.final, scripted.silent = [], b"c", False
+    scripted.script, scripted.final, scripted.silent, scripted.answers = [], b"c", False, {}
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,16 @@ def test_a_milter_that_is_down_tempfails_by_default(server: Any, script: FakeMil
         c.mail("a@remote.test")
         code, text = c.rcpt(BOB)
     assert code == 451 and b"4.7.1" in text
+
+
+def test_accept_at_connect_leaves_the_milter_out_of_the_session(server: Any, script: FakeMilter) -> None:
+    """A milter answering "accept" at connect hears nothing more of that session (and the mail is taken)."""
+    script.answers = {b"C": b"a"}
+    with smtplib.SMTP(timeout=30, source_address=("127.0.0.113", 0), local_hostname="client.example.org") as c:
+        c.connect("127.0.0.1", server.ports["smtp"])
+        assert c.sendmail("a@remote.test", [BOB], message("one", "accepted1")) == {}
+        assert c.sendmail("a@remote.test", [BOB], message("two", "accepted2")) == {}
+    assert re.fullmatch(rb"OCQ?", script.commands())
 
 
 def test_reply_parsing_and_header_edits() -> None:

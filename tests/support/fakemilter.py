@@ -31,6 +31,7 @@ class FakeMilter:
         self.protocol = protocol
         self.actions = actions
         self.silent = silent  # accept connections but never answer (timeouts)
+        self.answers: dict[bytes, bytes] = {}  # event command -> answer other than "continue"
         self.events: list[tuple[bytes, bytes]] = []  # every session's, in arrival order
         self.sessions: list[list[tuple[bytes, bytes]]] = []  # each connection's own
         self._sock = socket.socket()
@@ -97,7 +98,7 @@ class FakeMilter:
             return b""
         if command == b"E":
             return b"".join(self.script) + pkt(self.final)
-        return pkt(b"c")
+        return pkt(self.answers.get(command, b"c"))
 
     def __enter__(self) -> "FakeMilter":
         return self.start()
