@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import smtplib
 from typing import Any, Iterator
 
@@ -82,3 +83,17 @@ def test_forwarded_mail_gets_an_srs_sender_and_its_bounce_goes_back(mailsuite_se
         assert code == 550 and b"5.7.1" in text
     bounce = sink.wait_for(2)[1]
     assert bounce.rcpt_to == ["alice@sender.test"] and bounce.mail_from == ""
+
+
+def test_a_delivery_failure_of_a_forwarded_copy_is_reported_to_the_original_sender(mailsuite_server: Any, dns: DNSServer, sink: SMTPSink) -> None:  # noqa: F811
+    """The queue's DSN for a forwarded copy goes to the sender the SRS address stands for, not to the SRS address."""
+    dns.set_records({"far.test": {"MX": [[10, "mx.far.test"]]}, "sender.test": {"MX": [[10, "mx.far.test"]]}, "mx.far.test": {"A": [sink.host]}})
+    sink.state.rcpt_replies["carol@far.test"] = collections.deque(["550 5.1.1 No such user"])
+    server = mailsuite_server({"queue.resolver": dns.address, "queue.outbound_port": sink.port, "queue.retry_schedule": [0.5],
+                               "srs.enabled": True, "srs.secret": SECRET})
+    server.cli("alias", "add", "bob@example.test", "carol@far.test")
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as c:
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], b"Subject: fwd\r\n\r\nhello\r\n") == {}
+    [dsn] = sink.wait_for(1)
+    assert dsn.mail_from == "" and dsn.rcpt_to == ["alice@sender.test"]
+    assert b"carol@far.test" in dsn.data
