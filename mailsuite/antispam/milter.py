@@ -17,11 +17,11 @@ Implementation notes:
 * Events: connect ('C'), HELO ('H'), MAIL ('M'), RCPT ('R'), DATA ('T'),
   each header ('L'), end of headers ('N'), body chunks of at most 65,535
   bytes ('B'), end of message ('E'); 'A' aborts a transaction that did not
-  reach the end of message; 'Q' ends the session.  Macros ('D') carry the
+  reach the end of message; 'Q' ends the session; 'U' reports a command
+  the server does not know (the milter's own refusal replaces our 500).  Macros ('D') carry the
   names rspamd and opendkim look for (``j``, ``{daemon_name}``, ``i``,
   ``{auth_authen}``, ``{client_addr}``...).  The SMTP server reports events
-  at RCPT and at the end of a message (see mailsuite.antispam.policy), so
-  'U' (unknown command) is never sent.
+  at RCPT and at the end of a message (see mailsuite.antispam.policy).
 * Answers: continue, accept (nothing more for this message), reject,
   tempfail, reply code (a full SMTP reply), discard, skip (no more body);
   'p' (progress) restarts the timeout.  At the end of message the milter
@@ -485,7 +485,7 @@ class MilterChain:
             reply = await client.event(b"C", strings(self.client_name) + family + struct.pack("!H", self.port) + strings(self.ip))
             self._check(milter, reply, "rcpt")
             milter.done_session = milter.done  # accept at connect: the milter wants nothing more of this session
-        if milter.helo != helo and not milter.done_session:
+        if helo and milter.helo != helo and not milter.done_session:
             milter.helo = helo
             self._check(milter, await client.event(b"H", strings(helo)), "rcpt")
             milter.done_session = milter.done
@@ -526,6 +526,23 @@ class MilterChain:
                         continue
                 milter.client.macros(b"R", {"{rcpt_addr}": recipient})
                 self._check(milter, await milter.client.event(b"R", strings(f"<{recipient}>")), "rcpt")
+            except MilterDown as e:
+                self._down(milter, e)
+
+    async def unknown(self, *, helo: str, line: str) -> None:
+        """SMFIC_UNKNOWN: a command the server does not know; MailError when a milter answers with a refusal of its own."""
+        for milter in self.milters:
+            if milter.down or milter.done_session:
+                continue
+            try:
+                await self._ensure_open(milter, helo)
+                if milter.done_session:
+                    continue
+                reply = await milter.client.event(b"U", strings(line))
+                if reply.action in (REJECT, TEMPFAIL, REPLYCODE):
+                    error = reply_error(reply, "rcpt")
+                    assert error is not None
+                    raise error
             except MilterDown as e:
                 self._down(milter, e)
 

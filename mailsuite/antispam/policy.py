@@ -254,6 +254,16 @@ class ClientScreen:
                 self._refuse(e, "milter", e.text, context)
         a.rates.count_recipient(self.ip, user)
 
+    async def unknown(self, *, helo: str, user: str | None, line: str) -> None:
+        """A command the server does not know: tell the milters (SMFIC_UNKNOWN); MailError when one refuses it."""
+        chain = self._milter_chain(helo, user)
+        if chain is not None:
+            await chain.unknown(helo=helo, line=line)
+
+    def wants_unknown(self, user: str | None) -> bool:
+        """True when milters are asked about this session's unknown commands."""
+        return self._milters is not None or any((user is None and self.port25) or m.submission for m in self.antispam.settings.milters)
+
     def _milter_chain(self, helo: str, user: str | None) -> MilterChain | None:
         if self._milters is None:
             wanted = [m for m in self.antispam.settings.milters if (user is None and self.port25) or m.submission]

@@ -479,6 +479,9 @@ class SMTPSession(Protocol):
         verb = verb.upper()
         handler = self._COMMANDS.get(verb)
         if handler is None:
+            if self.screen is not None and self.screen.wants_unknown(self.user):  # milters hear unknown commands (SMFIC_UNKNOWN)
+                self._start(self._unknown(line))
+                return
             self.reply(500, "5.5.2", "Command unrecognized")
             return
         fault = self._fault(verb) if verb not in ("DATA", "BDAT") else None
@@ -486,6 +489,10 @@ class SMTPSession(Protocol):
             self._start(handler(self, arg))
             return
         self._start(self._faulted(fault, handler, arg))
+
+    async def _unknown(self, line: str) -> None:
+        await self.screen.unknown(helo=self.helo or "", user=self.user, line=line)
+        self.reply(500, "5.5.2", "Command unrecognized")
 
     async def _apply_fault(self, fault: Any) -> bool:
         """Carry out a test fault (delay, drop, or a chosen reply); True when it took the real reply's place."""

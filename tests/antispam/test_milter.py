@@ -63,7 +63,7 @@ def scripted() -> Iterator[FakeMilter]:
 def script(scripted: FakeMilter) -> Iterator[FakeMilter]:
     """The scripted milter (last in the chain), back to "continue, no changes" after each test."""
     yield scripted
-    scripted.script, scripted.final, scripted.silent, scripted.answers = [], b"c", False, {}
+    scripted.script, scripted.final, scripted.silent, scripted.answers, scripted.reply_text = [], b"c", False, {}, ""
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +156,19 @@ def test_accept_at_connect_leaves_the_milter_out_of_the_session(server: Any, scr
         assert c.sendmail("a@remote.test", [BOB], message("one", "accepted1")) == {}
         assert c.sendmail("a@remote.test", [BOB], message("two", "accepted2")) == {}
     assert re.fullmatch(rb"OCQ?", script.commands())
+
+
+def test_unknown_commands_reach_the_milters(server: Any, script: FakeMilter) -> None:
+    """An unknown command is reported with SMFIC_UNKNOWN; the milter's own refusal replaces the 500."""
+    with smtplib.SMTP(timeout=30, source_address=("127.0.0.114", 0), local_hostname="client.example.org") as c:
+        c.connect("127.0.0.1", server.ports["smtp"])
+        c.ehlo()
+        assert c.docmd("XFROB", "now")[0] == 500
+        script.answers = {b"U": b"y"}
+        script.reply_text = "421 4.7.0 Go away"
+        code, text = c.docmd("XFROB", "again")
+    assert (code, text) == (421, b"4.7.0 Go away")
+    assert [p for c_, p in script.sessions[-1] if c_ == b"U"] == [b"XFROB now\0", b"XFROB again\0"]
 
 
 def test_reply_parsing_and_header_edits() -> None:

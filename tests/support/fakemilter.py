@@ -32,6 +32,7 @@ class FakeMilter:
         self.actions = actions
         self.silent = silent  # accept connections but never answer (timeouts)
         self.answers: dict[bytes, bytes] = {}  # event command -> answer other than "continue"
+        self.reply_text = ""  # the text of a "y" (reply code) answer
         self.events: list[tuple[bytes, bytes]] = []  # every session's, in arrival order
         self.sessions: list[list[tuple[bytes, bytes]]] = []  # each connection's own
         self._sock = socket.socket()
@@ -98,7 +99,8 @@ class FakeMilter:
             return b""
         if command == b"E":
             return b"".join(self.script) + pkt(self.final)
-        return pkt(self.answers.get(command, b"c"))
+        answer = self.answers.get(command, b"c")
+        return pkt(answer, cstr(self.reply_text) if answer == b"y" else b"")
 
     def __enter__(self) -> "FakeMilter":
         return self.start()

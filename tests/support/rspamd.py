@@ -13,6 +13,7 @@ goes to the test's loopback DNS server (nothing leaves the machine), and
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -92,7 +93,7 @@ class Rspamd:
     def start(self, timeout: float = 120.0) -> "Rspamd":
         d = self.dir
         self.process = subprocess.Popen(
-            ["rspamd", "-f", "-i", "-u", "root", "-g", "root", "-c", str(self.config),
+            ["rspamd", "-f", "-i", *(["-u", "root", "-g", "root"] if os.geteuid() == 0 else []), "-c", str(self.config),
              "--var", f"DBDIR={d / 'db'}", "--var", f"RUNDIR={d / 'run'}", "--var", f"LOGDIR={d / 'log'}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
