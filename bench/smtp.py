@@ -1,6 +1,6 @@
 """SMTP benchmark: messages accepted and stored per second, latency, reactor stalls.
 
-Run:  /work/venv/bin/python bench/smtp.py [--seconds 10] [--clients 1,10,50] [--size 10240]
+Run:  /work/venv/bin/python bench/smtp.py [--seconds 10] [--clients 1,10,50] [--size 10240] [--dnsbl] [--rspamd]
 
 Starts a real mailsuite server (real SQLite directory with 10 users, real
 Maildir store, fsync on as always) on loopback in a temporary data root, and
@@ -213,6 +213,36 @@ def measure_postfix(peer: Any, level: int, args: Any) -> tuple[float, float, lis
     return figures.accepted_per_s, figures.delivered_per_s, latencies
 
 
+def antispam_settings(args: Any, settings: dict[str, Any]) -> list[Any]:
+    """Turn on [antispam] for --dnsbl / --rspamd in ``settings``; the started helpers (DNS server, rspamd) to stop at the end.
+
+    The benchmark's clients keep one connection each, so the DNSBL and FCrDNS
+    lookups (once per connection, then from the resolver's cache) cost little
+    per message; what remains per message is the RCPT and end-of-message
+    policy work, and with --rspamd the milter round trips and rspamd's scan.
+    """
+    if not (args.dnsbl or args.rspamd):
+        return []
+    from tests.support.dnsserver import DNSServer
+
+    dns = DNSServer({}).start()
+    helpers: list[Any] = [dns]
+    settings.update({"queue.resolver": dns.address, "antispam.enabled": True, "antispam.pregreet.enabled": False,
+                     "antispam.ratelimit.ip_connections_per_minute": 0, "antispam.ratelimit.ip_messages_per_minute": 0,
+                     "antispam.ratelimit.ip_recipients_per_minute": 0})
+    if args.dnsbl:
+        settings["antispam.dnsbl.zones"] = [{"zone": "bl.bench.test", "action": "reject"}, {"zone": "score.bench.test", "weight": 2.0}]
+    else:
+        settings.update({"antispam.dnsbl.enabled": False, "antispam.fcrdns.enabled": False, "antispam.helo.enabled": False})
+    if args.rspamd:
+        from tests.support.rspamd import Rspamd
+
+        rspamd = Rspamd(dns.address).start()
+        helpers.append(rspamd)
+        settings["antispam.milters"] = [{"address": rspamd.address, "timeout": 30.0}]
+    return helpers
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--serve":
         serve(sys.argv[2], sys.argv[3])
@@ -225,6 +255,8 @@ def main() -> None:
     parser.add_argument("--postfix", action="store_true", help="also run the same load against a private Postfix instance (bench/peers/postfix.py)")
     parser.add_argument("--compare-port", type=int, default=0, help="also load another SMTP server on 127.0.0.1:PORT (e.g. Postfix)")
     parser.add_argument("--mailauth", action="store_true", help="keep inbound SPF/DKIM/DMARC checks on (they query DNS for the sender's domain)")
+    parser.add_argument("--dnsbl", action="store_true", help="[antispam] on with a DNSBL zone, FCrDNS and HELO checks, asked of a loopback DNS server")
+    parser.add_argument("--rspamd", action="store_true", help="[antispam] on with Debian's rspamd (milter proxy worker, started on loopback) as a milter")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="mailsuite-bench-smtp-"))
@@ -234,6 +266,7 @@ def main() -> None:
     for name in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"):
         settings[f"{name}.address"] = "127.0.0.1"
         settings[f"{name}.port"] = 0
+    helpers = antispam_settings(args, settings)
     config = base / "mailsuite.toml"
     config.write_text(render_toml(settings))
 
@@ -255,7 +288,8 @@ def main() -> None:
     try:
         port = wait_for_ports(child, data, 30, lambda: (base / "server.log").read_text(), poll=0.05)["smtp"]
         print(f"mailsuite SMTP benchmark: {args.size} byte messages, fsync on, {args.seconds:.0f}s per level, "
-              f"inbound mail checks {'on' if args.mailauth else 'off'}, data in {data}")
+              f"inbound mail checks {'on' if args.mailauth else 'off'}, DNSBL {'on' if args.dnsbl else 'off'}, "
+              f"rspamd milter {'on' if args.rspamd else 'off'}, data in {data}")
         print(f"{'clients':>7} {'server':>9} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max ms':>13} {'probe p99 ms':>13} "
               f"{'lag max ms':>11} {'lag p99 ms':>11} {'cpu ms/msg':>10}")
         levels = [int(x) for x in args.clients.split(",")]
@@ -347,6 +381,8 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+        for helper in reversed(helpers):
+            helper.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

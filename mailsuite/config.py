@@ -198,6 +198,145 @@ class MailAuthConfig:
     arc_domain: str = ""
 
 
+def _valid_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+_action = _check(lambda v: v in ("score", "reject"), 'must be "score" or "reject"')
+
+
+@dataclass(frozen=True)
+class DNSListConfig:
+    """One DNS block or allow list (an item of ``antispam.dnsbl.zones``)."""
+
+    #: The list's zone, queried as <reversed client IP>.<zone> (RFC 5782 2).
+    zone: str = field(default="", metadata=_check(lambda v: bool(v) and "." in v and not any(c.isspace() for c in v), "must be a DNS zone such as zen.spamhaus.org"))
+    #: "score" (add weight), "reject" (refuse a listed client) or "allow" (trust a listed client: no other port-25 check, no greylisting).
+    action: str = field(default="score", metadata=_check(lambda v: v in ("score", "reject", "allow"), 'must be "score", "reject" or "allow"'))
+    #: Added to the client's score when listed (action "score").
+    weight: float = 1.0
+    #: 127.0.0.x answers that count as listed; empty: any 127.0.0.0/24 answer.
+    codes: list[str] = field(default_factory=list, metadata=_check(lambda v: _valid_ip(v) and v.startswith("127."), "must be an address in 127.0.0.0/8 such as 127.0.0.2"))
+
+
+@dataclass(frozen=True)
+class DNSBLConfig:
+    """DNS block and allow lists asked about each port-25 client (mailsuite.antispam.dnsbl)."""
+
+    enabled: bool = True
+    zones: list[DNSListConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PregreetConfig:
+    """Pregreet detection: the greeting on port 25 waits ``delay`` seconds; a client that talks first is caught."""
+
+    enabled: bool = True
+    delay: float = field(default=1.0, metadata=_positive)
+    action: str = field(default="reject", metadata=_action)
+    weight: float = 5.0
+    #: Seconds a client that waited is remembered and greeted at once.
+    pass_ttl: float = field(default=86400.0, metadata=_non_negative)
+
+
+@dataclass(frozen=True)
+class ScoreCheckConfig:
+    """A check that adds ``weight`` to the client's score ("score") or refuses it ("reject")."""
+
+    enabled: bool = True
+    action: str = field(default="score", metadata=_action)
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class GreylistConfig:
+    """RFC 6647 greylisting of (client network, sender, recipient) triplets on port 25."""
+
+    enabled: bool = False
+    #: Seconds a new triplet is refused (451 4.7.1) before a retry is accepted.
+    delay: float = field(default=300.0, metadata=_non_negative)
+    #: Seconds a refused triplet waits for its retry before it starts over.
+    retry_window: float = field(default=86400.0, metadata=_positive)
+    #: Seconds an accepted triplet (or auto-allowed client) is remembered after its last use.
+    expire: float = field(default=35 * 86400.0, metadata=_positive)
+    #: Triplets a client network must pass before all its mail is accepted at once; 0: never.
+    auto_allow: int = field(default=5, metadata=_non_negative)
+    ipv4_prefix: int = field(default=24, metadata=_check(lambda v: 8 <= v <= 32, "must be from 8 to 32"))
+    ipv6_prefix: int = field(default=64, metadata=_check(lambda v: 16 <= v <= 128, "must be from 16 to 128"))
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Rate limits: per client IP (per minute) and per authenticated user (per hour); 0: no limit."""
+
+    ip_connections_per_minute: int = field(default=60, metadata=_non_negative)
+    ip_messages_per_minute: int = field(default=60, metadata=_non_negative)
+    ip_recipients_per_minute: int = field(default=300, metadata=_non_negative)
+    user_messages_per_hour: int = field(default=500, metadata=_non_negative)
+    user_recipients_per_hour: int = field(default=2000, metadata=_non_negative)
+
+
+@dataclass(frozen=True)
+class MilterConfig:
+    """One milter (an item of ``antispam.milters``), asked in the order listed."""
+
+    #: "inet:host:port", "host:port", "inet6:[::1]:port" or "unix:/path/to/socket".
+    address: str = field(default="", metadata=_check(lambda v: v.startswith("unix:/") or (":" in v and v.rpartition(":")[2].isdigit()), 'must be "inet:host:port" or "unix:/path"'))
+    #: Seconds to wait for the connection and for each answer.
+    timeout: float = field(default=10.0, metadata=_positive)
+    #: When the milter is down or too slow: "tempfail" (451 4.7.1) or "accept" (go on without it).
+    default_action: str = field(default="tempfail", metadata=_check(lambda v: v in ("tempfail", "accept"), 'must be "tempfail" or "accept"'))
+    #: Also for authenticated sessions (submission); port-25 mail from other hosts always.
+    submission: bool = False
+
+
+@dataclass(frozen=True)
+class AntispamConfig:
+    """Spam defence at the door (mailsuite.antispam): port-25 checks, greylisting, rate limits."""
+
+    #: Turn the whole section on; off, no check runs and no greeting waits.
+    enabled: bool = False
+    #: A port-25 client whose checks add up to this score is refused at RCPT (554 5.7.1).
+    reject_score: float = field(default=5.0, metadata=_positive)
+    #: Client networks (CIDR) exempt from port-25 checks and greylisting (rate limits still apply).
+    allow_networks: list[str] = field(default_factory=list, metadata=_check(_valid_network, "must be a network such as 192.0.2.0/24 or 2001:db8::/32"))
+    #: Sender domains (and FCrDNS-verified client host names under them) exempt from greylisting.
+    allow_domains: list[str] = field(default_factory=list)
+    #: Seconds to wait for the DNS answers of the port-25 checks (DNSBL, FCrDNS); unanswered checks count as not listed.
+    dns_timeout: float = field(default=3.0, metadata=_positive)
+    dnsbl: DNSBLConfig = field(default_factory=DNSBLConfig)
+    pregreet: PregreetConfig = field(default_factory=PregreetConfig)
+    fcrdns: ScoreCheckConfig = field(default_factory=ScoreCheckConfig)
+    helo: ScoreCheckConfig = field(default_factory=ScoreCheckConfig)
+    greylist: GreylistConfig = field(default_factory=GreylistConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    #: Content filters speaking the milter protocol (rspamd's proxy worker, opendkim, clamav-milter...).
+    milters: list[MilterConfig] = field(default_factory=list)
+    #: Folder local copies go to when a milter quarantines a message or junk_score is reached.
+    junk_folder: str = "Junk"
+    #: Deliver to junk_folder instead of the inbox when the port-25 checks' score plus the highest
+    #: spam score a milter reports (X-Spam-Score, X-Spam-Status score=, X-Spamd-Result [n / m])
+    #: reaches this, or a milter adds X-Spam: Yes; 0: off.
+    junk_score: float = field(default=0.0, metadata=_non_negative)
+
+
+@dataclass(frozen=True)
+class SRSConfig:
+    """Sender Rewriting Scheme for mail that aliases forward to other domains (mailsuite.srs)."""
+
+    enabled: bool = False
+    #: The HMAC key; required when enabled (keep it private and stable: bounces to old addresses need it).
+    secret: str = ""
+    #: The domain of rewritten senders; empty: the first of ``domains``, else ``hostname``.
+    domain: str = ""
+    #: Days a rewritten sender stays valid for bounces.
+    max_age_days: int = field(default=21, metadata=_check(lambda v: 1 <= v <= 1000, "must be from 1 to 1000"))
+
+
 @dataclass(frozen=True)
 class CaptureConfig:
     """Capture mode, for tests and manual use: accept everything, relay nothing."""
@@ -240,6 +379,8 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     mailauth: MailAuthConfig = field(default_factory=MailAuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    antispam: AntispamConfig = field(default_factory=AntispamConfig)
+    srs: SRSConfig = field(default_factory=SRSConfig)
     smtp: ListenerConfig = _listener(25)
     submission: ListenerConfig = _listener(587, auth=True)
     submissions: ListenerConfig = _listener(465, auth=True)
@@ -345,6 +486,8 @@ def _validate_whole(config: Config, file: str) -> None:
         raise ConfigError(file, "queue.smarthost.host", "must be set when queue.smarthost.enabled is true")
     if any(d != d.strip() or not d or "@" in d or "/" in d for d in config.domains):
         raise ConfigError(file, "domains", "each domain must be a bare domain name such as example.org")
+    if config.srs.enabled and len(config.srs.secret) < 16:
+        raise ConfigError(file, "srs.secret", "must be set (16 characters or more) when srs.enabled is true")
     if not config.hostname or any(c.isspace() for c in config.hostname):
         raise ConfigError(file, "hostname", "must be a host name without spaces")
     bound: dict[tuple[str, int], str] = {}

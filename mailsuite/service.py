@@ -32,10 +32,12 @@ from mailsuite.limits import ConnectionLimiter, LimitedFactory
 if TYPE_CHECKING:  # the concrete parts, named for the reader and mypy only: build_context() loads them by name
     from twisted.cred.portal import Portal
 
+    from mailsuite.antispam.policy import Antispam
     from mailsuite.auth.login import Authenticator
     from mailsuite.interfaces import ILoginThrottle, IMessageStore, IRelayQueue, IUserDirectory
     from mailsuite.mailauth.service import MailAuth
     from mailsuite.resolver import CachingResolver
+    from mailsuite.srs import SRS
     from mailsuite.testing.faults import FaultPlan
     from mailsuite.testing.mailroom import Mailroom
     from mailsuite.tls import TLSProvider
@@ -89,6 +91,8 @@ class ServerContext:
     queue: IRelayQueue | None = None
     resolver: CachingResolver | None = None  # IResolver, and the TTL cache mail authentication asks
     mailauth: MailAuth | None = None  # DKIM signing, SPF/DKIM/DMARC checks
+    antispam: Antispam | None = None  # port-25 checks, greylisting, rate limits (antispam.enabled)
+    srs: SRS | None = None  # Sender Rewriting Scheme for forwarded mail (srs.enabled)
     authenticator: Authenticator | None = None  # .login(ip, username, password) -> Deferred[IMailUser], throttled
     limiter: ConnectionLimiter | None = None
     faults: FaultPlan | None = None  # capture mode's fault plan, consulted by the protocols before replies
@@ -249,6 +253,8 @@ PARTS: list[str] = [
     "mailsuite.resolver:open_resolver",  # context.resolver: the one DNS client and cache
     "mailsuite.queue.service:open_queue",  # context.queue (+ its delivery service)
     "mailsuite.mailauth.service:open_mailauth",  # context.mailauth: DKIM signing, SPF/DKIM/DMARC checks
+    "mailsuite.antispam.policy:open_antispam",  # context.antispam: DNSBL, pregreet, greylisting, rate limits
+    "mailsuite.srs:open_srs",  # context.srs: SRS rewriting of forwarded senders, reversal of bounces
     "mailsuite.testing.api:open_http_api",  # capture.http_enabled: the HTTP JSON API
 ]
 
@@ -256,7 +262,8 @@ PARTS: list[str] = [
 #: no sender against DNS, and has its own directory and authenticator (testing.capture), so a
 #: test fixture starts faster (no SQLite file made and fsynced) and never touches the network.
 CAPTURE_SKIPS = frozenset({"mailsuite.resolver:open_resolver", "mailsuite.queue.service:open_queue",
-                           "mailsuite.mailauth.service:open_mailauth", "mailsuite.auth.service:open_auth"})
+                           "mailsuite.mailauth.service:open_mailauth", "mailsuite.auth.service:open_auth",
+                           "mailsuite.antispam.policy:open_antispam"})
 
 
 def _load(target: str) -> Callable[..., Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from mailsuite import errors
+from mailsuite.antispam import training
 from mailsuite.imap import search_adapter
 from mailsuite.imap.args import Arguments
 from mailsuite.imap.dispatch import ONLY_SELECTED, command
@@ -217,6 +218,8 @@ async def _copy(server: Any, args: Arguments, *, uid: bool, move: bool) -> Respo
         raise no("The selected mailbox was deleted or renamed.", "NONEXISTENT") from None
     if destination == folder.name:
         server.dirty = True
+    if pairs and server.user is not None:  # moves into and out of Junk: the user's spam/ham verdicts
+        training.note_move(server.cid, server.user.address, folder.name, destination, [p[0] for p in pairs], move=move)
     code = None
     if pairs:
         target = await server.mailbox.status(destination)

@@ -340,9 +340,20 @@ class RelayQueue(service.Service):
     async def _bounce(self, entry: QueueEntry, header: bytes, reports: list[RecipientReport], retry_until: float | None = None) -> None:
         data = build_dsn(reporting_mta=self.config.hostname, sender=entry.sender, queue_id=entry.id, arrival=entry.arrival, now=time.time(),
                          reports=reports, original_headers=header, retry_until=retry_until, utf8=entry.smtputf8)
-        dsn_id = await self._enqueue_bytes("", [entry.sender], data)
+        dsn_id = await self._enqueue_bytes("", [self._bounce_address(entry.sender)], data)
         self.log.info("[{qid}] DSN ({action}) for {count} recipient(s) queued as {dsn} to <{sender}>", qid=entry.id, action=reports[0].action,
                       count=len(reports), dsn=dsn_id, sender=entry.sender)
+
+    def _bounce_address(self, sender: str) -> str:
+        """Where a DSN goes: the sender, or the address an SRS sender of ours stands for (mailsuite.srs)."""
+        srs = getattr(self.context, "srs", None)
+        if srs is None or not srs.is_srs(sender) or sender.rpartition("@")[2].lower() != srs.domain:
+            return sender
+        try:
+            return str(srs.reverse(sender))
+        except MailError:
+            self.log.warn("DSN to a forged or expired SRS address <{sender}> kept as it is", sender=sender)
+            return sender
 
     # -- per destination ---------------------------------------------------
     async def _slots(self, destination: str) -> Callable[[], None]:

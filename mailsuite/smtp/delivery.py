@@ -50,6 +50,7 @@ class Transaction:
     session_id: str = "-"
     queue_id: str = "-"
     folder: str = "INBOX"  # where local copies go (mailauth may say a quarantine folder)
+    relay_sender: str | None = None  # the queue's envelope sender when not ``sender`` (SRS for forwarded mail)
 
 
 async def hand_off(store: Any, queue: Any, message: Any, tx: Transaction) -> None:
@@ -66,7 +67,7 @@ async def hand_off(store: Any, queue: Any, message: Any, tx: Transaction) -> Non
     if tx.local:
         waits.append(defer.maybeDeferred(deliver_local, store, message, tx.sender, tx.local, trace=tx.trace, folder=tx.folder))
     if tx.remote:
-        envelope = Envelope(sender=tx.sender, recipients=tuple(tx.remote), smtputf8=tx.smtputf8, body_8bit=tx.body_8bit)
+        envelope = Envelope(sender=tx.sender if tx.relay_sender is None else tx.relay_sender, recipients=tuple(tx.remote), smtputf8=tx.smtputf8, body_8bit=tx.body_8bit)
         waits.append(defer.maybeDeferred(queue.enqueue, envelope, message, tx.trace))
     if len(waits) == 1:  # the common case, without DeferredList's bookkeeping
         try:

@@ -72,6 +72,8 @@ def settings_for(context: Any, name: str, listener_config: ListenerConfig) -> Se
         fault_plan=lambda: context.faults,
         mailauth=getattr(context, "mailauth", None),
         login_timeout=limits.submission_login_timeout if submission else None,
+        antispam=getattr(context, "antispam", None),
+        srs=getattr(context, "srs", None),
     )
 
 

@@ -159,12 +159,19 @@ async def check_header_senders(directory: Any, facts: SessionFacts, header: byte
 
 
 async def check_recipient(directory: Any, store: Any, facts: SessionFacts, address: str, domain: str, *, literal: bool, size: int,
-                          queue_available: bool, configured_domains: frozenset[str] = frozenset()) -> RecipientResolution:
+                          queue_available: bool, configured_domains: frozenset[str] = frozenset(), srs: Any = None) -> RecipientResolution:
     """Decide one RCPT: where it goes (local mailboxes, remote addresses) or the error to answer.
 
     ``configured_domains`` (the config's ``domains``, always local) spares the
     directory a lookup for the common case; other domains are asked about.
+    ``srs`` (mailsuite.srs.SRS): a bounce to one of its addresses goes back to
+    the sender it stands for; a forged one is refused (550 5.7.1).
     """
+    if srs is not None and domain.lower() == srs.domain and srs.is_srs(address):
+        original = srs.reverse(address)
+        if not queue_available:
+            raise RelayUnavailable()
+        return RecipientResolution(remote=(original,))
     if literal:
         local_domain = False
     elif domain.lower() in configured_domains:

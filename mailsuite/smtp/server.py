@@ -42,6 +42,10 @@ Implementation notes (invariants this module keeps):
   per complete message); the store and queue hand-off in
   :mod:`mailsuite.smtp.delivery`.  250 after DATA/BDAT LAST is
   sent only once every copy is fsynced.
+- Spam defence (:mod:`mailsuite.antispam.policy`, when ``antispam.enabled``):
+  ``self.screen`` is asked before the greeting (which it may hold or replace
+  with a refusal), at each RCPT the policy accepted, and once a message is
+  complete (it may rewrite the message, change targets or folder, or drop it).
 - :class:`~mailsuite.errors.MailError` and :class:`~mailsuite.sasl.SASLError`
   become replies in :meth:`SMTPSession._fail` (the one place, AUTH's login
   failures included); anything else is logged with its traceback and
@@ -141,6 +145,8 @@ class SessionSettings:
     fault_plan: Callable[[], Any] = lambda: None  # read at each use: tests install a plan after start-up
     mailauth: Any = None  # mailsuite.mailauth: DKIM signing (submission), SPF/DKIM/DMARC checks (inbound)
     login_timeout: float | None = None  # seconds from connect to AUTH (submission listeners only)
+    antispam: Any = None  # mailsuite.antispam.policy.Antispam: port-25 checks, greylisting, rate limits
+    srs: Any = None  # mailsuite.srs.SRS: forwarded senders rewritten, bounces to them reversed
 
 
 class _Tx:
@@ -209,6 +215,7 @@ class SMTPSession(Protocol):
         self._bdat_last = False
         self._bdat_error: MailError | None = None
         self._out: list[bytes] = []  # replies not yet written (see _send_raw)
+        self.screen: Any = None  # mailsuite.antispam ClientScreen: called at connect, RCPT and end of message
 
     # -- connection ------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -224,6 +231,24 @@ class SMTPSession(Protocol):
         self._expect_client()
         if self.s.submission and self.s.login_timeout is not None:
             self._login_deadline.set(self.s.login_timeout)
+        if self.s.antispam is not None:  # may hold the greeting (pregreet) or refuse the client instead
+            self.screen = self.s.antispam.screen(self.ip, self.s.listener, self.session_id)
+            self.screen.port = getattr(self.transport.getPeer(), "port", 0)
+            self._start(self._screened_greeting())
+            return
+        self._greeting()
+
+    async def _screened_greeting(self) -> None:
+        try:
+            await self.screen.connect(lambda: None if self._mode == CLOSED else bool(self._buffer))
+        except MailError as e:
+            self._write(e.code, e.enhanced, e.text)
+            self._close()
+            return
+        if self._mode != CLOSED:
+            self._greeting()
+
+    def _greeting(self) -> None:
         fault = self._fault("CONNECT")
         greeting = f"220 {self.s.hostname} ESMTP mailsuite\r\n".encode()
         if fault is None:
@@ -254,6 +279,8 @@ class SMTPSession(Protocol):
         self._mode = CLOSED
         self._deadline.cancel()
         self._login_deadline.cancel()
+        if self.screen is not None:
+            self.screen.close()
         if self.tx is not None:
             self.tx.discard()
             self.tx = None
@@ -507,6 +534,9 @@ class SMTPSession(Protocol):
         verb = self._verb = verb.upper()
         handler = self._COMMANDS.get(verb)
         if handler is None:
+            if self.screen is not None and self.screen.wants_unknown(self.user):  # milters hear unknown commands (SMFIC_UNKNOWN)
+                self._start(self._unknown(line))
+                return
             self.reply(500, "5.5.2", "Command unrecognized")
             return
         fault = self._fault(verb, arg) if verb not in ("DATA", "BDAT") else None
@@ -514,6 +544,10 @@ class SMTPSession(Protocol):
             self._start(handler(self, arg))
             return
         self._start(self._faulted(fault, handler, arg))
+
+    async def _unknown(self, line: str) -> None:
+        await self.screen.unknown(helo=self.helo or "", user=self.user, line=line)
+        self.reply(500, "5.5.2", "Command unrecognized")
 
     async def _apply_fault(self, fault: Any) -> bool:
         """Carry out a test fault (delay, drop, or a chosen reply); True when it took the real reply's place."""
@@ -725,10 +759,14 @@ class SMTPSession(Protocol):
         resolution = await policy.check_recipient(
             self.s.directory, self.s.store, self._facts(), mailbox.address, mailbox.domain,
             literal=mailbox.domain.startswith("["), size=tx.declared_size, queue_available=self.s.queue is not None,
-            configured_domains=self.s.configured_domains,
+            configured_domains=self.s.configured_domains, srs=self.s.srs,
         )
         if self.tx is not tx:
             return
+        if self.screen is not None:
+            await self.screen.recipient(helo=self.helo or "", user=self.user, sender=tx.sender_text, recipient=mailbox.address, first=not tx.recipients)
+            if self.tx is not tx:
+                return
         tx.recipients.append(mailbox.address)
         for address in resolution.local:
             tx.local.setdefault(address, None)
@@ -916,10 +954,19 @@ class SMTPSession(Protocol):
                                                  remote=list(tx.remote), session_id=self.session_id, sign_domain=sign_domain)
             if self._mode == CLOSED:
                 return
+            folder, header = outcome.folder, outcome.header
+            if self.screen is not None:  # rate count, milters: may rewrite the message, change recipients or folder, discard
+                screened = await self.screen.message(user=self.user, sender=tx.sender_text, recipients=tx.recipients, message=message,
+                                                     queue_id=queue_id, local=tx.local, remote=tx.remote)
+                message = tx.message = screened.message
+                folder, header = screened.folder or folder, screened.header + header
+                if screened.discard or not (tx.local or tx.remote):
+                    self.reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+                    return
             await hand_off(self.s.store, self.s.queue, message, Transaction(
                 sender=tx.sender_text, local=list(tx.local), remote=list(tx.remote), smtputf8=tx.smtputf8,
-                body_8bit=tx.body_8bit, trace=outcome.header + trace, session_id=self.session_id, queue_id=queue_id,
-                folder=outcome.folder,
+                body_8bit=tx.body_8bit, trace=header + trace, session_id=self.session_id, queue_id=queue_id,
+                folder=folder, relay_sender=self._relay_sender(tx),
             ))
             if fault is not None and fault.after_store:  # a test's fault: stored, then dropped before the 250
                 await self._apply_fault(fault)
@@ -931,6 +978,12 @@ class SMTPSession(Protocol):
                           session=self.session_id, qid=queue_id, sender=tx.sender_text, local=len(tx.local), remote=len(tx.remote), size=message.size)
         finally:
             tx.discard()
+
+    def _relay_sender(self, tx: _Tx) -> str | None:
+        """The SRS envelope sender for copies an alias forwards to other domains (mail from other hosts only)."""
+        if self.s.srs is None or not tx.remote or self.user is not None or self.s.submission:
+            return None
+        return str(self.s.srs.forward(tx.sender_text))
 
     def _trace(self, tx: _Tx, queue_id: str, names: list[str]) -> bytes:
         protocol = headers.protocol_keyword(esmtp=self.esmtp, tls=self.tls, authenticated=self.user is not None, utf8=tx.smtputf8)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 
 def toml_value(value: Any) -> str:
-    """A TOML literal for a bool, number, string or list of them."""
+    """A TOML literal for a bool, number, string, or a list or table (dict) of them."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -28,6 +28,8 @@ def toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

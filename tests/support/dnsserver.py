@@ -16,6 +16,7 @@ Records, keyed by name (case-insensitive, trailing dot optional)::
             "TXT": ["v=spf1 -all", ["two", "strings"]],
             "CNAME": "other.example.test",
         },
+        "1.0.0.127.in-addr.arpa": {"PTR": ["localhost.test"]},
         "nullmx.test": {"MX": [[0, "."]]},       # RFC 7505 null MX
         "broken.test": {"SERVFAIL": true},         # answers SERVFAIL
         "silent.test": {"DROP": true},             # never answers (timeouts)
@@ -182,6 +183,9 @@ class _FileAuthority:
                 for txt in entry.get("TXT", []):
                     parts = [txt] if isinstance(txt, str) else list(txt)
                     answers.append(rr(dns.TXT, dns.Record_TXT(*[p.encode() for p in parts], ttl=ttl)))
+            if wanted in (dns.PTR, dns.ALL_RECORDS):
+                for host in entry.get("PTR", []):
+                    answers.append(rr(dns.PTR, dns.Record_PTR(host.rstrip("."), ttl=ttl)))
             if wanted == dns.CNAME and "CNAME" in entry:
                 answers.append(rr(dns.CNAME, dns.Record_CNAME(entry["CNAME"].rstrip("."), ttl=ttl)))
         return defer.succeed((answers, [], []))
