@@ -22,7 +22,7 @@ async def starttls(server: Any, tag: str, args: Arguments) -> Response:
     args.end()
     if server.tls:
         raise bad("TLS is already active.")
-    if server.context.tls is None:
+    if server.s.tls is None:
         raise bad("TLS is not available.")
     server.write(Response("OK", "Begin TLS negotiation now.").line(tag))
     server.start_tls()
@@ -31,7 +31,7 @@ async def starttls(server: Any, tag: str, args: Arguments) -> Response:
 
 async def _login(server: Any, username: str, password: str) -> Response:
     """Shared by LOGIN and AUTHENTICATE: authenticate, take a connection slot, enter AUTHENTICATED."""
-    authenticator = server.context.authenticator
+    authenticator = server.s.authenticator
     if authenticator is None:
         raise no("Logins are not available yet.", "UNAVAILABLE")
     try:

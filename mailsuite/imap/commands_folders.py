@@ -457,7 +457,7 @@ async def append(server: Any, tag: str, args: Arguments) -> Response:
         args.end()
     if "\\Recent" in flags:
         raise bad("\\Recent can't be set")
-    store = server.context.store
+    store = server.s.store
     if store is None:
         raise no("The message store is not available.", "UNAVAILABLE")
     failed, server.streamed_literal_error = server.streamed_literal_error, None

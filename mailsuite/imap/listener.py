@@ -3,19 +3,46 @@
 ``mailsuite.service`` calls :func:`build_factory` for the "imap" (143,
 STARTTLS) and "imaps" (993, TLS from the first byte, wrapped by the service)
 listeners.  The factory holds what every connection of the listener shares:
-the server context, the per-user connection counts and the connection ids.
+the narrow :class:`IMAPSettings` taken from the server context (the protocol
+never sees the context itself), the per-user connection counts and the
+connection ids.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 
-from mailsuite.config import IMPLICIT_TLS, ListenerConfig
+from mailsuite.config import IMPLICIT_TLS, LimitsConfig, ListenerConfig
+
+
+@dataclass(frozen=True)
+class IMAPSettings:
+    """What IMAP sessions need from the server: names, limits and the shared parts they call."""
+
+    hostname: str
+    limits: LimitsConfig
+    allow_plaintext_auth: bool  # tls.allow_plaintext_auth: LOGIN / AUTHENTICATE before TLS
+    reactor: Any  # IReactorTime (timers) and callLater for the session
+    store: Any  # IMessageStore
+    authenticator: Any  # .login(ip, username, password) -> Deferred[IMailUser]
+    tls: Any = None  # TLS provider (.server_creator()) for STARTTLS; None: not offered
+    faults: Callable[[], Any] = lambda: None  # the test fault plan, read at each use (None outside tests)
+
+
+def settings_for(context: Any) -> IMAPSettings:
+    """The IMAP settings of a server context."""
+    config = context.config
+    return IMAPSettings(
+        hostname=config.hostname, limits=config.limits, allow_plaintext_auth=config.tls.allow_plaintext_auth,
+        reactor=context.reactor, store=context.store, authenticator=context.authenticator, tls=context.tls,
+        faults=lambda: context.faults,
+    )
 
 
 class UserConnections:
@@ -55,8 +82,8 @@ class IMAPFactory(Factory):
 
     noisy = False
 
-    def __init__(self, context: Any, name: str, implicit_tls: bool, user_connections: UserConnections) -> None:
-        self.context = context
+    def __init__(self, settings: IMAPSettings, name: str, implicit_tls: bool, user_connections: UserConnections) -> None:
+        self.settings = settings
         self.name = name
         self.implicit_tls = implicit_tls
         self.user_connections = user_connections
@@ -78,4 +105,4 @@ def build_factory(context: Any, name: str, listener_config: ListenerConfig) -> F
     counter = _USER_COUNTERS.get(id(context))
     if counter is None:
         counter = _USER_COUNTERS[id(context)] = UserConnections(context.config.limits.imap_connections_per_user)
-    return IMAPFactory(context, name, name in IMPLICIT_TLS, counter)
+    return IMAPFactory(settings_for(context), name, name in IMPLICIT_TLS, counter)

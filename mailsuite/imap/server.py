@@ -140,10 +140,9 @@ class IMAPServer(Protocol):
 
     def __init__(self, factory: Any) -> None:
         self.factory = factory
-        self.context = factory.context
-        self.config = self.context.config
-        self.reactor = self.context.reactor
-        limits = self.config.limits
+        self.s = factory.settings  # IMAPSettings: names, limits and the shared parts (never the server context)
+        self.reactor = self.s.reactor
+        limits = self.s.limits
         self.max_line = limits.imap_line_length
         self.max_literal = limits.imap_literal_size or limits.message_size
         self.message_size = limits.message_size
@@ -210,12 +209,17 @@ class IMAPServer(Protocol):
             pass
         self.log.info("{cid}: connection from {ip} (tls={tls})", cid=self.cid, ip=self.ip, tls=self.tls)
         caps = " ".join(self.capabilities())
-        greeting = f"* OK [CAPABILITY {caps}] {self.config.hostname} mailsuite IMAP ready.\r\n".encode()
-        fault = self.context.faults.take("CONNECT", "imap", transport=self.transport) if self.context.faults is not None else None
+        greeting = f"* OK [CAPABILITY {caps}] {self.s.hostname} mailsuite IMAP ready.\r\n".encode()
+        fault = self._take_fault("CONNECT")
         if fault is None:
             self.write(greeting)
         else:  # a test's fault (mailsuite.testing.faults): delay, BYE or drop instead of the greeting
             fault.greet(self.reactor, lambda: self.write(greeting), self.write, self.disconnect, self.transport.abortConnection)
+
+    def _take_fault(self, command: str, **target: Any) -> Any:
+        """A test's fault for this command (mailsuite.testing.faults), or None (always outside tests)."""
+        plan = self.s.faults()
+        return plan.take(command, "imap", transport=self.transport, **target) if plan is not None else None
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closing = True
@@ -371,13 +375,13 @@ class IMAPServer(Protocol):
     # ------------------------------------------------------------------
     def plaintext_auth_allowed(self) -> bool:
         """RFC 3501 6.2.3 / 11.1: no cleartext passwords before TLS unless configured."""
-        return self.tls or self.config.tls.allow_plaintext_auth
+        return self.tls or self.s.allow_plaintext_auth
 
     def capabilities(self) -> list[str]:
         """Exactly what works in the current state (RFC 3501 6.1.1)."""
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
         if self.state == NOT_AUTHENTICATED:
-            if not self.tls and self.context.tls is not None:
+            if not self.tls and self.s.tls is not None:
                 caps.append("STARTTLS")
             if self.plaintext_auth_allowed():
                 caps.append("AUTH=PLAIN")
@@ -563,7 +567,7 @@ class IMAPServer(Protocol):
             return
         self._literal_total += size
         tag = _TAG.match(first)
-        append = self._lookup(first[tag.end():])[0] == "APPEND" and self.context.store is not None
+        append = self._lookup(first[tag.end():])[0] == "APPEND" and self.s.store is not None
         if append and not nonsync and self.state != NOT_AUTHENTICATED:
             target = self._append_target(line[: m.start()])
             if target is not None:
@@ -577,7 +581,7 @@ class IMAPServer(Protocol):
             # APPEND's message goes straight into the store's incoming message (spilled to
             # disk when large) instead of memory; the command line sees an empty literal
             self.discard_streamed_literal()
-            self.streamed_literal = self._literal_sink = self.context.store.new_incoming()
+            self.streamed_literal = self._literal_sink = self.s.store.new_incoming()
             line = line[:start] + (b"{0+}" if nonsync else b"{0}")
         self._parts.append(line)
         if size == 0:
@@ -627,7 +631,7 @@ class IMAPServer(Protocol):
         async def check() -> None:
             if not await self.mailbox.folder_exists(name):
                 raise errors.NoSuchFolder()
-            await self.context.store.check_quota(self.user.address, size)
+            await self.s.store.check_quota(self.user.address, size)
 
         def done(result: Any) -> None:
             self._busy = False
@@ -721,7 +725,7 @@ class IMAPServer(Protocol):
 
     async def _run(self, spec: CommandSpec, tag: str, args_bytes: bytes) -> None:
         self.log.debug("{cid}: {tag} {command}", cid=self.cid, tag=tag, command=spec.name)
-        fault = self.context.faults.take(spec.name, "imap", transport=self.transport, user=self.user) if self.context.faults is not None else None
+        fault = self._take_fault(spec.name, user=self.user)
         if fault is not None and await fault.perform(self.reactor, self.write, self.disconnect, self.transport.abortConnection, tag):
             self.discard_streamed_literal()  # a test's fault answered (or dropped) in the command's place
             return None if self._closing else self.resume_input()
@@ -874,5 +878,5 @@ class IMAPServer(Protocol):
         """Switch the transport to TLS after ``OK Begin TLS`` (RFC 3501 6.2.1)."""
         self._buffer.clear()  # nothing pipelined in plaintext survives the switch
         self._parts = []
-        self.transport.startTLS(self.context.tls.server_creator())
+        self.transport.startTLS(self.s.tls.server_creator())
         self.tls = True

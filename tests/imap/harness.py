@@ -70,6 +70,12 @@ class Harness:
         self.context.authenticator = TableAuthenticator(self.store, users if users is not None else {"alice@example.test": "secret", "bob@example.test": "pw"})
         self.factory = build_factory(self.context, "imap", config.imap)
 
+    def use_authenticator(self, authenticator: Any) -> Any:
+        """Swap the login service (the listener's settings are taken again, as at a server start)."""
+        self.context.authenticator = authenticator
+        self.factory = build_factory(self.context, "imap", self.context.config.imap)
+        return authenticator
+
     def connect(self, login: str | None = None) -> "Connection":
         conn = Connection(self)
         if login:

@@ -226,7 +226,7 @@ class SlowAuthenticator:
 
 def test_hanging_up_during_login_takes_no_connection_slot(tmp_path: Path) -> None:
     harness = Harness(tmp_path, imap_connections_per_user=2)
-    harness.context.authenticator = slow = SlowAuthenticator(harness.store)
+    slow = harness.use_authenticator(SlowAuthenticator(harness.store))
     for _ in range(3):
         conn = harness.connect()
         conn.send(f"a LOGIN {ALICE} secret\r\n")
@@ -242,7 +242,7 @@ def test_hanging_up_during_login_takes_no_connection_slot(tmp_path: Path) -> Non
 
 def test_login_deadline_during_a_slow_login_takes_no_slot(tmp_path: Path) -> None:
     harness = Harness(tmp_path, imap_login_timeout=60.0)
-    harness.context.authenticator = slow = SlowAuthenticator(harness.store)
+    slow = harness.use_authenticator(SlowAuthenticator(harness.store))
     conn = harness.connect()
     conn.send(f"a LOGIN {ALICE} secret\r\n")
     harness.clock.advance(61)
