@@ -20,8 +20,12 @@ from __future__ import annotations
 from typing import Sequence
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
+from mailsuite.errors import FolderExists
 from mailsuite.interfaces import Delivery, DeliveryResult, IIncomingMessage, IMessageStore
+
+log = Logger(namespace="mailsuite.delivery")
 
 
 def return_path(sender: str) -> bytes:
@@ -40,3 +44,22 @@ def deliver_local(store: IMessageStore, message: IIncomingMessage, sender: str, 
     prefix = return_path(sender)
     deliveries = [Delivery(address, folder, prefix + delivered_to(address) + trace) for address in mailboxes]
     return store.deliver(message, deliveries)
+
+
+async def folder_for(store: IMessageStore, mailboxes: Sequence[str], folder: str, *, why: str, session_id: str = "-") -> str:
+    """``folder`` once it exists in every mailbox (made where missing), else INBOX.
+
+    For deliveries that file mail elsewhere than INBOX (quarantine, Junk): a
+    folder that cannot be made never costs the message, which then goes to
+    INBOX with a log line saying why.
+    """
+    for address in mailboxes:
+        try:
+            await store.user_mailbox(address).create_folder(folder)
+        except FolderExists:
+            pass
+        except Exception as e:  # noqa: BLE001 - any store refusal: deliver to INBOX instead
+            log.warn("[{session}] cannot create {why} folder {folder} for {address}: {error}; delivering to INBOX",
+                     session=session_id, why=why, folder=folder, address=address, error=str(e))
+            return "INBOX"
+    return folder

@@ -47,12 +47,13 @@ from twisted.internet import defer, task
 from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.logger import Logger
 
+from mailsuite.delivery import folder_for
 from mailsuite.antispam import checks, dnsbl
 from mailsuite.antispam.milter import MilterChain, Modifications, apply_modifications, spam_flagged, spam_score
 from mailsuite.antispam.greylist import SWEEP_INTERVAL, Greylist, Journal
 from mailsuite.antispam.ratelimit import RateLimits
 from mailsuite.config import Config
-from mailsuite.errors import FolderExists, InvalidName, MailError
+from mailsuite.errors import InvalidName, MailError
 from mailsuite.threads import LeanThreadPool
 
 log = Logger(namespace="mailsuite.antispam")
@@ -393,18 +394,8 @@ class ClientScreen:
                 remote.setdefault(target, None)
 
     async def _junk_folder(self, local: list[str]) -> str | None:
-        folder = self.antispam.settings.junk_folder
-        store = self.antispam.store
-        for address in local:
-            try:
-                await store.user_mailbox(address).create_folder(folder)
-            except FolderExists:
-                pass
-            except Exception as e:
-                log.warn("[{session}] cannot create {folder} for {address}: {error}; delivering to INBOX", session=self.session_id,
-                         folder=folder, address=address, error=str(e))
-                return None
-        return folder
+        folder = await folder_for(self.antispam.store, local, self.antispam.settings.junk_folder, why="junk", session_id=self.session_id)
+        return folder if folder != "INBOX" else None
 
     def close(self) -> None:
         """The client is gone: end the milter sessions."""

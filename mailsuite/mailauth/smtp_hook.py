@@ -47,7 +47,7 @@ from typing import Any, Sequence
 
 from twisted.logger import Logger
 
-from mailsuite.errors import FolderExists
+from mailsuite.delivery import folder_for
 from mailsuite.mailauth.results import ResultsFilter
 from mailsuite.mailauth.verdict import QUARANTINE
 
@@ -91,17 +91,7 @@ async def on_message(mailauth: Any, store: Any, *, authenticated: bool, ip: str,
         raise error
     folder = "INBOX"
     if verdict.action == QUARANTINE and local:
-        folder = verdict.folder
-        for address in local:
-            try:
-                await store.user_mailbox(address).create_folder(folder)
-            except FolderExists:
-                pass
-            except Exception as e:
-                log.warn("[{session}] cannot create quarantine folder {folder} for {address}: {error}; delivering to INBOX",
-                         session=session_id, folder=folder, address=address, error=str(e))
-                folder = "INBOX"
-                break
+        folder = await folder_for(store, local, verdict.folder, why="quarantine", session_id=session_id)
     header = verdict.header
     if remote and header:
         header = await mailauth.arc_seal_message(message, header_prefix=header + trace) + header

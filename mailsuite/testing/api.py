@@ -49,6 +49,7 @@ from twisted.web import resource, server
 
 from mailsuite.compat import request_gone
 from mailsuite.errors import MailError
+from mailsuite.testing.http import HTTPError, json_body
 from mailsuite.testing.faults import Fault, FaultPlan
 from mailsuite.testing.mailroom import CapturedMessage, mailroom_for
 
@@ -67,15 +68,6 @@ SITE: dict[tuple[str, ...], str] = {
 
 #: Filters every listing route takes (query parameter -> Mailroom.messages keyword).
 FILTERS = {"to": "to", "from": "from_", "subject": "subject", "mailbox": "mailbox"}
-
-
-class HTTPError(Exception):
-    """An error answered with a status code and a JSON body {"error": text}."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-        self.text = text
 
 
 def summary(message: CapturedMessage, content: bool = False) -> dict[str, Any]:
@@ -180,14 +172,14 @@ class CaptureAPI(resource.Resource):
         if route == "messages":
             return await self._messages(method, rest, args)
         if route == "users" and method == "POST":
-            body = self._json(request)
+            body = json_body(request)
             address, password = body.get("address"), body.get("password", "")
             if not isinstance(address, str) or not isinstance(password, str):
                 raise HTTPError(400, 'body must be {"address": "...", "password": "..."}')
             await self.mailroom.add_user(address, password)
             return 201, {"address": address}
         if route == "domains" and method == "POST":
-            domain = self._json(request).get("domain")
+            domain = json_body(request).get("domain")
             if not isinstance(domain, str):
                 raise HTTPError(400, 'body must be {"domain": "..."}')
             await self.mailroom.add_domain(domain)
@@ -245,7 +237,7 @@ class CaptureAPI(resource.Resource):
             plan.clear()
             return 200, {"faults": []}
         if method == "POST":
-            body = self._json(request)
+            body = json_body(request)
             allowed = {f.name for f in fields(Fault)}
             if not isinstance(body, dict) or "command" not in body or set(body) - allowed:
                 raise HTTPError(400, f"body must be an object with command and any of {sorted(allowed - {'command'})}")
@@ -283,14 +275,6 @@ class CaptureAPI(resource.Resource):
             full = False
             await task.deferLater(self.reactor, 0.05, lambda: None)
 
-    def _json(self, request: server.Request) -> Any:
-        try:
-            body = json.loads(request.content.read() or b"{}")
-        except ValueError:
-            raise HTTPError(400, "the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise HTTPError(400, "the body must be a JSON object")
-        return body
 
     def _ports(self) -> dict[str, int]:
         service = self.context.root

@@ -46,6 +46,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 import mailsuite
+from mailsuite.testing.http import HTTPError, json_body
 from mailsuite.testing import mimeview
 from mailsuite.testing.catalogue import Catalogue, Entry, matcher
 
@@ -65,15 +66,6 @@ _FRAME_CSP_BASE = ("default-src 'none'; script-src 'none'; object-src 'none'; fr
 FRAME_CSP = _FRAME_CSP_BASE + "img-src data:; style-src 'unsafe-inline' data:; font-src data:"
 #: With ?remote=1, after the user asked for remote content.
 FRAME_CSP_REMOTE = _FRAME_CSP_BASE + "img-src data: http: https:; style-src 'unsafe-inline' data: http: https:; font-src data: http: https:"
-
-
-class HTTPError(Exception):
-    """Answered as plain text with this status (Mailpit answers errors as text)."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-        self.text = text
 
 
 def _iso(when: datetime.datetime) -> str:
@@ -287,7 +279,7 @@ class MailpitAPI(resource.Resource):
         entries = await self.catalogue.entries()
         if method == "GET":
             return 200, self._listing(entries, entries, args)
-        body = self._json(request)
+        body = json_body(request)
         ids = body.get("IDs") or []
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise HTTPError(400, 'IDs must be a list of message IDs')
@@ -365,15 +357,6 @@ class MailpitAPI(resource.Resource):
             b"content-security-policy": csp.encode("ascii"), b"x-content-type-options": b"nosniff",
             b"referrer-policy": b"no-referrer", b"x-frame-options": b"SAMEORIGIN"}
 
-    @staticmethod
-    def _json(request: server.Request) -> dict[str, Any]:
-        try:
-            body = json.loads(request.content.read() or b"{}")
-        except ValueError:
-            raise HTTPError(400, "the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise HTTPError(400, "the body must be a JSON object")
-        return body
 
 
 def api_v1_resource(context: Any) -> MailpitAPI:

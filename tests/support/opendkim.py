@@ -8,7 +8,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from tests.support.daemon import TempDaemon
 
 CONFIG = """Syslog no
 Background no
@@ -30,7 +31,7 @@ def available() -> bool:
     return shutil.which("opendkim") is not None or Path("/usr/sbin/opendkim").exists()
 
 
-class OpenDKIM:
+class OpenDKIM(TempDaemon):
     """An opendkim process signing mail of ``domain`` with the PEM key at ``key``, stopped by PID."""
 
     def __init__(self, domain: str, selector: str, key: Path, host: str = "127.0.0.1") -> None:
@@ -63,19 +64,3 @@ class OpenDKIM:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("opendkim did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "OpenDKIM":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

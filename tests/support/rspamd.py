@@ -20,7 +20,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from tests.support.daemon import TempDaemon
 
 CONFIG = """
 .include "$CONFDIR/common.conf"
@@ -67,7 +68,7 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-class Rspamd:
+class Rspamd(TempDaemon):
     """An rspamd process (milter on ``host:port``), stopped by PID."""
 
     def __init__(self, dns_address: str, host: str = "127.0.0.1") -> None:
@@ -110,19 +111,3 @@ class Rspamd:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"rspamd did not start:\n{self.log()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "Rspamd":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
