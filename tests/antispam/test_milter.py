@@ -13,6 +13,7 @@ from mailsuite.antispam.milter import Modifications, apply_modifications, parse_
 from tests.support import rspamd as rspamd_support
 from tests.support.dnsserver import DNSServer, dns  # noqa: F401 - the dns fixture
 from tests.support.fakemilter import FakeMilter, cstr, pkt
+from tests.support.needs import unavailable
 
 BOB, CAROL, PASSWORD = "bob@example.test", "carol@example.test", "correct horse battery"
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -48,7 +49,7 @@ def send(server: Any, raw: bytes, recipients: tuple[str, ...] = (BOB,), ip: str 
 @pytest.fixture(scope="module")
 def rspamd(dns: DNSServer) -> Iterator[rspamd_support.Rspamd]:  # noqa: F811
     if not rspamd_support.available():
-        pytest.skip("rspamd is not installed (.ci/run installs it)")
+        unavailable("rspamd is not installed (.ci/run installs it)")
     with rspamd_support.Rspamd(dns.address) as r:
         yield r
 
@@ -191,7 +192,7 @@ def test_opendkim_signs_submitted_mail(mailsuite_server: Any, dns: DNSServer, tm
     from tests.support import opendkim as opendkim_support
 
     if not opendkim_support.available():
-        pytest.skip("opendkim is not installed (.ci/run installs it)")
+        unavailable("opendkim is not installed (.ci/run installs it)")
     key, path = generate_key(tmp_path / "keys", "example.test", "od")
     path.chmod(0o600)
     with opendkim_support.OpenDKIM("example.test", "od", path) as opendkim:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from tests.support.needs import fill_disk, mount_tmpfs, unmount
 
 ALICE, BOB, CAROL, DAVE, FRANK = (f"{name}@example.test" for name in ("alice", "bob", "carol", "dave", "frank"))
 SEARCHERS = [ALICE, BOB, DAVE]  # 10 sessions, at most PER_USER each
@@ -272,37 +271,19 @@ def test_hangups_during_login_leave_no_slot_taken(server: Any) -> None:
         s.close()
 
 
-def _mount_tmpfs(path: Path, size: str) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-
-
 @pytest.fixture
 def tiny_disk_server(mailsuite_server: Any) -> Iterator[Any]:
     """A server whose user's Maildir is a 4 MiB tmpfs (the machine's root may mount one)."""
     server = mailsuite_server({"tls.allow_plaintext_auth": True}, users={ALICE: PASSWORD})
     mounts = [server.mail_dir(ALICE), server.data_root / "mail" / ".incoming"]
-    _mount_tmpfs(mounts[0], "4m")
+    mount_tmpfs(mounts[0], "4m")
     try:
         yield server
     finally:
         server.stop()
         for path in mounts:
             if os.path.ismount(path):
-                subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(path: Path) -> None:
-    """Write zeros into ``path`` until its file system is full."""
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+                unmount(path)
 
 
 def test_disk_full_during_append_is_not_a_server_bug(tiny_disk_server: Any) -> None:
@@ -318,7 +299,7 @@ def test_disk_full_during_append_is_not_a_server_bug(tiny_disk_server: Any) -> N
     c.send(b"s SELECT INBOX\r\n")  # creates the Maildir on the tmpfs
     c.until_tagged(b"s")
     filler = server.mail_dir(ALICE) / "filler"
-    fill(filler)
+    fill_disk(filler)
     message = b"Subject: big\r\n\r\n" + b"q" * 200_000 + b"\r\n"
     for tag, literal in ((b"a", b"{%d}" % len(message)), (b"b", b"{%d+}" % len(message))):
         c.send(tag + b" APPEND INBOX " + literal + b"\r\n")
@@ -332,7 +313,7 @@ def test_disk_full_during_append_is_not_a_server_bug(tiny_disk_server: Any) -> N
     assert c.until_tagged(b"c")[-1].startswith(b"c OK [APPENDUID")
 
     # a message over 1 MiB is spilled to the spool while it arrives: that disk is full now
-    _mount_tmpfs(server.data_root / "mail" / ".incoming", "512k")
+    mount_tmpfs(server.data_root / "mail" / ".incoming", "512k")
     big = b"Subject: bigger\r\n\r\n" + b"r" * 1_500_000 + b"\r\n"
     c.send(b"d APPEND INBOX {%d}\r\n" % len(big))
     assert c.line() == b"+ OK"
