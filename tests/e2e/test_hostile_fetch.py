@@ -22,6 +22,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.imap.conftest import StoreWriter
+from tests.support.procmem import rss_kib
 
 #: The big message's body: 10 MiB of 76-octet lines (the issue's reproduction used 10 MB).
 LINE = b"x" * 74 + b"\r\n"
@@ -47,15 +48,6 @@ def server(mailsuite_module_server: Any) -> Any:
     srv = mailsuite_module_server({"capture.enabled": True, "tls.allow_plaintext_auth": True})
     StoreWriter(srv.data_root / "mail").deliver(USER, big_message())
     return srv
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process in KiB, from /proc."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 class Client:

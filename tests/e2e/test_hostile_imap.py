@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import threading
 import time
 from typing import Any, Iterator
 
 import pytest
 from tests.support.needs import fill_disk, mount_tmpfs, unmount
+from tests.support.procmem import PeakRSS
 
 ALICE, BOB, CAROL, DAVE, FRANK = (f"{name}@example.test" for name in ("alice", "bob", "carol", "dave", "frank"))
 SEARCHERS = [ALICE, BOB, DAVE]  # 10 sessions, at most PER_USER each
@@ -26,42 +26,6 @@ PASSWORD = "hostile-test-pw-1"
 USERS = {address: PASSWORD for address in (ALICE, BOB, CAROL, DAVE, FRANK)}
 MESSAGE_SIZE = 50 * 1024 * 1024  # the default limits.message_size
 PER_USER = 4
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-
-
-class Peak:
-    """Samples a process's VmRSS in a thread while the block runs; ``growth_mb`` afterwards."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.before = rss_kb(pid)
-        self.peak = self.before
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._done.is_set():
-            try:
-                self.peak = max(self.peak, rss_kb(self.pid))
-            except (OSError, StopIteration):
-                return
-            self._done.wait(0.02)
-
-    def __enter__(self) -> "Peak":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    @property
-    def growth_mb(self) -> float:
-        return (self.peak - self.before) / 1024
 
 
 class Client:
@@ -150,7 +114,7 @@ def test_client_that_never_reads_is_held_back(server: Any, listener: str, logged
         command = b"a NOOP\r\n"
     chunk = command * (65536 // len(command))
     sent = 0
-    with Peak(server.process.pid) as peak:
+    with PeakRSS(server.process.pid) as peak:
         # until 20 MB are sent or the server has read nothing for 3 s (a busy server catches up sooner)
         flood.sock.settimeout(0.25)
         progress = time.monotonic()
@@ -205,7 +169,7 @@ def test_big_literals_outside_append_are_refused(server: Any) -> None:
         s.send(b"s SELECT INBOX\r\n")
         s.until_tagged(b"s")
     time.sleep(0.5)  # measured from here: the logins' argon2 hashes (64 MiB each) are not the literals' cost
-    with Peak(server.process.pid) as peak:
+    with PeakRSS(server.process.pid) as peak:
         for s in sessions:
             try:
                 s.sock.settimeout(5)

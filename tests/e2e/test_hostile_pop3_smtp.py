@@ -24,17 +24,9 @@ import pytest
 
 from tests.conftest import ServerProcess
 from tests.support.needs import fill_disk, mount_tmpfs, unmount
+from tests.support.procmem import rss_kib
 
 USERS = {"alice@example.test": "alice-password-1"}
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def unread_by_server(server_port: int, client_port: int) -> int | None:

@@ -12,18 +12,10 @@ import time
 from typing import Any
 
 import pytest
+from tests.support.procmem import rss_kib
 
 GREETINGS = {"smtp": b"220 ", "pop3": b"+OK", "imap": b"* OK"}
 NOOPS = {"smtp": (b"NOOP\r\n", b"250 "), "pop3": (b"NOOP\r\n", b"-ERR"), "imap": (b"n1 NOOP\r\n", b"n1 OK")}
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process, from /proc."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def open_many(server: Any, count: int, protocols: tuple[str, ...], timeout: float = 60.0) -> tuple[list[socket.socket], dict[str, int]]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from .support import AccountPool, LineClient, deliver, drop_into_new, set_flags
+from tests.support.procmem import PeakRSS
 
 PASSWORD = "pop3 test password"
 MSG = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: hello\r\n\r\nHello there.\r\n"
@@ -316,15 +317,9 @@ def test_uidl_unchanged_by_a_real_imap_session(server: Any, account: str) -> Non
     client.quit()
 
 
-def _rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-
-
 @pytest.mark.slow
 def test_fifty_megabyte_retr_keeps_server_memory_flat(server: Any, account: str) -> None:
     """RETR streams from disk: the server's resident memory does not grow with a 50 MB message."""
-    import threading
 
     deliver(server, account, MSG)  # creates the Maildir
     line = b".dotted line that must be stuffed, and some more text to make it longer\r\n"
@@ -335,18 +330,7 @@ def test_fifty_megabyte_retr_keeps_server_memory_flat(server: Any, account: str)
     client.command(f"USER {account}")
     assert client.command(f"PASS {PASSWORD}").startswith(b"+OK")
     pid = server.process.pid
-    before = _rss_kb(pid)
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_kb(pid))
-            done.wait(0.01)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with PeakRSS(pid, interval=0.01) as peak:
         assert client.command("RETR 2") == b"+OK %d octets" % len(body)
         received, tail = len(client.buffer), client.buffer[-5:]
         client.buffer = b""
@@ -355,9 +339,6 @@ def test_fifty_megabyte_retr_keeps_server_memory_flat(server: Any, account: str)
             assert chunk
             received += len(chunk)
             tail = (tail + chunk)[-5:]
-    finally:
-        done.set()
-        sampler.join()
     assert received == len(body) + body.count(b"\r\n.") + 3  # stuffed dots and the terminator
-    assert peak[0] - before < 20 * 1024, (before, peak[0])
+    assert peak.peak - peak.before < 20 * 1024, (peak.before, peak.peak)
     client.command("QUIT")
