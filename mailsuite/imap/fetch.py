@@ -121,7 +121,6 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
         # RFC 7162 3.2: once enabled, every FETCH reporting a flag change carries MODSEQ
         atts = [*atts, FetchAtt("MODSEQ")]
     recent = selected.recent()
-    server.start_streaming()
     try:
         if needs == {"meta"} and not add_flags:
             await _fetch_meta(server, selected, uids, atts, recent)
@@ -130,8 +129,6 @@ async def run_fetch(server: Any, uids: list[int], atts: list[FetchAtt], *, uid_c
         await writer.run(uids, header_only="header" in needs and "body" not in needs)
     except ConnectionError as e:  # wait_writable: the connection is closing or gone
         raise ClientGone() from e
-    finally:
-        server.stop_streaming()
     if writer.expunge_issued:
         # RFC 5530 EXPUNGEISSUED on an OK, as Dovecot answers, also when nothing was left to
         # answer: the client learns the EXPUNGEs at its next NOOP.  A NO makes clients (and

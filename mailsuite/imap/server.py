@@ -332,12 +332,6 @@ class IMAPServer(Protocol):
         """Send bytes (responses are built complete, CRLF included)."""
         self.transport.write(data)
 
-    def start_streaming(self) -> None:
-        """Kept for callers: the protocol is the transport's producer for the whole connection."""
-
-    def stop_streaming(self) -> None:
-        """Undo :meth:`start_streaming` (nothing to undo)."""
-
     def wait_writable(self) -> defer.Deferred[None]:
         """Fires once the transport can take more (at once when it can now)."""
         if self._closing:
